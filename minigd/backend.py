@@ -1,0 +1,65 @@
+"""The one place that chooses the array backend: ``"numba"`` (default) or ``"numpy"``.
+
+The choice is read from ``MINIGD_BACKEND`` at import and changed with :func:`set_backend`.
+Both backends implement the kernels of :mod:`minigd.kernels.reference` with the same signatures.
+"""
+import importlib
+import os
+
+BACKENDS = ("numba", "numpy")
+_MODULES = {"numpy": "minigd.kernels.reference", "numba": "minigd.kernels.jit"}
+_DEFAULT = "numpy"
+_active = None
+
+
+def _check_name(name, source):
+    if not isinstance(name, str) or name.lower() not in BACKENDS:
+        raise ValueError(f"{source} must be one of {BACKENDS}, got {name!r}")
+    return name.lower()
+
+
+def set_backend(name):
+    """Select the kernels used from now on: ``"numba"`` or ``"numpy"``. Returns the previous name."""
+    global _active
+    previous = get_backend()
+    _active = _check_name(name, "backend")
+    return previous
+
+
+def get_backend():
+    """Name of the active backend."""
+    global _active
+    if _active is None:
+        env = os.environ.get("MINIGD_BACKEND")
+        _active = _check_name(env, "MINIGD_BACKEND") if env else _DEFAULT
+    return _active
+
+
+def kernels(name=None):
+    """The kernel module of ``name`` (default: the active backend)."""
+    name = get_backend() if name is None else _check_name(name, "backend")
+    return importlib.import_module(_MODULES[name])
+
+
+class use_backend:
+    """Context manager: ``with mg.use_backend("numpy"): ...`` restores the previous backend on exit."""
+
+    def __init__(self, name):
+        self.name = _check_name(name, "backend")
+
+    def __enter__(self):
+        self._previous = set_backend(self.name)
+        return self
+
+    def __exit__(self, *exc):
+        set_backend(self._previous)
+
+
+def announce_compilation(say):
+    """Tell the user when the Numba kernels must be compiled (first run after install)."""
+    if get_backend() != "numba":
+        return
+    module = kernels()
+    needs = getattr(module, "needs_compilation", None)
+    if needs is not None and needs():
+        say("compiling the Numba kernels (first run only; cached on disk afterwards)...")

@@ -1,0 +1,200 @@
+"""Callbacks: small policy objects that ``fit`` calls at the start and end of epochs.
+
+A callback reads and steers the run through the :class:`~minigd.training.TrainingState` it is
+given (``state.model``, ``state.history``, ``state.stop_training``, ``state.lr_scale``, ...).
+Overriding ``on_iteration_end`` makes ``fit`` call Python after every update, which turns off
+the fused one-kernel epoch of the Numba backend for that run (the per-iteration path is slower
+at small batches but records the same history).
+"""
+import math
+
+from . import _validation as check
+
+
+class Callback:
+    """Base class; every hook receives the TrainingState and returns nothing."""
+
+    def on_train_begin(self, state):
+        pass
+
+    def on_epoch_begin(self, state):
+        pass
+
+    def on_iteration_end(self, state):
+        pass
+
+    def on_epoch_end(self, state):
+        pass
+
+    def on_train_end(self, state):
+        pass
+
+    @property
+    def per_iteration(self):
+        return type(self).on_iteration_end is not Callback.on_iteration_end
+
+
+MONITORS = ("val_loss", "val_accuracy", "train_loss")
+
+
+def _monitored(state, monitor):
+    value = state.history.epochs[monitor][-1]
+    if value is None:
+        raise ValueError(f"monitor={monitor!r} needs validation_data in fit()")
+    return value
+
+
+def _mode(monitor, mode):
+    check.choice("mode", mode, ("auto", "min", "max"))
+    if mode == "auto":
+        return "max" if "accuracy" in monitor else "min"
+    return mode
+
+
+class EarlyStopping(Callback):
+    """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience`` epochs.
+
+    Improvement means value < best - min_delta ("min") or value > best + min_delta ("max";
+    "auto" picks max for accuracies). With ``restore_best=True`` the weights of the best epoch
+    are put back when training ends, however it ends (stopped, out of epochs, diverged, or
+    interrupted by an exception).
+
+    Parameters
+    ----------
+    monitor : {"val_loss", "val_accuracy", "train_loss"}, default "val_loss"
+    patience : int >= 1, default 5
+    min_delta : float >= 0, default 0
+    restore_best : bool, default True
+    mode : {"auto", "min", "max"}, default "auto"
+
+    ``update(value) -> bool`` feeds one epoch's value by hand (True when it is the new best),
+    for use and testing without training.
+    """
+
+    def __init__(self, monitor="val_loss", patience=5, min_delta=0.0, restore_best=True,
+                 mode="auto"):
+        self.monitor = check.choice("monitor", monitor, MONITORS)
+        self.patience = check.positive_int("patience", patience)
+        self.min_delta = check.non_negative("min_delta", min_delta)
+        self.restore_best = check.boolean("restore_best", restore_best)
+        self.mode = _mode(self.monitor, mode)
+        self.reset()
+
+    def reset(self):
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.best_epoch = None
+        self.wait = 0
+        self.stopped_epoch = None
+        self.should_stop = False
+        self.best_weights = None
+        self._epoch = 0
+
+    def _improved(self, value):
+        if self.mode == "min":
+            return value < self.best - self.min_delta
+        return value > self.best + self.min_delta
+
+    def update(self, value):
+        """Record one epoch's monitored value; returns True if it is the new best."""
+        self._epoch += 1
+        if math.isfinite(value) and self._improved(value):
+            self.best, self.best_epoch, self.wait = value, self._epoch, 0
+            return True
+        self.wait += 1
+        if self.wait >= self.patience:
+            self.should_stop = True
+            self.stopped_epoch = self._epoch
+        return False
+
+    def on_train_begin(self, state):
+        self.reset()
+
+    def on_epoch_end(self, state):
+        self._epoch = state.epoch - 1
+        if self.update(_monitored(state, self.monitor)):
+            if self.restore_best:
+                self.best_weights = state.model.state_dict()
+        if self.should_stop:
+            state.stop_training = True
+            state.history.stopped_early = True
+
+    def on_train_end(self, state):
+        if self.restore_best and self.best_weights is not None:
+            state.model.load_state_dict(self.best_weights)
+
+    def __repr__(self):
+        return (f"EarlyStopping(monitor={self.monitor!r}, patience={self.patience}, "
+                f"min_delta={self.min_delta}, restore_best={self.restore_best})")
+
+
+class ReduceLROnPlateau(Callback):
+    """Multiply the learning rate by ``factor`` when ``monitor`` stalls (torch ReduceLROnPlateau).
+
+    A value is better when value < best * (1 - threshold) ("min", threshold_mode "rel"),
+    value < best - threshold ("abs"), and mirrored for "max". After more than ``patience`` bad
+    epochs: new_lr = max(lr * factor, min_lr), applied if lr - new_lr > eps, then ``cooldown``
+    epochs without counting. In ``fit`` the reduction multiplies ``state.lr_scale``, so it
+    composes with a schedule: lr = schedule(t) * lr_scale.
+
+    ``step(value, lr) -> new lr`` feeds one epoch by hand, for use and testing without training.
+    """
+
+    def __init__(self, monitor="val_loss", factor=0.1, patience=10, threshold=1e-4,
+                 threshold_mode="rel", cooldown=0, min_lr=0.0, eps=1e-8, mode="auto"):
+        self.monitor = check.choice("monitor", monitor, MONITORS)
+        self.factor = check.real("factor", factor, low=0.0, high=1.0, low_open=True,
+                                 high_open=True)
+        self.patience = check.non_negative_int("patience", patience)
+        self.threshold = check.non_negative("threshold", threshold)
+        self.threshold_mode = check.choice("threshold_mode", threshold_mode, ("rel", "abs"))
+        self.cooldown = check.non_negative_int("cooldown", cooldown)
+        self.min_lr = check.non_negative("min_lr", min_lr)
+        self.eps = check.non_negative("eps", eps)
+        self.mode = _mode(self.monitor, mode)
+        self.reset()
+
+    def reset(self):
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.num_bad_epochs = 0
+        self.cooldown_counter = 0
+        self.reductions = []
+
+    def _is_better(self, value):
+        if self.mode == "min":
+            bound = (self.best * (1 - self.threshold) if self.threshold_mode == "rel"
+                     else self.best - self.threshold)
+            return value < bound
+        bound = (self.best * (1 + self.threshold) if self.threshold_mode == "rel"
+                 else self.best + self.threshold)
+        return value > bound
+
+    def step(self, value, lr):
+        """Feed one epoch's monitored value and the current lr; return the lr to use next."""
+        if self._is_better(value):
+            self.best, self.num_bad_epochs = value, 0
+        else:
+            self.num_bad_epochs += 1
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.num_bad_epochs = 0
+        if self.num_bad_epochs > self.patience:
+            new_lr = max(lr * self.factor, self.min_lr)
+            self.cooldown_counter = self.cooldown
+            self.num_bad_epochs = 0
+            if lr - new_lr > self.eps:
+                return new_lr
+        return lr
+
+    def on_train_begin(self, state):
+        self.reset()
+
+    def on_epoch_end(self, state):
+        lr = state.current_lr
+        new_lr = self.step(_monitored(state, self.monitor), lr)
+        if new_lr != lr and lr > 0:
+            state.lr_scale *= new_lr / lr
+            self.reductions.append((state.epoch, lr, new_lr))
+
+    def __repr__(self):
+        return (f"ReduceLROnPlateau(monitor={self.monitor!r}, factor={self.factor}, "
+                f"patience={self.patience}, min_lr={self.min_lr})")

@@ -1,0 +1,222 @@
+"""Command line: ``minigd train`` (also ``python -m minigd train``)."""
+import argparse
+import json
+import os
+import sys
+import time
+import warnings
+
+import numpy as np
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "step", "exponential", "cosine", "cyclic")
+ACTIVATIONS = ("relu", "tanh", "sigmoid")
+
+
+def _hidden(text):
+    try:
+        sizes = [int(part) for part in text.split(",") if part.strip() != ""]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--hidden takes comma-separated ints, got {text!r}")
+    if any(s < 1 for s in sizes):
+        raise argparse.ArgumentTypeError(f"--hidden sizes must be >= 1, got {text!r}")
+    return sizes
+
+
+def add_train_arguments(p):
+    data = p.add_argument_group("data")
+    data.add_argument("--data", choices=("sample", "mnist"), default="sample",
+                      help="'sample': the bundled 10k MNIST images split 8000/2000 (offline); "
+                           "'mnist': the full 60k/10k set (downloaded once, cached)")
+    data.add_argument("--data-dir", default=None,
+                      help="cache directory for --data mnist (default $MINIGD_DATA or ~/.cache)")
+    data.add_argument("--validation-split", type=float, default=0.1,
+                      help="fraction of the training rows held out for val loss/accuracy "
+                           "(default 0.1; 0 turns validation off)")
+    model = p.add_argument_group("model")
+    model.add_argument("--hidden", type=_hidden, default=[128],
+                       help="hidden layer widths, comma separated (default 128: 784-128-10)")
+    model.add_argument("--activation", choices=ACTIVATIONS, default="relu",
+                       help="hidden activation (default relu)")
+    model.add_argument("--init", choices=("he", "xavier", "torch"), default="he",
+                       help="weight initialisation (default he)")
+    model.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    opt = p.add_argument_group("optimisation")
+    opt.add_argument("--epochs", type=int, default=10, help="passes over the data (default 10)")
+    opt.add_argument("--batch-size", type=int, default=64,
+                     help="samples per update; iterations per epoch = ceil(N / batch) (default 64)")
+    opt.add_argument("--lr", type=float, default=0.1, help="learning rate (default 0.1)")
+    opt.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd", help="default sgd")
+    opt.add_argument("--momentum", type=float, default=0.0, help="SGD momentum in [0, 1)")
+    opt.add_argument("--nesterov", action="store_true", help="Nesterov momentum (SGD)")
+    opt.add_argument("--weight-decay", type=float, default=0.0,
+                     help="L2 (SGD, Adam) or decoupled (AdamW) weight decay (default 0)")
+    opt.add_argument("--schedule", choices=SCHEDULES, default="constant",
+                     help="lr schedule: step (x gamma every --step-size epochs), exponential "
+                          "(x gamma per epoch), cosine (to --min-lr over all epochs), cyclic "
+                          "(triangular between --lr and --max-lr, half-cycle --step-size "
+                          "iterations)")
+    opt.add_argument("--step-size", type=int, default=None,
+                     help="step: epochs per decay (default 3); cyclic: iterations per "
+                          "half cycle (default 2 epochs' worth)")
+    opt.add_argument("--gamma", type=float, default=None,
+                     help="decay factor for step (default 0.1) and exponential (default 0.9)")
+    opt.add_argument("--min-lr", type=float, default=0.0, help="cosine floor (default 0)")
+    opt.add_argument("--max-lr", type=float, default=None, help="cyclic peak (default 10 x lr)")
+    opt.add_argument("--warmup", type=int, default=0,
+                     help="epochs of linear warmup in front of the schedule (default 0)")
+    opt.add_argument("--early-stopping", type=int, default=0, metavar="PATIENCE",
+                     help="stop when val loss has not improved for PATIENCE epochs and restore "
+                          "the best weights (default 0: off)")
+    opt.add_argument("--drop-last", action="store_true", help="skip the short last batch")
+    opt.add_argument("--no-shuffle", action="store_true", help="keep the data order")
+    run = p.add_argument_group("run")
+    run.add_argument("--seed", type=int, default=0, help="seeds weights and shuffling (default 0)")
+    run.add_argument("--backend", choices=("numba", "numpy"), default=None,
+                     help="kernels (default $MINIGD_BACKEND or numba)")
+    run.add_argument("--out", default="minigd-run",
+                     help="directory for history.csv, epochs.csv, history.json, history.png, "
+                          "model.npz, run.json (default ./minigd-run)")
+    run.add_argument("--quiet", action="store_true", help="print only the final accuracy")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="minigd", description="Mini-batch gradient descent you can see into.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    train = sub.add_parser("train", help="train an MLP and write its history",
+                           description="Train a dense ReLU network on MNIST with mini-batch "
+                                       "gradient descent; print the plan and one line per "
+                                       "epoch; write the history and a plot to --out.")
+    add_train_arguments(train)
+    train.set_defaults(handler=train_command)
+    return parser
+
+
+def load_data(args):
+    import minigd as mg
+    if args.data == "sample":
+        return mg.datasets.load_mnist_sample()
+    return mg.datasets.load_mnist(data_dir=args.data_dir)
+
+
+def make_schedule(args, iterations_per_epoch):
+    from minigd import schedules as S
+    if args.schedule == "constant":
+        schedule = None
+    elif args.schedule == "step":
+        schedule = S.StepDecay(args.lr, args.step_size or 3, args.gamma or 0.1)
+    elif args.schedule == "exponential":
+        schedule = S.ExponentialDecay(args.lr, args.gamma or 0.9)
+    elif args.schedule == "cosine":
+        schedule = S.CosineAnnealing(args.lr, args.epochs, args.min_lr)
+    else:
+        schedule = S.CyclicLR(args.lr, args.max_lr or 10 * args.lr,
+                              args.step_size or 2 * iterations_per_epoch)
+    if args.warmup:
+        if schedule is None:
+            schedule = S.Constant(args.lr)
+        if schedule.unit == "iteration":
+            schedule = S.Warmup(schedule, args.warmup * iterations_per_epoch)
+        else:
+            schedule = S.Warmup(schedule, args.warmup)
+    return schedule
+
+
+def make_model(args, n_features, n_classes):
+    import minigd as mg
+    activation = {"relu": mg.ReLU, "tanh": mg.Tanh, "sigmoid": mg.Sigmoid}[args.activation]
+    widths = [n_features] + args.hidden + [n_classes]
+    layers = []
+    for i in range(len(widths) - 1):
+        layers.append(mg.Dense(widths[i], widths[i + 1], init=args.init))
+        if i < len(widths) - 2:
+            layers.append(activation())
+    return mg.Sequential(*layers, seed=args.seed, dtype=np.dtype(args.dtype))
+
+
+def make_optimizer(args, model):
+    import minigd as mg
+    if args.optimizer == "sgd":
+        return mg.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
+                      nesterov=args.nesterov, weight_decay=args.weight_decay)
+    cls = mg.Adam if args.optimizer == "adam" else mg.AdamW
+    return cls(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+
+
+def split_validation(X, y, fraction):
+    if not 0 <= fraction < 1:
+        raise ValueError(f"--validation-split must be in [0, 1), got {fraction}")
+    n_val = int(round(len(X) * fraction))
+    if n_val == 0:
+        return X, y, None
+    return X[:-n_val], y[:-n_val], (X[-n_val:], y[-n_val:])
+
+
+def write_outputs(out, history, model, config, test_accuracy):
+    import minigd as mg
+    from minigd._io import atomic_open
+    os.makedirs(out, exist_ok=True)
+    history.to_csv(os.path.join(out, "history.csv"))
+    history.to_csv(os.path.join(out, "epochs.csv"), table="epochs")
+    history.to_json(os.path.join(out, "history.json"))
+    with atomic_open(os.path.join(out, "model.npz"), "wb") as handle:
+        np.savez(handle, **model.state_dict())
+    with atomic_open(os.path.join(out, "run.json"), "w") as handle:
+        json.dump({"config": config, "test_accuracy": test_accuracy,
+                   "diverged": history.diverged}, handle, indent=2)
+    import matplotlib
+    matplotlib.use("Agg")
+    fig = mg.plot.history(history)
+    mg.plot.save(fig, os.path.join(out, "history.png"))
+
+
+def train_command(args):
+    import minigd as mg
+    say = (lambda *a, **k: None) if args.quiet else print
+    if args.backend:
+        mg.set_backend(args.backend)
+    mg.backend.announce_compilation(say)
+    X, y, X_test, y_test = load_data(args)
+    X, y, validation = split_validation(X, y, args.validation_split)
+    model = make_model(args, X.shape[1], int(max(y.max(), y_test.max())) + 1)
+    optimizer = make_optimizer(args, model)
+    iterator_length = -(-len(X) // args.batch_size)
+    schedule = make_schedule(args, iterator_length)
+    callbacks = []
+    if args.early_stopping:
+        if validation is None:
+            raise ValueError("--early-stopping needs --validation-split > 0")
+        callbacks.append(mg.EarlyStopping(patience=args.early_stopping))
+    say(f"data: {args.data}, {len(X)} train / "
+        f"{0 if validation is None else len(validation[0])} validation / {len(X_test)} test; "
+        f"model {'-'.join(map(str, [X.shape[1]] + args.hidden + [model.n_outputs]))} "
+        f"{args.activation}; {optimizer!r}; backend {mg.get_backend()}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        history = mg.fit(model, X, y, optimizer=optimizer, epochs=args.epochs,
+                         batch_size=args.batch_size, schedule=schedule,
+                         shuffle=not args.no_shuffle, drop_last=args.drop_last, seed=args.seed,
+                         validation_data=validation, callbacks=callbacks,
+                         verbose=0 if args.quiet else 1)
+    test_accuracy = mg.accuracy(model, X_test, y_test)
+    if history.diverged:
+        d = history.divergence
+        print(f"diverged: loss {d['loss']} at epoch {d['epoch']}, iteration {d['iteration']}, "
+              f"lr {d['lr']:g}; history up to there is saved", file=sys.stderr)
+    print(f"test accuracy: {100 * test_accuracy:.2f}% ({len(X_test)} held-out images)")
+    config = {k: v for k, v in vars(args).items() if k != "handler"}
+    write_outputs(args.out, history, model, config, test_accuracy)
+    say(f"wrote {', '.join(['history.csv', 'epochs.csv', 'history.json', 'history.png', 'model.npz', 'run.json'])} to {args.out}/")
+    return 3 if history.diverged else 0
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except (ValueError, TypeError, OSError) as error:
+        print(f"minigd: error: {error}", file=sys.stderr)
+        return 2

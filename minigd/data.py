@@ -1,0 +1,146 @@
+"""BatchIterator: one epoch of mini-batches, gathered into reused buffers, never copying X."""
+import math
+
+import numpy as np
+
+from . import _validation as check
+
+
+def _seed_or_fresh(seed):
+    if seed is None:
+        return int(np.random.SeedSequence().entropy)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise TypeError(f"seed must be a non-negative int or None, got {seed!r}")
+    return int(seed)
+
+
+class BatchIterator:
+    """Iterate over (X, y) in mini-batches; ``for xb, yb in it`` is one epoch.
+
+    N samples in batches of B give ``len(it) = ceil(N / B)`` iterations per epoch, the last one
+    holding ``N - (len(it) - 1) * B`` samples; with ``drop_last=True`` it is ``floor(N / B)`` and
+    the short batch is skipped. Each epoch visits every sample exactly once (the dropped tail
+    aside), in the order ``permutation(epoch)``: a pure function of (seed, epoch), so epoch e's
+    order can be recomputed to resume mid-epoch.
+
+    Batches are gathered row by row into buffers that are reused: a yielded ``xb`` is
+    overwritten by the next batch (pass ``copy=True`` to keep each batch). X is only indexed,
+    never copied, so an ``np.memmap`` larger than memory works; each batch is converted to
+    ``dtype`` as it is gathered.
+
+    Parameters
+    ----------
+    X : array-like of shape (N, features)  (ndarray, memmap, or any integer-array indexable)
+    y : array-like of shape (N,), integer class ids
+    batch_size : int >= 1
+    shuffle : bool, default True
+    drop_last : bool, default False
+    seed : int or None, default None (fresh entropy, kept in ``it.seed``)
+    dtype : float32 or float64, default np.float32
+    copy : bool, default False
+
+    Example
+    -------
+    >>> it = BatchIterator(np.zeros((8000, 784)), np.zeros(8000, int), batch_size=64)
+    >>> it.describe()
+    '8000 samples, batch 64 -> 125 iterations per epoch (last batch: 64 samples)'
+    """
+
+    def __init__(self, X, y, batch_size, shuffle=True, drop_last=False, seed=None,
+                 dtype=np.float32, copy=False, validate=True):
+        if validate:
+            X = check.features("X", X)
+            y = check.labels("y", y, X.shape[0])
+        self.X, self.y = X, np.asarray(y)
+        self.batch_size = check.positive_int("batch_size", batch_size)
+        self.shuffle = check.boolean("shuffle", shuffle)
+        self.drop_last = check.boolean("drop_last", drop_last)
+        self.copy = check.boolean("copy", copy)
+        self.seed = _seed_or_fresh(seed)
+        self.dtype = np.dtype(dtype)
+        self.n_samples = int(X.shape[0])
+        if self.drop_last and self.batch_size > self.n_samples:
+            raise ValueError(f"batch_size={self.batch_size} with drop_last=True leaves no batch "
+                             f"from {self.n_samples} samples")
+        self.epoch = 0
+        self._xbuf = None
+
+    def __len__(self):
+        if self.drop_last:
+            return self.n_samples // self.batch_size
+        return math.ceil(self.n_samples / self.batch_size)
+
+    @property
+    def last_batch_size(self):
+        """Samples in the last batch of an epoch."""
+        if self.drop_last:
+            return self.batch_size
+        return self.n_samples - (len(self) - 1) * self.batch_size
+
+    @property
+    def samples_per_epoch(self):
+        return len(self) * self.batch_size if self.drop_last else self.n_samples
+
+    def describe(self):
+        """One line: samples, batch size, iterations per epoch, the last batch."""
+        text = (f"{self.n_samples} samples, batch {self.batch_size} -> {len(self)} iterations "
+                f"per epoch (last batch: {self.last_batch_size} samples")
+        dropped = self.n_samples - self.samples_per_epoch
+        if dropped:
+            text += f"; {dropped} dropped each epoch"
+        return text + ")"
+
+    def permutation(self, epoch):
+        """Sample order of epoch ``epoch`` (0-based): arange(N) without shuffle."""
+        if not self.shuffle:
+            return np.arange(self.n_samples)
+        rng = np.random.default_rng([self.seed, int(epoch)])
+        return rng.permutation(self.n_samples)
+
+    def batch_sizes(self):
+        """Size of every batch of one epoch."""
+        sizes = [self.batch_size] * len(self)
+        if sizes:
+            sizes[-1] = self.last_batch_size
+        return sizes
+
+    def _ensure_buffers(self):
+        if self._xbuf is None:
+            self._xbuf = np.empty((self.batch_size, self.X.shape[1]), dtype=self.dtype)
+            self._ybuf = np.empty(self.batch_size, dtype=np.int64)
+            same = getattr(self.X, "dtype", None) == self.dtype and isinstance(self.X, np.ndarray)
+            self._stage = None if same else np.empty((self.batch_size, self.X.shape[1]),
+                                                     dtype=getattr(self.X, "dtype", np.float64))
+
+    def gather(self, index, out_x, out_y):
+        """Copy rows ``index`` of X and y into ``out_x``/``out_y`` (converting X's dtype)."""
+        n = len(index)
+        if self._stage is None:
+            np.take(self.X, index, axis=0, out=out_x)
+        elif isinstance(self.X, np.ndarray):
+            stage = self._stage[:n]
+            np.take(self.X, index, axis=0, out=stage)
+            out_x[...] = stage
+        else:
+            out_x[...] = self.X[index]
+        np.take(self.y, index, out=out_y)
+
+    def batches(self, epoch, start=0):
+        """Yield (xb, yb) for epoch ``epoch`` (0-based), from iteration ``start`` (0-based) on."""
+        self._ensure_buffers()
+        order = self.permutation(epoch)
+        B = self.batch_size
+        for i in range(start, len(self)):
+            index = order[i * B:(i + 1) * B]
+            xb, yb = self._xbuf[:len(index)], self._ybuf[:len(index)]
+            self.gather(index, xb, yb)
+            yield (xb.copy(), yb.copy()) if self.copy else (xb, yb)
+
+    def __iter__(self):
+        epoch = self.epoch
+        self.epoch += 1
+        return self.batches(epoch)
+
+    def __repr__(self):
+        return (f"BatchIterator(n_samples={self.n_samples}, batch_size={self.batch_size}, "
+                f"shuffle={self.shuffle}, drop_last={self.drop_last}, seed={self.seed})")

@@ -1,0 +1,121 @@
+"""Plain NumPy reference kernels.
+
+Every kernel writes into preallocated ``out`` arrays and returns nothing (or a scalar loss), so
+the same signature serves the Numba backend. Shapes: ``x`` (n, in), ``w`` (in, out), ``b`` (out,),
+``z``/``y``/``dy`` (n, out). Optimizer kernels work on 1-D views of parameters and state.
+"""
+import math
+
+import numpy as np
+
+
+def dense_forward(x, w, b, out):
+    """out = x @ w + b."""
+    np.matmul(x, w, out=out)
+    out += b
+
+
+def dense_backward(x, dy, w, dw, db, dx):
+    """dw = x.T @ dy, db = sum over rows of dy, dx = dy @ w.T (skipped when dx is None)."""
+    np.matmul(x.T, dy, out=dw)
+    np.sum(dy, axis=0, out=db)
+    if dx is not None:
+        np.matmul(dy, w.T, out=dx)
+
+
+def relu_forward(z, out):
+    """out = max(z, 0)."""
+    np.maximum(z, 0, out=out)
+
+
+def relu_backward(dy, y, out):
+    """out = dy * [y > 0], with y the ReLU output."""
+    np.multiply(dy, y > 0, out=out)
+
+
+def tanh_forward(z, out):
+    """out = tanh(z)."""
+    np.tanh(z, out=out)
+
+
+def tanh_backward(dy, y, out):
+    """out = dy * (1 - y**2), with y = tanh(z)."""
+    np.multiply(y, y, out=out)
+    np.subtract(1, out, out=out)
+    out *= dy
+
+
+def sigmoid_forward(z, out):
+    """out = 1 / (1 + exp(-z)), computed without overflow for large |z|."""
+    np.negative(np.abs(z), out=out)
+    np.exp(out, out=out)
+    positive = z >= 0
+    np.divide(np.where(positive, 1, out), 1 + out, out=out)
+
+
+def sigmoid_backward(dy, y, out):
+    """out = dy * y * (1 - y), with y = sigmoid(z)."""
+    np.subtract(1, y, out=out)
+    out *= y
+    out *= dy
+
+
+def softmax_cross_entropy(logits, labels, grad):
+    """Mean cross-entropy of softmax(logits) against integer labels; grad = (p - onehot) / n.
+
+    loss = mean_i [ logsumexp(z_i) - z_i[y_i] ], rows shifted by their max for stability.
+    """
+    n = logits.shape[0]
+    np.subtract(logits, logits.max(axis=1, keepdims=True), out=grad)
+    rows = np.arange(n)
+    target = grad[rows, labels].copy()
+    np.exp(grad, out=grad)
+    total = grad.sum(axis=1, keepdims=True)
+    loss = float(np.mean(np.log(total[:, 0]) - target))
+    grad /= total
+    grad[rows, labels] -= 1
+    grad /= n
+    return loss
+
+
+def sgd_update(param, grad, momentum_buffer, lr, momentum, dampening, nesterov, weight_decay,
+               first_step):
+    """One torch.optim.SGD step on 1-D views, in place.
+
+    g = grad + weight_decay * param
+    buf = g on the first step, else momentum * buf + (1 - dampening) * g
+    param -= lr * (g + momentum * buf if nesterov else buf)      (buf = g when momentum is 0)
+    """
+    g = grad + weight_decay * param if weight_decay != 0 else grad
+    if momentum != 0:
+        if first_step:
+            momentum_buffer[:] = g
+        else:
+            momentum_buffer *= momentum
+            momentum_buffer += (1 - dampening) * g
+        g = g + momentum * momentum_buffer if nesterov else momentum_buffer
+    param -= lr * g
+
+
+def adam_update(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay,
+                decoupled):
+    """One torch.optim.Adam / AdamW step on 1-D views, in place (``step`` counts from 1).
+
+    AdamW: param *= 1 - lr * wd.   Adam: g = grad + wd * param.
+    m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
+    param -= lr / (1 - b1^step) * m / (sqrt(v) / sqrt(1 - b2^step) + eps)
+    """
+    g = grad
+    if weight_decay != 0:
+        if decoupled:
+            param *= 1 - lr * weight_decay
+        else:
+            g = grad + weight_decay * param
+    exp_avg *= beta1
+    exp_avg += (1 - beta1) * g
+    exp_avg_sq *= beta2
+    exp_avg_sq += (1 - beta2) * g * g
+    bias_correction1 = 1 - beta1 ** step
+    bias_correction2_sqrt = math.sqrt(1 - beta2 ** step)
+    denom = np.sqrt(exp_avg_sq) / bias_correction2_sqrt + eps
+    param -= (lr / bias_correction1) * exp_avg / denom

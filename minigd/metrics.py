@@ -1,0 +1,30 @@
+"""Evaluation: accuracy and mean loss of a model on a dataset, computed in chunks."""
+import numpy as np
+
+from . import _validation as check
+from .backend import kernels as _active_kernels
+
+_CHUNK = 4096
+
+
+def evaluate(model, X, y, chunk_size=_CHUNK):
+    """{"loss": mean softmax cross-entropy, "accuracy": fraction correct} over all of (X, y)."""
+    X = check.features("X", X, model.n_features)
+    y = check.labels("y", y, X.shape[0], model.n_outputs)
+    kernels = _active_kernels()
+    grad = np.empty((min(chunk_size, X.shape[0]), model.n_outputs), dtype=model.dtype)
+    total_loss, correct = 0.0, 0
+    for start in range(0, X.shape[0], chunk_size):
+        xb = np.ascontiguousarray(X[start:start + chunk_size], dtype=model.dtype)
+        yb = np.ascontiguousarray(y[start:start + chunk_size])
+        logits = model._forward(xb, kernels)
+        correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
+        total_loss += kernels.softmax_cross_entropy(logits, yb, grad[:len(yb)]) * len(yb)
+    return {"loss": total_loss / X.shape[0], "accuracy": correct / X.shape[0]}
+
+
+def accuracy(model, X, y):
+    """Fraction of rows of X whose predicted class equals y."""
+    X = check.features("X", X, model.n_features)
+    y = check.labels("y", y, X.shape[0])
+    return float(np.mean(model.predict(X) == y))

@@ -1,0 +1,217 @@
+"""Sequential: a stack of layers with all parameters in one flat buffer."""
+import numpy as np
+
+from . import _validation as check
+from .backend import kernels as _active_kernels
+from .layers import Layer, Parameter
+
+DTYPES = (np.float32, np.float64)
+_PREDICT_CHUNK = 4096
+
+
+def _check_dtype(dtype):
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
+    if dtype.type not in DTYPES:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+    return dtype
+
+
+class Sequential:
+    """Layers applied in order; ``model(x)`` returns the logits.
+
+    Every parameter is a view into one flat ``float32`` (or ``float64``) buffer and every
+    gradient a view into a second one, so optimizers update the whole model in one pass.
+    Buffers for activations and gradients are allocated once and reused for every batch.
+
+    Parameters
+    ----------
+    *layers : Layer
+    seed : int or None, default None
+        Seeds the initial weights (``None``: fresh entropy, kept in ``model.seed``).
+    dtype : float32 or float64, default np.float32
+
+    Example
+    -------
+    >>> import minigd as mg
+    >>> model = mg.Sequential(mg.Dense(784, 128), mg.ReLU(), mg.Dense(128, 10), seed=0)
+    >>> model.num_parameters()
+    101770
+    """
+
+    def __init__(self, *layers, seed=None, dtype=np.float32):
+        if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
+            layers = tuple(layers[0])
+        if not layers:
+            raise ValueError("Sequential needs at least one layer")
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(f"layer {i} must be a minigd layer, got {type(layer).__name__}")
+        if len({id(layer) for layer in layers}) != len(layers):
+            raise ValueError("the same layer object appears twice; create a new one for each use")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
+                                 or seed < 0):
+            raise TypeError(f"seed must be a non-negative int or None, got {seed!r}")
+        self.dtype = _check_dtype(dtype)
+        self.seed = int(np.random.SeedSequence().entropy if seed is None else seed)
+        self.layers = list(layers)
+        self._widths = self._infer_widths()
+        self._build_parameters()
+        self._capacity = 0
+        self._batch = None
+
+    def _infer_widths(self):
+        first = next((l for l in self.layers if l.parameter_shapes(0)), None)
+        if first is None:
+            raise ValueError("Sequential needs at least one Dense layer")
+        widths = [first.in_features]
+        for i, layer in enumerate(self.layers):
+            expected = getattr(layer, "in_features", widths[-1])
+            if expected != widths[-1]:
+                raise ValueError(f"layer {i} ({layer!r}) expects {expected} inputs but the "
+                                 f"previous layer gives {widths[-1]}")
+            widths.append(layer.out_features(widths[-1]))
+        return widths
+
+    def _build_parameters(self):
+        specs = [(i, name, shape) for i, layer in enumerate(self.layers)
+                 for name, shape in layer.parameter_shapes(self._widths[i])]
+        total = sum(int(np.prod(shape)) for _, _, shape in specs)
+        self._values = np.zeros(total, dtype=self.dtype)
+        self._grads = np.zeros(total, dtype=self.dtype)
+        self._named = {}
+        offset = 0
+        for i, name, shape in specs:
+            size = int(np.prod(shape))
+            key = f"{i}.{name}"
+            param = Parameter(key, self._values[offset:offset + size].reshape(shape),
+                              self._grads[offset:offset + size].reshape(shape))
+            param._flat = (self._values, self._grads, offset)
+            self._named[key] = param
+            offset += size
+        root = np.random.SeedSequence(self.seed)
+        for i, (layer, child) in enumerate(zip(self.layers, root.spawn(len(self.layers)))):
+            params = [self._named[f"{i}.{name}"] for name, _ in layer.parameter_shapes(self._widths[i])]
+            layer._bind(params, np.random.default_rng(child))
+
+    # ---- shapes -------------------------------------------------------------------------
+    @property
+    def n_features(self):
+        """Number of input features the first layer expects."""
+        return self._widths[0]
+
+    @property
+    def n_outputs(self):
+        """Width of the output (number of classes for a classifier)."""
+        return self._widths[-1]
+
+    def num_parameters(self):
+        return int(self._values.size)
+
+    def parameters(self):
+        """The Parameter objects (``value`` and ``grad`` arrays, updated in place), in order."""
+        return list(self._named.values())
+
+    def named_parameters(self):
+        return list(self._named.items())
+
+    # ---- compute ------------------------------------------------------------------------
+    def _reserve(self, n):
+        if n <= self._capacity:
+            return
+        for i, layer in enumerate(self.layers):
+            layer._allocate(n, self._widths[i], self.dtype)
+        self._capacity = n
+
+    def _forward(self, x, kernels=None):
+        """Logits for a C-contiguous batch of the model dtype, as a view of a reused buffer."""
+        kernels = kernels or _active_kernels()
+        self._reserve(x.shape[0])
+        for layer in self.layers:
+            x = layer._forward(x, kernels)
+        self._batch = x.shape[0]
+        return x
+
+    def _backward(self, dlogits, kernels=None, need_dx=False):
+        kernels = kernels or _active_kernels()
+        dy = dlogits
+        last = len(self.layers) - 1
+        for i in range(last, -1, -1):
+            dy = self.layers[i]._backward(dy, kernels, need_dx or i > 0)
+        return dy
+
+    def _as_input(self, x, name="x"):
+        x = check.features(name, x, self.n_features)
+        return np.ascontiguousarray(x, dtype=self.dtype)
+
+    def forward(self, x):
+        """Logits of shape (n, n_outputs) for inputs x of shape (n, n_features) (a new array)."""
+        return self._forward(self._as_input(x)).copy()
+
+    __call__ = forward
+
+    def backward(self, dlogits):
+        """Back-propagate d(loss)/d(logits) of the last forward: fill every ``grad``, return dx."""
+        if self._batch is None:
+            raise RuntimeError("backward() needs a forward() first")
+        dlogits = np.asarray(dlogits)
+        if dlogits.shape != (self._batch, self.n_outputs):
+            raise ValueError(f"dlogits must have shape {(self._batch, self.n_outputs)} (the last "
+                             f"forward's output), got {dlogits.shape}")
+        dlogits = np.ascontiguousarray(dlogits, dtype=self.dtype)
+        return self._backward(dlogits, need_dx=True).copy()
+
+    def predict_logits(self, X):
+        """Logits for every row of X, computed in chunks (X may be a memmap)."""
+        check.features("X", X, self.n_features)
+        out = np.empty((X.shape[0], self.n_outputs), dtype=self.dtype)
+        kernels = _active_kernels()
+        for start in range(0, X.shape[0], _PREDICT_CHUNK):
+            chunk = np.ascontiguousarray(X[start:start + _PREDICT_CHUNK], dtype=self.dtype)
+            out[start:start + chunk.shape[0]] = self._forward(chunk, kernels)
+        return out
+
+    def predict(self, X):
+        """Class ids (int64) of the largest logit for every row of X."""
+        return self.predict_logits(X).argmax(axis=1).astype(np.int64)
+
+    # ---- state --------------------------------------------------------------------------
+    def state_dict(self):
+        """{"0.weight": array, "0.bias": array, ...}: copies, keyed by layer index."""
+        return {key: p.value.copy() for key, p in self._named.items()}
+
+    def load_state_dict(self, state):
+        """Copy arrays into the parameters after checking keys, shapes and dtypes (all or nothing)."""
+        if not isinstance(state, dict):
+            raise TypeError(f"state must be a dict of arrays, got {type(state).__name__}")
+        missing = sorted(set(self._named) - set(state))
+        unexpected = sorted(set(state) - set(self._named))
+        if missing or unexpected:
+            raise ValueError(f"state dict keys do not match the model: missing {missing}, "
+                             f"unexpected {unexpected}")
+        for key, p in self._named.items():
+            value = state[key]
+            if not isinstance(value, np.ndarray):
+                raise TypeError(f"state[{key!r}] must be a numpy array, got {type(value).__name__}")
+            if value.shape != p.shape:
+                raise ValueError(f"state[{key!r}] has shape {value.shape}, expected {p.shape}")
+            if value.dtype != p.dtype:
+                raise TypeError(f"state[{key!r}] has dtype {value.dtype}, expected {p.dtype}")
+            if not np.all(np.isfinite(value)):
+                raise ValueError(f"state[{key!r}] contains NaN or inf")
+        for key, p in self._named.items():
+            p.value[...] = state[key]
+
+    def clone(self):
+        """An independent copy: same layers, dtype, seed and current weights."""
+        other = Sequential(*[layer.clone() for layer in self.layers], seed=self.seed,
+                           dtype=self.dtype)
+        other._values[...] = self._values
+        return other
+
+    def __repr__(self):
+        lines = [f"  ({i}): {layer!r}" for i, layer in enumerate(self.layers)]
+        return (f"Sequential(\n" + "\n".join(lines) +
+                f"\n)  # {self.num_parameters():,} parameters, {self.dtype}")

@@ -1,0 +1,242 @@
+"""Optimizers with torch.optim semantics: SGD (momentum, Nesterov, weight decay), Adam, AdamW.
+
+Each class gathers parameters, gradients and state and calls one functional update kernel of the
+active backend. State uses torch's names (``momentum_buffer``, ``exp_avg``, ``exp_avg_sq``,
+``step``) and lives in flat arrays; when the parameters are a whole model's flat buffer (the
+usual ``model.parameters()``) the update is one pass over one vector.
+"""
+import numpy as np
+
+from . import _validation as check
+from .backend import kernels as _active_kernels
+from .layers import Parameter
+
+
+class Optimizer:
+    """Base class: parameter bookkeeping, ``lr``, ``zero_grad``, ``state_dict``."""
+    state_names = ()
+
+    def __init__(self, params, lr):
+        params = list(params)
+        if not params:
+            raise ValueError("params is empty: pass model.parameters()")
+        for i, p in enumerate(params):
+            if not isinstance(p, Parameter):
+                raise TypeError(f"params[{i}] must be a minigd Parameter, got {type(p).__name__}")
+        if len({p.dtype for p in params}) != 1:
+            raise TypeError("all params must share one dtype")
+        if len({id(p) for p in params}) != len(params):
+            raise ValueError("params contains the same parameter twice")
+        self.params = params
+        self.lr = lr
+        self.step_count = 0
+        self.dtype = params[0].dtype
+        self._flat = self._flat_view(params)
+        sizes = [p.size for p in params]
+        self._offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+        total = int(self._offsets[-1])
+        self.state = {name: np.zeros(total, dtype=self.dtype) for name in self.state_names}
+
+    @staticmethod
+    def _flat_view(params):
+        """(values, grads) of the model buffer when params cover it exactly and in order, else None."""
+        flats = [getattr(p, "_flat", None) for p in params]
+        if any(f is None for f in flats) or any(f[0] is not flats[0][0] for f in flats):
+            return None
+        values, grads = flats[0][0], flats[0][1]
+        offset = 0
+        for p, f in zip(params, flats):
+            if f[2] != offset:
+                return None
+            offset += p.size
+        return (values, grads) if offset == values.size else None
+
+    @property
+    def lr(self):
+        """Learning rate used by the next ``step()``."""
+        return self._lr
+
+    @lr.setter
+    def lr(self, value):
+        self._lr = check.real("lr", value, low=0.0)
+
+    def zero_grad(self):
+        """Set every gradient to zero."""
+        if self._flat is not None:
+            self._flat[1].fill(0)
+        else:
+            for p in self.params:
+                p.grad.fill(0)
+
+    def _slices(self):
+        """(param 1-D, grad 1-D, {state name: 1-D}) per update call."""
+        if self._flat is not None:
+            yield self._flat[0], self._flat[1], self.state
+            return
+        for i, p in enumerate(self.params):
+            lo, hi = self._offsets[i], self._offsets[i + 1]
+            yield p.value.reshape(-1), p.grad.reshape(-1), {k: v[lo:hi] for k, v in self.state.items()}
+
+    def step(self):
+        """Apply one update to every parameter from its current gradient."""
+        kernels = _active_kernels()
+        self.step_count += 1
+        for value, grad, state in self._slices():
+            self._update(kernels, value, grad, state)
+
+    def hyperparameters(self):
+        return {"lr": self.lr}
+
+    def state_dict(self):
+        """{"type", "hyperparameters", "step", "state": {"<param index>.<name>": array}} (copies)."""
+        state = {}
+        for i, p in enumerate(self.params):
+            lo, hi = self._offsets[i], self._offsets[i + 1]
+            for name, flat in self.state.items():
+                state[f"{i}.{name}"] = flat[lo:hi].reshape(p.shape).copy()
+        return {"type": type(self).__name__, "hyperparameters": self.hyperparameters(),
+                "step": self.step_count, "state": state}
+
+    def load_state_dict(self, state_dict):
+        """Restore hyperparameters, step count and state after checking them (all or nothing)."""
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"state_dict must be a dict, got {type(state_dict).__name__}")
+        for key in ("type", "hyperparameters", "step", "state"):
+            if key not in state_dict:
+                raise ValueError(f"optimizer state_dict is missing {key!r}")
+        if state_dict["type"] != type(self).__name__:
+            raise ValueError(f"optimizer state_dict is for {state_dict['type']}, not "
+                             f"{type(self).__name__}")
+        step = state_dict["step"]
+        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+            raise ValueError(f"optimizer state_dict step must be an int >= 0, got {step!r}")
+        hyper = dict(state_dict["hyperparameters"])
+        if set(hyper) != set(self.hyperparameters()):
+            raise ValueError(f"optimizer hyperparameters {sorted(hyper)} do not match "
+                             f"{sorted(self.hyperparameters())}")
+        expected = {f"{i}.{name}": p for i, p in enumerate(self.params) for name in self.state}
+        state = state_dict["state"]
+        if set(state) != set(expected):
+            raise ValueError(f"optimizer state keys do not match: missing "
+                             f"{sorted(set(expected) - set(state))}, unexpected "
+                             f"{sorted(set(state) - set(expected))}")
+        for key, p in expected.items():
+            value = state[key]
+            if not isinstance(value, np.ndarray) or value.shape != p.shape:
+                raise ValueError(f"optimizer state[{key!r}] must be an array of shape {p.shape}")
+            if value.dtype != self.dtype:
+                raise TypeError(f"optimizer state[{key!r}] has dtype {value.dtype}, "
+                                f"expected {self.dtype}")
+        probe = type(self).__new__(type(self))
+        probe._set_hyperparameters(**hyper)
+        self._set_hyperparameters(**hyper)
+        self.step_count = int(step)
+        for i, p in enumerate(self.params):
+            lo, hi = self._offsets[i], self._offsets[i + 1]
+            for name, flat in self.state.items():
+                flat[lo:hi] = state[f"{i}.{name}"].reshape(-1)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())
+        return f"{type(self).__name__}({args})"
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with torch.optim.SGD's momentum and weight decay.
+
+    g = grad + weight_decay * p
+    b = g (first step), else momentum * b + (1 - dampening) * g
+    p <- p - lr * (g + momentum * b if nesterov else b)         (b = g when momentum = 0)
+
+    Parameters
+    ----------
+    params : iterable of Parameter
+    lr : float >= 0
+    momentum : float in [0, 1), default 0
+    dampening : float in [0, 1], default 0
+    nesterov : bool, default False (needs momentum > 0 and dampening = 0)
+    weight_decay : float >= 0, default 0 (L2 penalty added to the gradient)
+
+    Note: this is torch's momentum form (lr multiplies the buffer), not Sutskever's
+    (where the buffer holds lr * g).
+    """
+    state_names = ("momentum_buffer",)
+
+    def __init__(self, params, lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
+        self._set_hyperparameters(lr=lr, momentum=momentum, dampening=dampening,
+                                  nesterov=nesterov, weight_decay=weight_decay)
+        super().__init__(params, lr)
+
+    def _set_hyperparameters(self, lr, momentum, dampening, nesterov, weight_decay):
+        self.lr = lr
+        self.momentum = check.real("momentum", momentum, low=0.0, high=1.0, high_open=True)
+        self.dampening = check.real("dampening", dampening, low=0.0, high=1.0)
+        self.nesterov = check.boolean("nesterov", nesterov)
+        self.weight_decay = check.non_negative("weight_decay", weight_decay)
+        if self.nesterov and (self.momentum == 0 or self.dampening != 0):
+            raise ValueError("nesterov=True needs momentum > 0 and dampening = 0 "
+                             f"(got momentum={self.momentum}, dampening={self.dampening})")
+
+    def hyperparameters(self):
+        return {"lr": self.lr, "momentum": self.momentum, "dampening": self.dampening,
+                "nesterov": self.nesterov, "weight_decay": self.weight_decay}
+
+    def _update(self, kernels, value, grad, state):
+        kernels.sgd_update(value, grad, state["momentum_buffer"], self.lr, self.momentum,
+                           self.dampening, self.nesterov, self.weight_decay, self.step_count == 1)
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba) with torch.optim.Adam's conventions.
+
+    g = grad + weight_decay * p          (AdamW instead decays p directly: p <- p (1 - lr wd))
+    m <- b1 m + (1 - b1) g;   v <- b2 v + (1 - b2) g^2;   t = step count from 1
+    p <- p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+
+    Note: eps is added after the bias correction of v, as torch does (not to sqrt(v_hat) of the
+    paper's Algorithm 1 written with corrected m).
+
+    Parameters
+    ----------
+    params : iterable of Parameter
+    lr : float >= 0, default 1e-3
+    betas : (float, float) each in [0, 1), default (0.9, 0.999)
+    eps : float > 0, default 1e-8
+    weight_decay : float >= 0, default 0
+    """
+    state_names = ("exp_avg", "exp_avg_sq")
+    decoupled = False
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        self._set_hyperparameters(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+        super().__init__(params, lr)
+
+    def _set_hyperparameters(self, lr, betas, eps, weight_decay):
+        self.lr = lr
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+        self.betas = (check.real("betas[0]", betas[0], low=0.0, high=1.0, high_open=True),
+                      check.real("betas[1]", betas[1], low=0.0, high=1.0, high_open=True))
+        self.eps = check.real("eps", eps, low=0.0, low_open=True)
+        self.weight_decay = check.non_negative("weight_decay", weight_decay)
+
+    def hyperparameters(self):
+        return {"lr": self.lr, "betas": list(self.betas), "eps": self.eps,
+                "weight_decay": self.weight_decay}
+
+    def _update(self, kernels, value, grad, state):
+        kernels.adam_update(value, grad, state["exp_avg"], state["exp_avg_sq"], self.step_count,
+                            self.lr, self.betas[0], self.betas[1], self.eps, self.weight_decay,
+                            self.decoupled)
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter), as torch.optim.AdamW.
+
+    p <- p (1 - lr * weight_decay), then the Adam step without weight decay in the gradient.
+    Default weight_decay 1e-2, as torch.
+    """
+    decoupled = True
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)

@@ -1,0 +1,242 @@
+"""fit: the mini-batch training loop, with a per-iteration history and divergence detection."""
+import math
+import time
+import warnings
+
+import numpy as np
+
+from . import _validation as check
+from .backend import kernels as _active_kernels
+from .callbacks import Callback
+from .data import BatchIterator
+from .history import History
+from .losses import SoftmaxCrossEntropy
+from .metrics import evaluate
+from .model import Sequential
+from .optim import Optimizer
+from .schedules import as_schedule
+
+DIVERGENCE_POLICIES = ("warn", "raise")
+
+
+class DivergenceError(RuntimeError):
+    """A non-finite loss stopped training; carries where it happened and the history so far."""
+
+    def __init__(self, message, *, epoch, iteration, step, lr, loss, history):
+        super().__init__(message)
+        self.epoch, self.iteration, self.step = epoch, iteration, step
+        self.lr, self.loss, self.history = lr, loss, history
+
+
+class TrainingState:
+    """What callbacks see and may change during ``fit``.
+
+    Attributes: model, optimizer, history, iterator, epochs (total), epoch (current, from 1),
+    step (updates applied so far), current_lr (lr of the latest update), lr_scale (multiplies
+    the scheduled lr; ReduceLROnPlateau lowers it), stop_training (set True to stop after this
+    epoch).
+    """
+
+    def __init__(self, model, optimizer, history, iterator, epochs, schedule, base_lr):
+        self.model, self.optimizer, self.history = model, optimizer, history
+        self.iterator, self.epochs, self.schedule = iterator, epochs, schedule
+        self.base_lr = base_lr
+        self.epoch = 0
+        self.iteration = 0
+        self.step = 0
+        self.lr_scale = 1.0
+        self.current_lr = base_lr
+        self.stop_training = False
+
+    def lr_at(self, epoch_index, step):
+        """Learning rate for the update after ``step`` updates, in epoch ``epoch_index`` (0-based)."""
+        if self.schedule is None:
+            return self.base_lr * self.lr_scale
+        t = epoch_index if self.schedule.unit == "epoch" else step
+        return self.schedule(t) * self.lr_scale
+
+
+def _check_model_and_optimizer(model, optimizer, loss):
+    if not isinstance(model, Sequential):
+        raise TypeError(f"model must be a minigd Sequential, got {type(model).__name__}")
+    if not isinstance(optimizer, Optimizer):
+        raise TypeError(f"optimizer must be a minigd optimizer (SGD, Adam, AdamW), got "
+                        f"{type(optimizer).__name__}")
+    owned = {id(p) for p in model.parameters()}
+    if not all(id(p) in owned for p in optimizer.params):
+        raise ValueError("optimizer was built for another model's parameters: pass "
+                         "model.parameters() of this model")
+    if not isinstance(loss, SoftmaxCrossEntropy):
+        raise TypeError(f"loss must be SoftmaxCrossEntropy, got {type(loss).__name__}")
+
+
+def _check_callbacks(callbacks):
+    callbacks = list(callbacks)
+    for i, cb in enumerate(callbacks):
+        if not isinstance(cb, Callback):
+            raise TypeError(f"callbacks[{i}] must be a minigd Callback, got {type(cb).__name__}")
+    return callbacks
+
+
+def _check_validation(validation_data, model):
+    if validation_data is None:
+        return None
+    if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+        raise TypeError("validation_data must be a pair (X_val, y_val)")
+    X_val = check.features("validation_data[0]", validation_data[0], model.n_features)
+    y_val = check.labels("validation_data[1]", validation_data[1], X_val.shape[0], model.n_outputs)
+    return X_val, y_val
+
+
+def _progress(total, description, enabled):
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc=description, leave=False, unit="it",
+                disable=None if enabled else True)
+
+
+def fit(model, X, y, *, optimizer, epochs, batch_size, loss=None, schedule=None, shuffle=True,
+        drop_last=False, seed=None, validation_data=None, callbacks=(), verbose=1,
+        on_divergence="warn"):
+    """Train ``model`` on (X, y) with mini-batch gradient descent; return its History.
+
+    One epoch is one pass over the data in ``ceil(N / batch_size)`` iterations (``floor`` with
+    drop_last); every iteration is one update ``optimizer.step()`` on one batch's mean loss.
+    Before each update the lr is set to ``schedule(t) * lr_scale`` (t in the schedule's unit,
+    from 0), or to the optimizer's initial lr times lr_scale without a schedule, and recorded.
+
+    Parameters
+    ----------
+    model : Sequential
+    X : array-like (N, features), float; may be an np.memmap (only indexed, never copied)
+    y : array-like (N,), integer class ids in [0, model.n_outputs)
+    optimizer : SGD, Adam or AdamW built on ``model.parameters()``
+    epochs : int >= 1
+    batch_size : int >= 1
+    loss : SoftmaxCrossEntropy, default a new one
+    schedule : minigd schedule or callable t -> lr, default None (constant lr)
+    shuffle, drop_last : bool, as BatchIterator
+    seed : int or None, seeds the shuffling (the permutation of epoch e depends on seed and e)
+    validation_data : (X_val, y_val) or None; adds val_loss and val_accuracy to each epoch
+    callbacks : iterable of Callback (EarlyStopping, ReduceLROnPlateau, ...)
+    verbose : 0 silent, 1 plan + progress bar + a line per epoch, 2 no progress bar
+    on_divergence : "warn" (default) or "raise"
+        A non-finite loss stops training before that update: the iteration is recorded,
+        ``history.diverged`` is set and a warning names epoch, iteration and lr; "raise"
+        raises DivergenceError with the same facts and the history instead.
+
+    Example
+    -------
+    >>> X, y, X_test, y_test = mg.datasets.load_mnist_sample()
+    >>> model = mg.Sequential(mg.Dense(784, 128), mg.ReLU(), mg.Dense(128, 10), seed=0)
+    >>> history = mg.fit(model, X, y, optimizer=mg.SGD(model.parameters(), lr=0.1),
+    ...                  epochs=5, batch_size=64, seed=0)
+    """
+    loss = SoftmaxCrossEntropy() if loss is None else loss
+    _check_model_and_optimizer(model, optimizer, loss)
+    epochs = check.positive_int("epochs", epochs)
+    verbose = check.choice("verbose", verbose, (0, 1, 2))
+    on_divergence = check.choice("on_divergence", on_divergence, DIVERGENCE_POLICIES)
+    schedule = as_schedule(schedule)
+    callbacks = _check_callbacks(callbacks)
+    X = check.features("X", X, model.n_features)
+    y = check.labels("y", y, X.shape[0], model.n_outputs)
+    validation = _check_validation(validation_data, model)
+    iterator = BatchIterator(X, y, batch_size, shuffle=shuffle, drop_last=drop_last, seed=seed,
+                             dtype=model.dtype, validate=False)
+
+    history = History()
+    state = TrainingState(model, optimizer, history, iterator, epochs, schedule, optimizer.lr)
+    if verbose:
+        print(f"plan: {iterator.describe()}; {epochs} epochs = {epochs * len(iterator)} updates")
+    for cb in callbacks:
+        cb.on_train_begin(state)
+    try:
+        _train(state, loss, validation, callbacks, verbose, on_divergence)
+    finally:
+        for cb in callbacks:
+            cb.on_train_end(state)
+    return history
+
+
+def _train(state, loss, validation, callbacks, verbose, on_divergence):
+    history, model = state.history, state.model
+    for epoch in range(state.epoch + 1, state.epochs + 1):
+        state.epoch = epoch
+        for cb in callbacks:
+            cb.on_epoch_begin(state)
+        started = time.perf_counter()
+        loss_sum, samples = _run_epoch(state, loss, callbacks, verbose)
+        seconds = time.perf_counter() - started
+        if history.diverged:
+            _report_divergence(history, on_divergence)
+            return
+        val = evaluate(model, *validation) if validation is not None else None
+        history.record_epoch(epoch=epoch, train_loss=loss_sum / samples,
+                             val_loss=None if val is None else val["loss"],
+                             val_accuracy=None if val is None else val["accuracy"],
+                             seconds=seconds, samples_per_second=samples / seconds)
+        if verbose:
+            print(_epoch_line(history, state.epochs))
+        for cb in callbacks:
+            cb.on_epoch_end(state)
+        if state.stop_training:
+            return
+
+
+def _run_epoch(state, loss, callbacks, verbose):
+    """One epoch, one Python iteration per update; returns (sum of batch loss * size, samples)."""
+    kernels = _active_kernels()
+    model, optimizer, history, iterator = state.model, state.optimizer, state.history, state.iterator
+    per_iteration = [cb for cb in callbacks if cb.per_iteration]
+    epoch_index = state.epoch - 1
+    loss_sum, samples = 0.0, 0
+    bar = _progress(len(iterator), f"epoch {state.epoch}/{state.epochs}", verbose == 1)
+    try:
+        for iteration, (xb, yb) in enumerate(iterator.batches(epoch_index), start=1):
+            lr = state.lr_at(epoch_index, state.step)
+            optimizer.lr = lr
+            value = loss._forward_backward(model._forward(xb, kernels), yb, kernels)
+            n = len(yb)
+            history.record_iteration(epoch=state.epoch, iteration=iteration, step=state.step + 1,
+                                     batch_size=n, lr=lr, loss=value)
+            state.iteration, state.current_lr = iteration, lr
+            if not math.isfinite(value):
+                _mark_divergence(state, iteration, lr, value)
+                break
+            model._backward(loss._gradient(), kernels)
+            optimizer.step()
+            state.step += 1
+            loss_sum += value * n
+            samples += n
+            bar.update()
+            for cb in per_iteration:
+                cb.on_iteration_end(state)
+    finally:
+        bar.close()
+    return loss_sum, samples
+
+
+def _mark_divergence(state, iteration, lr, value):
+    history = state.history
+    history.diverged = True
+    history.divergence = {"epoch": state.epoch, "iteration": iteration, "step": state.step + 1,
+                          "lr": lr, "loss": str(value)}
+
+
+def _report_divergence(history, on_divergence):
+    d = history.divergence
+    message = (f"training diverged: loss is {d['loss']} at epoch {d['epoch']}, iteration "
+               f"{d['iteration']} (update {d['step']}) with lr {d['lr']:g}; the update was not "
+               f"applied and the history up to it is kept. Try a smaller learning rate.")
+    if on_divergence == "raise":
+        raise DivergenceError(message, epoch=d["epoch"], iteration=d["iteration"], step=d["step"],
+                              lr=d["lr"], loss=float(d["loss"]), history=history)
+    warnings.warn(message, RuntimeWarning, stacklevel=4)
+
+
+def _epoch_line(history, epochs):
+    e = history.epochs
+    text = f"epoch {e['epoch'][-1]}/{epochs}  train_loss {e['train_loss'][-1]:.4f}"
+    if e["val_loss"][-1] is not None:
+        text += f"  val_loss {e['val_loss'][-1]:.4f}  val_acc {100 * e['val_accuracy'][-1]:.2f}%"
+    return text + f"  {e['seconds'][-1]:.2f} s  {e['samples_per_second'][-1]:,.0f} samples/s"
