@@ -8,7 +8,7 @@ import os
 
 BACKENDS = ("numba", "numpy")
 _MODULES = {"numpy": "minigd.kernels.reference", "numba": "minigd.kernels.jit"}
-_DEFAULT = "numpy"
+_DEFAULT = "numba"
 _active = None
 
 

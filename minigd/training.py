@@ -6,6 +6,7 @@ import warnings
 import numpy as np
 
 from . import _validation as check
+from . import fused
 from .backend import kernels as _active_kernels
 from .callbacks import Callback
 from .data import BatchIterator
@@ -184,7 +185,14 @@ def _train(state, loss, validation, callbacks, verbose, on_divergence):
 
 
 def _run_epoch(state, loss, callbacks, verbose):
-    """One epoch, one Python iteration per update; returns (sum of batch loss * size, samples)."""
+    """One epoch, one Python iteration per update; returns (sum of batch loss * size, samples).
+
+    With the Numba backend and no per-iteration callback the whole epoch runs in one call
+    instead (minigd.fused), recording the same history.
+    """
+    if fused.supports(state, loss, callbacks):
+        return fused.run_epoch(state, _progress(len(state.iterator),
+                                                f"epoch {state.epoch}/{state.epochs}", verbose == 1))
     kernels = _active_kernels()
     model, optimizer, history, iterator = state.model, state.optimizer, state.history, state.iterator
     per_iteration = [cb for cb in callbacks if cb.per_iteration]

@@ -1,0 +1,72 @@
+"""How minigd configures Numba, and why (each choice was measured on the 2-core target machine).
+
+Compile options shared by every kernel (``OPTIONS``):
+
+- ``cache=True``: compiled machine code is written next to the module (or to
+  ``NUMBA_CACHE_DIR``), so only the first process after an install pays the JIT compile time.
+- ``error_model="numpy"``: Numba's default ("python") error model checks every division for a
+  zero divisor to raise ZeroDivisionError, and that branch stops LLVM from vectorising the
+  loop. Our divisions (softmax normalisation, Adam's ``m / denom``) never divide by an exact
+  zero in valid use, and with NumPy semantics a zero gives inf/nan, which the divergence check
+  then reports, exactly as the NumPy backend does.
+- ``fastmath={"contract", "reassoc", "nsz"}``: allows fused multiply-add and reordering of sums,
+  which is what lets LLVM turn the matrix-product loops into AVX-512 FMA reductions (4-6x
+  faster than scalar loops). Deliberately *not* ``nnan``/``ninf``: with those flags LLVM may
+  assume values are finite and fold away the ``isfinite(loss)`` test the divergence detection
+  relies on. Reordering changes results in the last bits only; the float64 backend-agreement
+  tests bound it.
+
+Threads:
+
+- Threading layer: OpenMP first (``THREADING_LAYER_PRIORITY = omp, tbb, workqueue``) unless
+  the user chose one (``NUMBA_THREADING_LAYER``). Measured here: launching one parallel region
+  costs ~1 us with ``omp`` on an idle machine versus ~80 us with ``workqueue`` (which sleeps
+  its workers between regions). At batch 16 an epoch has 3750 iterations with 3 parallel
+  regions each: ~11 ms with omp, ~0.9 s with workqueue, more than the whole epoch. When only
+  workqueue is available, :func:`parallel_parts` returns 1 and every kernel runs on one
+  thread, which is faster than paying that latency.
+- No BLAS inside the kernels. ``np.dot`` inside ``@njit`` calls SciPy's bundled OpenBLAS: a
+  second thread pool next to Numba's (oversubscription on 2 cores), a SciPy dependency, and
+  on this CPU (AMD Zen 5) OpenBLAS picks its Haswell (AVX2) kernels: ~100 GFLOP/s per core.
+  Two-thread OpenBLAS also swings between two speeds depending on whether the scheduler puts
+  its spinning worker on the core the main thread uses. minigd's own register-blocked loops
+  (:mod:`minigd.kernels.jit_gemm`) compile to AVX-512 for the host CPU and reach 100-180
+  GFLOP/s per core on the 784x128 products, and split work between Numba's threads by output
+  rows so each core keeps the same half of the weights in its own L2 cache.
+- Work is split only when a product is big enough (``MIN_PARALLEL_FLOPS``); small layers run
+  on the calling thread. A split never changes results: every output element is computed by
+  the same loop in the same order whatever the number of threads (see jit_gemm).
+"""
+import os
+
+import numba
+
+OPTIONS = dict(cache=True, nogil=True, error_model="numpy",
+               fastmath={"contract", "reassoc", "nsz"})
+MIN_PARALLEL_FLOPS = 400_000
+FAST_LAYERS = ("omp", "tbb")
+
+if "NUMBA_THREADING_LAYER" not in os.environ and numba.config.THREADING_LAYER == "default":
+    numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
+
+_layer = None
+
+
+def threading_layer():
+    """Name of the threading layer Numba uses (starts its thread pool on first call)."""
+    global _layer
+    if _layer is None:
+        try:
+            from numba.np.ufunc.parallel import _launch_threads
+            _launch_threads()
+            _layer = numba.threading_layer()
+        except Exception:  # no usable layer: run single-threaded
+            _layer = "none"
+    return _layer
+
+
+def parallel_parts():
+    """How many parts a big kernel is split into: Numba's thread count with a fast layer, else 1."""
+    if threading_layer() not in FAST_LAYERS:
+        return 1
+    return numba.get_num_threads()

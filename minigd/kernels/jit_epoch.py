@@ -1,0 +1,182 @@
+"""One whole training epoch in one Numba call: gather, forward, loss, backward, update.
+
+Per iteration t (batch rows ``order[t*B:(t+1)*B]``):
+
+    gather the batch from X into a reused buffer, converting X's dtype (X is never copied)
+    a_0 = x;  a_l = f_l(a_{l-1} @ W_l + b_l)           bias + activation fused per column range
+    loss_t, d = softmax_cross_entropy(a_L, y)           loss and dloss/dlogits in one pass
+    stop here, before any update, when loss_t is not finite (returns t + 1, diverged)
+    dW_l = a_{l-1}.T @ d,  db_l = sum(d);  d = (d @ W_l.T) * f'_{l-1}    mask fused
+    optimizer update over the whole flat parameter buffer with lr = lrs[t]
+
+Weights are held transposed, (out, in), inside the kernel ("kernel layout", see
+:func:`to_kernel_layout`) so that the forward product reads both operands along the summed
+dimension; minigd.fused converts the flat buffers at the start and end of every epoch, which
+keeps ``model`` in its public layout between epochs. The update is elementwise, so the layout
+does not change its result.
+"""
+import numba
+import numpy as np
+
+from .jit import (activate, activation_mask, add_bias_rows, adam_step, column_sums, sgd_step,
+                  softmax_cross_entropy)
+from .jit_config import OPTIONS
+from .jit_gemm import effective_parts, nt_columns, split, tn_rows
+
+SGD, ADAM = 0, 1
+
+
+@numba.njit(**OPTIONS)
+def _gather_rows(X, order, start, xb, lo, hi):
+    for r in range(lo, hi):
+        src = order[start + r]
+        for k in range(xb.shape[1]):
+            xb[r, k] = X[src, k]
+
+
+@numba.njit(parallel=True, **OPTIONS)
+def gather(X, y, order, start, xb, yb, parts):
+    """xb[r] = X[order[start + r]] (converted to xb's dtype), yb[r] likewise, r < len(xb)."""
+    n, width = xb.shape
+    for r in range(n):
+        yb[r] = y[order[start + r]]
+    parts = effective_parts(parts, n * width)
+    if parts == 1:
+        _gather_rows(X, order, start, xb, 0, n)
+        return
+    for part in numba.prange(parts):
+        lo, hi = split(n, parts, part)
+        _gather_rows(X, order, start, xb, lo, hi)
+
+
+@numba.njit(**OPTIONS)
+def _forward_columns(x, w_t, b, act, out, lo, hi):
+    nt_columns(x, w_t, out, lo, hi)
+    add_bias_rows(out, b, lo, hi)
+    activate(out, act, lo, hi)
+
+
+@numba.njit(parallel=True, **OPTIONS)
+def dense_act_forward(x, w_t, b, act, out, parts):
+    """out = f(x @ w_t.T + b); output columns split into ``parts``."""
+    n_out = w_t.shape[0]
+    parts = effective_parts(parts, 2 * x.shape[0] * x.shape[1] * n_out)
+    if parts == 1:
+        _forward_columns(x, w_t, b, act, out, 0, n_out)
+        return
+    for part in numba.prange(parts):
+        lo, hi = split(n_out, parts, part)
+        _forward_columns(x, w_t, b, act, out, lo, hi)
+
+
+@numba.njit(parallel=True, **OPTIONS)
+def weight_grad(d, a, dw_t, db, parts):
+    """dw_t = d.T @ a (the transposed weight gradient), db = sum over rows of d."""
+    n_out = d.shape[1]
+    parts = effective_parts(parts, 2 * d.shape[0] * n_out * a.shape[1])
+    if parts == 1:
+        tn_rows(d, a, dw_t, 0, n_out)
+        column_sums(d, db, 0, n_out)
+        return
+    for part in numba.prange(parts):
+        lo, hi = split(n_out, parts, part)
+        tn_rows(d, a, dw_t, lo, hi)
+        column_sums(d, db, lo, hi)
+
+
+@numba.njit(parallel=True, **OPTIONS)
+def input_grad(d, w_t, a_prev, act_prev, d_prev, parts):
+    """d_prev = (d @ w_t) * f'(a_prev): the gradient one layer down, mask fused; rows split."""
+    n = d.shape[0]
+    parts = effective_parts(parts, 2 * n * d.shape[1] * w_t.shape[1])
+    if parts == 1:
+        tn_rows(d.T, w_t, d_prev, 0, n)
+        activation_mask(d_prev, a_prev, act_prev, 0, n)
+        return
+    for part in numba.prange(parts):
+        lo, hi = split(n, parts, part)
+        tn_rows(d.T, w_t, d_prev, lo, hi)
+        activation_mask(d_prev, a_prev, act_prev, lo, hi)
+
+
+@numba.njit(**OPTIONS)
+def _matrix(flat, offset, rows, cols):
+    return flat[offset:offset + rows * cols].reshape((rows, cols))
+
+
+@numba.njit(**OPTIONS)
+def train_epoch(X, y, order, batch_size, n_iterations, values, grads, state1, state2,
+                dims, w_offsets, b_offsets, acts, kind, hyper, step0, lrs,
+                xbuf, ybuf, abuf, a_offsets, dbuf, losses, parts):
+    """Run ``n_iterations`` updates; return (iterations recorded in ``losses``, diverged).
+
+    X (N, features) any real dtype; y (N,) int64; order: the epoch's permutation.
+    values/grads/state1/state2: flat buffers in kernel layout (state2 unused by SGD).
+    dims (L, 2) in/out per dense layer; w_offsets, b_offsets into the flat buffers; acts[l]
+    the activation after dense l (0 none, 1 relu, 2 tanh, 3 sigmoid).
+    kind SGD: hyper = (momentum, dampening, nesterov, weight_decay);
+    kind ADAM: hyper = (beta1, beta2, eps, weight_decay, decoupled). step0: updates so far.
+    xbuf (B, features), ybuf (B,), abuf/dbuf: workspaces; losses (n_iterations,) float64.
+    """
+    n_layers = dims.shape[0]
+    N = order.shape[0]
+    for t in range(n_iterations):
+        start = t * batch_size
+        n = min(batch_size, N - start)
+        xb, yb = xbuf[:n], ybuf[:n]
+        gather(X, y, order, start, xb, yb, parts)
+
+        a = xb
+        for l in range(n_layers):
+            n_in, n_out = dims[l, 0], dims[l, 1]
+            out = _matrix(abuf, a_offsets[l], n, n_out)
+            dense_act_forward(a, _matrix(values, w_offsets[l], n_out, n_in),
+                              values[b_offsets[l]:b_offsets[l] + n_out], acts[l], out, parts)
+            a = out
+
+        n_classes = dims[n_layers - 1, 1]
+        d = _matrix(dbuf, 0, n, n_classes)
+        loss = softmax_cross_entropy(a, yb, d)
+        losses[t] = loss
+        if not np.isfinite(loss):
+            return t + 1, True
+        activation_mask(d, a, acts[n_layers - 1], 0, n)
+
+        half = dbuf.shape[0] // 2
+        for l in range(n_layers - 1, -1, -1):
+            n_in, n_out = dims[l, 0], dims[l, 1]
+            a_prev = xb if l == 0 else _matrix(abuf, a_offsets[l - 1], n, n_in)
+            weight_grad(d, a_prev, _matrix(grads, w_offsets[l], n_out, n_in),
+                        grads[b_offsets[l]:b_offsets[l] + n_out], parts)
+            if l > 0:
+                below = _matrix(dbuf, half if (n_layers - 1 - l) % 2 == 0 else 0, n, n_in)
+                input_grad(d, _matrix(values, w_offsets[l], n_out, n_in), a_prev, acts[l - 1],
+                           below, parts)
+                d = below
+
+        step = step0 + t + 1
+        if kind == SGD:
+            sgd_step(values, grads, state1, lrs[t], hyper[0], hyper[1], hyper[2] != 0,
+                     hyper[3], step == 1, parts)
+        else:
+            adam_step(values, grads, state1, state2, step, lrs[t], hyper[0], hyper[1],
+                      hyper[2], hyper[3], hyper[4] != 0, parts)
+    return n_iterations, False
+
+
+def to_kernel_layout(flat, out, dims, w_offsets):
+    """Copy a flat buffer into kernel layout: each weight (in, out) stored as (out, in)."""
+    out[...] = flat
+    for (n_in, n_out), offset in zip(dims, w_offsets):
+        size = n_in * n_out
+        out[offset:offset + size].reshape(n_out, n_in)[...] = \
+            flat[offset:offset + size].reshape(n_in, n_out).T
+
+
+def from_kernel_layout(flat, out, dims, w_offsets):
+    """Inverse of :func:`to_kernel_layout`."""
+    out[...] = flat
+    for (n_in, n_out), offset in zip(dims, w_offsets):
+        size = n_in * n_out
+        out[offset:offset + size].reshape(n_in, n_out)[...] = \
+            flat[offset:offset + size].reshape(n_out, n_in).T
