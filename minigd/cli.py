@@ -40,7 +40,8 @@ def add_train_arguments(p):
                        help="hidden activation (default relu)")
     model.add_argument("--init", choices=("he", "xavier", "torch"), default="he",
                        help="weight initialisation (default he)")
-    model.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    model.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                       help="floating point type of weights and batches (default float32)")
     opt = p.add_argument_group("optimisation")
     opt.add_argument("--epochs", type=int, default=10, help="passes over the data (default 10)")
     opt.add_argument("--batch-size", type=int, default=64,

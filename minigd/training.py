@@ -151,7 +151,8 @@ def fit(model, X, y, *, optimizer, epochs, batch_size, loss=None, schedule=None,
     for cb in callbacks:
         cb.on_train_begin(state)
     try:
-        _train(state, loss, validation, callbacks, verbose, on_divergence)
+        with np.errstate(over="ignore", invalid="ignore"):
+            _train(state, loss, validation, callbacks, verbose, on_divergence)
     finally:
         for cb in callbacks:
             cb.on_train_end(state)
@@ -201,9 +202,12 @@ def _run_epoch(state, loss, callbacks, verbose):
                                      batch_size=n, lr=lr, loss=value)
             state.iteration, state.current_lr = iteration, lr
             if not math.isfinite(value):
-                _mark_divergence(state, iteration, lr, value)
+                _mark_divergence(state, iteration, lr, value, "loss")
                 break
             model._backward(loss._gradient(), kernels)
+            if not math.isfinite(float(np.dot(model._grads, model._grads))):
+                _mark_divergence(state, iteration, lr, value, "gradient")
+                break
             optimizer.step()
             state.step += 1
             loss_sum += value * n
@@ -216,16 +220,17 @@ def _run_epoch(state, loss, callbacks, verbose):
     return loss_sum, samples
 
 
-def _mark_divergence(state, iteration, lr, value):
+def _mark_divergence(state, iteration, lr, value, cause):
     history = state.history
     history.diverged = True
     history.divergence = {"epoch": state.epoch, "iteration": iteration, "step": state.step + 1,
-                          "lr": lr, "loss": str(value)}
+                          "lr": lr, "loss": str(value), "cause": cause}
 
 
 def _report_divergence(history, on_divergence):
     d = history.divergence
-    message = (f"training diverged: loss is {d['loss']} at epoch {d['epoch']}, iteration "
+    what = "loss is " + d["loss"] if d["cause"] == "loss" else "the gradient overflowed"
+    message = (f"training diverged: {what} at epoch {d['epoch']}, iteration "
                f"{d['iteration']} (update {d['step']}) with lr {d['lr']:g}; the update was not "
                f"applied and the history up to it is kept. Try a smaller learning rate.")
     if on_divergence == "raise":
