@@ -201,7 +201,8 @@ def train_command(args):
                          shuffle=not args.no_shuffle, drop_last=args.drop_last, seed=args.seed,
                          validation_data=validation, callbacks=callbacks,
                          verbose=0 if args.quiet else 1)
-    test_accuracy = mg.accuracy(model, X_test, y_test)
+    with np.errstate(over="ignore", invalid="ignore"):
+        test_accuracy = mg.accuracy(model, X_test, y_test)
     if history.diverged:
         d = history.divergence
         print(f"diverged: loss {d['loss']} at epoch {d['epoch']}, iteration {d['iteration']}, "
