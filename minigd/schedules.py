@@ -6,6 +6,9 @@ The schedules with a ``torch.optim.lr_scheduler`` counterpart give its numbers:
 StepDecay = StepLR, ExponentialDecay = ExponentialLR, CosineAnnealing = CosineAnnealingLR,
 CyclicLR = CyclicLR (cycle_momentum=False), Warmup = ChainedScheduler(LinearLR, ...),
 Chain = SequentialLR.
+
+Batch-size schedules (``BatchSizeSchedule``: ConstantBatchSize, StepBatchSize, FunctionBatchSize)
+are per-epoch functions ``B = s(e)`` passed to ``fit(..., batch_size=s)``.
 """
 import math
 import numbers
