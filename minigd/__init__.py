@@ -4,6 +4,7 @@ from . import datasets, plot, schedules
 from .backend import get_backend, set_backend, use_backend
 from .callbacks import Callback, EarlyStopping, ReduceLROnPlateau
 from .data import BatchIterator
+from .estimator import MLPClassifier
 from .history import History
 from .layers import Dense, Parameter, ReLU, Sigmoid, Tanh
 from .losses import SoftmaxCrossEntropy
@@ -17,7 +18,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Adam", "AdamW", "BatchIterator", "Callback", "Dense", "DivergenceError", "EarlyStopping",
-    "History", "Optimizer", "Parameter", "ReLU", "ReduceLROnPlateau", "SGD", "Sequential",
+    "History", "MLPClassifier", "Optimizer", "Parameter", "ReLU", "ReduceLROnPlateau", "SGD", "Sequential",
     "Sigmoid", "SoftmaxCrossEntropy", "Tanh", "TrainingState", "accuracy", "datasets",
     "evaluate", "fit", "get_backend", "linear_scaling", "plot", "schedules", "set_backend",
     "sqrt_scaling", "use_backend",
