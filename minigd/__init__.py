@@ -18,8 +18,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Adam", "AdamW", "BatchIterator", "Callback", "Dense", "DivergenceError", "EarlyStopping",
-    "History", "MLPClassifier", "Optimizer", "Parameter", "ReLU", "ReduceLROnPlateau", "SGD", "Sequential",
+    "History", "Optimizer", "Parameter", "ReLU", "ReduceLROnPlateau", "SGD", "Sequential",
     "Sigmoid", "SoftmaxCrossEntropy", "Tanh", "TrainingState", "accuracy", "datasets",
     "evaluate", "fit", "get_backend", "linear_scaling", "plot", "schedules", "set_backend",
     "sqrt_scaling", "use_backend",
 ]
+__all__ += ["MLPClassifier"]
