@@ -276,3 +276,42 @@ def test_heatmap_of_a_scaling_sweep_is_one_row(data):
     assert any("lr 0.1" in t.get_text() for t in ax.texts)
     with pytest.raises(ValueError, match="validation_data"):
         mg.plot.sweep_curves(result, value="val_loss")
+
+
+# ---- minigd sweep ----------------------------------------------------------------------------
+
+def test_cli_sweep_writes_table_json_and_plots(tmp_path, capsys):
+    from minigd.cli import main
+    out = tmp_path / "run"
+    code = main(["sweep", "--subset", "300", "--batch-sizes", "50,100", "--lrs", "0.1,0.3",
+                 "--epochs", "1", "--hidden", "8", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert code == 0
+    assert "sweep: 4 cells (2 batch sizes x 2 lrs x 1 seeds), 1 epochs each, 270 training" in text
+    assert "best val_accuracy:" in text
+    with open(out / "sweep.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["batch_size"], r["lr"]) for r in rows] == [("50", "0.1"), ("50", "0.3"),
+                                                          ("100", "0.1"), ("100", "0.3")]
+    assert [r["updates"] for r in rows] == ["6", "6", "3", "3"]          # ceil(270 / B)
+    result = SweepResult.from_json(out / "sweep.json")
+    assert len(result) == 4 and result.config["n_samples"] == 270
+    for name in ("heatmap.png", "curves.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_sweep_scaling_and_errors(tmp_path, capsys):
+    from minigd.cli import main
+    code = main(["sweep", "--subset", "200", "--batch-sizes", "20,40", "--scaling", "linear",
+                 "--base-lr", "0.05", "--epochs", "1", "--hidden", "8", "--quiet",
+                 "--value", "train_loss", "--out", str(tmp_path / "s")])
+    assert code == 0
+    result = SweepResult.from_json(tmp_path / "s" / "sweep.json")
+    assert [r["lr"] for r in result.table] == pytest.approx([0.05, 0.1], rel=1e-15)
+    assert capsys.readouterr().out.startswith("best train_loss:")
+    code = main(["sweep", "--lrs", "0.1", "--scaling", "sqrt", "--out", str(tmp_path / "x")])
+    assert code == 2 and "--lrs or --scaling, not both" in capsys.readouterr().err
+    code = main(["sweep", "--validation-split", "0", "--out", str(tmp_path / "y")])
+    assert code == 2 and "needs --validation-split" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["sweep", "--batch-sizes", "a,b"])
