@@ -150,6 +150,9 @@ def sweep_curves(result, x="epoch", value="train_loss", ax=None, seed=None):
                             label=f"B={b}, lr={lr:.3g}")
             if diverged and len(xs):
                 ax.plot(xs[-1], ys[-1], "x", color=line.get_color(), ms=9, mew=2)
+    if x == "epoch":
+        from matplotlib.ticker import MaxNLocator
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch" if x == "epoch" else "updates (optimizer steps)")
     ax.set_ylabel(value)
     plotted = np.array([v for line in ax.get_lines() for v in line.get_ydata()], dtype=float)
@@ -158,7 +161,8 @@ def sweep_curves(result, x="epoch", value="train_loss", ax=None, seed=None):
         ax.set_yscale("log")
     if x == "update":
         ax.set_xscale("log")
-    ax.legend(fontsize="x-small", ncol=2 if len(batches) * len(lrs) > 6 else 1)
+    curves = sum(1 for line in ax.get_lines() if line.get_label().startswith("B="))
+    ax.legend(fontsize="x-small", ncol=2 if curves > 6 else 1)
     ax.set_title(f"{value} per epoch against {'epochs' if x == 'epoch' else 'updates'}",
                  fontsize="medium")
     ax.figure.tight_layout()
