@@ -225,9 +225,13 @@ class MLPClassifier:
                              f"classes")
         root = config["seed"]
         self._start(X.shape[1], classes, config, root)
-        self.history_ = self._train(X, np.searchsorted(classes, y), config, config["epochs"],
-                                    batch_size=config["batch_size"],
-                                    schedule=config["schedule"], shuffle_seed=root)
+        try:
+            self.history_ = self._train(X, np.searchsorted(classes, y), config,
+                                        config["epochs"], batch_size=config["batch_size"],
+                                        schedule=config["schedule"], shuffle_seed=root)
+        except Exception:
+            self._forget()
+            raise
         self._summarise()
         return self
 
@@ -235,7 +239,8 @@ class MLPClassifier:
         """Train one epoch on (X, y), continuing from the previous call (or from ``fit``).
 
         ``classes`` (all labels that will ever be seen) is required on the first call, as in
-        scikit-learn, and must not change afterwards. Optimizer state (momentum, Adam moments)
+        scikit-learn, and must not change afterwards; the network and its hyperparameters are
+        those of the first call (or of ``fit``). Optimizer state (momentum, Adam moments)
         and the schedules carry over: call k (from 0) uses the lr schedule at epoch k (or from
         the updates done so far, for a per-iteration schedule), the batch size of epoch k, and
         a shuffle seeded by (seed, k).
@@ -275,6 +280,10 @@ class MLPClassifier:
         _append_history(self.history_, part, done_epochs, done_steps)
         self._summarise()
         return self
+
+    def _forget(self):
+        for name in [k for k in vars(self) if k.endswith("_") or k == "_root_seed"]:
+            delattr(self, name)
 
     def _start(self, n_features, classes, config, root):
         self.classes_ = classes

@@ -190,7 +190,8 @@ def test_parameters_are_checked_in_fit_not_in_init():
              ({"batch_size": 0}, ValueError, "batch_size"),
              ({"seed": -1}, TypeError, "seed"),
              ({"dtype": "float16"}, ValueError, "dtype"),
-             ({"verbose": 3}, ValueError, "verbose")]
+             ({"verbose": 3}, ValueError, "verbose"),
+             ({"batch_size": lambda e: 16 if e < 1 else 0}, ValueError, r"batch_size\(1\)")]
     for params, error, words in cases:
         clf = mg.MLPClassifier(**params)               # never raises
         with pytest.raises(error, match=words):
