@@ -97,6 +97,15 @@ def test_same_call_twice_gives_the_same_table(serial, data):
     assert_same_tables(serial, again)
 
 
+def test_memmap_input_gives_the_same_table(data, tmp_path):
+    X, y, _, _ = data
+    np.save(tmp_path / "X.npy", X)
+    X_map = np.load(tmp_path / "X.npy", mmap_mode="r")
+    in_memory = mg.sweep(BUILD, X, y, batch_sizes=[64], lrs=[0.1], epochs=1)
+    mapped = mg.sweep(BUILD, X_map, y, batch_sizes=[64], lrs=[0.1], epochs=1)
+    assert_same_tables(in_memory, mapped)
+
+
 def test_scaling_rules_set_the_lr_per_batch_size(data):
     X, y, _, _ = data
     linear = mg.sweep(BUILD, X, y, batch_sizes=[20, 40, 80], scaling="linear", base_lr=0.05,
