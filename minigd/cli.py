@@ -92,6 +92,7 @@ def build_parser():
                                        "epoch; write the history and a plot to --out.")
     add_train_arguments(train)
     train.set_defaults(handler=train_command)
+    from . import cli_sweep; cli_sweep.register(sub)  # noqa: E702 (minigd sweep)
     return parser
 
 
