@@ -4,6 +4,8 @@ from . import datasets, plot, schedules
 from .backend import get_backend, set_backend, use_backend
 from .callbacks import Callback, EarlyStopping, ReduceLROnPlateau
 from .data import BatchIterator
+from .estimator import MLPClassifier
+from .experiments.sweep import MLPBuilder, SweepResult, sweep
 from .history import History
 from .layers import Dense, Parameter, ReLU, Sigmoid, Tanh
 from .losses import SoftmaxCrossEntropy
@@ -22,3 +24,4 @@ __all__ = [
     "evaluate", "fit", "get_backend", "linear_scaling", "plot", "schedules", "set_backend",
     "sqrt_scaling", "use_backend",
 ]
+__all__ += ["MLPBuilder", "MLPClassifier", "SweepResult", "sweep"]

@@ -40,7 +40,8 @@ def add_train_arguments(p):
                        help="hidden activation (default relu)")
     model.add_argument("--init", choices=("he", "xavier", "torch"), default="he",
                        help="weight initialisation (default he)")
-    model.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    model.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                       help="floating point type of weights and batches (default float32)")
     opt = p.add_argument_group("optimisation")
     opt.add_argument("--epochs", type=int, default=10, help="passes over the data (default 10)")
     opt.add_argument("--batch-size", type=int, default=64,
@@ -91,6 +92,7 @@ def build_parser():
                                        "epoch; write the history and a plot to --out.")
     add_train_arguments(train)
     train.set_defaults(handler=train_command)
+    from . import cli_sweep; cli_sweep.register(sub)  # noqa: E702 (minigd sweep)
     return parser
 
 
@@ -200,7 +202,8 @@ def train_command(args):
                          shuffle=not args.no_shuffle, drop_last=args.drop_last, seed=args.seed,
                          validation_data=validation, callbacks=callbacks,
                          verbose=0 if args.quiet else 1)
-    test_accuracy = mg.accuracy(model, X_test, y_test)
+    with np.errstate(over="ignore", invalid="ignore"):
+        test_accuracy = mg.accuracy(model, X_test, y_test)
     if history.diverged:
         d = history.divergence
         print(f"diverged: loss {d['loss']} at epoch {d['epoch']}, iteration {d['iteration']}, "

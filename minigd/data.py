@@ -1,6 +1,4 @@
 """BatchIterator: one epoch of mini-batches, gathered into reused buffers, never copying X."""
-import math
-
 import numpy as np
 
 from . import _validation as check
@@ -12,6 +10,13 @@ def _seed_or_fresh(seed):
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise TypeError(f"seed must be a non-negative int or None, got {seed!r}")
     return int(seed)
+
+
+def iterations_per_epoch(n_samples, batch_size, drop_last=False):
+    """Updates in one epoch: ceil(n_samples / batch_size), or floor with drop_last."""
+    if drop_last:
+        return n_samples // batch_size
+    return -(-n_samples // batch_size)
 
 
 class BatchIterator:
@@ -59,16 +64,27 @@ class BatchIterator:
         self.seed = _seed_or_fresh(seed)
         self.dtype = np.dtype(dtype)
         self.n_samples = int(X.shape[0])
-        if self.drop_last and self.batch_size > self.n_samples:
-            raise ValueError(f"batch_size={self.batch_size} with drop_last=True leaves no batch "
-                             f"from {self.n_samples} samples")
+        self._check_drop_last(self.batch_size)
         self.epoch = 0
         self._xbuf = None
 
+    def _check_drop_last(self, batch_size):
+        if self.drop_last and batch_size > self.n_samples:
+            raise ValueError(f"batch_size={batch_size} with drop_last=True leaves no batch "
+                             f"from {self.n_samples} samples")
+
+    def set_batch_size(self, batch_size):
+        """Use ``batch_size`` from the next epoch on (a batch-size schedule calls this per epoch).
+
+        The sample order is unchanged (``permutation(epoch)`` depends on seed and epoch only);
+        the batch buffers are reallocated only when the batch grows past their size.
+        """
+        batch_size = check.positive_int("batch_size", batch_size)
+        self._check_drop_last(batch_size)
+        self.batch_size = batch_size
+
     def __len__(self):
-        if self.drop_last:
-            return self.n_samples // self.batch_size
-        return math.ceil(self.n_samples / self.batch_size)
+        return iterations_per_epoch(self.n_samples, self.batch_size, self.drop_last)
 
     @property
     def last_batch_size(self):
@@ -105,11 +121,12 @@ class BatchIterator:
         return sizes
 
     def _ensure_buffers(self):
-        if self._xbuf is None:
-            self._xbuf = np.empty((self.batch_size, self.X.shape[1]), dtype=self.dtype)
-            self._ybuf = np.empty(self.batch_size, dtype=np.int64)
+        rows = min(self.batch_size, self.n_samples)
+        if self._xbuf is None or self._xbuf.shape[0] < rows:
+            self._xbuf = np.empty((rows, self.X.shape[1]), dtype=self.dtype)
+            self._ybuf = np.empty(rows, dtype=np.int64)
             same = getattr(self.X, "dtype", None) == self.dtype and isinstance(self.X, np.ndarray)
-            self._stage = None if same else np.empty((self.batch_size, self.X.shape[1]),
+            self._stage = None if same else np.empty((rows, self.X.shape[1]),
                                                      dtype=getattr(self.X, "dtype", np.float64))
 
     def gather(self, index, out_x, out_y):

@@ -83,3 +83,21 @@ def save(fig, path, dpi=110):
     from ._io import atomic_open
     with atomic_open(path, "wb") as handle:
         fig.savefig(handle, dpi=dpi, format=str(path).rsplit(".", 1)[-1])
+
+
+def sweep_heatmap(result, value="val_accuracy", ax=None, annotate=True, cmap=None):
+    """Heatmap of a sweep's ``value`` over batch size x lr (mean over seeds); the Axes.
+
+    See :func:`minigd.experiments.sweep_plots.sweep_heatmap`.
+    """
+    from .experiments.sweep_plots import sweep_heatmap as draw
+    return draw(result, value=value, ax=ax, annotate=annotate, cmap=cmap)
+
+
+def sweep_curves(result, x="epoch", value="train_loss", ax=None, seed=None):
+    """Per-epoch loss of every sweep cell against epochs or updates (``x``); the Axes.
+
+    See :func:`minigd.experiments.sweep_plots.sweep_curves`.
+    """
+    from .experiments.sweep_plots import sweep_curves as draw
+    return draw(result, x=x, value=value, ax=ax, seed=seed)

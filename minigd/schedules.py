@@ -6,6 +6,9 @@ The schedules with a ``torch.optim.lr_scheduler`` counterpart give its numbers:
 StepDecay = StepLR, ExponentialDecay = ExponentialLR, CosineAnnealing = CosineAnnealingLR,
 CyclicLR = CyclicLR (cycle_momentum=False), Warmup = ChainedScheduler(LinearLR, ...),
 Chain = SequentialLR.
+
+Batch-size schedules (``BatchSizeSchedule``: ConstantBatchSize, StepBatchSize, FunctionBatchSize)
+are per-epoch functions ``B = s(e)`` passed to ``fit(..., batch_size=s)``.
 """
 import math
 import numbers
@@ -221,6 +224,9 @@ def as_schedule(schedule):
     """Accept a Schedule, or a plain callable t -> lr (treated as per epoch)."""
     if schedule is None or isinstance(schedule, Schedule):
         return schedule
+    if isinstance(schedule, BatchSizeSchedule):
+        raise TypeError(f"schedule got the batch-size schedule {schedule!r}: pass it as "
+                        f"batch_size=")
     if callable(schedule):
         return FunctionSchedule(schedule)
     raise TypeError(f"schedule must be a minigd schedule or a callable t -> lr, got "
@@ -236,3 +242,118 @@ class FunctionSchedule(Schedule):
 
     def _value(self, t):
         return check.real(f"schedule({t})", self.fn(t), low=0.0)
+
+
+# ---- batch-size schedules ------------------------------------------------------------------
+
+class BatchSizeSchedule:
+    """Base class of batch-size schedules: ``B = s(e)``, a positive int for each epoch e >= 0.
+
+    ``fit(..., batch_size=s)`` sets the batch size of epoch e (counted from 0, so the first epoch
+    uses s(0)) before the epoch starts; within an epoch it is fixed. Increasing the batch size
+    lowers the gradient noise like decaying the lr does (Smith et al. 2017, "Don't decay the
+    learning rate, increase the batch size"), with fewer updates per epoch.
+    Subclasses define ``_value(e)``.
+    """
+    unit = "epoch"
+
+    def __call__(self, e):
+        return self._value(_check_t(e))
+
+    def values(self, epochs):
+        """List of s(0), ..., s(epochs - 1)."""
+        epochs = check.positive_int("epochs", epochs)
+        return [self(e) for e in range(epochs)]
+
+    def _args(self):
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self._args().items())
+        return f"{type(self).__name__}({args})"
+
+
+class ConstantBatchSize(BatchSizeSchedule):
+    """s(e) = batch_size."""
+
+    def __init__(self, batch_size):
+        self.batch_size = check.positive_int("batch_size", batch_size)
+
+    def _value(self, e):
+        return self.batch_size
+
+
+class StepBatchSize(BatchSizeSchedule):
+    """s(e) = min(batch_size * factor ** (e // step_size), max_batch_size), rounded to an int.
+
+    The batch-size mirror of StepDecay: ``StepBatchSize(32, step_size=2, factor=5)`` gives
+    32, 32, 160, 160, 800, ... and tracks ``StepDecay(lr, 2, gamma=1/5)`` at batch 32 in loss
+    per epoch with ever fewer updates per epoch.
+
+    Parameters
+    ----------
+    batch_size : int >= 1, the batch size of the first ``step_size`` epochs
+    step_size : int >= 1, epochs between increases
+    factor : real >= 1, default 2 (an int factor keeps every size exact)
+    max_batch_size : int >= batch_size or None (default: no cap)
+
+    Example
+    -------
+    >>> StepBatchSize(32, step_size=2, factor=5, max_batch_size=1000).values(7)
+    [32, 32, 160, 160, 800, 800, 1000]
+    """
+
+    def __init__(self, batch_size, step_size, factor=2, max_batch_size=None):
+        self.batch_size = check.positive_int("batch_size", batch_size)
+        self.step_size = check.positive_int("step_size", step_size)
+        self.factor = check.real("factor", factor, low=1.0)
+        if isinstance(factor, numbers.Integral):
+            self.factor = int(factor)
+        self.max_batch_size = None
+        if max_batch_size is not None:
+            self.max_batch_size = check.positive_int("max_batch_size", max_batch_size)
+            if self.max_batch_size < self.batch_size:
+                raise ValueError(f"max_batch_size ({self.max_batch_size}) must be >= batch_size "
+                                 f"({self.batch_size})")
+
+    def _value(self, e):
+        k = e // self.step_size
+        if isinstance(self.factor, int):
+            size = self.batch_size * self.factor ** k
+        else:
+            try:
+                size = round(self.batch_size * self.factor ** k)
+            except OverflowError:
+                size = math.inf
+        if self.max_batch_size is not None:
+            size = min(size, self.max_batch_size)
+        if size == math.inf:
+            raise ValueError(f"{self!r} overflows at epoch {e}: set max_batch_size")
+        return int(size)
+
+
+class FunctionBatchSize(BatchSizeSchedule):
+    """Wrap a callable ``fn(e) -> batch size``; each value must be an int >= 1."""
+
+    def __init__(self, fn):
+        if not callable(fn):
+            raise TypeError(f"fn must be callable e -> batch size, got {type(fn).__name__}")
+        self.fn = fn
+
+    def _value(self, e):
+        return check.positive_int(f"batch_size({e})", self.fn(e))
+
+
+def as_batch_size_schedule(batch_size):
+    """Accept an int (constant), a BatchSizeSchedule, or a callable e -> positive int."""
+    if isinstance(batch_size, BatchSizeSchedule):
+        return batch_size
+    if isinstance(batch_size, numbers.Integral) and not isinstance(batch_size, (bool, np.bool_)):
+        return ConstantBatchSize(batch_size)
+    if isinstance(batch_size, Schedule):
+        raise TypeError(f"batch_size got the learning-rate schedule {batch_size!r}: pass it as "
+                        f"schedule=, and a batch-size schedule (e.g. StepBatchSize) as batch_size=")
+    if callable(batch_size):
+        return FunctionBatchSize(batch_size)
+    raise TypeError(f"batch_size must be a positive int, a batch-size schedule or a callable "
+                    f"epoch -> batch size, got {batch_size!r} ({type(batch_size).__name__})")

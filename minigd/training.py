@@ -9,13 +9,13 @@ from . import _validation as check
 from . import fused
 from .backend import kernels as _active_kernels
 from .callbacks import Callback
-from .data import BatchIterator
+from .data import BatchIterator, iterations_per_epoch
 from .history import History
 from .losses import SoftmaxCrossEntropy
 from .metrics import evaluate
 from .model import Sequential
 from .optim import Optimizer
-from .schedules import as_schedule
+from .schedules import ConstantBatchSize, as_batch_size_schedule, as_schedule
 
 DIVERGENCE_POLICIES = ("warn", "raise")
 
@@ -35,13 +35,14 @@ class TrainingState:
     Attributes: model, optimizer, history, iterator, epochs (total), epoch (current, from 1),
     step (updates applied so far), current_lr (lr of the latest update), lr_scale (multiplies
     the scheduled lr; ReduceLROnPlateau lowers it), stop_training (set True to stop after this
-    epoch).
+    epoch), batch_schedule (None for a fixed batch size, else sets the batch size per epoch).
     """
 
-    def __init__(self, model, optimizer, history, iterator, epochs, schedule, base_lr):
+    def __init__(self, model, optimizer, history, iterator, epochs, schedule, base_lr,
+                 batch_schedule=None):
         self.model, self.optimizer, self.history = model, optimizer, history
         self.iterator, self.epochs, self.schedule = iterator, epochs, schedule
-        self.base_lr = base_lr
+        self.base_lr, self.batch_schedule = base_lr, batch_schedule
         self.epoch = 0
         self.iteration = 0
         self.step = 0
@@ -112,7 +113,8 @@ def fit(model, X, y, *, optimizer, epochs, batch_size, loss=None, schedule=None,
     y : array-like (N,), integer class ids in [0, model.n_outputs)
     optimizer : SGD, Adam or AdamW built on ``model.parameters()``
     epochs : int >= 1
-    batch_size : int >= 1
+    batch_size : int >= 1, or a batch-size schedule (StepBatchSize, callable epoch -> int)
+        evaluated before each epoch (from 0); every value is checked before training starts
     loss : SoftmaxCrossEntropy, default a new one
     schedule : minigd schedule or callable t -> lr, default None (constant lr)
     shuffle, drop_last : bool, as BatchIterator
@@ -142,17 +144,23 @@ def fit(model, X, y, *, optimizer, epochs, batch_size, loss=None, schedule=None,
     X = check.features("X", X, model.n_features)
     y = check.labels("y", y, X.shape[0], model.n_outputs)
     validation = _check_validation(validation_data, model)
-    iterator = BatchIterator(X, y, batch_size, shuffle=shuffle, drop_last=drop_last, seed=seed,
+    batch_schedule = as_batch_size_schedule(batch_size)
+    batch_sizes = batch_schedule.values(epochs)
+    iterator = BatchIterator(X, y, batch_sizes[0], shuffle=shuffle, drop_last=drop_last, seed=seed,
                              dtype=model.dtype, validate=False)
+    for size in batch_sizes:
+        iterator._check_drop_last(size)
 
     history = History()
-    state = TrainingState(model, optimizer, history, iterator, epochs, schedule, optimizer.lr)
+    state = TrainingState(model, optimizer, history, iterator, epochs, schedule, optimizer.lr,
+                          None if isinstance(batch_schedule, ConstantBatchSize) else batch_schedule)
     if verbose:
-        print(f"plan: {iterator.describe()}; {epochs} epochs = {epochs * len(iterator)} updates")
+        print(_plan_line(iterator, batch_sizes))
     for cb in callbacks:
         cb.on_train_begin(state)
     try:
-        _train(state, loss, validation, callbacks, verbose, on_divergence)
+        with np.errstate(over="ignore", invalid="ignore"):
+            _train(state, loss, validation, callbacks, verbose, on_divergence)
     finally:
         for cb in callbacks:
             cb.on_train_end(state)
@@ -163,6 +171,8 @@ def _train(state, loss, validation, callbacks, verbose, on_divergence):
     history, model = state.history, state.model
     for epoch in range(state.epoch + 1, state.epochs + 1):
         state.epoch = epoch
+        if state.batch_schedule is not None:
+            state.iterator.set_batch_size(state.batch_schedule(epoch - 1))
         for cb in callbacks:
             cb.on_epoch_begin(state)
         started = time.perf_counter()
@@ -209,9 +219,12 @@ def _run_epoch(state, loss, callbacks, verbose):
                                      batch_size=n, lr=lr, loss=value)
             state.iteration, state.current_lr = iteration, lr
             if not math.isfinite(value):
-                _mark_divergence(state, iteration, lr, value)
+                _mark_divergence(state, iteration, lr, value, "loss")
                 break
             model._backward(loss._gradient(), kernels)
+            if not math.isfinite(float(np.dot(model._grads, model._grads))):
+                _mark_divergence(state, iteration, lr, value, "gradient")
+                break
             optimizer.step()
             state.step += 1
             loss_sum += value * n
@@ -224,16 +237,32 @@ def _run_epoch(state, loss, callbacks, verbose):
     return loss_sum, samples
 
 
-def _mark_divergence(state, iteration, lr, value):
+def _plan_line(iterator, batch_sizes):
+    updates = sum(iterations_per_epoch(iterator.n_samples, b, iterator.drop_last)
+                  for b in batch_sizes)
+    if len(set(batch_sizes)) == 1:
+        return f"plan: {iterator.describe()}; {len(batch_sizes)} epochs = {updates} updates"
+    runs, first = [], 0
+    for e in range(1, len(batch_sizes) + 1):
+        if e == len(batch_sizes) or batch_sizes[e] != batch_sizes[first]:
+            span = f"epoch {first + 1}" if e == first + 1 else f"epochs {first + 1}-{e}"
+            runs.append(f"{batch_sizes[first]} ({span})")
+            first = e
+    return (f"plan: {iterator.n_samples} samples, batch {', '.join(runs)}; "
+            f"{len(batch_sizes)} epochs = {updates} updates")
+
+
+def _mark_divergence(state, iteration, lr, value, cause):
     history = state.history
     history.diverged = True
     history.divergence = {"epoch": state.epoch, "iteration": iteration, "step": state.step + 1,
-                          "lr": lr, "loss": str(value)}
+                          "lr": lr, "loss": str(value), "cause": cause}
 
 
 def _report_divergence(history, on_divergence):
     d = history.divergence
-    message = (f"training diverged: loss is {d['loss']} at epoch {d['epoch']}, iteration "
+    what = "loss is " + d["loss"] if d["cause"] == "loss" else "the gradient overflowed"
+    message = (f"training diverged: {what} at epoch {d['epoch']}, iteration "
                f"{d['iteration']} (update {d['step']}) with lr {d['lr']:g}; the update was not "
                f"applied and the history up to it is kept. Try a smaller learning rate.")
     if on_divergence == "raise":

@@ -1,0 +1,2 @@
+"""Experiments on top of fit: batch size x learning rate sweeps."""
+from .sweep import MLPBuilder, SweepResult, sweep
