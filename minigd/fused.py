@@ -13,8 +13,8 @@ runs one Python iteration per update with the same kernels and the same results:
 Nothing is traded for the speed: the learning rate of every iteration is computed up front
 from the schedule (schedules are pure functions of the step, see
 :meth:`minigd.TrainingState.lr_at`), every iteration's epoch, iteration, step, batch size, lr
-and loss are recorded in the history after the call, and a non-finite loss stops the epoch
-before that update exactly as on the per-iteration path. X is never copied: each batch is
+and loss are recorded in the history after the call, and a non-finite loss (or an overflowing
+gradient) stops the epoch before that update exactly as on the per-iteration path. X is never copied: each batch is
 gathered from it (and converted to the model dtype) inside the kernel. The progress bar moves
 once per epoch.
 """
@@ -156,7 +156,7 @@ def run_epoch(state, bar):
     y = np.ascontiguousarray(iterator.y, dtype=np.int64)
 
     try:
-        count, diverged = (0, False) if n_run == 0 else jit_epoch.train_epoch(
+        count, status = (0, jit_epoch.COMPLETED) if n_run == 0 else jit_epoch.train_epoch(
             iterator.X, y, order, iterator.batch_size, n_run, values, grads, states[0], state2,
             dims, w_offsets, b_offsets, acts, kind, hyper, optimizer.step_count,
             np.array(lrs[:n_run], dtype=np.float64), xbuf, ybuf, workspace, a_offsets, deltas,
@@ -166,6 +166,7 @@ def run_epoch(state, bar):
         for kernel_state, name in zip(states, names):
             jit_epoch.from_kernel_layout(kernel_state, optimizer.state[name], dims, w_offsets)
 
+        diverged = status != jit_epoch.COMPLETED
         applied = count - 1 if diverged else count
         losses = losses[:count].tolist()
         table = history.iterations
@@ -186,7 +187,8 @@ def run_epoch(state, bar):
             optimizer.lr = lrs[count - 1]
         bar.update(applied)
         if diverged:
-            _mark_divergence(state, count, lrs[count - 1], losses[-1])
+            cause = "loss" if status == jit_epoch.LOSS_DIVERGED else "gradient"
+            _mark_divergence(state, count, lrs[count - 1], losses[-1], cause)
         elif invalid is not None:
             optimizer.lr = lrs[invalid]     # raises the optimizer's own error, as the loop would
         elif error is not None:

@@ -173,12 +173,13 @@ def softmax_cross_entropy(logits, labels, grad):
 
     loss = mean_i [ logsumexp(z_i) - z_i[y_i] ], rows shifted by their max for stability.
     One pass per row: max, exponentials and their sum, the row's loss, then the gradient.
-    The loss is summed in float64.
+    The loss is summed in the logits' dtype, as NumPy's mean is: in float32 a batch whose
+    mean loss overflows float32 gives inf on both backends (and so the same divergence).
     """
     n, k = logits.shape
     count = grad.dtype.type(n)
     zero, one = grad.dtype.type(0), grad.dtype.type(1)
-    total_loss = 0.0
+    total_loss = zero
     for i in range(n):
         m = logits[i, 0]
         for j in range(1, k):
@@ -196,7 +197,7 @@ def softmax_cross_entropy(logits, labels, grad):
         grad[i, label] -= one
         for j in range(k):
             grad[i, j] = grad[i, j] / count
-    return total_loss / n
+    return total_loss / count
 
 
 # ---- optimizers ---------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """How minigd configures Numba, and why (each choice was measured on the 2-core target machine).
 
-Compile options shared by every kernel (``OPTIONS``):
+Compile options (``OPTIONS`` for every kernel, ``FAST_OPTIONS`` for the matrix products):
 
 - ``cache=True``: compiled machine code is written next to the module (or to
   ``NUMBA_CACHE_DIR``), so only the first process after an install pays the JIT compile time.
@@ -9,12 +9,22 @@ Compile options shared by every kernel (``OPTIONS``):
   loop. Our divisions (softmax normalisation, Adam's ``m / denom``) never divide by an exact
   zero in valid use, and with NumPy semantics a zero gives inf/nan, which the divergence check
   then reports, exactly as the NumPy backend does.
-- ``fastmath={"contract", "reassoc", "nsz"}``: allows fused multiply-add and reordering of sums,
-  which is what lets LLVM turn the matrix-product loops into AVX-512 FMA reductions (4-6x
-  faster than scalar loops). Deliberately *not* ``nnan``/``ninf``: with those flags LLVM may
-  assume values are finite and fold away the ``isfinite(loss)`` test the divergence detection
-  relies on. Reordering changes results in the last bits only; the float64 backend-agreement
-  tests bound it.
+- ``fastmath={"contract", "reassoc", "nsz"}``, for the matrix products and the squared-norm
+  check only: allows fused multiply-add and reordering of sums, which is what lets LLVM turn
+  the product loops into AVX-512 FMA reductions (several times faster than scalar loops).
+  Deliberately *not* ``nnan``/``ninf``: with those LLVM may assume values are finite and fold
+  away the ``isfinite`` tests the divergence detection relies on. Elementwise kernels
+  (activations, masks, loss, optimizer updates) get no fastmath: they evaluate the reference's
+  expressions in the reference's order, rounding as NumPy does. (With contraction, ``1 - y*y``
+  of a saturated tanh came out ~1e-8 relative apart from NumPy, and Adam, which normalises
+  gradient magnitudes, carried that into the weights.)
+
+- One cache stamp for all kernel modules (:func:`_stamp_all_kernel_sources`). Numba marks a
+  cached function stale when *its own* file changes, not when a function it calls from another
+  module does: after editing jit.py, the cached whole-epoch kernel of jit_epoch.py would keep
+  the old code. minigd's cache locator stamps every ``jit*.py`` kernel file with the hash of
+  all of them, so any kernel edit recompiles everything. (If Numba's cache internals change
+  and this cannot be installed, the default per-file stamps apply.)
 
 Threads:
 
@@ -41,13 +51,50 @@ import os
 
 import numba
 
-OPTIONS = dict(cache=True, nogil=True, error_model="numpy",
-               fastmath={"contract", "reassoc", "nsz"})
+OPTIONS = dict(cache=True, nogil=True, error_model="numpy")
+FAST_OPTIONS = dict(OPTIONS, fastmath={"contract", "reassoc", "nsz"})
 MIN_PARALLEL_FLOPS = 400_000
 FAST_LAYERS = ("omp", "tbb")
 
 if "NUMBA_THREADING_LAYER" not in os.environ and numba.config.THREADING_LAYER == "default":
     numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
+
+_KERNEL_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _kernel_sources():
+    return sorted(os.path.join(_KERNEL_DIR, name) for name in os.listdir(_KERNEL_DIR)
+                  if name.startswith("jit") and name.endswith(".py"))
+
+
+def _stamp_all_kernel_sources():
+    """Make a change to any kernel module invalidate the cached code of all of them."""
+    from numba.core import caching
+
+    class AllKernelSources:
+        @classmethod
+        def from_function(cls, py_func, py_file):
+            if os.path.dirname(os.path.abspath(py_file)) != _KERNEL_DIR:
+                return None
+            return super().from_function(py_func, py_file)
+
+        def get_source_stamp(self):
+            stamps = []
+            for path in _kernel_sources():
+                st = os.stat(path)
+                stamps.append(caching._hash_source_file(path, st.st_mtime, st.st_size))
+            return tuple(stamps)
+
+    bases = (caching.UserProvidedCacheLocator, caching.InTreeCacheLocator,
+             caching.UserWideCacheLocator)
+    locators = [type("Minigd" + base.__name__, (AllKernelSources, base), {}) for base in bases]
+    caching.CacheImpl._locator_classes[:0] = locators
+
+
+try:
+    _stamp_all_kernel_sources()
+except (ImportError, AttributeError):
+    pass
 
 _layer = None
 

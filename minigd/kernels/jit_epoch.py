@@ -5,8 +5,9 @@ Per iteration t (batch rows ``order[t*B:(t+1)*B]``):
     gather the batch from X into a reused buffer, converting X's dtype (X is never copied)
     a_0 = x;  a_l = f_l(a_{l-1} @ W_l + b_l)           bias + activation fused per column range
     loss_t, d = softmax_cross_entropy(a_L, y)           loss and dloss/dlogits in one pass
-    stop here, before any update, when loss_t is not finite (returns t + 1, diverged)
+    stop here, before any update, when loss_t is not finite (returns t + 1, LOSS_DIVERGED)
     dW_l = a_{l-1}.T @ d,  db_l = sum(d);  d = (d @ W_l.T) * f'_{l-1}    mask fused
+    stop, before the update, when sum(grad**2) in the model dtype is not finite (GRADIENT_...)
     optimizer update over the whole flat parameter buffer with lr = lrs[t]
 
 Weights are held transposed, (out, in), inside the kernel ("kernel layout", see
@@ -20,10 +21,11 @@ import numpy as np
 
 from .jit import (activate, activation_mask, add_bias_rows, adam_step, column_sums, sgd_step,
                   softmax_cross_entropy)
-from .jit_config import OPTIONS
+from .jit_config import FAST_OPTIONS, OPTIONS
 from .jit_gemm import effective_parts, nt_columns, split, tn_rows
 
 SGD, ADAM = 0, 1
+COMPLETED, LOSS_DIVERGED, GRADIENT_DIVERGED = 0, 1, 2
 
 
 @numba.njit(**OPTIONS)
@@ -99,6 +101,15 @@ def input_grad(d, w_t, a_prev, act_prev, d_prev, parts):
         activation_mask(d_prev, a_prev, act_prev, lo, hi)
 
 
+@numba.njit(**FAST_OPTIONS)
+def squared_norm(v):
+    """sum(v**2) accumulated in v's dtype, as np.dot(v, v) (inf when it overflows)."""
+    total = v.dtype.type(0)
+    for i in range(v.shape[0]):
+        total += v[i] * v[i]
+    return total
+
+
 @numba.njit(**OPTIONS)
 def _matrix(flat, offset, rows, cols):
     return flat[offset:offset + rows * cols].reshape((rows, cols))
@@ -108,7 +119,10 @@ def _matrix(flat, offset, rows, cols):
 def train_epoch(X, y, order, batch_size, n_iterations, values, grads, state1, state2,
                 dims, w_offsets, b_offsets, acts, kind, hyper, step0, lrs,
                 xbuf, ybuf, abuf, a_offsets, dbuf, losses, parts):
-    """Run ``n_iterations`` updates; return (iterations recorded in ``losses``, diverged).
+    """Run up to ``n_iterations`` updates; return (iterations recorded in ``losses``, status).
+
+    status is COMPLETED, or LOSS_DIVERGED / GRADIENT_DIVERGED when the last recorded
+    iteration stopped the epoch before its update.
 
     X (N, features) any real dtype; y (N,) int64; order: the epoch's permutation.
     values/grads/state1/state2: flat buffers in kernel layout (state2 unused by SGD).
@@ -139,7 +153,7 @@ def train_epoch(X, y, order, batch_size, n_iterations, values, grads, state1, st
         loss = softmax_cross_entropy(a, yb, d)
         losses[t] = loss
         if not np.isfinite(loss):
-            return t + 1, True
+            return t + 1, LOSS_DIVERGED
         activation_mask(d, a, acts[n_layers - 1], 0, n)
 
         half = dbuf.shape[0] // 2
@@ -153,6 +167,8 @@ def train_epoch(X, y, order, batch_size, n_iterations, values, grads, state1, st
                 input_grad(d, _matrix(values, w_offsets[l], n_out, n_in), a_prev, acts[l - 1],
                            below, parts)
                 d = below
+        if not np.isfinite(squared_norm(grads)):
+            return t + 1, GRADIENT_DIVERGED
 
         step = step0 + t + 1
         if kind == SGD:
@@ -161,7 +177,7 @@ def train_epoch(X, y, order, batch_size, n_iterations, values, grads, state1, st
         else:
             adam_step(values, grads, state1, state2, step, lrs[t], hyper[0], hyper[1],
                       hyper[2], hyper[3], hyper[4] != 0, parts)
-    return n_iterations, False
+    return n_iterations, COMPLETED
 
 
 def to_kernel_layout(flat, out, dims, w_offsets):

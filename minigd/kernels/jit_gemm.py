@@ -22,7 +22,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from .jit_config import MIN_PARALLEL_FLOPS, OPTIONS
+from .jit_config import FAST_OPTIONS, MIN_PARALLEL_FLOPS, OPTIONS
 
 _ROWS_PER_CHUNK = 64        # rows of the streamed operand kept hot in L2 per sweep
 
@@ -43,7 +43,7 @@ def effective_parts(parts, flops):
 
 
 # ---- out = a @ b.T ---------------------------------------------------------------------------
-@numba.njit(**OPTIONS)
+@numba.njit(**FAST_OPTIONS)
 def _nt_4x4(a, b, out, i, j):
     K = a.shape[1]
     a0, a1, a2, a3 = a[i, 0], a[i + 1, 0], a[i + 2, 0], a[i + 3, 0]
@@ -77,7 +77,7 @@ def _nt_4x4(a, b, out, i, j):
     out[i + 3, j], out[i + 3, j + 1], out[i + 3, j + 2], out[i + 3, j + 3] = s30, s31, s32, s33
 
 
-@numba.njit(**OPTIONS)
+@numba.njit(**FAST_OPTIONS)
 def _nt_1x4(a, b, out, i, j):
     K = a.shape[1]
     a0 = a[i, 0]
@@ -91,7 +91,7 @@ def _nt_1x4(a, b, out, i, j):
     out[i, j], out[i, j + 1], out[i, j + 2], out[i, j + 3] = s0, s1, s2, s3
 
 
-@numba.njit(**OPTIONS)
+@numba.njit(**FAST_OPTIONS)
 def _nt_4x1(a, b, out, i, j):
     K = a.shape[1]
     b0 = b[j, 0]
@@ -105,7 +105,7 @@ def _nt_4x1(a, b, out, i, j):
     out[i, j], out[i + 1, j], out[i + 2, j], out[i + 3, j] = s0, s1, s2, s3
 
 
-@numba.njit(**OPTIONS)
+@numba.njit(**FAST_OPTIONS)
 def _nt_1x1(a, b, out, i, j):
     K = a.shape[1]
     s = a[i, 0] * b[j, 0]
@@ -114,7 +114,7 @@ def _nt_1x1(a, b, out, i, j):
     out[i, j] = s
 
 
-@numba.njit(**OPTIONS)
+@numba.njit(**FAST_OPTIONS)
 def nt_columns(a, b, out, lo, hi):
     """out[:, lo:hi] = a @ b[lo:hi].T  (lo a multiple of 4)."""
     M = a.shape[0]
@@ -141,7 +141,7 @@ def nt_columns(a, b, out, lo, hi):
             j += 1
 
 
-@numba.njit(parallel=True, **OPTIONS)
+@numba.njit(parallel=True, **FAST_OPTIONS)
 def matmul_nt(a, b, out, parts):
     """out = a @ b.T for a (M, K), b (N, K), out (M, N); columns split into ``parts``."""
     N = b.shape[0]
@@ -155,7 +155,7 @@ def matmul_nt(a, b, out, parts):
 
 
 # ---- out = p.T @ q ---------------------------------------------------------------------------
-@numba.njit(**OPTIONS)
+@numba.njit(**FAST_OPTIONS)
 def _tn_4x4(p, q, out, r, s):
     a00, a01, a02, a03 = p[s, r], p[s + 1, r], p[s + 2, r], p[s + 3, r]
     a10, a11, a12, a13 = p[s, r + 1], p[s + 1, r + 1], p[s + 2, r + 1], p[s + 3, r + 1]
@@ -169,7 +169,7 @@ def _tn_4x4(p, q, out, r, s):
         out[r + 3, l] += a30 * q0 + a31 * q1 + a32 * q2 + a33 * q3
 
 
-@numba.njit(**OPTIONS)
+@numba.njit(**FAST_OPTIONS)
 def _tn_4x1(p, q, out, r, s):
     a0, a1, a2, a3 = p[s, r], p[s, r + 1], p[s, r + 2], p[s, r + 3]
     for l in range(q.shape[1]):
@@ -180,21 +180,21 @@ def _tn_4x1(p, q, out, r, s):
         out[r + 3, l] += a3 * q0
 
 
-@numba.njit(**OPTIONS)
+@numba.njit(**FAST_OPTIONS)
 def _tn_1x4(p, q, out, r, s):
     a0, a1, a2, a3 = p[s, r], p[s + 1, r], p[s + 2, r], p[s + 3, r]
     for l in range(q.shape[1]):
         out[r, l] += a0 * q[s, l] + a1 * q[s + 1, l] + a2 * q[s + 2, l] + a3 * q[s + 3, l]
 
 
-@numba.njit(**OPTIONS)
+@numba.njit(**FAST_OPTIONS)
 def _tn_1x1(p, q, out, r, s):
     a0 = p[s, r]
     for l in range(q.shape[1]):
         out[r, l] += a0 * q[s, l]
 
 
-@numba.njit(**OPTIONS)
+@numba.njit(**FAST_OPTIONS)
 def tn_rows(p, q, out, lo, hi):
     """out[lo:hi] = p[:, lo:hi].T @ q  (lo a multiple of 4)."""
     S = p.shape[0]
@@ -223,7 +223,7 @@ def tn_rows(p, q, out, lo, hi):
             r += 1
 
 
-@numba.njit(parallel=True, **OPTIONS)
+@numba.njit(parallel=True, **FAST_OPTIONS)
 def matmul_tn(p, q, out, parts):
     """out = p.T @ q for p (S, R), q (S, L), out (R, L); rows split into ``parts``."""
     R = p.shape[1]
