@@ -104,6 +104,23 @@ def _first_invalid(lrs):
     return None
 
 
+def aligned_empty(shape, dtype, align=64):
+    """np.empty whose data starts on an ``align``-byte boundary (one cache line).
+
+    With rows whose length is a multiple of 16 float32, the kernels' split points then fall
+    on cache-line boundaries, and two threads never write to the same line.
+    """
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    raw = np.empty(nbytes + align, dtype=np.uint8)
+    offset = -raw.ctypes.data % align
+    return raw[offset:offset + nbytes].view(dtype).reshape(shape)
+
+
+def _round_up(n, multiple=16):
+    return -(-n // multiple) * multiple
+
+
 def _optimizer_arrays(optimizer):
     if type(optimizer) is SGD:
         from .kernels.jit_epoch import SGD as kind
@@ -136,20 +153,21 @@ def run_epoch(state, bar):
     n_run = len(lrs) if invalid is None else invalid
 
     dims, w_offsets, b_offsets, acts = layer_spec(model)
-    dtype, batch = model.dtype, sizes[0] if sizes else 1
+    dtype, batch = model.dtype, sizes[0]
     kind, hyper, names = _optimizer_arrays(optimizer)
-    values = np.empty_like(model._values)
-    grads = np.empty_like(model._grads)
-    states = [np.empty_like(optimizer.state[name]) for name in names]
+    values = aligned_empty(model._values.shape, dtype)
+    grads = aligned_empty(model._grads.shape, dtype)
+    states = [aligned_empty(model._values.shape, dtype) for _ in names]
     jit_epoch.to_kernel_layout(model._values, values, dims, w_offsets)
     jit_epoch.to_kernel_layout(model._grads, grads, dims, w_offsets)
     for kernel_state, name in zip(states, names):
         jit_epoch.to_kernel_layout(optimizer.state[name], kernel_state, dims, w_offsets)
     state2 = states[1] if len(states) > 1 else np.empty(0, dtype=dtype)
-    a_offsets = np.concatenate([[0], np.cumsum(batch * dims[:, 1])]).astype(np.int64)
-    workspace = np.empty(a_offsets[-1], dtype=dtype)
-    deltas = np.empty(2 * batch * int(dims[:, 1].max()), dtype=dtype)
-    xbuf = np.empty((batch, iterator.X.shape[1]), dtype=dtype)
+    a_offsets = np.concatenate([[0], np.cumsum([_round_up(batch * w) for w in dims[:, 1]])])
+    a_offsets = a_offsets.astype(np.int64)
+    workspace = aligned_empty(a_offsets[-1], dtype)
+    deltas = aligned_empty(2 * _round_up(batch * int(dims[:, 1].max())), dtype)
+    xbuf = aligned_empty((batch, iterator.X.shape[1]), dtype)
     ybuf = np.empty(batch, dtype=np.int64)
     losses = np.zeros(max(n_run, 1), dtype=np.float64)
     order = np.ascontiguousarray(iterator.permutation(epoch_index), dtype=np.int64)

@@ -19,8 +19,7 @@ does not change its result.
 import numba
 import numpy as np
 
-from .jit import (activate, activation_mask, add_bias_rows, adam_step, column_sums, sgd_step,
-                  softmax_cross_entropy)
+from .jit import activation_mask, adam_step, column_sums, sgd_step, softmax_cross_entropy
 from .jit_config import FAST_OPTIONS, OPTIONS
 from .jit_gemm import effective_parts, nt_columns, split, tn_rows
 
@@ -51,24 +50,18 @@ def gather(X, y, order, start, xb, yb, parts):
         _gather_rows(X, order, start, xb, lo, hi)
 
 
-@numba.njit(**OPTIONS)
-def _forward_columns(x, w_t, b, act, out, lo, hi):
-    nt_columns(x, w_t, out, lo, hi)
-    add_bias_rows(out, b, lo, hi)
-    activate(out, act, lo, hi)
-
-
 @numba.njit(parallel=True, **OPTIONS)
 def dense_act_forward(x, w_t, b, act, out, parts):
-    """out = f(x @ w_t.T + b); output columns split into ``parts``."""
+    """out = f(x @ w_t.T + b), bias and activation applied as each element is stored; output
+    columns split into ``parts``."""
     n_out = w_t.shape[0]
     parts = effective_parts(parts, 2 * x.shape[0] * x.shape[1] * n_out)
     if parts == 1:
-        _forward_columns(x, w_t, b, act, out, 0, n_out)
+        nt_columns(x, w_t, out, 0, n_out, b, act)
         return
     for part in numba.prange(parts):
         lo, hi = split(n_out, parts, part)
-        _forward_columns(x, w_t, b, act, out, lo, hi)
+        nt_columns(x, w_t, out, lo, hi, b, act)
 
 
 @numba.njit(parallel=True, **OPTIONS)
