@@ -107,24 +107,48 @@ def sklearn_epochs(rows, batch, optimizer, threads, repeats):
 PEERS = {"torch": ("torch", torch_epochs), "sklearn": ("sklearn", sklearn_epochs)}
 
 
-def run_peer(name, args, configs):
-    """{(optimizer, batch): median seconds per epoch} of peer ``name``, run in one subprocess
-    for all ``configs``; or ({}, reason) when it cannot run."""
+def start_peer(name, args, configs):
+    """Start peer ``name`` on all ``configs`` in a subprocess; (process, None) or (None, reason)."""
     module = PEERS[name][0]
     try:
         __import__(module)
     except ImportError:
-        return {}, f"{module} is not installed"
+        return None, f"{module} is not installed"
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads),
                OPENBLAS_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     command = [sys.executable, os.path.abspath(__file__), "--peer", name, "--rows",
                str(args.rows), "--configs", json.dumps(configs), "--threads", str(args.threads),
                "--repeats", str(args.repeats)]
-    done = subprocess.run(command, capture_output=True, text=True, env=env)
-    if done.returncode != 0:
-        return {}, f"{name} failed: {done.stderr.strip().splitlines()[-1:]}"
-    seconds = json.loads(done.stdout.strip().splitlines()[-1])
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env), None
+
+
+def finish_peer(name, process):
+    """{(optimizer, batch): median seconds per epoch} from a started peer, or ({}, reason)."""
+    stdout, stderr = process.communicate()
+    if process.returncode != 0:
+        return {}, f"{name} failed: {stderr.strip().splitlines()[-1:]}"
+    seconds = json.loads(stdout.strip().splitlines()[-1])
     return {(opt, batch): statistics.median(s) for (opt, batch), s in seconds}, None
+
+
+def run_peers(args, configs):
+    """Every peer's results; one after the other, or all at once with --quick (no timing)."""
+    results, notes, started = {}, [], {}
+    for name in PEERS:
+        process, why = start_peer(name, args, configs)
+        if process is None:
+            results[name] = {}
+            notes.append(why)
+        elif args.quick:
+            started[name] = process
+        else:
+            results[name], why = finish_peer(name, process)
+            notes += [why] if why else []
+    for name, process in started.items():
+        results[name], why = finish_peer(name, process)
+        notes += [why] if why else []
+    return results, notes
 
 
 # ---- minigd, in this process ------------------------------------------------------------------
@@ -176,8 +200,8 @@ def cold_start(threads):
     return results
 
 
-def sgemm_peak(threads):
-    """GFLOP/s of the fastest float32 product measured here: NumPy's BLAS on 2048^3 and
+def sgemm_peak(threads, size=2048):
+    """GFLOP/s of the fastest float32 product measured here: NumPy's BLAS on size^3 and
     minigd's own kernel on the epoch's biggest product (1024 x 784 x 128)."""
     from minigd.fused import aligned_empty
     from minigd.kernels import jit_gemm
@@ -194,14 +218,14 @@ def sgemm_peak(threads):
         return flops / min(times) / 1e9
 
     rng = np.random.default_rng(0)
-    a, b = rng.random((2048, 2048), dtype=np.float32), rng.random((2048, 2048), dtype=np.float32)
+    a, b = rng.random((size, size), dtype=np.float32), rng.random((size, size), dtype=np.float32)
     out = np.empty_like(a)
     x = rng.random((1024, N_IN), dtype=np.float32)
     w_t = rng.random((N_HIDDEN, N_IN), dtype=np.float32)
     z = aligned_empty((1024, N_HIDDEN), np.float32)
     own = best(lambda: jit_gemm.matmul_nt(x, w_t, z, threads), 2 * 1024 * N_IN * N_HIDDEN)
     with blas_threads(threads):
-        blas = best(lambda: np.matmul(a, b, out=out), 2 * 2048 ** 3)
+        blas = best(lambda: np.matmul(a, b, out=out), 2 * size ** 3)
     return {"numpy_blas_gflops": blas, "minigd_kernel_gflops": own, "peak_gflops": max(blas, own)}
 
 
@@ -328,15 +352,12 @@ def main(argv=None):
         rows.append(row)
         print(f"  minigd {opt} batch {batch}: {row['minigd']:.3f} s (per-iteration path "
               f"{row['minigd_per_iteration']:.3f} s)", flush=True)
-    peak = sgemm_peak(args.threads)
+    peak = sgemm_peak(args.threads, 512 if args.quick else 2048)
     for row in rows:
         row["numpy_backend"] = None if args.no_numpy_backend else statistics.median(
             minigd_epochs(X, y, row["batch"], row["optimizer"], "numpy", args.repeats))
-    peers = {}
-    for name in PEERS:
-        peers[name], why = run_peer(name, args, configs)
-        if why:
-            notes.append(why)
+    peers, peer_notes = run_peers(args, configs)
+    notes += peer_notes
     for row in rows:
         for name in PEERS:
             row[name] = peers[name].get((row["optimizer"], row["batch"]))

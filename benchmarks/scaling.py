@@ -8,7 +8,7 @@
   the epoch's permutation (8 bytes per row): batches are gathered into reused buffers and
   the dataset is never copied. File-backed pages of a memmap count in ``ru_maxrss`` but are
   page cache the kernel can drop.
-- against the batch size (8 .. 4096) at N = 60000;
+- against the batch size (8 .. 4096) at N = 60000, hidden 128;
 - against the hidden width (32 .. 1024) at N = 60000, batch 64.
 
     python benchmarks/scaling.py            # a few minutes
@@ -27,31 +27,37 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 IN_MEMORY_LIMIT = 100_000
 
-ONE_RUN = """
-import json, resource, sys, time
+RUNS = """
+import json, resource, sys
 import numpy as np
 sys.path.insert(0, {root!r})
 import minigd as mg
-rows, batch, hidden, path, epochs = {rows}, {batch}, {hidden}, {path!r}, {epochs}
+rows, path, epochs = {rows}, {path!r}, {epochs}
 if path:
     X = np.memmap(path, dtype=np.float32, mode="r", shape=(rows, 784))
 else:
     X = np.random.default_rng(0).random((rows, 784), dtype=np.float32)
 y = np.random.default_rng(1).integers(0, 10, rows)
-model = mg.Sequential(mg.Dense(784, hidden), mg.ReLU(), mg.Dense(hidden, 10), seed=0)
-history = mg.fit(model, X, y, optimizer=mg.SGD(model.parameters(), lr=0.01), epochs=epochs,
-                 batch_size=batch, seed=0, verbose=0)
-anon = next(int(line.split()[1]) for line in open("/proc/self/status")
-            if line.startswith("RssAnon")) if sys.platform.startswith("linux") else None
-print(json.dumps({{"seconds": min(history.epochs["seconds"][1:] or history.epochs["seconds"]),
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "rss_anon_mb": None if anon is None else anon / 1024}}))
+results = []
+for batch, hidden in {configs!r}:
+    model = mg.Sequential(mg.Dense(784, hidden), mg.ReLU(), mg.Dense(hidden, 10), seed=0)
+    history = mg.fit(model, X, y, optimizer=mg.SGD(model.parameters(), lr=0.01),
+                     epochs=epochs, batch_size=batch, seed=0, verbose=0)
+    anon = None
+    if sys.platform.startswith("linux"):
+        anon = next(int(line.split()[1]) for line in open("/proc/self/status")
+                    if line.startswith("RssAnon")) / 1024
+    results.append({{"batch": batch, "hidden": hidden,
+                     "seconds": min(history.epochs["seconds"][1:] or history.epochs["seconds"]),
+                     "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                     "rss_anon_mb": anon}})
+print(json.dumps(results))
 """
 
 
-def one_run(rows, batch=64, hidden=128, path="", epochs=2):
-    code = ONE_RUN.format(root=ROOT, rows=rows, batch=batch, hidden=hidden, path=path,
-                          epochs=epochs)
+def runs(rows, configs, path="", epochs=2):
+    """Train once per (batch, hidden) in ``configs`` in one fresh process; its measurements."""
+    code = RUNS.format(root=ROOT, rows=rows, path=path, epochs=epochs, configs=list(configs))
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -75,7 +81,7 @@ def against_rows(sizes, tmp):
         if rows > IN_MEMORY_LIMIT:
             path = os.path.join(tmp, f"X_{rows}.f32")
             write_memmap(path, rows)
-        run = one_run(rows, path=path)
+        run = runs(rows, [(64, 128)], path=path)[0]
         run.update(rows=rows, memmap=bool(path), us_per_row=1e6 * run["seconds"] / rows)
         results.append(run)
         print(f"  N {rows:>9,} {'memmap' if path else 'in RAM':7s} {run['seconds']:8.3f} s/epoch "
@@ -87,12 +93,12 @@ def against_rows(sizes, tmp):
 
 
 def against(name, values, rows, **fixed):
-    results = []
-    for value in values:
-        run = one_run(rows, **{**fixed, name: value})
-        run[name] = value
-        results.append(run)
-        print(f"  {name} {value:5d}: {run['seconds']:7.3f} s/epoch", flush=True)
+    """Epoch time with ``name`` (batch or hidden) set to each of ``values``, in one process."""
+    configs = [(fixed.get("batch", 64), fixed.get("hidden", 128)) for _ in values]
+    configs = [(v, h) if name == "batch" else (b, v) for v, (b, h) in zip(values, configs)]
+    results = runs(rows, configs)
+    for run in results:
+        print(f"  {name} {run[name]:5d}: {run['seconds']:7.3f} s/epoch", flush=True)
     return results
 
 
