@@ -268,9 +268,9 @@ def adam_update(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, w
 
 # ---- first run ------------------------------------------------------------------------------------
 def _dispatchers():
+    """What every training run compiles: the epoch kernel, and the forward pass for evaluation."""
     from . import jit_epoch
-    return (jit_epoch.train_epoch, _dense_forward, _dense_backward, softmax_cross_entropy,
-            sgd_step, adam_step)
+    return (jit_epoch.train_epoch, _dense_forward, softmax_cross_entropy)
 
 
 def _has_cached_code(dispatcher):
