@@ -7,8 +7,16 @@ from .backend import kernels as _active_kernels
 _CHUNK = 4096
 
 
+def _check_model(model):
+    from .model import Sequential
+    if not isinstance(model, Sequential):
+        raise TypeError(f"model must be a minigd Sequential, got {type(model).__name__}")
+
+
 def evaluate(model, X, y, chunk_size=_CHUNK):
     """{"loss": mean softmax cross-entropy, "accuracy": fraction correct} over all of (X, y)."""
+    _check_model(model)
+    chunk_size = check.positive_int("chunk_size", chunk_size)
     X = check.features("X", X, model.n_features)
     y = check.labels("y", y, X.shape[0], model.n_outputs)
     kernels = _active_kernels()
@@ -25,6 +33,7 @@ def evaluate(model, X, y, chunk_size=_CHUNK):
 
 def accuracy(model, X, y):
     """Fraction of rows of X whose predicted class equals y."""
+    _check_model(model)
     X = check.features("X", X, model.n_features)
-    y = check.labels("y", y, X.shape[0])
+    y = check.labels("y", y, X.shape[0], model.n_outputs)
     return float(np.mean(model.predict(X) == y))
