@@ -28,9 +28,9 @@ class Optimizer:
         if len({id(p) for p in params}) != len(params):
             raise ValueError("params contains the same parameter twice")
         self.params = params
+        self.dtype = params[0].dtype
         self.lr = lr
         self.step_count = 0
-        self.dtype = params[0].dtype
         self._flat = self._flat_view(params)
         sizes = [p.size for p in params]
         self._offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
@@ -58,7 +58,9 @@ class Optimizer:
 
     @lr.setter
     def lr(self, value):
-        self._lr = check.real("lr", value, low=0.0)
+        dtype = getattr(self, "dtype", None)
+        high = None if dtype is None else float(np.finfo(dtype).max)
+        self._lr = check.real("lr", value, low=0.0, high=high)
 
     def zero_grad(self):
         """Set every gradient to zero."""

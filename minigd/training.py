@@ -166,7 +166,8 @@ def fit(model, X, y, *, optimizer, epochs, batch_size, loss=None, schedule=None,
     for cb in callbacks:
         cb.on_train_begin(state)
     try:
-        _train(state, loss, validation, callbacks, verbose, on_divergence)
+        with np.errstate(over="ignore", invalid="ignore"):
+            _train(state, loss, validation, callbacks, verbose, on_divergence)
     finally:
         for cb in callbacks:
             cb.on_train_end(state)
@@ -251,7 +252,8 @@ def _mark_divergence(state, iteration, lr, value):
     history = state.history
     history.diverged = True
     history.divergence = {"epoch": state.epoch, "iteration": iteration, "step": state.step + 1,
-                          "lr": lr, "loss": str(value)}
+                          "lr": lr, "loss": str(value),
+                          "weights_finite": bool(np.isfinite(state.model._values).all())}
 
 
 def _report_divergence(history, on_divergence):
@@ -259,6 +261,9 @@ def _report_divergence(history, on_divergence):
     message = (f"training diverged: loss is {d['loss']} at epoch {d['epoch']}, iteration "
                f"{d['iteration']} (update {d['step']}) with lr {d['lr']:g}; the update was not "
                f"applied and the history up to it is kept. Try a smaller learning rate.")
+    if not d.get("weights_finite", True):
+        message += (" Note: an earlier update had already overflowed the weights to inf/NaN "
+                    "(lr * gradient beyond the largest float).")
     if on_divergence == "raise":
         raise DivergenceError(message, epoch=d["epoch"], iteration=d["iteration"], step=d["step"],
                               lr=d["lr"], loss=float(d["loss"]), history=history)
