@@ -103,10 +103,11 @@ class BatchIterator:
 
     def _ensure_buffers(self):
         if self._xbuf is None:
-            self._xbuf = np.empty((self.batch_size, self.X.shape[1]), dtype=self.dtype)
-            self._ybuf = np.empty(self.batch_size, dtype=np.int64)
+            rows = min(self.batch_size, self.n_samples)
+            self._xbuf = np.empty((rows, self.X.shape[1]), dtype=self.dtype)
+            self._ybuf = np.empty(rows, dtype=np.int64)
             converts = isinstance(self.X, np.ndarray) and self.X.dtype != self.dtype
-            self._stage = (np.empty((self.batch_size, self.X.shape[1]), dtype=self.X.dtype)
+            self._stage = (np.empty((rows, self.X.shape[1]), dtype=self.X.dtype)
                            if converts else None)
 
     def gather(self, index, out_x, out_y):
