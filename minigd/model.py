@@ -7,6 +7,12 @@ from .layers import Layer, Parameter
 
 DTYPES = (np.float32, np.float64)
 _PREDICT_CHUNK = 4096
+_CHUNK_BYTES = 16 << 20
+
+
+def chunk_rows(n_features, dtype):
+    """Rows per chunk for predict/evaluate: 4096, fewer when a chunk would exceed ~16 MiB."""
+    return max(1, min(_PREDICT_CHUNK, _CHUNK_BYTES // (n_features * np.dtype(dtype).itemsize)))
 
 
 def _check_dtype(dtype):
@@ -166,8 +172,9 @@ class Sequential:
         X = check.features("X", X, self.n_features)
         out = np.empty((X.shape[0], self.n_outputs), dtype=self.dtype)
         kernels = _active_kernels()
-        for start in range(0, X.shape[0], _PREDICT_CHUNK):
-            chunk = np.ascontiguousarray(X[start:start + _PREDICT_CHUNK], dtype=self.dtype)
+        rows = chunk_rows(self.n_features, self.dtype)
+        for start in range(0, X.shape[0], rows):
+            chunk = np.ascontiguousarray(X[start:start + rows], dtype=self.dtype)
             out[start:start + chunk.shape[0]] = self._forward(chunk, kernels)
         return out
 

@@ -140,8 +140,8 @@ ARGUMENTS = {
     "factor": (lambda v: mg.ReduceLROnPlateau(factor=v),
                interval(0.0, 1.0, low_open=True, high_open=True), ANY_VALUE),
     "cooldown": (lambda v: mg.ReduceLROnPlateau(cooldown=v), non_negative_int, ANY_VALUE),
-    "chunk_size": (lambda v: mg.evaluate(_model(), *_data(), chunk_size=v), positive_int,
-                   SMALL_VALUE),
+    "chunk_size": (lambda v: mg.evaluate(_model(), *_data(), chunk_size=v),
+                   lambda v: v is None or positive_int(v), SMALL_VALUE),
     "base_batch_size": (lambda v: mg.linear_scaling(0.1, 64, v), positive_int, ANY_VALUE),
 }
 
