@@ -379,3 +379,21 @@ def test_not_a_checkpoint_and_missing_file(tmp_path):
         mg.load_checkpoint(tmp_path / "c.txt")
     with pytest.raises(FileNotFoundError, match="nothing.npz"):
         mg.load_checkpoint(tmp_path / "nothing.npz")
+
+
+def test_cli_resume_matches_an_uninterrupted_run(tmp_path, capsys):
+    from minigd.cli import main
+    common = ["train", "--hidden", "8", "--batch-size", "256", "--quiet", "--seed", "1"]
+    assert main(common + ["--epochs", "2", "--out", str(tmp_path / "full")]) == 0
+    ckpt = str(tmp_path / "run.npz")
+    saving = ["--checkpoint", ckpt, "--checkpoint-every", "10"]
+    assert main(common + saving + ["--epochs", "1", "--out", str(tmp_path / "a")]) == 0
+    assert main(common + saving + ["--epochs", "2", "--out", str(tmp_path / "b"), "--resume"]) == 0
+    capsys.readouterr()
+    assert main(common + ["--epochs", "1", "--checkpoint-every", "5",
+                          "--out", str(tmp_path / "c")]) == 2
+    assert "checkpoint_every need checkpoint" in capsys.readouterr().err
+    with np.load(tmp_path / "full" / "model.npz") as full, \
+            np.load(tmp_path / "b" / "model.npz") as resumed:
+        assert all(full[k].tobytes() == resumed[k].tobytes() for k in full.files)
+    assert mg.load_checkpoint(ckpt).training["epochs_done"] == 2
