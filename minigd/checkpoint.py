@@ -70,9 +70,8 @@ def save_checkpoint(path, model, optimizer=None, *, history=None, training=None,
     path = _check_path(path)
     if not isinstance(model, Sequential):
         raise TypeError(f"model must be a minigd Sequential, got {type(model).__name__}")
-    if optimizer is not None and not isinstance(optimizer, Optimizer):
-        raise TypeError(f"optimizer must be a minigd optimizer or None, got "
-                        f"{type(optimizer).__name__}")
+    if optimizer is not None:
+        _check_optimizer(model, optimizer)
     if history is not None and not isinstance(history, History):
         raise TypeError(f"history must be a minigd History or None, got {type(history).__name__}")
     if training is not None and not isinstance(training, dict):
@@ -107,6 +106,15 @@ def save_checkpoint(path, model, optimizer=None, *, history=None, training=None,
     with atomic_open(path, "wb") as handle:
         np.savez(handle, metadata=metadata, sha256=digest, **arrays)
     return path
+
+
+def _check_optimizer(model, optimizer):
+    if not isinstance(optimizer, Optimizer):
+        raise TypeError(f"optimizer must be a minigd optimizer, got {type(optimizer).__name__}")
+    owned = {id(p) for p in model.parameters()}
+    if not all(id(p) in owned for p in optimizer.params):
+        raise ValueError("optimizer was built for another model's parameters: pass the "
+                         "optimizer of this model")
 
 
 def _json_scalar(value):
@@ -222,8 +230,7 @@ class Checkpoint:
                              f"model is {model.dtype}")
         if optimizer is None:
             return
-        if not isinstance(optimizer, Optimizer):
-            raise TypeError(f"optimizer must be a minigd optimizer, got {type(optimizer).__name__}")
+        _check_optimizer(model, optimizer)
         if self.optimizer_state is None:
             raise ValueError(f"checkpoint {self.path} holds no optimizer state")
         if self.optimizer_state["type"] != type(optimizer).__name__:

@@ -397,3 +397,17 @@ def test_cli_resume_matches_an_uninterrupted_run(tmp_path, capsys):
             np.load(tmp_path / "b" / "model.npz") as resumed:
         assert all(full[k].tobytes() == resumed[k].tobytes() for k in full.files)
     assert mg.load_checkpoint(ckpt).training["epochs_done"] == 2
+
+
+def test_restore_checks_the_optimizer_belongs_to_the_model(tmp_path):
+    model, opt = _fresh()
+    other, other_opt = _fresh()
+    with pytest.raises(ValueError, match="another model"):
+        mg.save_checkpoint(tmp_path / "c.npz", model, other_opt)
+    assert list(tmp_path.iterdir()) == []
+    mg.save_checkpoint(tmp_path / "c.npz", model, opt)
+    with pytest.raises(ValueError, match="another model"):
+        mg.load_checkpoint(tmp_path / "c.npz").restore(model, other_opt)
+    with pytest.raises(ValueError, match="holds no optimizer state"):
+        mg.save_checkpoint(tmp_path / "m.npz", model)
+        mg.load_checkpoint(tmp_path / "m.npz").restore(model, opt)
