@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 import minigd as mg
-from _resume_job import comparable, data, train
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _resume_job import comparable, data, train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 JOB = Path(__file__).with_name("_resume_job.py")

@@ -123,9 +123,16 @@ print(json.dumps({"before": before, "peak_anon_kb": peak.anon, "peak_vmdata_kb":
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc and RLIMIT_DATA")
 def test_training_on_a_memmap_several_times_larger_than_the_allowed_memory(tmp_path):
+    path = tmp_path / "pixels.u8"
+    try:
+        _train_on_a_large_memmap(path)
+    finally:  # pytest keeps recent tmp_path folders; do not leave 512 MiB behind
+        path.unlink(missing_ok=True)
+
+
+def _train_on_a_large_memmap(path):
     n, features = 131072, 4096  # 512 MiB of uint8 pixels
     limit = 160 * MiB           # the child may allocate at most this (RLIMIT_DATA)
-    path = tmp_path / "pixels.u8"
     X = np.memmap(path, dtype=np.uint8, mode="w+", shape=(n, features))
     rng = np.random.default_rng(0)
     y = np.empty(n, dtype=np.int64)
