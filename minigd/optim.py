@@ -29,6 +29,7 @@ class Optimizer:
             raise ValueError("params contains the same parameter twice")
         self.params = params
         self.dtype = params[0].dtype
+        self._lr_max = float(np.finfo(self.dtype).max)
         self.lr = lr
         self.step_count = 0
         self._flat = self._flat_view(params)
@@ -58,9 +59,7 @@ class Optimizer:
 
     @lr.setter
     def lr(self, value):
-        dtype = getattr(self, "dtype", None)
-        high = None if dtype is None else float(np.finfo(dtype).max)
-        self._lr = check.real("lr", value, low=0.0, high=high)
+        self._lr = check.real("lr", value, low=0.0, high=getattr(self, "_lr_max", None))
 
     def zero_grad(self):
         """Set every gradient to zero."""

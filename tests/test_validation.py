@@ -6,6 +6,7 @@ TypeError/ValueError whose message names the argument, and a rejected call chang
 """
 import math
 import numbers
+import os
 from decimal import Decimal
 from fractions import Fraction
 
@@ -20,7 +21,8 @@ from minigd import schedules as S
 
 settings.register_profile("minigd", max_examples=60, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
-settings.load_profile("minigd")
+settings.register_profile("minigd-thorough", settings.get_profile("minigd"), max_examples=600)
+settings.load_profile(os.environ.get("MINIGD_HYPOTHESIS_PROFILE", "minigd"))
 
 # ---- values and the oracle ------------------------------------------------------------------
 ANY_VALUE = st.one_of(
