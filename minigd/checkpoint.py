@@ -35,6 +35,8 @@ FORMAT = "minigd-checkpoint"
 VERSION = 1
 _INT_FIELDS = ("epoch", "iteration", "step", "batch_size")
 _FLOAT_FIELDS = ("lr", "loss")
+_POSITION = {"epochs_done", "iteration", "step", "epochs", "lr_scale", "current_lr", "base_lr",
+             "stop_training", "iterator"}
 _CALLBACK_FIELDS = {
     EarlyStopping: ("best", "best_epoch", "wait", "stopped_epoch", "should_stop", "_epoch",
                     "best_weights"),
@@ -390,7 +392,7 @@ def checkpoint_callback(state, callbacks, path, resume, every, seed, verbose):
         return saver
     ckpt = load_checkpoint(path)
     t = ckpt.training
-    if not isinstance(t, dict) or "epochs_done" not in t or ckpt.history is None:
+    if not isinstance(t, dict) or not _POSITION <= set(t) or ckpt.history is None:
         raise ValueError(f"checkpoint {path} holds no training position (it was not written by "
                          f"fit); load it with mg.load_checkpoint and restore() instead")
     _check_same_run(path, t, state, seed)

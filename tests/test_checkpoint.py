@@ -413,3 +413,14 @@ def test_restore_checks_the_optimizer_belongs_to_the_model(tmp_path):
     with pytest.raises(ValueError, match="holds no optimizer state"):
         mg.save_checkpoint(tmp_path / "m.npz", model)
         mg.load_checkpoint(tmp_path / "m.npz").restore(model, opt)
+
+
+def test_resume_needs_a_checkpoint_written_by_fit(tmp_path):
+    model, opt = _fresh()
+    X, y, _, _ = data()
+    history = mg.fit(model, X, y, optimizer=opt, epochs=1, batch_size=64, verbose=0)
+    mg.save_checkpoint(tmp_path / "c.npz", model, opt, history=history,
+                       training={"epochs_done": 1})
+    with pytest.raises(ValueError, match="holds no training position"):
+        mg.fit(model, X, y, optimizer=opt, epochs=2, batch_size=64, verbose=0,
+               checkpoint=tmp_path / "c.npz", resume=True)
