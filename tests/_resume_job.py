@@ -53,8 +53,8 @@ def train(epochs, optimizer="sgd", checkpoint=None, resume=False, every=None, ki
         schedule = mg.schedules.StepDecay(0.1, step_size=2, gamma=0.5)
     else:
         opt = mg.Adam(model.parameters(), lr=0.01)
-        schedule = mg.schedules.Warmup(mg.schedules.CosineAnnealing(0.01, t_max=60, unit="iteration"),
-                                       warmup_steps=10)
+        cosine = mg.schedules.CosineAnnealing(0.01, t_max=60, unit="iteration")
+        schedule = mg.schedules.Warmup(cosine, warmup_steps=10)
     seen = _EpochsRun()
     callbacks = [mg.EarlyStopping(patience=20, restore_best=True),
                  mg.ReduceLROnPlateau(patience=0, factor=0.5), seen]
