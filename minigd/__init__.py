@@ -3,6 +3,7 @@ batch size and learning rate shape training."""
 from . import datasets, plot, schedules
 from .backend import get_backend, set_backend, use_backend
 from .callbacks import Callback, EarlyStopping, ReduceLROnPlateau
+from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .data import BatchIterator
 from .estimator import MLPClassifier
 from .experiments.sweep import MLPBuilder, SweepResult, sweep
@@ -18,10 +19,11 @@ from .training import DivergenceError, TrainingState, fit
 __version__ = "0.1.0"
 
 __all__ = [
-    "Adam", "AdamW", "BatchIterator", "Callback", "Dense", "DivergenceError", "EarlyStopping",
+    "Adam", "AdamW", "BatchIterator", "Callback", "Checkpoint", "Dense", "DivergenceError",
+    "EarlyStopping",
     "History", "Optimizer", "Parameter", "ReLU", "ReduceLROnPlateau", "SGD", "Sequential",
     "Sigmoid", "SoftmaxCrossEntropy", "Tanh", "TrainingState", "accuracy", "datasets",
-    "evaluate", "fit", "get_backend", "linear_scaling", "plot", "schedules", "set_backend",
-    "sqrt_scaling", "use_backend",
+    "evaluate", "fit", "get_backend", "linear_scaling", "load_checkpoint", "plot",
+    "save_checkpoint", "schedules", "set_backend", "sqrt_scaling", "use_backend",
 ]
 __all__ += ["MLPBuilder", "MLPClassifier", "SweepResult", "sweep"]
