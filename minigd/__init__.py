@@ -4,6 +4,8 @@ from . import datasets, plot, schedules
 from .backend import get_backend, set_backend, use_backend
 from .callbacks import Callback, EarlyStopping, ReduceLROnPlateau
 from .data import BatchIterator
+from .experiments import (GradientNoiseScale, LRRangeResult, NoiseScaleEstimate,
+                          gradient_noise_scale, lr_range_test, noise_scale_from_norms)
 from .history import History
 from .layers import Dense, Parameter, ReLU, Sigmoid, Tanh
 from .losses import SoftmaxCrossEntropy
@@ -21,4 +23,6 @@ __all__ = [
     "Sigmoid", "SoftmaxCrossEntropy", "Tanh", "TrainingState", "accuracy", "datasets",
     "evaluate", "fit", "get_backend", "linear_scaling", "plot", "schedules", "set_backend",
     "sqrt_scaling", "use_backend",
+    "GradientNoiseScale", "LRRangeResult", "NoiseScaleEstimate", "gradient_noise_scale",
+    "lr_range_test", "noise_scale_from_norms",
 ]
