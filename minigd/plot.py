@@ -119,6 +119,7 @@ def lr_range_test(result, ax=None, log_x=None):
     ax.set_title(f"LR range test: {result.n_iterations} iterations, batch "
                  f"{result.config.get('batch_size')} ({result.stop_reason})", fontsize="medium")
     ax.legend(fontsize="small")
+    ax.figure.tight_layout()
     return ax
 
 

@@ -231,7 +231,10 @@ class GradientNoiseScale(Callback):
     every : int >= 1 or None, default None (at epoch ends)
     data : (X, y) or None, default None (the training data given to fit)
     seed : int or None, default None
-    at_start : bool, default True
+    at_start : bool, default True (also measure before the first update)
+    progress : bool, default False; a tqdm bar per measurement (hidden when not a terminal)
+
+    ``start(model, X, y)`` and ``measure(model, epoch, step)`` do the same outside ``fit``.
 
     Example
     -------
@@ -241,7 +244,7 @@ class GradientNoiseScale(Callback):
     """
 
     def __init__(self, small_batch, big_batch, n_pairs=10, every=None, data=None, seed=None,
-                 at_start=True):
+                 at_start=True, progress=False):
         self.small_batch, self.big_batch = _batch_pair(small_batch, big_batch)
         self.n_pairs = check.positive_int("n_pairs", n_pairs)
         self.every = None if every is None else check.positive_int("every", every)
@@ -250,47 +253,63 @@ class GradientNoiseScale(Callback):
         self.data = data
         self.seed = _seed_or_fresh(seed)
         self.at_start = check.boolean("at_start", at_start)
-        self.reset()
-
-    def reset(self):
+        self.progress = check.boolean("progress", progress)
         self.records = {key: [] for key in RECORD_KEYS}
         self._probe = None
-        self._rng = np.random.default_rng(self.seed)
 
     @property
     def per_iteration(self):
         return self.every is not None
 
-    def _measure(self, state):
+    def start(self, model, X, y):
+        """Clear the records and restart the random stream; measure on (X, y) from now on
+        (``data``, when given, takes the place of X, y). ``fit`` calls this at the start."""
+        if self.data is not None:
+            X, y = self.data
+        X = check.features("X", X, model.n_features)
+        y = check.labels("y", y, X.shape[0], model.n_outputs)
+        self.records = {key: [] for key in RECORD_KEYS}
+        self._rng = np.random.default_rng(self.seed)
+        self._probe = _GradientProbe(model, X, y, self.small_batch, self.big_batch)
+
+    def measure(self, model, epoch=0, step=0):
+        """Estimate B_simple at ``model``'s weights now and append it to ``records`` (NaN when
+        the gradient is not finite); returns the NoiseScaleEstimate or None."""
+        if self._probe is None:
+            raise RuntimeError("measure() needs start(model, X, y) first (fit calls it)")
+        bar = _progress(self.n_pairs, self.progress, f"noise scale (step {step})")
         try:
-            small, big, losses = self._probe.measure(state.model, self.n_pairs, self._rng)
-            estimate = noise_scale_from_norms(small, big, self.small_batch, self.big_batch, losses)
+            small, big, losses = self._probe.measure(model, self.n_pairs, self._rng, bar)
+            estimate = noise_scale_from_norms(small, big, self.small_batch, self.big_batch,
+                                              losses)
         except ValueError:
             estimate = None
-        values = {"epoch": state.epoch, "step": state.step}
+        finally:
+            bar.close()
+        values = {"epoch": epoch, "step": step}
         for key in RECORD_KEYS[2:]:
             values[key] = math.nan if estimate is None else getattr(estimate, key)
         for key in RECORD_KEYS:
             self.records[key].append(values[key])
+        return estimate
 
     def on_train_begin(self, state):
-        self.reset()
-        if self.data is None:
-            X, y = state.iterator.X, state.iterator.y
-        else:
-            X = check.features("data[0]", self.data[0], state.model.n_features)
-            y = check.labels("data[1]", self.data[1], X.shape[0], state.model.n_outputs)
-        self._probe = _GradientProbe(state.model, X, y, self.small_batch, self.big_batch)
+        self.start(state.model, state.iterator.X, state.iterator.y)
         if self.at_start:
-            self._measure(state)
+            self.measure(state.model, state.epoch, state.step)
 
     def on_iteration_end(self, state):
         if self.every is not None and state.step % self.every == 0:
-            self._measure(state)
+            self.measure(state.model, state.epoch, state.step)
 
     def on_epoch_end(self, state):
         if self.every is None:
-            self._measure(state)
+            self.measure(state.model, state.epoch, state.step)
+
+    def to_dict(self):
+        """The records with NaN/inf written as strings (JSON-safe)."""
+        return {key: [v if not isinstance(v, float) or math.isfinite(v) else str(v)
+                      for v in values] for key, values in self.records.items()}
 
     def to_csv(self, path):
         """Write the records, one row per measurement (atomically)."""
