@@ -295,17 +295,16 @@ def lr_range_test(model, X, y, *, optimizer="sgd", start_lr=1e-6, end_lr=10.0, n
 
 
 def _run(model, optimizer, iterator, lrs, smooth, diverge_threshold, progress):
+    """One update per lr; returns (losses, smoothed losses, stop reason)."""
     kernels = _active_kernels()
     loss = SoftmaxCrossEntropy()
     num_iter = len(lrs)
-    losses = np.empty(num_iter)
-    smoothed = np.empty(num_iter)
-    avg, best, i, epoch = 0.0, math.inf, 0, 0
-    stop_reason = "completed"
+    losses, smoothed = np.empty(num_iter), np.empty(num_iter)
+    avg, best, i = 0.0, math.inf, 0
     bar = _progress(num_iter, progress)
     try:
-        while stop_reason == "completed" and i < num_iter:
-            for xb, yb in iterator.batches(epoch):
+        with np.errstate(over="ignore", invalid="ignore"):      # a blow-up is expected, and caught
+            for xb, yb in _cycle(iterator, num_iter):
                 optimizer.lr = lrs[i]
                 value = loss._forward_backward(model._forward(xb, kernels), yb, kernels)
                 avg = smooth * avg + (1 - smooth) * value
@@ -313,17 +312,24 @@ def _run(model, optimizer, iterator, lrs, smooth, diverge_threshold, progress):
                 i += 1
                 bar.update()
                 if not math.isfinite(value):
-                    stop_reason = "non-finite"
-                    break
+                    return losses[:i], smoothed[:i], "non-finite"
                 model._backward(loss._gradient(), kernels)
                 optimizer.step()
                 best = min(best, smoothed[i - 1])
                 if diverge_threshold is not None and smoothed[i - 1] > diverge_threshold * best:
-                    stop_reason = "diverged"
-                    break
-                if i == num_iter:
-                    break
-            epoch += 1
+                    return losses[:i], smoothed[:i], "diverged"
     finally:
         bar.close()
-    return losses[:i], smoothed[:i], stop_reason
+    return losses, smoothed, "completed"
+
+
+def _cycle(iterator, count):
+    """The first ``count`` batches of epochs 0, 1, 2, ... of ``iterator``."""
+    epoch, produced = 0, 0
+    while True:
+        for batch in iterator.batches(epoch):
+            yield batch
+            produced += 1
+            if produced == count:
+                return
+        epoch += 1
