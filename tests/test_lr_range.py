@@ -326,3 +326,15 @@ def test_suggestion_on_mnist_sample_is_in_a_sane_band(seed):
     assert 0.01 <= result.suggestions["steepest"] <= 1.0
     assert 1e-3 <= result.suggestions["valley"] <= 1.0
     assert result.stop_reason in ("diverged", "completed")
+
+
+def test_memmap_and_float64_input_give_the_same_curve(tmp_path):
+    X, y = blobs()
+    mm = np.lib.format.open_memmap(tmp_path / "X.npy", mode="w+", dtype=np.float64,
+                                   shape=X.shape)
+    mm[...] = X
+    mm.flush()
+    kw = dict(num_iter=20, batch_size=16, start_lr=1e-3, end_lr=1.0, seed=0)
+    a = mg.lr_range_test(small_model(), X, y, **kw)
+    b = mg.lr_range_test(small_model(), np.load(tmp_path / "X.npy", mmap_mode="r"), y, **kw)
+    assert a.loss.tobytes() == b.loss.tobytes()

@@ -256,3 +256,13 @@ def test_plot_shows_b_simple_and_loss():
     with pytest.raises(TypeError, match="GradientNoiseScale"):
         mg.plot.noise_scale([1, 2])
     matplotlib.pyplot.close("all")
+
+
+def test_memmap_input_gives_the_same_value(tmp_path):
+    X, y = blobs()
+    mm = np.lib.format.open_memmap(tmp_path / "X.npy", mode="w+", dtype=X.dtype, shape=X.shape)
+    mm[...] = X
+    mm.flush()
+    kw = dict(small_batch=4, big_batch=32, n_pairs=3, seed=0)
+    assert (mg.gradient_noise_scale(small_model(), np.load(tmp_path / "X.npy", mmap_mode="r"),
+                                    y, **kw) == mg.gradient_noise_scale(small_model(), X, y, **kw))
