@@ -91,7 +91,7 @@ def build_parser():
                                        "epoch; write the history and a plot to --out.")
     add_train_arguments(train)
     train.set_defaults(handler=train_command)
-    from . import cli_experiments; cli_experiments.register(sub)  # noqa: E702 (lr-find, noise-scale)
+    from . import cli_experiments; cli_experiments.register(sub)  # noqa: E702  lr-find etc.
     return parser
 
 

@@ -338,3 +338,13 @@ def test_memmap_and_float64_input_give_the_same_curve(tmp_path):
     a = mg.lr_range_test(small_model(), X, y, **kw)
     b = mg.lr_range_test(small_model(), np.load(tmp_path / "X.npy", mmap_mode="r"), y, **kw)
     assert a.loss.tobytes() == b.loss.tobytes()
+
+
+def test_readme_example_numbers():
+    """docs/readme_lr_range.md prints this result; keep the two in step."""
+    X, y, _, _ = mg.datasets.load_mnist_sample()
+    model = mg.Sequential(mg.Dense(784, 128), mg.ReLU(), mg.Dense(128, 10), seed=0)
+    result = mg.lr_range_test(model, X, y, seed=0)
+    assert repr(result) == ("LRRangeResult(94 iterations, lr 1e-06 -> 3.76, diverged; "
+                            "suggestions: steepest=0.385, min_div_10=0.0534, valley=0.0643)")
+    assert result.suggestion == result.suggestions["min_div_10"]

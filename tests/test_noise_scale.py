@@ -2,7 +2,6 @@
 closed form (and the naive ones are not), the model-based estimate converges to the exact
 per-sample value, the callback tracks it without disturbing training, determinism, checks."""
 import math
-import warnings
 
 import numpy as np
 import pytest
@@ -266,3 +265,11 @@ def test_memmap_input_gives_the_same_value(tmp_path):
     kw = dict(small_batch=4, big_batch=32, n_pairs=3, seed=0)
     assert (mg.gradient_noise_scale(small_model(), np.load(tmp_path / "X.npy", mmap_mode="r"),
                                     y, **kw) == mg.gradient_noise_scale(small_model(), X, y, **kw))
+
+
+def test_readme_example_number():
+    """docs/readme_noise_scale.md shows B_simple = 61.1 at initialisation; keep them in step."""
+    X, y, _, _ = mg.datasets.load_mnist_sample()
+    b = mg.gradient_noise_scale(mnist_model(0), X, y, small_batch=32, big_batch=1024,
+                                n_pairs=50, seed=0)
+    assert round(b, 1) == 61.1

@@ -237,6 +237,9 @@ def lr_range_test(model, X, y, *, optimizer="sgd", start_lr=1e-6, end_lr=10.0, n
 
     ``model`` is not changed: the test runs on ``model.clone()``.
 
+    On the MNIST sample (784-128-10 ReLU, plain SGD, batch 64) min_div_10 gives 0.05-0.17 over
+    10 seeds, steepest 0.28-0.45 and valley 0.008-0.064 (docs/readme_lr_range.md).
+
     Parameters
     ----------
     model : Sequential
@@ -264,7 +267,8 @@ def lr_range_test(model, X, y, *, optimizer="sgd", start_lr=1e-6, end_lr=10.0, n
     >>> X, y, _, _ = mg.datasets.load_mnist_sample()
     >>> model = mg.Sequential(mg.Dense(784, 128), mg.ReLU(), mg.Dense(128, 10), seed=0)
     >>> result = mg.lr_range_test(model, X, y, seed=0)
-    >>> result.suggestions   # {'steepest': ..., 'min_div_10': ..., 'valley': ...}
+    >>> result.suggestions
+    {'steepest': 0.385..., 'min_div_10': 0.0533..., 'valley': 0.0642...}
     >>> mg.plot.lr_range_test(result)
     """
     if not isinstance(model, Sequential):

@@ -162,6 +162,11 @@ def gradient_noise_scale(model, X, y, small_batch, big_batch, *, n_pairs=20, see
 
     ``model`` is not changed (a copy computes the gradients).
 
+    On the MNIST sample (784-128-10 ReLU, SGD lr 0.1, batch 64) B_simple is about 50 at
+    initialisation and 200-350 after one epoch; a batch-size loop finds the critical batch
+    growing alike but about 6x smaller (33 at loss 0.5, 55 at 0.35): B_simple equals the
+    paper's B_noise only for an isotropic Hessian (docs/readme_noise_scale.md).
+
     Parameters
     ----------
     model : Sequential
@@ -183,7 +188,8 @@ def gradient_noise_scale(model, X, y, small_batch, big_batch, *, n_pairs=20, see
     -------
     >>> X, y, _, _ = mg.datasets.load_mnist_sample()
     >>> model = mg.Sequential(mg.Dense(784, 128), mg.ReLU(), mg.Dense(128, 10), seed=0)
-    >>> mg.gradient_noise_scale(model, X, y, small_batch=32, big_batch=1024, seed=0)
+    >>> mg.gradient_noise_scale(model, X, y, small_batch=32, big_batch=1024, n_pairs=50, seed=0)
+    61.1...
     """
     if not isinstance(model, Sequential):
         raise TypeError(f"model must be a minigd Sequential, got {type(model).__name__}")
