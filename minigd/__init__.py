@@ -6,7 +6,9 @@ from .callbacks import Callback, EarlyStopping, ReduceLROnPlateau
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .data import BatchIterator
 from .estimator import MLPClassifier
-from .experiments.sweep import MLPBuilder, SweepResult, sweep
+from .experiments import (GradientNoiseScale, LRRangeResult, MLPBuilder, NoiseScaleEstimate,
+                          SweepResult, gradient_noise_scale, lr_range_test,
+                          noise_scale_from_norms, sweep)
 from .history import History
 from .layers import Dense, Parameter, ReLU, Sigmoid, Tanh
 from .losses import SoftmaxCrossEntropy
@@ -20,10 +22,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Adam", "AdamW", "BatchIterator", "Callback", "Checkpoint", "Dense", "DivergenceError",
-    "EarlyStopping",
-    "History", "Optimizer", "Parameter", "ReLU", "ReduceLROnPlateau", "SGD", "Sequential",
-    "Sigmoid", "SoftmaxCrossEntropy", "Tanh", "TrainingState", "accuracy", "datasets",
-    "evaluate", "fit", "get_backend", "linear_scaling", "load_checkpoint", "plot",
-    "save_checkpoint", "schedules", "set_backend", "sqrt_scaling", "use_backend",
+    "EarlyStopping", "GradientNoiseScale", "History", "LRRangeResult", "MLPBuilder",
+    "MLPClassifier", "NoiseScaleEstimate", "Optimizer", "Parameter", "ReLU",
+    "ReduceLROnPlateau", "SGD", "Sequential", "Sigmoid", "SoftmaxCrossEntropy", "SweepResult",
+    "Tanh", "TrainingState", "accuracy", "datasets", "evaluate", "fit", "get_backend",
+    "gradient_noise_scale", "linear_scaling", "load_checkpoint", "lr_range_test",
+    "noise_scale_from_norms", "plot", "save_checkpoint", "schedules", "set_backend",
+    "sqrt_scaling", "sweep", "use_backend",
 ]
-__all__ += ["MLPBuilder", "MLPClassifier", "SweepResult", "sweep"]

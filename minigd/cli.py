@@ -100,7 +100,9 @@ def build_parser():
                                        "epoch; write the history and a plot to --out.")
     add_train_arguments(train)
     train.set_defaults(handler=train_command)
-    from . import cli_sweep; cli_sweep.register(sub)  # noqa: E702 (minigd sweep)
+    from . import cli_experiments, cli_sweep
+    cli_experiments.register(sub)
+    cli_sweep.register(sub)
     return parser
 
 
