@@ -266,7 +266,7 @@ def test_json_and_csv_round_trip(tmp_path):
     (dict(optimizer="rmsprop"), ValueError, "optimizer must be one of"),
     (dict(optimizer=3), TypeError, "optimizer must be"),
     (dict(optimizer=lambda p: "sgd"), TypeError, "must return a minigd Optimizer"),
-    (dict(seed=-1), TypeError, "seed"),
+    (dict(seed=-1), ValueError, "seed"),
 ])
 def test_bad_arguments_raise_naming_the_argument(kwargs, error, words):
     X, y = blobs()
