@@ -11,6 +11,7 @@ from .metrics import accuracy, evaluate
 from .model import Sequential
 from .optim import SGD, Adam, AdamW, Optimizer
 from .schedules import linear_scaling, sqrt_scaling
+from .tracking import EvaluateEvery
 from .training import DivergenceError, TrainingState, fit
 
 __version__ = "0.1.0"
@@ -21,4 +22,5 @@ __all__ = [
     "Sigmoid", "SoftmaxCrossEntropy", "Tanh", "TrainingState", "accuracy", "datasets",
     "evaluate", "fit", "get_backend", "linear_scaling", "plot", "schedules", "set_backend",
     "sqrt_scaling", "use_backend",
+    "EvaluateEvery",
 ]
