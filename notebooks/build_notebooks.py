@@ -589,17 +589,21 @@ def validation_early_stopping():
         """),
         code("""
         ep = full.epochs
-        fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(13, 4.5))
+        fig, (ax_loss, ax_val, ax_acc) = plt.subplots(1, 3, figsize=(15, 4.2))
         ax_loss.plot(ep["epoch"], ep["train_loss"], label="train loss")
         ax_loss.plot(ep["epoch"], ep["val_loss"], label="validation loss")
-        ax_acc.plot(ep["epoch"], ep["val_accuracy"], color="tab:orange", label="validation accuracy")
-        for ax in (ax_loss, ax_acc):
+        ax_val.plot(ep["epoch"], ep["val_loss"], color="tab:orange", marker=".", label="validation loss")
+        ax_acc.plot(ep["epoch"], ep["val_accuracy"], color="tab:orange", marker=".", label="validation accuracy")
+        for ax in (ax_loss, ax_val, ax_acc):
             ax.axvline(stopper.best_epoch, color="tab:green", ls="--", label=f"best epoch ({stopper.best_epoch}), restored")
             ax.axvline(stopper.stopped_epoch, color="tab:red", ls=":", label=f"stopped ({stopper.stopped_epoch}, patience 5)")
             ax.set_xlabel("epoch")
-            ax.legend(fontsize="small")
         ax_loss.set(yscale="log", ylabel="loss", title="500 training digits: the gap opens")
+        best = min(ep["val_loss"])
+        ax_val.set(ylabel="loss", title="validation loss, zoomed: it turns back up",
+                   ylim=(0.95 * best, 1.35 * best))
         ax_acc.set(ylabel="accuracy", title="validation accuracy")
+        ax_loss.legend(fontsize="small"); ax_acc.legend(fontsize="small", loc="lower right")
         fig.tight_layout()
         plt.show()
 
@@ -612,9 +616,9 @@ def validation_early_stopping():
         bottoms out early and then climbs as the network memorises its 500 digits. Early
         stopping ends the run `patience` epochs after the best one and, because of
         `restore_best=True`, hands back the weights of the best epoch, not those of the last.
-        Validation accuracy moves much less than validation loss: the overfit network is still
-        mostly right, but more confidently wrong where it is wrong. The test set was used only
-        at the very end, for the comparison.
+        Validation accuracy hardly moves after that point: the overfit network is still mostly
+        right, but more confidently wrong where it is wrong, which the loss punishes and
+        accuracy does not see. The test set was used only at the very end, for the comparison.
         """),
     ]
 
