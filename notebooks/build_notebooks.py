@@ -263,21 +263,31 @@ def learning_rate():
         `fit` stops a run when the loss becomes NaN or infinite, keeps the history up to that
         point and says where it happened. With this ReLU network in float32 that needs an
         absurd step; lr 1e8 overflows float32 within a few updates. By default `fit` warns
-        (NumPy may first warn about the overflow itself) and marks the history:
+        and marks the history. The warnings are caught here and printed, NumPy's own overflow
+        warnings included:
         """),
         code("""
-        model, history = train(1e8)
+        import warnings
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model, history = train(1e8)
+        for message in dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught):
+            print(message)
+        print()
         print("diverged:", history.diverged)
         print("where:", history.divergence)
         print(history)
         """),
         md("""
         With `on_divergence="raise"` it raises `mg.DivergenceError` instead, carrying the same
-        facts and the history, which can be plotted like any other:
+        facts and the history, which can be plotted like any other (NumPy's overflow warnings
+        are silenced this time with `np.errstate`):
         """),
         code("""
         try:
-            train(1e8, on_divergence="raise")
+            with np.errstate(over="ignore", invalid="ignore"):
+                train(1e8, on_divergence="raise")
         except mg.DivergenceError as err:
             print(err)
             print(f"epoch {err.epoch}, iteration {err.iteration}, lr {err.lr:g}, loss {err.loss}")
