@@ -253,9 +253,10 @@ def learning_rate():
         print("predicted classes on the test set:", np.bincount(model.predict(X_test), minlength=10))
         """),
         md("""
-        The huge first steps pushed every ReLU unit's input below zero for every image: the
-        units are dead, their gradient is zero, and nothing can revive them. The output is then
-        the same for every input, so the loss stays finite at about ln 10. This is divergence
+        The huge first steps pushed almost every ReLU unit's input below zero for every image:
+        those units are dead, their gradient is zero, and nothing can revive them. The output
+        hardly depends on the input any more (every test image gets the same class), so the
+        loss stays finite, at about ln 10. This is divergence
         in every sense that matters, but not a NaN, so `fit` has nothing to flag.
 
         ## The divergence report
@@ -352,8 +353,8 @@ def batch_size():
         epochs), batch 256 is ahead and its loss is a thin line, while batch 16's jumps around:
         each of its steps sees only 16 digits. Per epoch (right) the order flips: batch 16
         makes 500 updates per pass against 32, and after five passes it is more accurate on
-        held-out digits. Which is "faster" depends on
-        whether you pay per update or per sample; notebook 8 measures what each costs in time.
+        held-out digits. Which one is "faster" depends on whether you pay per update or per
+        sample; notebook 8 measures what each costs in time.
         """),
     ]
 
@@ -364,8 +365,8 @@ def lr_scaling():
         md("""
         # 4. Scaling the learning rate with batch size
 
-        If a batch k times larger averages away k times more noise, the step can be larger.
-        Two rules say how much: the **linear rule** (Goyal et al. 2017), lr x k, and the
+        A batch k times larger gives a gradient estimate with k times less variance, so the
+        step can be larger. Two rules say how much: the **linear rule** (Goyal et al. 2017), lr x k, and the
         **square-root rule** (Hoffer et al. 2017), lr x sqrt(k), which keeps the noise of the
         update about constant. Starting from batch 16 at lr 0.1, batches 16, 64 and 256 are
         trained for six epochs with each rule and with the lr left fixed (a longer run gives a
@@ -456,8 +457,9 @@ def lr_scaling():
         steps, and the same lr 1.6 then trains and ends level with the square-root rule. The
         bump just after epoch 2, when the lr reaches 1.6, and the seed table are the honest
         part: 1.6 sits near the edge of stability for this network, so warmed-up runs are
-        bumpy and one seed of four still struggles. The linear rule holds while k x lr stays below that edge; past it, no
-        warmup helps, and the square-root rule's smaller lr is the safer choice.
+        bumpy and vary from seed to seed. The linear rule holds while k x lr stays below that
+        edge; past it, no warmup helps, and the square-root rule's smaller lr is the safer
+        choice.
         """),
     ]
 
