@@ -74,7 +74,8 @@ def _runs(histories, labels):
                         "single run in a list")
     if isinstance(histories, dict):
         if labels is not None:
-            raise TypeError("labels must be None when histories is a dict (its keys are the labels)")
+            raise TypeError("labels must be None when histories is a dict (its keys are the "
+                            "labels)")
         pairs = [(str(k), v) for k, v in histories.items()]
     else:
         histories = list(histories)

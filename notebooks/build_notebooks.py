@@ -366,11 +366,11 @@ def lr_scaling():
         # 4. Scaling the learning rate with batch size
 
         A batch k times larger gives a gradient estimate with k times less variance, so the
-        step can be larger. Two rules say how much: the **linear rule** (Goyal et al. 2017), lr x k, and the
-        **square-root rule** (Hoffer et al. 2017), lr x sqrt(k), which keeps the noise of the
-        update about constant. Starting from batch 16 at lr 0.1, batches 16, 64 and 256 are
-        trained for six epochs with each rule and with the lr left fixed (a longer run gives a
-        smoother picture).
+        step can be larger. Two rules say how much: the **linear rule** (Goyal et al. 2017),
+        lr x k, and the **square-root rule** (Hoffer et al. 2017), lr x sqrt(k), which keeps
+        the noise of the update about constant. Starting from batch 16 at lr 0.1, batches 16,
+        64 and 256 are trained for six epochs with each rule and with the lr left fixed (a
+        longer run gives a smoother picture).
         """),
         code(SETUP),
         code("""
@@ -398,7 +398,8 @@ def lr_scaling():
         print("held-out accuracy after 6 epochs (lr in brackets)")
         print(f"{'':12s}" + "".join(f"{'batch ' + str(b):>17s}" for b in BATCHES))
         for rule, scale in rules.items():
-            cells = [f"{runs[rule, b].epochs['val_accuracy'][-1]:.3f} (lr {scale(b):g})" for b in BATCHES]
+            cells = [f"{runs[rule, b].epochs['val_accuracy'][-1]:.3f} (lr {scale(b):g})"
+                     for b in BATCHES]
             print(f"{rule + ' rule':12s}" + "".join(f"{cell:>17s}" for cell in cells))
         """),
         code("""
@@ -541,7 +542,8 @@ def lr_schedules():
         for name, probe in probes.items():
             ax_acc.plot(probe.steps, probe.accuracy, label=name)
         ax_acc.axhline(TARGET, color="0.5", ls=":")
-        ax_acc.set(ylim=(0.85, 0.96), xlabel="update (step)", ylabel="held-out accuracy (every 25 updates)")
+        ax_acc.set(ylim=(0.85, 0.96), xlabel="update (step)",
+                   ylabel="held-out accuracy (every 25 updates)")
         ax_acc.legend(fontsize="small", ncol=2)
         fig.tight_layout()
         plt.show()
@@ -579,7 +581,8 @@ def validation_early_stopping():
         train_idx, val_idx = order[:500], order[500:2500]
         X_train, y_train = X[train_idx], y[train_idx]
         X_val, y_val = X[val_idx], y[val_idx]
-        print(f"train {len(train_idx)}, validation {len(val_idx)}, test {len(X_test)} (never used for choices)")
+        print(f"train {len(train_idx)}, validation {len(val_idx)}, "
+              f"test {len(X_test)} (never used for choices)")
 
         def run(epochs, callbacks=()):
             model = mg.Sequential(mg.Dense(784, 128), mg.ReLU(), mg.Dense(128, 10), seed=0)
@@ -604,11 +607,14 @@ def validation_early_stopping():
         fig, (ax_loss, ax_val, ax_acc) = plt.subplots(1, 3, figsize=(15, 4.2))
         ax_loss.plot(ep["epoch"], ep["train_loss"], label="train loss")
         ax_loss.plot(ep["epoch"], ep["val_loss"], label="validation loss")
-        ax_val.plot(ep["epoch"], ep["val_loss"], color="tab:orange", marker=".", label="validation loss")
-        ax_acc.plot(ep["epoch"], ep["val_accuracy"], color="tab:orange", marker=".", label="validation accuracy")
+        ax_val.plot(ep["epoch"], ep["val_loss"], color="tab:orange", marker=".")
+        ax_acc.plot(ep["epoch"], ep["val_accuracy"], color="tab:orange", marker=".",
+                    label="validation accuracy")
         for ax in (ax_loss, ax_val, ax_acc):
-            ax.axvline(stopper.best_epoch, color="tab:green", ls="--", label=f"best epoch ({stopper.best_epoch}), restored")
-            ax.axvline(stopper.stopped_epoch, color="tab:red", ls=":", label=f"stopped ({stopper.stopped_epoch}, patience 5)")
+            ax.axvline(stopper.best_epoch, color="tab:green", ls="--",
+                       label=f"best epoch ({stopper.best_epoch}), restored")
+            ax.axvline(stopper.stopped_epoch, color="tab:red", ls=":",
+                       label=f"stopped ({stopper.stopped_epoch}, patience 5)")
             ax.set_xlabel("epoch")
         ax_loss.set(yscale="log", ylabel="loss", title="500 training digits: the gap opens")
         best = min(ep["val_loss"])
@@ -678,7 +684,8 @@ def optimizers():
                                 batch_size=64, seed=0, callbacks=[probes[name]], verbose=0)
             models[name] = model
 
-        print(f"{'optimizer':24s} {'acc @100':>9s} {'acc @500':>9s} {'train loss':>11s} {'|weights|':>10s}")
+        print(f"{'optimizer':24s} {'acc @100':>9s} {'acc @500':>9s} {'train loss':>11s} "
+              f"{'|weights|':>10s}")
         for name in names:
             weights = np.concatenate([v.ravel() for v in models[name].state_dict().values()])
             at_100 = probes[name].accuracy[probes[name].steps.index(100)]
@@ -833,7 +840,8 @@ def speed():
         keys = list(next(iter(phases.values())))
         width = 0.8 / len(backends)
         for k, name in enumerate(backends):
-            ax.barh(np.arange(len(keys)) + k * width, [phases[name][key] for key in keys], width, label=name)
+            ax.barh(np.arange(len(keys)) + k * width, [phases[name][key] for key in keys], width,
+                    label=name)
         ax.set_yticks(np.arange(len(keys)) + width * (len(backends) - 1) / 2, keys)
         ax.invert_yaxis()
         ax.set(xlabel="microseconds (median of 200)", title="one iteration, batch 64, step by step")
