@@ -41,7 +41,11 @@ def load_build_script():
 
 
 def kernel_environment():
-    """The test process's environment, with the minigd it imported first on the kernel's path."""
+    """The test process's environment, with the minigd it imported first on the kernel's path.
+
+    BLAS/OpenMP threads default to 1, as in build_notebooks.py: the matrices are small and
+    several threads per kernel only contend on a shared 2-core machine.
+    """
     env = dict(os.environ)
     package_parent = str(Path(minigd.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_parent, env.get("PYTHONPATH")]))
