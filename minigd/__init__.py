@@ -16,13 +16,14 @@ from .metrics import accuracy, evaluate
 from .model import Sequential
 from .optim import SGD, Adam, AdamW, Optimizer
 from .schedules import linear_scaling, sqrt_scaling
+from .tracking import EvaluateEvery
 from .training import DivergenceError, TrainingState, fit
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Adam", "AdamW", "BatchIterator", "Callback", "Checkpoint", "Dense", "DivergenceError",
-    "EarlyStopping", "GradientNoiseScale", "History", "LRRangeResult", "MLPBuilder",
+    "EarlyStopping", "EvaluateEvery", "GradientNoiseScale", "History", "LRRangeResult", "MLPBuilder",
     "MLPClassifier", "NoiseScaleEstimate", "Optimizer", "Parameter", "ReLU",
     "ReduceLROnPlateau", "SGD", "Sequential", "Sigmoid", "SoftmaxCrossEntropy", "SweepResult",
     "Tanh", "TrainingState", "accuracy", "datasets", "evaluate", "fit", "get_backend",

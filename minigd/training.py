@@ -94,7 +94,10 @@ def _check_validation(validation_data, model):
 
 
 def _progress(total, description, enabled):
-    from tqdm.auto import tqdm
+    if enabled:
+        from tqdm.auto import tqdm
+    else:  # tqdm.auto warns in a notebook without ipywidgets, even for a disabled bar
+        from tqdm import tqdm
     return tqdm(total=total, desc=description, leave=False, unit="it",
                 disable=None if enabled else True)
 
