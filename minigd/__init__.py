@@ -3,9 +3,12 @@ batch size and learning rate shape training."""
 from . import datasets, plot, schedules
 from .backend import get_backend, set_backend, use_backend
 from .callbacks import Callback, EarlyStopping, ReduceLROnPlateau
+from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .data import BatchIterator
 from .estimator import MLPClassifier
-from .experiments.sweep import MLPBuilder, SweepResult, sweep
+from .experiments import (GradientNoiseScale, LRRangeResult, MLPBuilder, NoiseScaleEstimate,
+                          SweepResult, gradient_noise_scale, lr_range_test,
+                          noise_scale_from_norms, sweep)
 from .history import History
 from .layers import Dense, Parameter, ReLU, Sigmoid, Tanh
 from .losses import SoftmaxCrossEntropy
@@ -13,15 +16,18 @@ from .metrics import accuracy, evaluate
 from .model import Sequential
 from .optim import SGD, Adam, AdamW, Optimizer
 from .schedules import linear_scaling, sqrt_scaling
+from .tracking import EvaluateEvery
 from .training import DivergenceError, TrainingState, fit
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Adam", "AdamW", "BatchIterator", "Callback", "Dense", "DivergenceError", "EarlyStopping",
-    "History", "Optimizer", "Parameter", "ReLU", "ReduceLROnPlateau", "SGD", "Sequential",
-    "Sigmoid", "SoftmaxCrossEntropy", "Tanh", "TrainingState", "accuracy", "datasets",
-    "evaluate", "fit", "get_backend", "linear_scaling", "plot", "schedules", "set_backend",
-    "sqrt_scaling", "use_backend",
+    "Adam", "AdamW", "BatchIterator", "Callback", "Checkpoint", "Dense", "DivergenceError",
+    "EarlyStopping", "EvaluateEvery", "GradientNoiseScale", "History", "LRRangeResult", "MLPBuilder",
+    "MLPClassifier", "NoiseScaleEstimate", "Optimizer", "Parameter", "ReLU",
+    "ReduceLROnPlateau", "SGD", "Sequential", "Sigmoid", "SoftmaxCrossEntropy", "SweepResult",
+    "Tanh", "TrainingState", "accuracy", "datasets", "evaluate", "fit", "get_backend",
+    "gradient_noise_scale", "linear_scaling", "load_checkpoint", "lr_range_test",
+    "noise_scale_from_norms", "plot", "save_checkpoint", "schedules", "set_backend",
+    "sqrt_scaling", "sweep", "use_backend",
 ]
-__all__ += ["MLPBuilder", "MLPClassifier", "SweepResult", "sweep"]

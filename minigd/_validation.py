@@ -34,7 +34,10 @@ def real(name, value, *, low=None, high=None, low_open=False, high_open=False, f
     """A real number (bools rejected) in the interval given by low/high and their openness."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {_describe(value)}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:
+        raise ValueError(f"{name} must be finite, got {_describe(value)}") from None
     if finite and not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value}")
     bad_low = low is not None and (value <= low if low_open else value < low)
@@ -53,9 +56,45 @@ def non_negative(name, value):
 
 
 def choice(name, value, options):
-    if value not in options:
-        raise ValueError(f"{name} must be one of {tuple(options)}, got {value!r}")
-    return value
+    """One of ``options`` (compared with ==, strings only with strings); returns the option."""
+    for option in options:
+        if isinstance(option, str) != isinstance(value, str):
+            continue
+        try:
+            if bool(value == option):
+                return option
+        except (TypeError, ValueError):
+            continue
+    raise ValueError(f"{name} must be one of {tuple(options)}, got {_describe(value)}")
+
+
+def seed(name, value):
+    """None or an int >= 0 (bools rejected)."""
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be a non-negative int or None, got {_describe(value)}")
+    if value < 0:
+        raise ValueError(f"{name} must be a non-negative int or None, got {value}")
+    return int(value)
+
+
+def float_dtype(name, value):
+    """np.float32 or np.float64 (anything np.dtype() maps to one of them)."""
+    try:
+        dtype = np.dtype(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be float32 or float64, got {_describe(value)}") from None
+    if dtype.type not in (np.float32, np.float64):
+        raise TypeError(f"{name} must be float32 or float64, got {dtype}")
+    return dtype
+
+
+def _as_array(name, value):
+    try:
+        return np.asarray(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be an array of numbers; np.asarray failed: {exc}") from None
 
 
 def boolean(name, value):
@@ -67,7 +106,7 @@ def boolean(name, value):
 def features(name, X, n_features=None, check_finite=True):
     """A 2-D numeric array-like (ndarray, memmap) of shape (n, n_features), non-empty and finite."""
     if not hasattr(X, "shape") or not hasattr(X, "dtype"):
-        X = np.asarray(X)
+        X = _as_array(name, X)
     if X.dtype == object or not (np.issubdtype(X.dtype, np.number) or X.dtype == np.bool_):
         raise TypeError(f"{name} must hold numbers, got dtype {X.dtype}")
     if np.issubdtype(X.dtype, np.complexfloating):
@@ -86,7 +125,9 @@ def features(name, X, n_features=None, check_finite=True):
     return X
 
 
-def _first_non_finite_row(X, chunk=65536):
+def _first_non_finite_row(X, chunk_bytes=1 << 22):
+    """Index of the first row holding NaN or inf, reading X in blocks of about 4 MB."""
+    chunk = max(1, chunk_bytes // max(1, X.shape[1] * X.dtype.itemsize))
     for start in range(0, X.shape[0], chunk):
         block = np.asarray(X[start:start + chunk])
         finite_rows = np.isfinite(block).all(axis=1)
@@ -98,7 +139,7 @@ def _first_non_finite_row(X, chunk=65536):
 def labels(name, y, n_samples=None, n_classes=None):
     """A 1-D integer array of class ids in [0, n_classes), returned as int64."""
     if not hasattr(y, "dtype"):
-        y = np.asarray(y)
+        y = _as_array(name, y)
     if y.dtype == np.bool_ or not (np.issubdtype(y.dtype, np.integer)
                                    or np.issubdtype(y.dtype, np.floating)):
         raise TypeError(f"{name} must hold integer class ids, got dtype {y.dtype}")
@@ -112,6 +153,10 @@ def labels(name, y, n_samples=None, n_classes=None):
     if np.issubdtype(y.dtype, np.floating):
         if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
             raise TypeError(f"{name} must hold integer class ids, got non-integer values")
+        if np.abs(y).max() >= 2.0 ** 62:
+            raise ValueError(f"{name} has class id {np.abs(y).max():g}, far beyond any output")
+    elif y.dtype == np.uint64 and y.max() >= 2 ** 62:
+        raise ValueError(f"{name} has class id {y.max()}, far beyond any output")
     y = y.astype(np.int64, copy=False)
     low, high = int(y.min()), int(y.max())
     if low < 0:

@@ -96,6 +96,7 @@ class EarlyStopping(Callback):
 
     def update(self, value):
         """Record one epoch's monitored value; returns True if it is the new best."""
+        value = check.real("value", value, finite=False)
         self._epoch += 1
         if math.isfinite(value) and self._improved(value):
             self.best, self.best_epoch, self.wait = value, self._epoch, 0
@@ -170,6 +171,8 @@ class ReduceLROnPlateau(Callback):
 
     def step(self, value, lr):
         """Feed one epoch's monitored value and the current lr; return the lr to use next."""
+        value = check.real("value", value, finite=False)
+        lr = check.real("lr", lr, low=0.0)
         if self._is_better(value):
             self.best, self.num_bad_epochs = value, 0
         else:

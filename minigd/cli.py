@@ -79,6 +79,14 @@ def add_train_arguments(p):
                      help="directory for history.csv, epochs.csv, history.json, history.png, "
                           "model.npz, run.json (default ./minigd-run)")
     run.add_argument("--quiet", action="store_true", help="print only the final accuracy")
+    run.add_argument("--checkpoint", default=None, metavar="PATH",
+                     help="save model, optimizer, history and position to PATH (.npz) after "
+                          "every epoch (atomic writes)")
+    run.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
+                     help="also save every N updates, so a kill mid-epoch loses little")
+    run.add_argument("--resume", action="store_true",
+                     help="continue from --checkpoint if it exists (bit-identical to an "
+                          "uninterrupted run); --epochs is the total")
 
 
 def build_parser():
@@ -92,7 +100,9 @@ def build_parser():
                                        "epoch; write the history and a plot to --out.")
     add_train_arguments(train)
     train.set_defaults(handler=train_command)
-    from . import cli_sweep; cli_sweep.register(sub)  # noqa: E702 (minigd sweep)
+    from . import cli_experiments, cli_sweep
+    cli_experiments.register(sub)
+    cli_sweep.register(sub)
     return parser
 
 
@@ -201,7 +211,8 @@ def train_command(args):
                          batch_size=args.batch_size, schedule=schedule,
                          shuffle=not args.no_shuffle, drop_last=args.drop_last, seed=args.seed,
                          validation_data=validation, callbacks=callbacks,
-                         verbose=0 if args.quiet else 1)
+                         verbose=0 if args.quiet else 1, checkpoint=args.checkpoint,
+                         resume=args.resume, checkpoint_every=args.checkpoint_every)
     with np.errstate(over="ignore", invalid="ignore"):
         test_accuracy = mg.accuracy(model, X_test, y_test)
     if history.diverged:

@@ -5,11 +5,8 @@ from . import _validation as check
 
 
 def _seed_or_fresh(seed):
-    if seed is None:
-        return int(np.random.SeedSequence().entropy)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise TypeError(f"seed must be a non-negative int or None, got {seed!r}")
-    return int(seed)
+    seed = check.seed("seed", seed)
+    return int(np.random.SeedSequence().entropy) if seed is None else seed
 
 
 def iterations_per_epoch(n_samples, batch_size, drop_last=False):
@@ -62,7 +59,7 @@ class BatchIterator:
         self.drop_last = check.boolean("drop_last", drop_last)
         self.copy = check.boolean("copy", copy)
         self.seed = _seed_or_fresh(seed)
-        self.dtype = np.dtype(dtype)
+        self.dtype = check.float_dtype("dtype", dtype)
         self.n_samples = int(X.shape[0])
         self._check_drop_last(self.batch_size)
         self.epoch = 0
@@ -125,25 +122,43 @@ class BatchIterator:
         if self._xbuf is None or self._xbuf.shape[0] < rows:
             self._xbuf = np.empty((rows, self.X.shape[1]), dtype=self.dtype)
             self._ybuf = np.empty(rows, dtype=np.int64)
-            same = getattr(self.X, "dtype", None) == self.dtype and isinstance(self.X, np.ndarray)
-            self._stage = None if same else np.empty((rows, self.X.shape[1]),
-                                                     dtype=getattr(self.X, "dtype", np.float64))
+            converts = isinstance(self.X, np.ndarray) and self.X.dtype != self.dtype
+            self._stage = (np.empty((rows, self.X.shape[1]), dtype=self.X.dtype)
+                           if converts else None)
 
     def gather(self, index, out_x, out_y):
-        """Copy rows ``index`` of X and y into ``out_x``/``out_y`` (converting X's dtype)."""
+        """Copy rows ``index`` of X and y into ``out_x``/``out_y`` (converting X's dtype).
+
+        An ndarray or memmap is gathered with ``np.take`` into a reused buffer (a staging buffer
+        of X's dtype when it differs, e.g. uint8 pixels). Any other array-like is read as
+        ``X[sorted index]`` (h5py and zarr want increasing indices) and put back in order.
+        """
         n = len(index)
-        if self._stage is None:
+        if not isinstance(self.X, np.ndarray):
+            order = np.argsort(index, kind="stable")
+            out_x[order] = self.X[index[order]]
+        elif self._stage is None:
             np.take(self.X, index, axis=0, out=out_x)
-        elif isinstance(self.X, np.ndarray):
+        else:
             stage = self._stage[:n]
             np.take(self.X, index, axis=0, out=stage)
             out_x[...] = stage
-        else:
-            out_x[...] = self.X[index]
         np.take(self.y, index, out=out_y)
 
     def batches(self, epoch, start=0):
-        """Yield (xb, yb) for epoch ``epoch`` (0-based), from iteration ``start`` (0-based) on."""
+        """Yield (xb, yb) for epoch ``epoch`` (0-based), from iteration ``start`` (0-based) on.
+
+        ``batches(e, start=k)`` yields exactly the batches ``k, k+1, ...`` of ``batches(e)``:
+        this is how a run killed after k iterations of an epoch resumes it.
+        """
+        epoch = check.non_negative_int("epoch", epoch)
+        start = check.non_negative_int("start", start)
+        if start > len(self):
+            raise ValueError(f"start must be in [0, {len(self)}] (iterations per epoch), "
+                             f"got {start}")
+        return self._batches(epoch, start)
+
+    def _batches(self, epoch, start):
         self._ensure_buffers()
         order = self.permutation(epoch)
         B = self.batch_size

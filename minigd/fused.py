@@ -135,11 +135,12 @@ def _optimizer_arrays(optimizer):
     return kind, np.array(hyper, dtype=np.float64), names
 
 
-def run_epoch(state, bar):
-    """Run epoch ``state.epoch`` fused; record it in the history; return (loss sum, samples).
+def run_epoch(state, bar, start=0):
+    """Run epoch ``state.epoch`` fused from iteration ``start`` (0-based; > 0 when resuming);
+    record it in the history; return (loss sum, samples) of the updates applied.
 
-    ``loss sum`` is the sum of batch loss times batch size over the applied updates, as the
-    per-iteration path returns it. ``bar`` is a tqdm-like progress bar, closed on return.
+    ``loss sum`` is the sum of batch loss times batch size, as the per-iteration path returns
+    it. ``bar`` is a tqdm-like progress bar, closed on return.
     """
     from .kernels import jit_epoch
     from .kernels.jit_config import parallel_parts
@@ -147,13 +148,13 @@ def run_epoch(state, bar):
 
     model, optimizer, history, iterator = state.model, state.optimizer, state.history, state.iterator
     epoch_index = state.epoch - 1
-    sizes = iterator.batch_sizes()
+    sizes = iterator.batch_sizes()[start:]
     lrs, error = learning_rates(state, epoch_index, len(sizes))
     invalid = _first_invalid(lrs)
     n_run = len(lrs) if invalid is None else invalid
 
     dims, w_offsets, b_offsets, acts = layer_spec(model)
-    dtype, batch = model.dtype, sizes[0]
+    dtype, batch = model.dtype, iterator.batch_sizes()[0]
     kind, hyper, names = _optimizer_arrays(optimizer)
     values = aligned_empty(model._values.shape, dtype)
     grads = aligned_empty(model._grads.shape, dtype)
@@ -175,8 +176,8 @@ def run_epoch(state, bar):
 
     try:
         count, status = (0, jit_epoch.COMPLETED) if n_run == 0 else jit_epoch.train_epoch(
-            iterator.X, y, order, iterator.batch_size, n_run, values, grads, states[0], state2,
-            dims, w_offsets, b_offsets, acts, kind, hyper, optimizer.step_count,
+            iterator.X, y, order, iterator.batch_size, start, n_run, values, grads, states[0],
+            state2, dims, w_offsets, b_offsets, acts, kind, hyper, optimizer.step_count,
             np.array(lrs[:n_run], dtype=np.float64), xbuf, ybuf, workspace, a_offsets, deltas,
             losses, parallel_parts())
         jit_epoch.from_kernel_layout(values, model._values, dims, w_offsets)
@@ -189,7 +190,7 @@ def run_epoch(state, bar):
         losses = losses[:count].tolist()
         table = history.iterations
         table["epoch"].extend([state.epoch] * count)
-        table["iteration"].extend(range(1, count + 1))
+        table["iteration"].extend(range(start + 1, start + count + 1))
         table["step"].extend(range(state.step + 1, state.step + count + 1))
         table["batch_size"].extend(sizes[:count])
         table["lr"].extend(lrs[:count])
@@ -201,12 +202,12 @@ def run_epoch(state, bar):
             loss_sum += value * n
             samples += n
         if count:
-            state.iteration, state.current_lr = count, lrs[count - 1]
+            state.iteration, state.current_lr = start + count, lrs[count - 1]
             optimizer.lr = lrs[count - 1]
         bar.update(applied)
         if diverged:
             cause = "loss" if status == jit_epoch.LOSS_DIVERGED else "gradient"
-            _mark_divergence(state, count, lrs[count - 1], losses[-1], cause)
+            _mark_divergence(state, start + count, lrs[count - 1], losses[-1], cause)
         elif invalid is not None:
             optimizer.lr = lrs[invalid]     # raises the optimizer's own error, as the loop would
         elif error is not None:

@@ -32,13 +32,9 @@ class SoftmaxCrossEntropy:
 
     def forward(self, logits, y):
         """Mean loss (a Python float) of ``logits`` (n, classes) against labels ``y`` (n,)."""
-        logits = np.asarray(logits)
-        if logits.ndim != 2 or logits.shape[0] == 0:
-            raise ValueError(f"logits must be 2-D (n, classes) with n >= 1, got shape {logits.shape}")
+        logits = np.asarray(check.features("logits", logits))
         if logits.dtype.type not in (np.float32, np.float64):
             logits = logits.astype(np.float64)
-        if not np.all(np.isfinite(logits)):
-            raise ValueError("logits contain NaN or inf")
         y = check.labels("y", y, logits.shape[0], logits.shape[1])
         return self._forward_backward(np.ascontiguousarray(logits), np.ascontiguousarray(y))
 

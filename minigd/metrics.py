@@ -3,12 +3,22 @@ import numpy as np
 
 from . import _validation as check
 from .backend import kernels as _active_kernels
+from .model import Sequential, chunk_rows
 
-_CHUNK = 4096
+
+def _check_model(model):
+    if not isinstance(model, Sequential):
+        raise TypeError(f"model must be a minigd Sequential, got {type(model).__name__}")
 
 
-def evaluate(model, X, y, chunk_size=_CHUNK):
-    """{"loss": mean softmax cross-entropy, "accuracy": fraction correct} over all of (X, y)."""
+def evaluate(model, X, y, chunk_size=None):
+    """{"loss": mean softmax cross-entropy, "accuracy": fraction correct} over all of (X, y).
+
+    X is read ``chunk_size`` rows at a time (default: 4096, fewer for wide rows, ~16 MiB).
+    """
+    _check_model(model)
+    chunk_size = (chunk_rows(model.n_features, model.dtype) if chunk_size is None
+                  else check.positive_int("chunk_size", chunk_size))
     X = check.features("X", X, model.n_features)
     y = check.labels("y", y, X.shape[0], model.n_outputs)
     kernels = _active_kernels()
@@ -25,6 +35,7 @@ def evaluate(model, X, y, chunk_size=_CHUNK):
 
 def accuracy(model, X, y):
     """Fraction of rows of X whose predicted class equals y."""
+    _check_model(model)
     X = check.features("X", X, model.n_features)
-    y = check.labels("y", y, X.shape[0])
+    y = check.labels("y", y, X.shape[0], model.n_outputs)
     return float(np.mean(model.predict(X) == y))

@@ -7,6 +7,12 @@ from .layers import Layer, Parameter
 
 DTYPES = (np.float32, np.float64)
 _PREDICT_CHUNK = 4096
+_CHUNK_BYTES = 16 << 20
+
+
+def chunk_rows(n_features, dtype):
+    """Rows per chunk for predict/evaluate: 4096, fewer when a chunk would exceed ~16 MiB."""
+    return max(1, min(_PREDICT_CHUNK, _CHUNK_BYTES // (n_features * np.dtype(dtype).itemsize)))
 
 
 def _check_dtype(dtype):
@@ -51,9 +57,7 @@ class Sequential:
                 raise TypeError(f"layer {i} must be a minigd layer, got {type(layer).__name__}")
         if len({id(layer) for layer in layers}) != len(layers):
             raise ValueError("the same layer object appears twice; create a new one for each use")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
-                                 or seed < 0):
-            raise TypeError(f"seed must be a non-negative int or None, got {seed!r}")
+        seed = check.seed("seed", seed)
         self.dtype = _check_dtype(dtype)
         self.seed = int(np.random.SeedSequence().entropy if seed is None else seed)
         self.layers = list(layers)
@@ -156,7 +160,7 @@ class Sequential:
         """Back-propagate d(loss)/d(logits) of the last forward: fill every ``grad``, return dx."""
         if self._batch is None:
             raise RuntimeError("backward() needs a forward() first")
-        dlogits = np.asarray(dlogits)
+        dlogits = check.features("dlogits", dlogits)
         if dlogits.shape != (self._batch, self.n_outputs):
             raise ValueError(f"dlogits must have shape {(self._batch, self.n_outputs)} (the last "
                              f"forward's output), got {dlogits.shape}")
@@ -165,11 +169,12 @@ class Sequential:
 
     def predict_logits(self, X):
         """Logits for every row of X, computed in chunks (X may be a memmap)."""
-        check.features("X", X, self.n_features)
+        X = check.features("X", X, self.n_features)
         out = np.empty((X.shape[0], self.n_outputs), dtype=self.dtype)
         kernels = _active_kernels()
-        for start in range(0, X.shape[0], _PREDICT_CHUNK):
-            chunk = np.ascontiguousarray(X[start:start + _PREDICT_CHUNK], dtype=self.dtype)
+        rows = chunk_rows(self.n_features, self.dtype)
+        for start in range(0, X.shape[0], rows):
+            chunk = np.ascontiguousarray(X[start:start + rows], dtype=self.dtype)
             out[start:start + chunk.shape[0]] = self._forward(chunk, kernels)
         return out
 

@@ -28,9 +28,10 @@ class Optimizer:
         if len({id(p) for p in params}) != len(params):
             raise ValueError("params contains the same parameter twice")
         self.params = params
+        self.dtype = params[0].dtype
+        self._lr_max = float(np.finfo(self.dtype).max)
         self.lr = lr
         self.step_count = 0
-        self.dtype = params[0].dtype
         self._flat = self._flat_view(params)
         sizes = [p.size for p in params]
         self._offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
@@ -58,7 +59,7 @@ class Optimizer:
 
     @lr.setter
     def lr(self, value):
-        self._lr = check.real("lr", value, low=0.0)
+        self._lr = check.real("lr", value, low=0.0, high=getattr(self, "_lr_max", None))
 
     def zero_grad(self):
         """Set every gradient to zero."""
@@ -110,6 +111,10 @@ class Optimizer:
         step = state_dict["step"]
         if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
             raise ValueError(f"optimizer state_dict step must be an int >= 0, got {step!r}")
+        if not isinstance(state_dict["hyperparameters"], dict):
+            raise TypeError("optimizer state_dict['hyperparameters'] must be a dict")
+        if not isinstance(state_dict["state"], dict):
+            raise TypeError("optimizer state_dict['state'] must be a dict of arrays")
         hyper = dict(state_dict["hyperparameters"])
         if set(hyper) != set(self.hyperparameters()):
             raise ValueError(f"optimizer hyperparameters {sorted(hyper)} do not match "
@@ -127,6 +132,10 @@ class Optimizer:
             if value.dtype != self.dtype:
                 raise TypeError(f"optimizer state[{key!r}] has dtype {value.dtype}, "
                                 f"expected {self.dtype}")
+            if not np.all(np.isfinite(value)):
+                raise ValueError(f"optimizer state[{key!r}] contains NaN or inf")
+            if key.endswith("exp_avg_sq") and np.any(value < 0):
+                raise ValueError(f"optimizer state[{key!r}] must be >= 0 (a mean of squares)")
         probe = type(self).__new__(type(self))
         probe._set_hyperparameters(**hyper)
         self._set_hyperparameters(**hyper)

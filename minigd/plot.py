@@ -3,6 +3,7 @@ import numpy as np
 
 from . import _validation as check
 from .history import History
+from .plot_compare import compare  # noqa: F401  (mg.plot.compare)
 from .schedules import Schedule, as_schedule
 
 
@@ -101,3 +102,67 @@ def sweep_curves(result, x="epoch", value="train_loss", ax=None, seed=None):
     """
     from .experiments.sweep_plots import sweep_curves as draw
     return draw(result, x=x, value=value, ax=ax, seed=seed)
+
+
+def lr_range_test(result, ax=None, log_x=None):
+    """Loss against lr of an LR range test (raw and smoothed), suggestions marked; the Axes.
+
+    ``log_x``: log-scaled lr axis (default: True for mode "exp", False for "linear").
+    """
+    from .experiments.lr_range import LRRangeResult
+    if not isinstance(result, LRRangeResult):
+        raise TypeError(f"result must be an LRRangeResult, got {type(result).__name__}")
+    plt = _pyplot()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(result.lr, result.loss, lw=0.8, alpha=0.35, color="tab:blue", label="batch loss")
+    ax.plot(result.lr, result.smoothed_loss, lw=1.8, color="tab:blue", label="smoothed loss")
+    markers = {"steepest": ("tab:orange", "v"), "min_div_10": ("tab:green", "o"),
+               "valley": ("tab:red", "s")}
+    for rule, lr in result.suggestions.items():
+        if np.isfinite(lr):
+            color, marker = markers[rule]
+            y = np.interp(np.log(lr), np.log(result.lr), result.smoothed_loss)
+            ax.plot([lr], [y], marker, color=color, ms=8, label=f"{rule}: {lr:.3g}")
+    finite = result.smoothed_loss[np.isfinite(result.smoothed_loss)]
+    if finite.size:
+        top = finite[:int(np.argmin(finite)) + 1].max()
+        low = np.nanmin(np.where(np.isfinite(result.loss), result.loss, np.nan))
+        ax.set_ylim(min(low, finite.min()) * 0.95, top * 1.15)
+    if log_x is None:
+        log_x = result.config.get("mode", "exp") == "exp"
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("loss")
+    ax.set_title(f"LR range test: {result.n_iterations} iterations, batch "
+                 f"{result.config.get('batch_size')} ({result.stop_reason})", fontsize="medium")
+    ax.legend(fontsize="small")
+    ax.figure.tight_layout()
+    return ax
+
+
+def noise_scale(tracker, ax=None):
+    """B_simple (with standard errors) and the loss against update steps, from a
+    GradientNoiseScale callback (or its ``records`` dict); returns the Figure."""
+    from .experiments.noise_scale import RECORD_KEYS, GradientNoiseScale
+    records = tracker.records if isinstance(tracker, GradientNoiseScale) else tracker
+    if not isinstance(records, dict) or not set(RECORD_KEYS) <= set(records):
+        raise TypeError("tracker must be a GradientNoiseScale callback or its records dict")
+    plt = _pyplot()
+    if ax is None:
+        fig, (ax_b, ax_loss) = plt.subplots(2, 1, sharex=True, figsize=(7, 5),
+                                            gridspec_kw={"height_ratios": [3, 2]})
+    else:
+        ax_b, ax_loss = ax
+        fig = ax_b.figure
+    step = np.asarray(records["step"])
+    ax_b.errorbar(step, records["b_simple"], yerr=records["b_simple_stderr"], fmt="o-",
+                  ms=4, capsize=3, color="tab:red")
+    ax_b.set_ylabel("B_simple = tr(Sigma) / |G|^2")
+    ax_b.set_title("gradient noise scale (critical batch size estimate)", fontsize="medium")
+    ax_loss.plot(step, records["loss"], "s-", ms=3)
+    ax_loss.set_ylabel("loss")
+    ax_loss.set_xlabel("update step")
+    fig.tight_layout()
+    return fig

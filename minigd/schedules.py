@@ -206,18 +206,41 @@ class Chain(Schedule):
         return self.schedules[-1]._value(t - start)
 
 
+def _scaling_args(lr, batch_size, base_batch_size):
+    return (_lr("lr", lr), check.positive_int("batch_size", batch_size),
+            check.positive_int("base_batch_size", base_batch_size))
+
+
+def _ratio(batch_size, base_batch_size):
+    try:
+        return batch_size / base_batch_size
+    except OverflowError:
+        raise ValueError(f"batch_size / base_batch_size = {batch_size} / {base_batch_size} is "
+                         f"beyond the float range") from None
+
+
 def linear_scaling(lr, batch_size, base_batch_size):
     """Linear scaling rule (Goyal et al. 2017): lr * batch_size / base_batch_size."""
-    lr = _lr("lr", lr)
-    return lr * check.positive_int("batch_size", batch_size) / check.positive_int(
-        "base_batch_size", base_batch_size)
+    lr, batch_size, base_batch_size = _scaling_args(lr, batch_size, base_batch_size)
+    try:
+        scaled = lr * batch_size / base_batch_size
+    except OverflowError:  # an int beyond the float range: divide the ints exactly first
+        scaled = lr * _ratio(batch_size, base_batch_size)
+    return _finite_lr(scaled, batch_size, base_batch_size)
 
 
 def sqrt_scaling(lr, batch_size, base_batch_size):
     """Square-root scaling rule (Hoffer et al. 2017): lr * sqrt(batch_size / base_batch_size)."""
-    lr = _lr("lr", lr)
-    return lr * math.sqrt(check.positive_int("batch_size", batch_size) / check.positive_int(
-        "base_batch_size", base_batch_size))
+    lr, batch_size, base_batch_size = _scaling_args(lr, batch_size, base_batch_size)
+    return _finite_lr(lr * math.sqrt(_ratio(batch_size, base_batch_size)), batch_size,
+                      base_batch_size)
+
+
+def _finite_lr(scaled, batch_size, base_batch_size):
+    if not math.isfinite(scaled):
+        raise ValueError(f"the scaled lr overflows: batch_size={batch_size} is too large for "
+                         f"base_batch_size={base_batch_size}")
+    return scaled
 
 
 def as_schedule(schedule):

@@ -1,4 +1,5 @@
 """fit: the mini-batch training loop, with a per-iteration history and divergence detection."""
+import bisect
 import math
 import time
 import warnings
@@ -9,6 +10,7 @@ from . import _validation as check
 from . import fused
 from .backend import kernels as _active_kernels
 from .callbacks import Callback
+from .checkpoint import checkpoint_callback
 from .data import BatchIterator, iterations_per_epoch
 from .history import History
 from .losses import SoftmaxCrossEntropy
@@ -35,7 +37,8 @@ class TrainingState:
     Attributes: model, optimizer, history, iterator, epochs (total), epoch (current, from 1),
     step (updates applied so far), current_lr (lr of the latest update), lr_scale (multiplies
     the scheduled lr; ReduceLROnPlateau lowers it), stop_training (set True to stop after this
-    epoch), batch_schedule (None for a fixed batch size, else sets the batch size per epoch).
+    epoch), batch_schedule (None for a fixed batch size, else sets the batch size per epoch),
+    start_iteration (iterations of the next epoch already done, when resuming).
     """
 
     def __init__(self, model, optimizer, history, iterator, epochs, schedule, base_lr,
@@ -49,6 +52,7 @@ class TrainingState:
         self.lr_scale = 1.0
         self.current_lr = base_lr
         self.stop_training = False
+        self.start_iteration = 0
 
     def lr_at(self, epoch_index, step):
         """Learning rate for the update after ``step`` updates, in epoch ``epoch_index`` (0-based)."""
@@ -91,14 +95,17 @@ def _check_validation(validation_data, model):
 
 
 def _progress(total, description, enabled):
-    from tqdm.auto import tqdm
+    if enabled:
+        from tqdm.auto import tqdm
+    else:  # tqdm.auto warns in a notebook without ipywidgets, even for a disabled bar
+        from tqdm import tqdm
     return tqdm(total=total, desc=description, leave=False, unit="it",
                 disable=None if enabled else True)
 
 
 def fit(model, X, y, *, optimizer, epochs, batch_size, loss=None, schedule=None, shuffle=True,
         drop_last=False, seed=None, validation_data=None, callbacks=(), verbose=1,
-        on_divergence="warn"):
+        on_divergence="warn", checkpoint=None, resume=False, checkpoint_every=None):
     """Train ``model`` on (X, y) with mini-batch gradient descent; return its History.
 
     One epoch is one pass over the data in ``ceil(N / batch_size)`` iterations (``floor`` with
@@ -126,6 +133,15 @@ def fit(model, X, y, *, optimizer, epochs, batch_size, loss=None, schedule=None,
         A non-finite loss stops training before that update: the iteration is recorded,
         ``history.diverged`` is set and a warning names epoch, iteration and lr; "raise"
         raises DivergenceError with the same facts and the history instead.
+    checkpoint : path or None, default None
+        Save model, optimizer, history, position and callback state there (atomically) at the
+        end of every epoch; see :func:`minigd.save_checkpoint`.
+    resume : bool, default False
+        Continue from ``checkpoint`` if that file exists (else start fresh): the same epoch,
+        iteration and permutation, so the result is bit-identical to an uninterrupted run.
+        ``epochs`` is the total: a checkpoint after epoch 2 with epochs=4 runs epochs 3 and 4.
+    checkpoint_every : int >= 1 or None, default None
+        Also save after every that many updates, so a kill mid-epoch loses little.
 
     Example
     -------
@@ -154,6 +170,9 @@ def fit(model, X, y, *, optimizer, epochs, batch_size, loss=None, schedule=None,
     history = History()
     state = TrainingState(model, optimizer, history, iterator, epochs, schedule, optimizer.lr,
                           None if isinstance(batch_schedule, ConstantBatchSize) else batch_schedule)
+    saver = checkpoint_callback(state, callbacks, checkpoint, resume, checkpoint_every, seed,
+                                verbose)
+    callbacks += [saver] if saver is not None else []
     if verbose:
         print(_plan_line(iterator, batch_sizes))
     for cb in callbacks:
@@ -164,25 +183,28 @@ def fit(model, X, y, *, optimizer, epochs, batch_size, loss=None, schedule=None,
     finally:
         for cb in callbacks:
             cb.on_train_end(state)
-    return history
+    return state.history
 
 
 def _train(state, loss, validation, callbacks, verbose, on_divergence):
     history, model = state.history, state.model
     for epoch in range(state.epoch + 1, state.epochs + 1):
+        if state.stop_training:
+            return
         state.epoch = epoch
         if state.batch_schedule is not None:
             state.iterator.set_batch_size(state.batch_schedule(epoch - 1))
+        start, state.start_iteration = state.start_iteration, 0
         for cb in callbacks:
             cb.on_epoch_begin(state)
         started = time.perf_counter()
-        loss_sum, samples = _run_epoch(state, loss, callbacks, verbose)
+        _, samples = _run_epoch(state, loss, callbacks, verbose, start)
         seconds = time.perf_counter() - started
         if history.diverged:
             _report_divergence(history, on_divergence)
             return
         val = evaluate(model, *validation) if validation is not None else None
-        history.record_epoch(epoch=epoch, train_loss=loss_sum / samples,
+        history.record_epoch(epoch=epoch, train_loss=_epoch_train_loss(history, epoch),
                              val_loss=None if val is None else val["loss"],
                              val_accuracy=None if val is None else val["accuracy"],
                              seconds=seconds, samples_per_second=samples / seconds)
@@ -194,15 +216,29 @@ def _train(state, loss, validation, callbacks, verbose, on_divergence):
             return
 
 
-def _run_epoch(state, loss, callbacks, verbose):
-    """One epoch, one Python iteration per update; returns (sum of batch loss * size, samples).
+def _epoch_train_loss(history, epoch):
+    """Sample-weighted mean of the epoch's batch losses, summed in iteration order (so a resumed
+    epoch, whose first iterations ran in another process, gives the same number)."""
+    records = history.iterations
+    first = bisect.bisect_left(records["epoch"], epoch)
+    total, samples = 0.0, 0
+    for value, n in zip(records["loss"][first:], records["batch_size"][first:]):
+        total += value * n
+        samples += n
+    return total / samples
+
+
+def _run_epoch(state, loss, callbacks, verbose, start=0):
+    """One epoch from iteration ``start`` (0-based), one Python iteration per update; returns
+    (sum of batch loss * size, samples) of the iterations it ran.
 
     With the Numba backend and no per-iteration callback the whole epoch runs in one call
     instead (minigd.fused), recording the same history.
     """
     if fused.supports(state, loss, callbacks):
-        return fused.run_epoch(state, _progress(len(state.iterator),
-                                                f"epoch {state.epoch}/{state.epochs}", verbose == 1))
+        return fused.run_epoch(state, _progress(len(state.iterator) - start,
+                                                f"epoch {state.epoch}/{state.epochs}",
+                                                verbose == 1), start)
     kernels = _active_kernels()
     model, optimizer, history, iterator = state.model, state.optimizer, state.history, state.iterator
     per_iteration = [cb for cb in callbacks if cb.per_iteration]
@@ -210,7 +246,7 @@ def _run_epoch(state, loss, callbacks, verbose):
     loss_sum, samples = 0.0, 0
     bar = _progress(len(iterator), f"epoch {state.epoch}/{state.epochs}", verbose == 1)
     try:
-        for iteration, (xb, yb) in enumerate(iterator.batches(epoch_index), start=1):
+        for iteration, (xb, yb) in enumerate(iterator.batches(epoch_index, start), start=start + 1):
             lr = state.lr_at(epoch_index, state.step)
             optimizer.lr = lr
             value = loss._forward_backward(model._forward(xb, kernels), yb, kernels)
@@ -256,7 +292,8 @@ def _mark_divergence(state, iteration, lr, value, cause):
     history = state.history
     history.diverged = True
     history.divergence = {"epoch": state.epoch, "iteration": iteration, "step": state.step + 1,
-                          "lr": lr, "loss": str(value), "cause": cause}
+                          "lr": lr, "loss": str(value), "cause": cause,
+                          "weights_finite": bool(np.isfinite(state.model._values).all())}
 
 
 def _report_divergence(history, on_divergence):
@@ -265,6 +302,9 @@ def _report_divergence(history, on_divergence):
     message = (f"training diverged: {what} at epoch {d['epoch']}, iteration "
                f"{d['iteration']} (update {d['step']}) with lr {d['lr']:g}; the update was not "
                f"applied and the history up to it is kept. Try a smaller learning rate.")
+    if not d.get("weights_finite", True):
+        message += (" Note: an earlier update had already overflowed the weights to inf/NaN "
+                    "(lr * gradient beyond the largest float).")
     if on_divergence == "raise":
         raise DivergenceError(message, epoch=d["epoch"], iteration=d["iteration"], step=d["step"],
                               lr=d["lr"], loss=float(d["loss"]), history=history)

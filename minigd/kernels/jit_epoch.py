@@ -115,10 +115,11 @@ def _matrix(flat, offset, rows, cols):
 
 
 @numba.njit(**OPTIONS)
-def train_epoch(X, y, order, batch_size, n_iterations, values, grads, state1, state2,
+def train_epoch(X, y, order, batch_size, first, n_iterations, values, grads, state1, state2,
                 dims, w_offsets, b_offsets, acts, kind, hyper, step0, lrs,
                 xbuf, ybuf, abuf, a_offsets, dbuf, losses, parts):
-    """Run up to ``n_iterations`` updates; return (iterations recorded in ``losses``, status).
+    """Run up to ``n_iterations`` updates, the epoch's iterations ``first``, ``first + 1``, ...;
+    return (iterations recorded in ``losses``, status).
 
     status is COMPLETED, or LOSS_DIVERGED / GRADIENT_DIVERGED when the last recorded
     iteration stopped the epoch before its update.
@@ -135,7 +136,7 @@ def train_epoch(X, y, order, batch_size, n_iterations, values, grads, state1, st
     N = order.shape[0]
     squares = np.zeros(max(parts, 1), dtype=values.dtype)
     for t in range(n_iterations):
-        start = t * batch_size
+        start = (first + t) * batch_size
         n = min(batch_size, N - start)
         xb, yb = xbuf[:n], ybuf[:n]
         gather(X, y, order, start, xb, yb, parts)

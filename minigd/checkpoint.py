@@ -1,0 +1,429 @@
+"""Checkpoints: model, optimizer, history and training position in one ``.npz``, without pickle.
+
+A checkpoint is an ``np.savez`` archive read back with ``np.load(allow_pickle=False)``:
+
+    model/<key>             the model's weights (``model.state_dict()``)
+    optimizer/<key>         the optimizer's state arrays (momentum_buffer, exp_avg, ...)
+    history/<field>         the per-iteration history as arrays (epoch, iteration, step, ...)
+    callbacks/<i>/...       arrays held by callbacks (EarlyStopping's best weights)
+    metadata                UTF-8 JSON: format version, model architecture and dtype, optimizer
+                            type, hyperparameters and step count, the per-epoch history, the
+                            training position (epoch, iteration, step, lr_scale, iterator seed)
+                            and callback state (EarlyStopping best / wait, ...)
+    sha256                  SHA-256 of the metadata and of every array (name, dtype, shape, bytes)
+
+Writes are atomic (temp file beside the target, then ``os.replace``): a crash or kill during a
+save leaves the previous checkpoint as it was. Reading checks the archive, the JSON and the
+digest, so a truncated or modified file raises ``ValueError`` naming the path.
+"""
+import hashlib
+import hmac
+import json
+import os
+
+import numpy as np
+
+from . import _validation as check
+from ._io import atomic_open
+from .callbacks import Callback, EarlyStopping, ReduceLROnPlateau
+from .history import History
+from .layers import Dense
+from .model import Sequential
+from .optim import Optimizer
+
+FORMAT = "minigd-checkpoint"
+VERSION = 1
+_INT_FIELDS = ("epoch", "iteration", "step", "batch_size")
+_FLOAT_FIELDS = ("lr", "loss")
+_POSITION = {"epochs_done", "iteration", "step", "epochs", "lr_scale", "current_lr", "base_lr",
+             "stop_training", "iterator"}
+_CALLBACK_FIELDS = {
+    EarlyStopping: ("best", "best_epoch", "wait", "stopped_epoch", "should_stop", "_epoch",
+                    "best_weights"),
+    ReduceLROnPlateau: ("best", "num_bad_epochs", "cooldown_counter", "reductions"),
+}
+
+
+# ---- writing --------------------------------------------------------------------------------
+def save_checkpoint(path, model, optimizer=None, *, history=None, training=None, callbacks=()):
+    """Write model, optimizer state, history, training position and callback state to ``path``.
+
+    The file is one ``.npz`` (arrays plus a JSON metadata string and a SHA-256 digest), written
+    atomically: until the new file is complete, ``path`` keeps its previous content.
+
+    Parameters
+    ----------
+    path : str or os.PathLike, written exactly as given (no suffix added)
+    model : Sequential
+    optimizer : SGD, Adam, AdamW or None, default None
+    history : History or None, default None
+    training : JSON-serialisable dict or None, default None (``fit`` stores its position here)
+    callbacks : iterable of Callback, default ()
+        EarlyStopping and ReduceLROnPlateau save their counters (and best weights); a callback
+        of your own is saved when it has ``state_dict()`` (JSON values and numpy arrays) and
+        ``load_state_dict(d)``; others hold no state worth saving and are skipped.
+
+    Example
+    -------
+    >>> mg.save_checkpoint("run.npz", model, optimizer, history=history)
+    >>> ckpt = mg.load_checkpoint("run.npz")
+    >>> ckpt.restore(model, optimizer)
+    """
+    path = _check_path(path)
+    if not isinstance(model, Sequential):
+        raise TypeError(f"model must be a minigd Sequential, got {type(model).__name__}")
+    if optimizer is not None:
+        _check_optimizer(model, optimizer)
+    if history is not None and not isinstance(history, History):
+        raise TypeError(f"history must be a minigd History or None, got {type(history).__name__}")
+    if training is not None and not isinstance(training, dict):
+        raise TypeError(f"training must be a dict or None, got {type(training).__name__}")
+    callbacks = list(callbacks)
+    for i, cb in enumerate(callbacks):
+        if not isinstance(cb, Callback):
+            raise TypeError(f"callbacks[{i}] must be a minigd Callback, got {type(cb).__name__}")
+
+    arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
+    meta = {"format": FORMAT, "version": VERSION,
+            "model": {"architecture": _architecture(model), "dtype": str(model.dtype)},
+            "optimizer": None, "history": None, "training": training, "callbacks": []}
+    if optimizer is not None:
+        state = optimizer.state_dict()
+        meta["optimizer"] = {"type": state["type"], "hyperparameters": state["hyperparameters"],
+                             "step": int(state["step"])}
+        arrays.update({f"optimizer/{k}": v for k, v in state["state"].items()})
+    if history is not None:
+        meta["history"], history_arrays = _encode_history(history)
+        arrays.update(history_arrays)
+    for i, cb in enumerate(c for c in callbacks if _is_stateful(c)):
+        encoded = _encode(_callback_state(cb), f"callbacks/{i}", arrays)
+        meta["callbacks"].append({"type": type(cb).__name__, "state": encoded})
+    try:
+        text = json.dumps(meta, default=_json_scalar)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"training and callback state must be JSON-serialisable: {exc}") from None
+    metadata = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+    arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+    digest = np.frombuffer(_digest(metadata, arrays), dtype=np.uint8)
+    with atomic_open(path, "wb") as handle:
+        np.savez(handle, metadata=metadata, sha256=digest, **arrays)
+    return path
+
+
+def _check_optimizer(model, optimizer):
+    if not isinstance(optimizer, Optimizer):
+        raise TypeError(f"optimizer must be a minigd optimizer, got {type(optimizer).__name__}")
+    owned = {id(p) for p in model.parameters()}
+    if not all(id(p) in owned for p in optimizer.params):
+        raise ValueError("optimizer was built for another model's parameters: pass the "
+                         "optimizer of this model")
+
+
+def _json_scalar(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+def _check_path(path):
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    return os.fspath(path)
+
+
+def _architecture(model):
+    return [f"Dense({layer.in_features}, {layer.out_features_})" if isinstance(layer, Dense)
+            else f"{type(layer).__name__}()" for layer in model.layers]
+
+
+def _digest(metadata, arrays):
+    h = hashlib.sha256()
+    h.update(metadata.tobytes())
+    for key in sorted(arrays):
+        value = arrays[key]
+        h.update(f"\0{key}\0{value.dtype.str}\0{value.shape}\0".encode("utf-8"))
+        h.update(np.ascontiguousarray(value).reshape(-1).view(np.uint8).data)
+    return h.digest()
+
+
+def _encode_history(history):
+    arrays = {}
+    for field in _INT_FIELDS + _FLOAT_FIELDS:
+        dtype = np.int64 if field in _INT_FIELDS else np.float64
+        arrays[f"history/{field}"] = np.asarray(history.iterations[field], dtype=dtype)
+    meta = {"epochs": history.epochs, "diverged": history.diverged,
+            "divergence": history.divergence, "stopped_early": history.stopped_early}
+    return meta, arrays
+
+
+def _is_stateful(cb):
+    return type(cb) in _CALLBACK_FIELDS or (callable(getattr(cb, "state_dict", None))
+                                            and callable(getattr(cb, "load_state_dict", None)))
+
+
+def _callback_state(cb):
+    fields = _CALLBACK_FIELDS.get(type(cb))
+    if fields is None:
+        return dict(cb.state_dict())
+    return {name: getattr(cb, name) for name in fields}
+
+
+def _encode(state, prefix, arrays):
+    """JSON-able copy of ``state``; arrays and dicts of arrays move to ``arrays`` under prefix."""
+    out = {}
+    for key, value in state.items():
+        if isinstance(value, np.ndarray):
+            arrays[f"{prefix}/{key}"] = value
+            out[key] = {"__array__": f"{prefix}/{key}"}
+        elif isinstance(value, dict) and value and all(isinstance(v, np.ndarray)
+                                                       for v in value.values()):
+            names = {k: f"{prefix}/{key}/{k}" for k in value}
+            arrays.update({names[k]: v for k, v in value.items()})
+            out[key] = {"__arrays__": names}
+        else:
+            out[key] = value
+    return out
+
+
+def _decode(state, arrays):
+    out = {}
+    for key, value in state.items():
+        if isinstance(value, dict) and set(value) == {"__array__"}:
+            out[key] = arrays[value["__array__"]].copy()
+        elif isinstance(value, dict) and set(value) == {"__arrays__"}:
+            out[key] = {k: arrays[name].copy() for k, name in value["__arrays__"].items()}
+        else:
+            out[key] = value
+    return out
+
+
+# ---- reading --------------------------------------------------------------------------------
+class Checkpoint:
+    """A checkpoint read by :func:`load_checkpoint`; ``restore(model, optimizer)`` applies it.
+
+    Attributes: path, metadata (the JSON dict), model_state (dict of arrays), optimizer_state
+    (``optimizer.state_dict()`` form, or None), history (History or None), training (dict or
+    None), callbacks (list of {"type", "state"}).
+    """
+
+    def __init__(self, path, metadata, arrays):
+        self.path, self.metadata = path, metadata
+        self.model_state = _section(arrays, "model/")
+        self.optimizer_state = None
+        if metadata["optimizer"] is not None:
+            opt = metadata["optimizer"]
+            self.optimizer_state = {"type": opt["type"], "hyperparameters": opt["hyperparameters"],
+                                    "step": opt["step"], "state": _section(arrays, "optimizer/")}
+        self.history = _decode_history(metadata["history"], arrays)
+        self.training = metadata["training"]
+        self.callbacks = [{"type": c["type"], "state": _decode(c["state"], arrays)}
+                          for c in metadata["callbacks"]]
+
+    def check_matches(self, model, optimizer=None):
+        """Raise ValueError/TypeError unless model (and optimizer) fit this checkpoint."""
+        if not isinstance(model, Sequential):
+            raise TypeError(f"model must be a minigd Sequential, got {type(model).__name__}")
+        saved = self.metadata["model"]
+        if saved["architecture"] != _architecture(model):
+            raise ValueError(f"checkpoint {self.path} holds a different model: "
+                             f"{saved['architecture']}, not {_architecture(model)}")
+        if saved["dtype"] != str(model.dtype):
+            raise ValueError(f"checkpoint {self.path} holds {saved['dtype']} weights but the "
+                             f"model is {model.dtype}")
+        if optimizer is None:
+            return
+        _check_optimizer(model, optimizer)
+        if self.optimizer_state is None:
+            raise ValueError(f"checkpoint {self.path} holds no optimizer state")
+        if self.optimizer_state["type"] != type(optimizer).__name__:
+            raise ValueError(f"checkpoint {self.path} holds {self.optimizer_state['type']} state, "
+                             f"not {type(optimizer).__name__}")
+
+    def restore(self, model, optimizer=None):
+        """Load weights (and optimizer state) after checking they match; all or nothing."""
+        self.check_matches(model, optimizer)
+        weights = model.state_dict()
+        previous = optimizer.state_dict() if optimizer is not None else None
+        try:
+            model.load_state_dict(self.model_state)
+            if optimizer is not None:
+                optimizer.load_state_dict(self.optimizer_state)
+        except (TypeError, ValueError) as exc:
+            model.load_state_dict(weights)
+            if optimizer is not None:
+                optimizer.load_state_dict(previous)
+            raise ValueError(f"checkpoint {self.path} does not fit: {exc}") from None
+
+    def __repr__(self):
+        position = ""
+        if isinstance(self.training, dict) and "epochs_done" in self.training:
+            position = (f", {self.training['epochs_done']} epochs + "
+                        f"{self.training['iteration']} iterations done")
+        return f"Checkpoint({self.path!r}{position})"
+
+
+def load_checkpoint(path):
+    """Read and verify a checkpoint written by :func:`save_checkpoint`; returns a Checkpoint.
+
+    Raises FileNotFoundError when ``path`` does not exist and ValueError (naming the path) when
+    it is not a readable minigd checkpoint: truncated, modified (SHA-256 mismatch), or not one.
+
+    Example
+    -------
+    >>> ckpt = mg.load_checkpoint("run.npz")
+    >>> ckpt.restore(model, optimizer); ckpt.history
+    """
+    path = _check_path(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except Exception as exc:  # zipfile, numpy and OS errors of a damaged file all mean the same
+        raise ValueError(f"checkpoint {path} cannot be read (truncated or damaged?): "
+                         f"{type(exc).__name__}: {exc}") from None
+    metadata, digest = arrays.pop("metadata", None), arrays.pop("sha256", None)
+    if metadata is None or digest is None or metadata.dtype != np.uint8:
+        raise ValueError(f"{path} is not a minigd checkpoint (no metadata)")
+    if not hmac.compare_digest(digest.tobytes(), _digest(metadata, arrays)):
+        raise ValueError(f"checkpoint {path} fails its SHA-256 check: the file was modified or "
+                         f"damaged after it was written")
+    try:
+        meta = json.loads(metadata.tobytes().decode("utf-8"))
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"format is {meta.get('format')!r}")
+        if not isinstance(meta.get("version"), int) or meta["version"] > VERSION:
+            raise ValueError(f"version {meta.get('version')!r} is newer than this minigd reads "
+                             f"({VERSION})")
+        return Checkpoint(path, meta, arrays)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{path} is not a valid minigd checkpoint: {exc}") from None
+
+
+def _section(arrays, prefix):
+    return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+
+def _decode_history(meta, arrays):
+    if meta is None:
+        return None
+    iterations = {f: arrays[f"history/{f}"].tolist() for f in _INT_FIELDS + _FLOAT_FIELDS}
+    return History.from_dict({"iterations": iterations, "epochs": meta["epochs"],
+                              "diverged": meta["diverged"], "divergence": meta["divergence"],
+                              "stopped_early": meta["stopped_early"]})
+
+
+# ---- fit(checkpoint=..., resume=..., checkpoint_every=...) ------------------------------------
+def _iterator_facts(iterator):
+    return {"seed": iterator.seed, "batch_size": iterator.batch_size, "shuffle": iterator.shuffle,
+            "drop_last": iterator.drop_last, "n_samples": iterator.n_samples,
+            "n_features": int(iterator.X.shape[1])}
+
+
+class _Checkpointer(Callback):
+    """fit's saver: at the end of every epoch and, with ``every``, after every ``every`` updates.
+
+    Runs after the user's callbacks, so a save holds their state after the epoch.
+    """
+
+    def __init__(self, path, every, callbacks):
+        self.path, self.every, self.callbacks = path, every, callbacks
+        self.pending = None
+
+    @property
+    def per_iteration(self):
+        return self.every is not None
+
+    def on_train_begin(self, state):
+        if self.pending:
+            stateful = [cb for cb in self.callbacks if _is_stateful(cb)]
+            for cb, saved in zip(stateful, self.pending):
+                _load_callback_state(cb, saved["state"])
+        self.pending = None
+
+    def on_iteration_end(self, state):
+        if state.step % self.every == 0 and state.iteration < len(state.iterator):
+            self.save(state, epochs_done=state.epoch - 1, iteration=state.iteration)
+
+    def on_epoch_end(self, state):
+        self.save(state, epochs_done=state.epoch, iteration=0)
+
+    def save(self, state, epochs_done, iteration):
+        schedule = state.schedule
+        training = {"epochs_done": epochs_done, "iteration": iteration, "step": state.step,
+                    "epochs": state.epochs, "lr_scale": state.lr_scale,
+                    "current_lr": state.current_lr, "base_lr": state.base_lr,
+                    "stop_training": bool(state.stop_training),
+                    "schedule": None if schedule is None else repr(schedule),
+                    "schedule_t": None if schedule is None else (
+                        epochs_done if schedule.unit == "epoch" else state.step),
+                    "iterator": _iterator_facts(state.iterator)}
+        save_checkpoint(self.path, state.model, state.optimizer, history=state.history,
+                        training=training, callbacks=self.callbacks)
+
+
+def _load_callback_state(cb, state):
+    if type(cb) not in _CALLBACK_FIELDS:
+        cb.load_state_dict(state)
+        return
+    for name, value in state.items():
+        if name == "reductions":
+            value = [tuple(r) for r in value]
+        setattr(cb, name, value)
+
+
+def checkpoint_callback(state, callbacks, path, resume, every, seed, verbose):
+    """fit's checkpoint options: check them, resume ``state`` from ``path`` when asked, and
+    return the saving callback (None without a path). Nothing changes when a check fails."""
+    resume = check.boolean("resume", resume)
+    if every is not None:
+        every = check.positive_int("checkpoint_every", every)
+    if path is None:
+        if resume or every is not None:
+            raise ValueError("resume and checkpoint_every need checkpoint=<path>")
+        return None
+    path = _check_path(path)
+    saver = _Checkpointer(path, every, callbacks)
+    if not resume:
+        return saver
+    if not os.path.exists(path):
+        if verbose:
+            print(f"no checkpoint at {path}: starting from epoch 1")
+        return saver
+    ckpt = load_checkpoint(path)
+    t = ckpt.training
+    if not isinstance(t, dict) or not _POSITION <= set(t) or ckpt.history is None:
+        raise ValueError(f"checkpoint {path} holds no training position (it was not written by "
+                         f"fit); load it with mg.load_checkpoint and restore() instead")
+    _check_same_run(path, t, state, seed)
+    stateful = [type(cb).__name__ for cb in callbacks if _is_stateful(cb)]
+    if stateful != [c["type"] for c in ckpt.callbacks]:
+        raise ValueError(f"checkpoint {path} was written with callbacks "
+                         f"{[c['type'] for c in ckpt.callbacks]}, this call has {stateful}")
+    ckpt.restore(state.model, state.optimizer)
+    state.history, state.epoch, state.step = ckpt.history, t["epochs_done"], t["step"]
+    state.start_iteration = state.iteration = t["iteration"]
+    state.lr_scale = t["lr_scale"]
+    state.current_lr, state.base_lr = t["current_lr"], t["base_lr"]
+    state.stop_training = t["stop_training"]
+    state.iterator.seed = t["iterator"]["seed"]
+    saver.pending = ckpt.callbacks
+    if verbose:
+        print(f"resumed from {path}: {t['epochs_done']} epochs + {t['iteration']} iterations "
+              f"done ({t['step']} updates)")
+    return saver
+
+
+def _check_same_run(path, t, state, seed):
+    saved, now = t["iterator"], _iterator_facts(state.iterator)
+    if seed is not None and seed != saved["seed"]:
+        raise ValueError(f"checkpoint {path} was written with seed={saved['seed']}, this call "
+                         f"has seed={seed}: pass the same seed (or None) to resume")
+    for key in ("batch_size", "shuffle", "drop_last", "n_samples", "n_features"):
+        if saved[key] != now[key]:
+            raise ValueError(f"checkpoint {path} was written with {key}={saved[key]}, this call "
+                             f"has {key}={now[key]}: resuming needs the same data and batching")
+    needed = t["epochs_done"] + (1 if t["iteration"] else 0)
+    if state.epochs < needed:
+        raise ValueError(f"epochs={state.epochs} but checkpoint {path} is already into epoch "
+                         f"{needed}: epochs is the total number of epochs, pass epochs >= {needed}")
