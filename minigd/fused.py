@@ -22,6 +22,7 @@ import numpy as np
 
 from . import _validation as check
 from .backend import get_backend
+from .kernels.jit_gemm import aligned_empty
 from .layers import Dense, ReLU, Sigmoid, Tanh
 from .losses import SoftmaxCrossEntropy
 from .optim import SGD, Adam, AdamW
@@ -102,19 +103,6 @@ def _first_invalid(lrs):
         except (TypeError, ValueError):
             return i
     return None
-
-
-def aligned_empty(shape, dtype, align=64):
-    """np.empty whose data starts on an ``align``-byte boundary (one cache line).
-
-    With rows whose length is a multiple of 16 float32, the kernels' split points then fall
-    on cache-line boundaries, and two threads never write to the same line.
-    """
-    dtype = np.dtype(dtype)
-    nbytes = int(np.prod(shape)) * dtype.itemsize
-    raw = np.empty(nbytes + align, dtype=np.uint8)
-    offset = -raw.ctypes.data % align
-    return raw[offset:offset + nbytes].view(dtype).reshape(shape)
 
 
 def _round_up(n, multiple=16):

@@ -5,8 +5,9 @@ writing into the same preallocated ``out`` arrays; the float64 agreement tests i
 tests/test_backends.py hold the two together, optimizer state included. Scalars are cast to the
 arrays' dtype before use, as NumPy does with Python floats, so float32 stays float32.
 
-Fused where it pays: ``dense_forward`` adds the bias while the product is still in cache,
-``softmax_cross_entropy`` computes the loss and its gradient in one pass per row, and the
+The dense kernels use the whole-epoch kernel's loops (on a transposed copy of the weight), so
+the per-iteration path and the fused epoch give bit-identical results. Fused where it pays:
+``dense_forward`` adds the bias as each product element is stored, ``softmax_cross_entropy`` computes the loss and its gradient in one pass per row, and the
 optimizer updates touch each parameter once for the whole step (weight decay, momentum or
 moments, and the update together). The whole-epoch kernel in :mod:`minigd.kernels.jit_epoch`
 goes further (bias + activation, activation-mask backward, update over the flat buffer).
@@ -15,31 +16,40 @@ goes further (bias + activation, activation-mask backward, update over the flat 
 "compiling..." on the first run. Compile options and threading: :mod:`minigd.kernels.jit_config`.
 """
 import math
+import threading
 
 import numba
 
 from .jit_config import OPTIONS, parallel_parts
-from .jit_gemm import RELU, SIGMOID, TANH, activation, effective_parts, matmul_nt, matmul_tn
+from .jit_gemm import (NONE, RELU, SIGMOID, TANH, activation, aligned_empty, dense_act_forward,
+                       effective_parts, input_grad, matmul_tn, transpose_into)
 
 
 # ---- dense ----------------------------------------------------------------------------------
-@numba.njit(**OPTIONS)
-def add_bias_rows(out, b, lo, hi):
-    """out[:, lo:hi] += b[lo:hi]."""
-    for i in range(out.shape[0]):
-        for j in range(lo, hi):
-            out[i, j] += b[j]
+# The products run through the same loops as the whole-epoch kernel (minigd.kernels.jit_epoch),
+# on the transposed weight, so that both paths give bit-identical results: a run with a
+# per-iteration callback equals the same run without one.
+_scratch = threading.local()
+
+
+def _transposed_buffer(w):
+    """A reused, per-thread buffer for w.T (one per shape and dtype)."""
+    buffers = _scratch.__dict__.setdefault("buffers", {})
+    key = (w.shape, w.dtype.str)
+    if key not in buffers:
+        buffers[key] = aligned_empty(w.shape[::-1], w.dtype)
+    return buffers[key]
 
 
 @numba.njit(**OPTIONS)
-def _dense_forward(x, w, b, out, parts):
-    matmul_tn(x.T, w, out, parts)
-    add_bias_rows(out, b, 0, out.shape[1])
+def _dense_forward(x, w, b, out, w_t, parts):
+    transpose_into(w, w_t)
+    dense_act_forward(x, w_t, b, NONE, out, parts)
 
 
 def dense_forward(x, w, b, out):
     """out = x @ w + b."""
-    _dense_forward(x, w, b, out, parallel_parts())
+    _dense_forward(x, w, b, out, _transposed_buffer(w), parallel_parts())
 
 
 @numba.njit(**OPTIONS)
@@ -53,16 +63,17 @@ def column_sums(dy, db, lo, hi):
 
 
 @numba.njit(**OPTIONS)
-def _dense_backward(x, dy, w, dw, db, dx, parts):
+def _dense_backward(x, dy, w, dw, db, dx, w_t, parts):
     matmul_tn(x, dy, dw, parts)
     column_sums(dy, db, 0, dy.shape[1])
     if dx is not None:
-        matmul_nt(dy, w, dx, parts)
+        transpose_into(w, w_t)
+        input_grad(dy, w_t, dx, NONE, dx, parts)
 
 
 def dense_backward(x, dy, w, dw, db, dx):
     """dw = x.T @ dy, db = sum over rows of dy, dx = dy @ w.T (skipped when dx is None)."""
-    _dense_backward(x, dy, w, dw, db, dx, parallel_parts())
+    _dense_backward(x, dy, w, dw, db, dx, _transposed_buffer(w), parallel_parts())
 
 
 # ---- activations ------------------------------------------------------------------------------
@@ -119,24 +130,6 @@ def sigmoid_backward(dy, y, out):
         for j in range(dy.shape[1]):
             v = y[i, j]
             out[i, j] = (one - v) * v * dy[i, j]
-
-
-@numba.njit(**OPTIONS)
-def activation_mask(d, y, act, lo, hi):
-    """d[lo:hi] *= f'(z) written through the activation's output y (rows lo..hi)."""
-    if act == 0:
-        return
-    one = y.dtype.type(1)
-    for i in range(lo, hi):
-        for j in range(d.shape[1]):
-            v = y[i, j]
-            if act == RELU:
-                g = d[i, j]
-                d[i, j] = g if v > 0 else g * 0
-            elif act == TANH:
-                d[i, j] = (one - v * v) * d[i, j]
-            else:
-                d[i, j] = (one - v) * v * d[i, j]
 
 
 # ---- loss ---------------------------------------------------------------------------------------

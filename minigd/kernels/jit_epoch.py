@@ -19,9 +19,10 @@ does not change its result.
 import numba
 import numpy as np
 
-from .jit import activation_mask, adam_step, column_sums, sgd_step, softmax_cross_entropy
+from .jit import adam_step, column_sums, sgd_step, softmax_cross_entropy
 from .jit_config import FAST_OPTIONS, OPTIONS
-from .jit_gemm import effective_parts, nt_columns, split, tn_rows
+from .jit_gemm import (activation_mask, dense_act_forward, effective_parts, input_grad, split,
+                       tn_rows)
 
 SGD, ADAM = 0, 1
 COMPLETED, LOSS_DIVERGED, GRADIENT_DIVERGED = 0, 1, 2
@@ -51,20 +52,6 @@ def gather(X, y, order, start, xb, yb, parts):
 
 
 @numba.njit(parallel=True, **OPTIONS)
-def dense_act_forward(x, w_t, b, act, out, parts):
-    """out = f(x @ w_t.T + b), bias and activation applied as each element is stored; output
-    columns split into ``parts``."""
-    n_out = w_t.shape[0]
-    parts = effective_parts(parts, 2 * x.shape[0] * x.shape[1] * n_out)
-    if parts == 1:
-        nt_columns(x, w_t, out, 0, n_out, b, act)
-        return
-    for part in numba.prange(parts):
-        lo, hi = split(n_out, parts, part)
-        nt_columns(x, w_t, out, lo, hi, b, act)
-
-
-@numba.njit(parallel=True, **OPTIONS)
 def weight_grad(d, a, dw_t, db, squares, parts):
     """dw_t = d.T @ a (the transposed weight gradient), db = sum over rows of d; adds the sum
     of squares of each part's gradient rows to squares[part] while they are in cache (for the
@@ -81,21 +68,6 @@ def weight_grad(d, a, dw_t, db, squares, parts):
         tn_rows(d, a, dw_t, lo, hi)
         column_sums(d, db, lo, hi)
         squares[part] += _squares(dw_t, db, lo, hi)
-
-
-@numba.njit(parallel=True, **OPTIONS)
-def input_grad(d, w_t, a_prev, act_prev, d_prev, parts):
-    """d_prev = (d @ w_t) * f'(a_prev): the gradient one layer down, mask fused; rows split."""
-    n = d.shape[0]
-    parts = effective_parts(parts, 2 * n * d.shape[1] * w_t.shape[1])
-    if parts == 1:
-        tn_rows(d.T, w_t, d_prev, 0, n)
-        activation_mask(d_prev, a_prev, act_prev, 0, n)
-        return
-    for part in numba.prange(parts):
-        lo, hi = split(n, parts, part)
-        tn_rows(d.T, w_t, d_prev, lo, hi)
-        activation_mask(d_prev, a_prev, act_prev, lo, hi)
 
 
 @numba.njit(**FAST_OPTIONS)

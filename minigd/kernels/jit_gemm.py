@@ -24,6 +24,7 @@ kernels.
 import math
 
 import numba
+import numpy as np
 from numba import prange
 
 from .jit_config import FAST_OPTIONS, MIN_PARALLEL_FLOPS, OPTIONS
@@ -277,3 +278,75 @@ def matmul_tn(p, q, out, parts):
     for part in prange(parts):
         lo, hi = split(R, parts, part)
         tn_rows(p, q, out, lo, hi)
+
+
+# ---- dense layers: a product and its epilogue, split between threads ---------------------------
+@numba.njit(parallel=True, **OPTIONS)
+def dense_act_forward(x, w_t, b, act, out, parts):
+    """out = f(x @ w_t.T + b), bias and activation applied as each element is stored; output
+    columns split into ``parts``."""
+    n_out = w_t.shape[0]
+    parts = effective_parts(parts, 2 * x.shape[0] * x.shape[1] * n_out)
+    if parts == 1:
+        nt_columns(x, w_t, out, 0, n_out, b, act)
+        return
+    for part in numba.prange(parts):
+        lo, hi = split(n_out, parts, part)
+        nt_columns(x, w_t, out, lo, hi, b, act)
+
+
+@numba.njit(**OPTIONS)
+def activation_mask(d, y, act, lo, hi):
+    """d[lo:hi] *= f'(z) written through the activation's output y (rows lo..hi)."""
+    if act == 0:
+        return
+    one = y.dtype.type(1)
+    for i in range(lo, hi):
+        for j in range(d.shape[1]):
+            v = y[i, j]
+            if act == RELU:
+                g = d[i, j]
+                d[i, j] = g if v > 0 else g * 0
+            elif act == TANH:
+                d[i, j] = (one - v * v) * d[i, j]
+            else:
+                d[i, j] = (one - v) * v * d[i, j]
+
+
+@numba.njit(parallel=True, **OPTIONS)
+def input_grad(d, w_t, a_prev, act_prev, d_prev, parts):
+    """d_prev = (d @ w_t) * f'(a_prev): the gradient one layer down, mask fused; rows split."""
+    n = d.shape[0]
+    parts = effective_parts(parts, 2 * n * d.shape[1] * w_t.shape[1])
+    if parts == 1:
+        tn_rows(d.T, w_t, d_prev, 0, n)
+        activation_mask(d_prev, a_prev, act_prev, 0, n)
+        return
+    for part in numba.prange(parts):
+        lo, hi = split(n, parts, part)
+        tn_rows(d.T, w_t, d_prev, lo, hi)
+        activation_mask(d_prev, a_prev, act_prev, lo, hi)
+
+
+@numba.njit(**OPTIONS)
+def transpose_into(w, w_t):
+    """w_t = w.T, copied in 16 x 16 tiles."""
+    n, m = w.shape
+    for i0 in range(0, n, 16):
+        for j0 in range(0, m, 16):
+            for i in range(i0, min(n, i0 + 16)):
+                for j in range(j0, min(m, j0 + 16)):
+                    w_t[j, i] = w[i, j]
+
+
+def aligned_empty(shape, dtype, align=64):
+    """np.empty whose data starts on an ``align``-byte boundary (one cache line).
+
+    With rows whose length is a multiple of 16 float32, the split points then fall on
+    cache-line boundaries, and two threads never write to the same line.
+    """
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    raw = np.empty(nbytes + align, dtype=np.uint8)
+    offset = -raw.ctypes.data % align
+    return raw[offset:offset + nbytes].view(dtype).reshape(shape)
