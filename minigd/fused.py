@@ -22,7 +22,6 @@ import numpy as np
 
 from . import _validation as check
 from .backend import get_backend
-from .kernels.jit_gemm import aligned_empty
 from .layers import Dense, ReLU, Sigmoid, Tanh
 from .losses import SoftmaxCrossEntropy
 from .optim import SGD, Adam, AdamW
@@ -130,8 +129,9 @@ def run_epoch(state, bar, start=0):
     ``loss sum`` is the sum of batch loss times batch size, as the per-iteration path returns
     it. ``bar`` is a tqdm-like progress bar, closed on return.
     """
-    from .kernels import jit_epoch
+    from .kernels import jit_epoch          # imported here: `import minigd` stays Numba-free
     from .kernels.jit_config import parallel_parts
+    from .kernels.jit_gemm import aligned_empty
     from .training import _mark_divergence
 
     model, optimizer, history, iterator = state.model, state.optimizer, state.history, state.iterator

@@ -395,3 +395,21 @@ def test_needs_compilation_is_false_once_the_cache_is_written(capsys):
         if not jit.needs_compilation():
             mg.backend.announce_compilation(print)
             assert capsys.readouterr().out == ""
+
+
+def test_the_numpy_backend_never_imports_numba():
+    """`import minigd` and training on the NumPy backend stay Numba-free (memory, start-up)."""
+    import os
+    import subprocess
+    import sys
+    code = ("import sys, numpy as np, minigd as mg\n"
+            "m = mg.Sequential(mg.Dense(3, 2), mg.ReLU(), mg.Dense(2, 2), seed=0)\n"
+            "mg.fit(m, np.ones((4, 3)), np.zeros(4, int), optimizer=mg.SGD(m.parameters(), "
+            "lr=0.1), epochs=1, batch_size=2, verbose=0)\n"
+            "print('numba' in sys.modules)")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, MINIGD_BACKEND="numpy",
+               PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"

@@ -1,6 +1,8 @@
 """Array kernels behind the layers, the loss and the optimizers.
 
 Two implementations with one signature each: :mod:`minigd.kernels.reference` (plain NumPy, for
-reading and checking) and the Numba kernels. :func:`minigd.backend.kernels` returns the module
-of the active backend; nothing else chooses.
+reading and checking) and :mod:`minigd.kernels.jit` (Numba), built from the matrix products of
+:mod:`~minigd.kernels.jit_gemm`, with the whole-epoch kernel of :mod:`~minigd.kernels.jit_epoch`
+and the compile and threading choices of :mod:`~minigd.kernels.jit_config`.
+:func:`minigd.backend.kernels` returns the module of the active backend; nothing else chooses.
 """
