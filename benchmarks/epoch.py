@@ -328,7 +328,6 @@ def main(argv=None):
         args.rows, args.batches, args.repeats = 2000, "16,256", 1
 
     sys.path.insert(0, ROOT)
-    import minigd as mg
     import numba
     numba.set_num_threads(args.threads)
     batches = [int(b) for b in args.batches.split(",")]

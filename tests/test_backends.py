@@ -10,7 +10,9 @@ about five orders of magnitude above the rounding noise and far below any real e
 Same-backend comparisons (determinism, thread count) are exact.
 """
 import inspect
-import warnings
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -399,9 +401,6 @@ def test_needs_compilation_is_false_once_the_cache_is_written(capsys):
 
 def test_the_numpy_backend_never_imports_numba():
     """`import minigd` and training on the NumPy backend stay Numba-free (memory, start-up)."""
-    import os
-    import subprocess
-    import sys
     code = ("import sys, numpy as np, minigd as mg\n"
             "m = mg.Sequential(mg.Dense(3, 2), mg.ReLU(), mg.Dense(2, 2), seed=0)\n"
             "mg.fit(m, np.ones((4, 3)), np.zeros(4, int), optimizer=mg.SGD(m.parameters(), "
