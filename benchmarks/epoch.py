@@ -23,6 +23,7 @@ here and the fraction of it each minigd epoch reaches. Results go to
     python benchmarks/epoch.py --quick      # a smoke run on tiny sizes (seconds)
 """
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -110,9 +111,7 @@ PEERS = {"torch": ("torch", torch_epochs), "sklearn": ("sklearn", sklearn_epochs
 def start_peer(name, args, configs):
     """Start peer ``name`` on all ``configs`` in a subprocess; (process, None) or (None, reason)."""
     module = PEERS[name][0]
-    try:
-        __import__(module)
-    except ImportError:
+    if importlib.util.find_spec(module) is None:
         return None, f"{module} is not installed"
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads),
                OPENBLAS_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
@@ -244,8 +243,9 @@ def machine():
     info["numpy"], info["numba"] = np.__version__, numba.__version__
     for module in ("torch", "sklearn"):
         try:
-            info[module] = __import__(module).__version__
-        except ImportError:
+            from importlib.metadata import version
+            info[module] = version("scikit-learn" if module == "sklearn" else module)
+        except Exception:
             info[module] = None
     return info
 
