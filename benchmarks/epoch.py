@@ -202,7 +202,7 @@ def cold_start(threads):
 def sgemm_peak(threads, size=2048):
     """GFLOP/s of the fastest float32 product measured here: NumPy's BLAS on size^3 and
     minigd's own kernel on the epoch's biggest product (1024 x 784 x 128)."""
-    from minigd.fused import aligned_empty
+    from minigd.kernels.jit_gemm import aligned_empty
     from minigd.kernels import jit_gemm
     sys.path.insert(0, HERE)
     from kernels import blas_threads
