@@ -11,10 +11,6 @@ def rng():
 
 @pytest.fixture(params=["numpy", "numba"])
 def backend(request):
-    """Run a test once per backend (skipped where the Numba kernels are not built in)."""
-    try:
-        mg.backend.kernels(request.param)
-    except ImportError:
-        pytest.skip(f"backend {request.param} not available")
+    """Run a test once per backend (numba is a hard dependency: never skipped)."""
     with mg.use_backend(request.param):
         yield request.param
