@@ -14,9 +14,10 @@ Nothing is traded for the speed: the learning rate of every iteration is compute
 from the schedule (schedules are pure functions of the step, see
 :meth:`minigd.TrainingState.lr_at`), every iteration's epoch, iteration, step, batch size, lr
 and loss are recorded in the history after the call, and a non-finite loss (or an overflowing
-gradient) stops the epoch before that update exactly as on the per-iteration path. X is never copied: each batch is
-gathered from it (and converted to the model dtype) inside the kernel. The progress bar moves
-once per epoch.
+gradient) stops the epoch before that update exactly as on the per-iteration path. The two
+paths give bit-identical results. X is never copied: each batch is gathered from it (and
+converted to the model dtype) inside the kernel. The progress bar moves once per epoch; an
+interrupt (Ctrl-C) is handled when the epoch's call returns.
 """
 import numpy as np
 
@@ -31,7 +32,8 @@ _ACTIVATIONS = {ReLU: 1, Tanh: 2, Sigmoid: 3}
 
 
 def layer_spec(model):
-    """(dims (L, 2), weight offsets, bias offsets, activation codes) of a supported stack, or None."""
+    """(dims (L, 2), weight offsets, bias offsets, activation codes) of a supported stack;
+    None for any other model."""
     dims, w_offsets, b_offsets, acts = [], [], [], []
     layers = model.layers
     i = 0
@@ -53,8 +55,8 @@ def layer_spec(model):
 
 
 def _supported_input(X):
-    return isinstance(X, np.ndarray) and (X.dtype.kind in "iub" or
-                                          X.dtype in (np.float32, np.float64))
+    return type(X) in (np.ndarray, np.memmap) and (X.dtype.kind in "iub" or
+                                                   X.dtype in (np.float32, np.float64))
 
 
 def supports(state, loss, callbacks):
@@ -134,7 +136,8 @@ def run_epoch(state, bar, start=0):
     from .kernels.jit_gemm import aligned_empty
     from .training import _mark_divergence
 
-    model, optimizer, history, iterator = state.model, state.optimizer, state.history, state.iterator
+    model, optimizer, history = state.model, state.optimizer, state.history
+    iterator = state.iterator
     epoch_index = state.epoch - 1
     sizes = iterator.batch_sizes()[start:]
     lrs, error = learning_rates(state, epoch_index, len(sizes))

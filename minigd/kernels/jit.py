@@ -7,10 +7,11 @@ arrays' dtype before use, as NumPy does with Python floats, so float32 stays flo
 
 The dense kernels use the whole-epoch kernel's loops (on a transposed copy of the weight), so
 the per-iteration path and the fused epoch give bit-identical results. Fused where it pays:
-``dense_forward`` adds the bias as each product element is stored, ``softmax_cross_entropy`` computes the loss and its gradient in one pass per row, and the
-optimizer updates touch each parameter once for the whole step (weight decay, momentum or
-moments, and the update together). The whole-epoch kernel in :mod:`minigd.kernels.jit_epoch`
-goes further (bias + activation, activation-mask backward, update over the flat buffer).
+``dense_forward`` adds the bias as each product element is stored, ``softmax_cross_entropy``
+computes the loss and its gradient in one pass per row, and the optimizer updates touch each
+parameter once for the whole step (weight decay, momentum or moments, and the update
+together). The whole-epoch kernel in :mod:`minigd.kernels.jit_epoch` goes further (bias +
+activation, activation-mask backward, update over the flat buffer).
 
 ``needs_compilation()`` tells whether the on-disk cache is still empty, so the CLI can say
 "compiling..." on the first run. Compile options and threading: :mod:`minigd.kernels.jit_config`.
@@ -259,7 +260,7 @@ def adam_update(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, w
               float(eps), float(weight_decay), bool(decoupled), parallel_parts())
 
 
-# ---- first run ------------------------------------------------------------------------------------
+# ---- first run ---------------------------------------------------------------------------
 def _dispatchers():
     """What every training run compiles: the epoch kernel, and the forward pass for evaluation."""
     from . import jit_epoch

@@ -1,4 +1,5 @@
-"""How minigd configures Numba, and why (each choice was measured on the 2-core target machine).
+"""How minigd configures Numba, and why (each choice was measured on the 2-core target machine,
+AMD Zen 5; the numbers come from benchmarks/kernels.py and docs/readme_performance.md).
 
 Compile options (``OPTIONS`` for every kernel, ``FAST_OPTIONS`` for the matrix products):
 
@@ -6,13 +7,14 @@ Compile options (``OPTIONS`` for every kernel, ``FAST_OPTIONS`` for the matrix p
   ``NUMBA_CACHE_DIR``), so only the first process after an install pays the JIT compile time.
 - ``error_model="numpy"``: Numba's default ("python") error model checks every division for a
   zero divisor to raise ZeroDivisionError, and that branch stops LLVM from vectorising the
-  loop. Our divisions (softmax normalisation, Adam's ``m / denom``) never divide by an exact
-  zero in valid use, and with NumPy semantics a zero gives inf/nan, which the divergence check
-  then reports, exactly as the NumPy backend does.
-- ``fastmath={"contract", "reassoc", "nsz"}``, for the matrix products and the squared-norm
-  check only: allows fused multiply-add and reordering of sums, which is what lets LLVM turn
-  the product loops into AVX-512 FMA reductions (several times faster than scalar loops).
-  Deliberately *not* ``nnan``/``ninf``: with those LLVM may assume values are finite and fold
+  loop (an Adam update of 101,770 float32: 279 us with it, 31 us without). Our divisions
+  (softmax normalisation, Adam's ``m / denom``) never divide by an exact zero in valid use,
+  and with NumPy semantics a zero gives inf/nan, which the divergence check then reports,
+  exactly as the NumPy backend does.
+- ``fastmath={"contract", "reassoc", "nsz"}``, for the matrix products and the overflow
+  check's sum of squares only: allows fused multiply-add and reordering of sums, which is
+  what lets LLVM turn the product loops into AVX-512 FMA reductions. Deliberately *not*
+  ``nnan``/``ninf``: with those LLVM may assume values are finite and fold
   away the ``isfinite`` tests the divergence detection relies on. Elementwise kernels
   (activations, masks, loss, optimizer updates) get no fastmath: they evaluate the reference's
   expressions in the reference's order, rounding as NumPy does. (With contraction, ``1 - y*y``
@@ -30,19 +32,20 @@ Threads:
 
 - Threading layer: OpenMP first (``THREADING_LAYER_PRIORITY = omp, tbb, workqueue``) unless
   the user chose one (``NUMBA_THREADING_LAYER``). Measured here: launching one parallel region
-  costs ~1 us with ``omp`` on an idle machine versus ~80 us with ``workqueue`` (which sleeps
-  its workers between regions). At batch 16 an epoch has 3750 iterations with 3 parallel
-  regions each: ~11 ms with omp, ~0.9 s with workqueue, more than the whole epoch. When only
+  costs 0.9 us with ``omp`` versus 104 us with ``workqueue`` (which sleeps its workers between
+  regions). At batch 16 an epoch has 3750 iterations with 3 parallel regions each: ~10 ms
+  with omp, ~1.2 s with workqueue, several times the whole epoch (0.16 s). When only
   workqueue is available, :func:`parallel_parts` returns 1 and every kernel runs on one
   thread, which is faster than paying that latency.
 - No BLAS inside the kernels. ``np.dot`` inside ``@njit`` calls SciPy's bundled OpenBLAS: a
-  second thread pool next to Numba's (oversubscription on 2 cores), a SciPy dependency, and
-  on this CPU (AMD Zen 5) OpenBLAS picks its Haswell (AVX2) kernels: ~100 GFLOP/s per core.
-  Two-thread OpenBLAS also swings between two speeds depending on whether the scheduler puts
-  its spinning worker on the core the main thread uses. minigd's own register-blocked loops
-  (:mod:`minigd.kernels.jit_gemm`) compile to AVX-512 for the host CPU and reach 100-180
-  GFLOP/s per core on the 784x128 products, and split work between Numba's threads by output
-  rows so each core keeps the same half of the weights in its own L2 cache.
+  second thread pool next to Numba's (oversubscription on 2 cores: OpenBLAS's workers keep
+  spinning after each call), a SciPy dependency, and on this CPU OpenBLAS picks its Haswell
+  (AVX2) kernels. Two-thread OpenBLAS was also the least stable number measured (28 to 142
+  GFLOP/s on the same product across runs, by where its spinning worker landed). minigd's own
+  register-blocked loops (:mod:`minigd.kernels.jit_gemm`) compile to AVX-512 for the host
+  CPU: on the 784x128 layer at batch 16, 137 GFLOP/s on one thread and 238 on two, against
+  88 / 142 for NumPy's OpenBLAS and 54 / 94 for ``np.dot`` inside ``@njit``. They split work
+  by output rows so each core keeps the same half of the weights in its own L2 cache.
 - Work is split only when a product is big enough (``MIN_PARALLEL_FLOPS``); small layers run
   on the calling thread. A split never changes results: every output element is computed by
   the same loop in the same order whatever the number of threads (see jit_gemm).
