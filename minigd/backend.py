@@ -56,10 +56,15 @@ class use_backend:
 
 
 def announce_compilation(say):
-    """Tell the user when the Numba kernels must be compiled (first run after install)."""
+    """Tell the user when the Numba kernels must be compiled (first run after install).
+
+    Returns True when they must, so the caller can compile them before timing anything.
+    """
     if get_backend() != "numba":
-        return
+        return False
     module = kernels()
     needs = getattr(module, "needs_compilation", None)
     if needs is not None and needs():
         say("compiling the Numba kernels (first run only; cached on disk afterwards)...")
+        return True
+    return False

@@ -184,15 +184,29 @@ def write_outputs(out, history, model, config, test_accuracy):
     mg.plot.save(fig, os.path.join(out, "history.png"))
 
 
+def compile_kernels(args, X, y, n_classes):
+    """Run the kernels this configuration uses once on a few rows; returns the seconds taken."""
+    import minigd as mg
+    started = time.perf_counter()
+    rows = min(len(X), 2 * args.batch_size)
+    model = make_model(args, X.shape[1], n_classes)
+    mg.fit(model, X[:rows], y[:rows], optimizer=make_optimizer(args, model), epochs=1,
+           batch_size=args.batch_size, validation_data=(X[:rows], y[:rows]), verbose=0)
+    return time.perf_counter() - started
+
+
 def train_command(args):
     import minigd as mg
     say = (lambda *a, **k: None) if args.quiet else print
     if args.backend:
         mg.set_backend(args.backend)
-    mg.backend.announce_compilation(say)
+    compile_first = mg.backend.announce_compilation(say)
     X, y, X_test, y_test = load_data(args)
     X, y, validation = split_validation(X, y, args.validation_split)
-    model = make_model(args, X.shape[1], int(max(y.max(), y_test.max())) + 1)
+    n_classes = int(max(y.max(), y_test.max())) + 1
+    if compile_first:
+        say(f"compiled in {compile_kernels(args, X, y, n_classes):.1f} s (not counted in epoch times)")
+    model = make_model(args, X.shape[1], n_classes)
     optimizer = make_optimizer(args, model)
     iterator_length = -(-len(X) // args.batch_size)
     schedule = make_schedule(args, iterator_length)
