@@ -23,16 +23,19 @@ def _hidden(text):
     return sizes
 
 
-def add_train_arguments(p):
+def add_data_arguments(p):
+    """--data and --data-dir: the bundled sample (offline) or the full MNIST set."""
     data = p.add_argument_group("data")
     data.add_argument("--data", choices=("sample", "mnist"), default="sample",
                       help="'sample': the bundled 10k MNIST images split 8000/2000 (offline); "
                            "'mnist': the full 60k/10k set (downloaded once, cached)")
     data.add_argument("--data-dir", default=None,
                       help="cache directory for --data mnist (default $MINIGD_DATA or ~/.cache)")
-    data.add_argument("--validation-split", type=float, default=0.1,
-                      help="fraction of the training rows held out for val loss/accuracy "
-                           "(default 0.1; 0 turns validation off)")
+    return data
+
+
+def add_model_arguments(p):
+    """--hidden, --activation, --init, --dtype: the MLP that make_model builds."""
     model = p.add_argument_group("model")
     model.add_argument("--hidden", type=_hidden, default=[128],
                        help="hidden layer widths, comma separated (default 128: 784-128-10)")
@@ -42,6 +45,15 @@ def add_train_arguments(p):
                        help="weight initialisation (default he)")
     model.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                        help="floating point type of weights and batches (default float32)")
+    return model
+
+
+def add_train_arguments(p):
+    data = add_data_arguments(p)
+    data.add_argument("--validation-split", type=float, default=0.1,
+                      help="fraction of the training rows held out for val loss/accuracy "
+                           "(default 0.1; 0 turns validation off)")
+    add_model_arguments(p)
     opt = p.add_argument_group("optimisation")
     opt.add_argument("--epochs", type=int, default=10, help="passes over the data (default 10)")
     opt.add_argument("--batch-size", type=int, default=64,

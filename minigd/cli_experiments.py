@@ -4,7 +4,8 @@ import os
 import types
 import warnings
 
-from .cli import ACTIVATIONS, OPTIMIZERS, _hidden, load_data, make_model, make_optimizer
+from .cli import (OPTIMIZERS, add_data_arguments, add_model_arguments, load_data, make_model,
+                  make_optimizer)
 
 
 def register(subparsers):
@@ -58,20 +59,8 @@ def register(subparsers):
 
 
 def _add_data_and_model_arguments(p):
-    data = p.add_argument_group("data")
-    data.add_argument("--data", choices=("sample", "mnist"), default="sample",
-                      help="'sample': the bundled MNIST sample, its 8000 training images "
-                           "(offline); 'mnist': the full 60k training set (downloaded once)")
-    data.add_argument("--data-dir", default=None,
-                      help="cache directory for --data mnist (default $MINIGD_DATA or ~/.cache)")
-    model = p.add_argument_group("model")
-    model.add_argument("--hidden", type=_hidden, default=[128],
-                       help="hidden layer widths, comma separated (default 128: 784-128-10)")
-    model.add_argument("--activation", choices=ACTIVATIONS, default="relu",
-                       help="hidden activation (default relu)")
-    model.add_argument("--init", choices=("he", "xavier", "torch"), default="he",
-                       help="weight initialisation (default he)")
-    model.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    add_data_arguments(p)
+    add_model_arguments(p)
 
 
 def _add_optimizer_arguments(p, with_lr):

@@ -218,5 +218,5 @@ class Sequential:
 
     def __repr__(self):
         lines = [f"  ({i}): {layer!r}" for i, layer in enumerate(self.layers)]
-        return (f"Sequential(\n" + "\n".join(lines) +
+        return ("Sequential(\n" + "\n".join(lines) +
                 f"\n)  # {self.num_parameters():,} parameters, {self.dtype}")

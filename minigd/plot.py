@@ -4,7 +4,7 @@ import numpy as np
 from . import _validation as check
 from .history import History
 from .plot_compare import compare  # noqa: F401  (mg.plot.compare)
-from .schedules import Schedule, as_schedule
+from .schedules import as_schedule
 
 
 def _pyplot():
