@@ -36,6 +36,8 @@ import warnings
 
 import numpy as np
 
+from _results import save_figure, save_results
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 TARGETS = {"sgd": {16: 0.25, 64: 0.50, 256: 0.75, 1024: 0.90},
@@ -300,7 +302,7 @@ def plot(results, path):
     axes[0].set_ylabel("seconds per epoch (log scale)")
     axes[1].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 
@@ -384,11 +386,7 @@ def main(argv=None):
               f"first epoch done")
     for note in notes:
         print(f"note: skipped a peer: {note}")
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "epoch.json"), "w") as handle:
-        json.dump(results, handle, indent=2)
-    plot(results, os.path.join(args.out, "epoch.png"))
-    print(f"wrote {os.path.join(args.out, 'epoch.json')} and epoch.png")
+    save_results(results, args.out, "epoch", plot)
     return 0
 
 

@@ -13,7 +13,6 @@
     python benchmarks/kernels.py --quick    # smoke run
 """
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -21,6 +20,8 @@ import sys
 import time
 
 import numpy as np
+
+from _results import save_results
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -214,11 +215,7 @@ def main(argv=None):
         results["parallel_region"] = launch_table()
     print("4. Numba error model on the Adam update loop")
     results["error_model_us"] = error_model_table(budget)
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, "kernels.json")
-    with open(path, "w") as handle:
-        json.dump(results, handle, indent=2)
-    print(f"wrote {path}")
+    save_results(results, args.out, "kernels")
     return 0
 
 

@@ -23,6 +23,8 @@ import tempfile
 
 import numpy as np
 
+from _results import save_figure, save_results
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 IN_MEMORY_LIMIT = 100_000
@@ -130,7 +132,7 @@ def plot(results, path):
         ax.loglog([r[key] for r in results[key]], [r["seconds"] for r in results[key]], "o-")
         ax.set(xlabel=key, ylabel="seconds per epoch", title=title)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 
@@ -153,11 +155,7 @@ def main(argv=None):
     results["batch"] = against("batch", batches, rows)
     print("against hidden width")
     results["hidden"] = against("hidden", widths, rows)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "scaling.json"), "w") as handle:
-        json.dump(results, handle, indent=2)
-    plot(results, os.path.join(args.out, "scaling.png"))
-    print(f"wrote {os.path.join(args.out, 'scaling.json')} and scaling.png")
+    save_results(results, args.out, "scaling", plot)
     return 0
 
 

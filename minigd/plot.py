@@ -12,6 +12,16 @@ def _pyplot():
     return plt
 
 
+def _two_panels(ax, figsize, height_ratios):
+    """(fig, top, bottom): the given pair of Axes, or a new figure of two rows sharing x."""
+    if ax is not None:
+        top, bottom = ax
+        return top.figure, top, bottom
+    fig, (top, bottom) = _pyplot().subplots(2, 1, sharex=True, figsize=figsize,
+                                            gridspec_kw={"height_ratios": height_ratios})
+    return fig, top, bottom
+
+
 def history(history, ax=None, log_loss=False):
     """Per-iteration loss (with validation loss at epoch ends) over a second panel of lr.
 
@@ -19,13 +29,7 @@ def history(history, ax=None, log_loss=False):
     """
     if not isinstance(history, History):
         raise TypeError(f"history must be a minigd History, got {type(history).__name__}")
-    plt = _pyplot()
-    if ax is None:
-        fig, (ax_loss, ax_lr) = plt.subplots(2, 1, sharex=True, figsize=(8, 5.5),
-                                             gridspec_kw={"height_ratios": [3, 1.3]})
-    else:
-        ax_loss, ax_lr = ax
-        fig = ax_loss.figure
+    fig, ax_loss, ax_lr = _two_panels(ax, (8, 5.5), [3, 1.3])
     it = history.iterations
     steps = np.asarray(it["step"])
     loss = np.asarray(it["loss"], dtype=float)
@@ -149,13 +153,7 @@ def noise_scale(tracker, ax=None):
     records = tracker.records if isinstance(tracker, GradientNoiseScale) else tracker
     if not isinstance(records, dict) or not set(RECORD_KEYS) <= set(records):
         raise TypeError("tracker must be a GradientNoiseScale callback or its records dict")
-    plt = _pyplot()
-    if ax is None:
-        fig, (ax_b, ax_loss) = plt.subplots(2, 1, sharex=True, figsize=(7, 5),
-                                            gridspec_kw={"height_ratios": [3, 2]})
-    else:
-        ax_b, ax_loss = ax
-        fig = ax_b.figure
+    fig, ax_b, ax_loss = _two_panels(ax, (7, 5), [3, 2])
     step = np.asarray(records["step"])
     ax_b.errorbar(step, records["b_simple"], yerr=records["b_simple_stderr"], fmt="o-",
                   ms=4, capsize=3, color="tab:red")
