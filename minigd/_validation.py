@@ -97,6 +97,15 @@ def _as_array(name, value):
         raise ValueError(f"{name} must be an array of numbers; np.asarray failed: {exc}") from None
 
 
+def _reject_tensor(name, value):
+    """TypeError for a torch (or other framework) tensor, saying how to convert it."""
+    module = type(value).__module__ or ""
+    if module.split(".")[0] == "torch" or (hasattr(value, "numpy") and hasattr(value, "detach")):
+        raise TypeError(f"{name} is a {module.split('.')[0]} {type(value).__name__}; minigd "
+                        f"takes NumPy arrays: convert with {name}.numpy() (or "
+                        f"{name}.detach().cpu().numpy() for a tensor on a GPU or with grad)")
+
+
 def boolean(name, value):
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be True or False, got {_describe(value)}")
@@ -105,6 +114,7 @@ def boolean(name, value):
 
 def features(name, X, n_features=None, check_finite=True):
     """A 2-D numeric array-like (ndarray, memmap) of shape (n, n_features), non-empty and finite."""
+    _reject_tensor(name, X)
     if not hasattr(X, "shape") or not hasattr(X, "dtype"):
         X = _as_array(name, X)
     if X.dtype == object or not (np.issubdtype(X.dtype, np.number) or X.dtype == np.bool_):
@@ -138,6 +148,7 @@ def _first_non_finite_row(X, chunk_bytes=1 << 22):
 
 def labels(name, y, n_samples=None, n_classes=None):
     """A 1-D integer array of class ids in [0, n_classes), returned as int64."""
+    _reject_tensor(name, y)
     if not hasattr(y, "dtype"):
         y = _as_array(name, y)
     if y.dtype == np.bool_ or not (np.issubdtype(y.dtype, np.integer)

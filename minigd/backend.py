@@ -55,16 +55,25 @@ class use_backend:
         set_backend(self._previous)
 
 
+COMPILE_MESSAGE = "compiling the Numba kernels (first run only; cached on disk afterwards)..."
+_announced = False
+
+
 def announce_compilation(say):
     """Tell the user when the Numba kernels must be compiled (first run after install).
 
-    Returns True when they must, so the caller can compile them before timing anything.
+    The one place that prints the compile line, for ``minigd train`` and for
+    ``mg.fit(verbose>=1)`` alike: calls ``say(COMPILE_MESSAGE)`` when the active backend is
+    Numba and its on-disk cache is still empty, at most once per process. Returns True when it
+    announced, so the caller can compile the kernels before timing anything.
     """
-    if get_backend() != "numba":
+    global _announced
+    if _announced or get_backend() != "numba":
         return False
     module = kernels()
     needs = getattr(module, "needs_compilation", None)
     if needs is not None and needs():
-        say("compiling the Numba kernels (first run only; cached on disk afterwards)...")
+        say(COMPILE_MESSAGE)
+        _announced = True
         return True
     return False

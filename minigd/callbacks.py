@@ -7,6 +7,7 @@ the fused one-kernel epoch of the Numba backend for that run (the per-iteration 
 at small batches but records the same history).
 """
 import math
+import warnings
 
 from . import _validation as check
 
@@ -32,6 +33,42 @@ class Callback:
     @property
     def per_iteration(self):
         return type(self).on_iteration_end is not Callback.on_iteration_end
+
+
+# Hooks of Keras, PyTorch Lightning and fastai that fit never calls, and the minigd hook to use.
+FOREIGN_HOOKS = {
+    "on_batch_end": "on_iteration_end", "on_train_batch_end": "on_iteration_end",
+    "on_step_end": "on_iteration_end", "after_batch": "on_iteration_end",
+    "after_step": "on_iteration_end",
+    "on_batch_begin": None, "on_train_batch_begin": None, "on_step_begin": None,
+    "before_batch": None,
+    "on_epoch_start": "on_epoch_begin", "on_train_epoch_start": "on_epoch_begin",
+    "before_epoch": "on_epoch_begin",
+    "on_train_epoch_end": "on_epoch_end", "on_validation_end": "on_epoch_end",
+    "on_validation_epoch_end": "on_epoch_end", "after_epoch": "on_epoch_end",
+    "on_train_start": "on_train_begin", "on_fit_start": "on_train_begin",
+    "before_fit": "on_train_begin",
+    "on_fit_end": "on_train_end", "after_fit": "on_train_end",
+}
+_warned_hooks = set()
+
+
+def warn_foreign_hooks(callback):
+    """Warn once per class and hook when ``callback`` defines a hook (Keras, Lightning, fastai
+    names such as ``on_batch_end``) that ``fit`` never calls, naming the minigd hook to use."""
+    cls = type(callback)
+    for name, ours in FOREIGN_HOOKS.items():
+        if not callable(getattr(callback, name, None)) or (cls, name) in _warned_hooks:
+            continue
+        _warned_hooks.add((cls, name))
+        if ours is None:
+            fix = ("minigd has no hook before an update; use on_iteration_end (after each "
+                   "update) or on_epoch_begin")
+        else:
+            fix = f"rename it to {ours}(self, state)"
+        warnings.warn(f"{cls.__name__}.{name} is never called by minigd's fit: {fix}. "
+                      f"minigd's hooks: on_train_begin, on_epoch_begin, on_iteration_end, "
+                      f"on_epoch_end, on_train_end", UserWarning, stacklevel=4)
 
 
 MONITORS = ("val_loss", "val_accuracy", "train_loss")

@@ -4,8 +4,9 @@ import os
 import types
 import warnings
 
-from .cli import (OPTIMIZERS, add_data_arguments, add_model_arguments, load_data, make_model,
-                  make_optimizer)
+from . import cli_args as A
+from .cli import (add_data_arguments, add_model_arguments, add_optimizer_arguments, load_data,
+                  make_model, make_optimizer, n_classes_of)
 
 
 def register(subparsers):
@@ -19,18 +20,21 @@ def register(subparsers):
     _add_data_and_model_arguments(lr_find)
     _add_optimizer_arguments(lr_find, with_lr=False)
     ramp = lr_find.add_argument_group("range test")
-    ramp.add_argument("--start-lr", type=float, default=1e-6, help="first lr (default 1e-6)")
-    ramp.add_argument("--end-lr", type=float, default=10.0, help="last lr (default 10)")
-    ramp.add_argument("--num-iter", type=int, default=100,
-                      help="updates, one lr each; epochs are cycled if needed (default 100)")
+    ramp.add_argument("--start-lr", type=A.positive_float, default=1e-6,
+                      help="first lr (default: 1e-6)")
+    ramp.add_argument("--end-lr", type=A.positive_float, default=10.0,
+                      help="last lr (default: 10)")
+    ramp.add_argument("--num-iter", type=A.positive_int, default=100,
+                      help="updates, one lr each; epochs are cycled if needed (default: 100)")
     ramp.add_argument("--mode", choices=("exp", "linear"), default="exp",
-                      help="exponential (default) or linear lr ramp")
-    ramp.add_argument("--batch-size", type=int, default=64, help="samples per update (default 64)")
-    ramp.add_argument("--smooth", type=float, default=0.98,
-                      help="exponential smoothing of the loss, in [0, 1) (default 0.98)")
-    ramp.add_argument("--diverge-threshold", type=float, default=4.0,
-                      help="stop when the smoothed loss exceeds this multiple of its best "
-                           "(default 4; 0 never stops early)")
+                      help="exponential or linear lr ramp (default: exp)")
+    ramp.add_argument("--batch-size", type=A.positive_int, default=64,
+                      help="samples per update (default: 64)")
+    ramp.add_argument("--smooth", type=A.fraction, default=0.98,
+                      help="exponential smoothing of the loss, in [0, 1) (default: 0.98)")
+    ramp.add_argument("--diverge-threshold", type=A.threshold_or_zero, default=4.0,
+                      help="stop when the smoothed loss exceeds this multiple (> 1) of its best; "
+                           "0 never stops early (default: 4)")
     _add_run_arguments(lr_find, "minigd-lr-find", "lr_range.csv, lr_range.json, lr_range.png")
     lr_find.set_defaults(handler=lr_find_command)
 
@@ -44,15 +48,17 @@ def register(subparsers):
     _add_data_and_model_arguments(noise)
     _add_optimizer_arguments(noise, with_lr=True)
     est = noise.add_argument_group("noise scale")
-    est.add_argument("--small-batch", type=int, default=32, help="small batch size (default 32)")
-    est.add_argument("--big-batch", type=int, default=1024, help="big batch size (default 1024)")
-    est.add_argument("--n-pairs", type=int, default=20,
-                     help="(small, big) batch pairs per measurement (default 20)")
-    est.add_argument("--epochs", type=int, default=1,
-                     help="training epochs, one measurement after each (default 1; 0: "
-                          "measure at initialisation only)")
-    est.add_argument("--batch-size", type=int, default=64,
-                     help="training batch size (default 64)")
+    est.add_argument("--small-batch", type=A.positive_int, default=32,
+                     help="small batch size (default: 32)")
+    est.add_argument("--big-batch", type=A.positive_int, default=1024,
+                     help="big batch size, larger than --small-batch (default: 1024)")
+    est.add_argument("--n-pairs", type=A.positive_int, default=20,
+                     help="(small, big) batch pairs per measurement (default: 20)")
+    est.add_argument("--epochs", type=A.nonnegative_int, default=1,
+                     help="training epochs, one measurement after each; 0 measures at "
+                          "initialisation only (default: 1)")
+    est.add_argument("--batch-size", type=A.positive_int, default=64,
+                     help="training batch size (default: 64)")
     _add_run_arguments(noise, "minigd-noise-scale",
                        "noise_scale.csv, noise_scale.json, noise_scale.png")
     noise.set_defaults(handler=noise_scale_command)
@@ -64,25 +70,17 @@ def _add_data_and_model_arguments(p):
 
 
 def _add_optimizer_arguments(p, with_lr):
-    opt = p.add_argument_group("optimizer")
-    opt.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd", help="default sgd")
-    if with_lr:
-        opt.add_argument("--lr", type=float, default=0.1,
-                         help="training learning rate (default 0.1)")
-    opt.add_argument("--momentum", type=float, default=0.0, help="SGD momentum in [0, 1)")
-    opt.add_argument("--nesterov", action="store_true", help="Nesterov momentum (SGD)")
-    opt.add_argument("--weight-decay", type=float, default=0.0,
-                     help="L2 (SGD, Adam) or decoupled (AdamW) weight decay (default 0)")
+    add_optimizer_arguments(p.add_argument_group("optimizer"), with_lr=with_lr)
 
 
 def _add_run_arguments(p, out, files):
     run = p.add_argument_group("run")
-    run.add_argument("--seed", type=int, default=0,
-                     help="seeds the weights and the batch draws (default 0)")
+    run.add_argument("--seed", type=A.nonnegative_int, default=0,
+                     help="seeds the weights and the batch draws (default: 0)")
     run.add_argument("--backend", choices=("numba", "numpy"), default=None,
-                     help="kernels (default $MINIGD_BACKEND or numba)")
-    run.add_argument("--out", default=out, help=f"directory for {files} (default ./{out})")
-    run.add_argument("--quiet", action="store_true", help="print only the result")
+                     help="kernels (default: $MINIGD_BACKEND or numba)")
+    run.add_argument("--out", default=out, help=f"directory for {files} (default: ./{out})")
+    run.add_argument("--quiet", action="store_true", help="print only the result (default: off)")
 
 
 def _setup(args):
@@ -93,8 +91,8 @@ def _setup(args):
     if args.backend:
         mg.set_backend(args.backend)
     mg.backend.announce_compilation(say)
-    X, y, X_test, y_test = load_data(args)
-    model = make_model(args, X.shape[1], int(max(y.max(), y_test.max())) + 1)
+    X, y, _, y_test = load_data(args)
+    model = make_model(args, X.shape[1], n_classes_of(y, y_test))
     say(f"data: {args.data}, {len(X)} training images; model "
         f"{'-'.join(map(str, [X.shape[1]] + args.hidden + [model.n_outputs]))} "
         f"{args.activation}; backend {mg.get_backend()}")
@@ -137,8 +135,6 @@ def lr_find_command(args):
 
 def noise_scale_command(args):
     mg, say, X, y, model = _setup(args)
-    if args.epochs < 0:
-        raise ValueError(f"--epochs must be >= 0, got {args.epochs}")
     tracker = mg.GradientNoiseScale(args.small_batch, args.big_batch, n_pairs=args.n_pairs,
                                     seed=args.seed, progress=not args.quiet)
     say(f"noise scale: {args.n_pairs} pairs of batches {args.small_batch} / {args.big_batch} "

@@ -5,11 +5,14 @@ active backend. State uses torch's names (``momentum_buffer``, ``exp_avg``, ``ex
 ``step``) and lives in flat arrays; when the parameters are a whole model's flat buffer (the
 usual ``model.parameters()``) the update is one pass over one vector.
 """
+import numbers
+
 import numpy as np
 
 from . import _validation as check
 from .backend import kernels as _active_kernels
 from .layers import Parameter
+from .schedules import BatchSizeSchedule, Schedule
 
 
 class Optimizer:
@@ -17,12 +20,21 @@ class Optimizer:
     state_names = ()
 
     def __init__(self, params, lr):
-        params = list(params)
+        if callable(getattr(params, "parameters", None)):
+            raise TypeError(f"params got the {type(params).__name__} itself: pass "
+                            f"model.parameters(), e.g. {type(self).__name__}(model.parameters(), "
+                            f"lr=0.1)")
+        try:
+            params = list(params)
+        except TypeError:
+            raise TypeError(f"params must be an iterable of Parameter: pass model.parameters(), "
+                            f"got {type(params).__name__}") from None
         if not params:
             raise ValueError("params is empty: pass model.parameters()")
         for i, p in enumerate(params):
             if not isinstance(p, Parameter):
-                raise TypeError(f"params[{i}] must be a minigd Parameter, got {type(p).__name__}")
+                raise TypeError(f"params[{i}] must be a minigd Parameter, got {type(p).__name__}: "
+                                f"pass model.parameters()")
         if len({p.dtype for p in params}) != 1:
             raise TypeError("all params must share one dtype")
         if len({id(p) for p in params}) != len(params):
@@ -59,6 +71,12 @@ class Optimizer:
 
     @lr.setter
     def lr(self, value):
+        if isinstance(value, (Schedule, BatchSizeSchedule)) or (
+                callable(value) and not isinstance(value, numbers.Number)):
+            raise TypeError(f"lr must be a number, got the schedule {value!r}: pass a number as "
+                            f"lr and the schedule as fit(schedule=...), e.g. "
+                            f"fit(..., optimizer=SGD(model.parameters(), lr=0.1), "
+                            f"schedule=schedule)")
         self._lr = check.real("lr", value, low=0.0, high=getattr(self, "_lr_max", None))
 
     def zero_grad(self):

@@ -8,8 +8,9 @@ import numpy as np
 
 from . import _validation as check
 from . import fused
+from .backend import announce_compilation
 from .backend import kernels as _active_kernels
-from .callbacks import Callback
+from .callbacks import Callback, warn_foreign_hooks
 from .checkpoint import checkpoint_callback
 from .data import BatchIterator, iterations_per_epoch
 from .history import History
@@ -77,11 +78,51 @@ def _check_model_and_optimizer(model, optimizer, loss):
 
 
 def _check_callbacks(callbacks):
-    callbacks = list(callbacks)
+    """A list of Callback; a single Callback is wrapped in a list."""
+    if callbacks is None:
+        return []
+    if isinstance(callbacks, Callback):
+        callbacks = [callbacks]
+    try:
+        callbacks = list(callbacks)
+    except TypeError:
+        raise TypeError(f"callbacks must be a list of callbacks, e.g. callbacks=[mg.EarlyStopping()]"
+                        f", got {type(callbacks).__name__}") from None
     for i, cb in enumerate(callbacks):
         if not isinstance(cb, Callback):
-            raise TypeError(f"callbacks[{i}] must be a minigd Callback, got {type(cb).__name__}")
+            raise TypeError(f"callbacks[{i}] must be a minigd Callback (subclass mg.Callback), "
+                            f"got {type(cb).__name__}")
+        warn_foreign_hooks(cb)
     return callbacks
+
+
+SCALE_SAMPLE_ROWS = 256
+SCALE_LIMIT = 10.0
+
+
+def _warn_if_inputs_unscaled(X):
+    """Warn when X's values are far from unit scale (e.g. raw 0..255 pixels).
+
+    Reads at most SCALE_SAMPLE_ROWS rows (fewer when rows are wide) spread over X (a strided view, so an np.memmap reads
+    only those rows) and warns when their root mean square exceeds SCALE_LIMIT: standardized
+    or [0, 1] inputs have it near or below 1, raw pixels about 80. With such inputs the first
+    logits are hundreds and the loss explodes or the ReLUs die.
+    """
+    rows = max(1, min(SCALE_SAMPLE_ROWS, (1 << 20) // max(1, X.shape[1])))
+    step = max(1, X.shape[0] // rows)
+    sample = np.asarray(X[::step][:rows], dtype=np.float64)
+    rms = float(np.sqrt(np.mean(np.square(sample))))
+    if not rms > SCALE_LIMIT:
+        return
+    low, high = float(sample.min()), float(sample.max())
+    if low >= 0 and high <= 255:
+        fix = "scale X, e.g. X / 255 for pixel values 0..255"
+    else:
+        fix = "standardize X, e.g. (X - X.mean(axis=0)) / X.std(axis=0)"
+    warnings.warn(f"X is far from unit scale (values {low:g}..{high:g}, root mean square "
+                  f"{rms:.3g} in a sample of {sample.shape[0]} rows): the first losses will "
+                  f"explode or the network will stop learning. {fix}, before fit.",
+                  UserWarning, stacklevel=3)
 
 
 def _check_validation(validation_data, model):
@@ -127,8 +168,13 @@ def fit(model, X, y, *, optimizer, epochs, batch_size, loss=None, schedule=None,
     shuffle, drop_last : bool, as BatchIterator
     seed : int or None, seeds the shuffling (the permutation of epoch e depends on seed and e)
     validation_data : (X_val, y_val) or None; adds val_loss and val_accuracy to each epoch
-    callbacks : iterable of Callback (EarlyStopping, ReduceLROnPlateau, ...)
-    verbose : 0 silent, 1 plan + progress bar + a line per epoch, 2 no progress bar
+    callbacks : list of Callback (EarlyStopping, ReduceLROnPlateau, ...); a single Callback is
+        accepted too. A hook fit never calls (Keras' ``on_batch_end``, ...) warns once.
+    verbose : 0 silent, 1 plan + progress bar + a line per epoch, 2 no progress bar; 1 and 2
+        also say when the Numba kernels are being compiled (first run after install)
+
+    A small sample of X (at most 256 rows) is checked for scale: values far from unit scale
+    (raw 0..255 pixels, say) give a UserWarning with the fix (``X / 255``, or standardize).
     on_divergence : "warn" (default) or "raise"
         A non-finite loss stops training before that update: the iteration is recorded,
         ``history.diverged`` is set and a warning names epoch, iteration and lr; "raise"
@@ -160,6 +206,7 @@ def fit(model, X, y, *, optimizer, epochs, batch_size, loss=None, schedule=None,
     X = check.features("X", X, model.n_features)
     y = check.labels("y", y, X.shape[0], model.n_outputs)
     validation = _check_validation(validation_data, model)
+    _warn_if_inputs_unscaled(X)
     batch_schedule = as_batch_size_schedule(batch_size)
     batch_sizes = batch_schedule.values(epochs)
     iterator = BatchIterator(X, y, batch_sizes[0], shuffle=shuffle, drop_last=drop_last, seed=seed,
@@ -174,6 +221,7 @@ def fit(model, X, y, *, optimizer, epochs, batch_size, loss=None, schedule=None,
                                 verbose)
     callbacks += [saver] if saver is not None else []
     if verbose:
+        announce_compilation(print)
         print(_plan_line(iterator, batch_sizes))
     for cb in callbacks:
         cb.on_train_begin(state)
