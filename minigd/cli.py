@@ -227,7 +227,10 @@ def load_npz(path):
         y = check.labels(f"{path}: y", arrays["y"], X.shape[0])
         if "X_test" not in arrays:
             return X, y, None, None
-        X_test = check.features(f"{path}: X_test", arrays["X_test"], X.shape[1])
+        X_test = check.features(f"{path}: X_test", arrays["X_test"])
+        if X_test.shape[1] != X.shape[1]:
+            raise ValueError(f"{path}: X_test has {X_test.shape[1]} features but X has "
+                             f"{X.shape[1]}")
         y_test = check.labels(f"{path}: y_test", arrays["y_test"], X_test.shape[0])
     except (TypeError, ValueError) as error:
         raise ValueError(f"--data {error}") from None
