@@ -103,15 +103,16 @@ SCALE_LIMIT = 10.0
 def _warn_if_inputs_unscaled(X):
     """Warn when X's values are far from unit scale (e.g. raw 0..255 pixels).
 
-    Reads at most SCALE_SAMPLE_ROWS rows (fewer when rows are wide) spread over X (a strided view, so an np.memmap reads
-    only those rows) and warns when their root mean square exceeds SCALE_LIMIT: standardized
-    or [0, 1] inputs have it near or below 1, raw pixels about 80. With such inputs the first
-    logits are hundreds and the loss explodes or the ReLUs die.
+    Reads at most SCALE_SAMPLE_ROWS rows (fewer when rows are wide: at most 2**18 values)
+    spread over X (a strided view, so an np.memmap reads only those rows) and warns when their
+    root mean square exceeds SCALE_LIMIT: standardized or [0, 1] inputs have it near or below
+    1, raw MNIST pixels about 80. With such inputs the first logits are hundreds and the loss
+    explodes or the ReLUs die.
     """
-    rows = max(1, min(SCALE_SAMPLE_ROWS, (1 << 20) // max(1, X.shape[1])))
+    rows = max(1, min(SCALE_SAMPLE_ROWS, (1 << 18) // max(1, X.shape[1])))
     step = max(1, X.shape[0] // rows)
-    sample = np.asarray(X[::step][:rows], dtype=np.float64)
-    rms = float(np.sqrt(np.mean(np.square(sample))))
+    sample = np.asarray(X[::step][:rows], dtype=np.float64).reshape(-1)
+    rms = float(np.sqrt(np.dot(sample, sample) / sample.size))
     if not rms > SCALE_LIMIT:
         return
     low, high = float(sample.min()), float(sample.max())
@@ -120,8 +121,8 @@ def _warn_if_inputs_unscaled(X):
     else:
         fix = "standardize X, e.g. (X - X.mean(axis=0)) / X.std(axis=0)"
     warnings.warn(f"X is far from unit scale (values {low:g}..{high:g}, root mean square "
-                  f"{rms:.3g} in a sample of {sample.shape[0]} rows): the first losses will "
-                  f"explode or the network will stop learning. {fix}, before fit.",
+                  f"{rms:.3g} in a sample of {min(rows, X.shape[0])} rows): the first losses "
+                  f"can explode and the network stop learning. {fix}, before fit.",
                   UserWarning, stacklevel=3)
 
 

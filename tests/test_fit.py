@@ -114,6 +114,7 @@ class Snapshot(mg.Callback):
         self.last = state.model._values.copy()
 
 
+@pytest.mark.filterwarnings("ignore:X is far from unit scale")   # X * 10, on purpose
 @pytest.mark.parametrize("lr", [1e2, 1e6])
 def test_divergence_stops_before_the_poisoned_update(lr, backend):
     X, y = small_problem()
@@ -130,6 +131,7 @@ def test_divergence_stops_before_the_poisoned_update(lr, backend):
     np.testing.assert_array_equal(model._values, snapshot.last)
 
 
+@pytest.mark.filterwarnings("ignore:X is far from unit scale")
 def test_divergence_can_raise_with_the_facts():
     X, y = small_problem()
     model = relu_model()
