@@ -21,7 +21,8 @@ _hidden = A.hidden_sizes          # the name minigd.cli_sweep imports
 def add_data_arguments(p):
     """--data and --data-dir: the bundled sample (offline), the full MNIST set, or your .npz."""
     data = p.add_argument_group("data")
-    data.add_argument("--data", type=A.data_source, default="sample", metavar="{sample,mnist,FILE.npz}",
+    data.add_argument("--data", type=A.data_source, default="sample",
+                      metavar="{sample,mnist,FILE.npz}",
                       help="'sample': the bundled 10k MNIST images split 8000/2000 (offline); "
                            "'mnist': the full 60k/10k set (downloaded once, cached); or the path "
                            "of an .npz file with arrays X (samples, features) and y (class ids), "
@@ -354,7 +355,8 @@ def train_command(args):
             raise ValueError("--early-stopping needs --validation-split > 0")
         callbacks.append(mg.EarlyStopping(patience=args.early_stopping))
     say(f"data: {args.data}, {len(X)} train / "
-        f"{0 if validation is None else len(validation[0])} validation / {0 if X_test is None else len(X_test)} test; "
+        f"{0 if validation is None else len(validation[0])} validation / "
+        f"{0 if X_test is None else len(X_test)} test; "
         f"model {'-'.join(map(str, [X.shape[1]] + args.hidden + [model.n_outputs]))} "
         f"{args.activation}; {optimizer!r}; backend {mg.get_backend()}")
     with warnings.catch_warnings():

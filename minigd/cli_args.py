@@ -1,4 +1,4 @@
-"""argparse ``type=`` functions for minigd's command line: numbers checked when arguments are parsed.
+"""argparse ``type=`` functions for minigd's command line: numbers checked when parsed.
 
 argparse prefixes a failed check with the flag, so ``minigd train --batch-size 0`` ends with
 ``minigd train: error: argument --batch-size: must be an integer >= 1, got '0'`` and exit code 2,

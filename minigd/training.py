@@ -86,8 +86,8 @@ def _check_callbacks(callbacks):
     try:
         callbacks = list(callbacks)
     except TypeError:
-        raise TypeError(f"callbacks must be a list of callbacks, e.g. callbacks=[mg.EarlyStopping()]"
-                        f", got {type(callbacks).__name__}") from None
+        raise TypeError(f"callbacks must be a list of callbacks, e.g. "
+                        f"callbacks=[mg.EarlyStopping()], got {type(callbacks).__name__}") from None
     for i, cb in enumerate(callbacks):
         if not isinstance(cb, Callback):
             raise TypeError(f"callbacks[{i}] must be a minigd Callback (subclass mg.Callback), "
