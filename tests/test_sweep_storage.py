@@ -313,3 +313,16 @@ def test_sigkill_then_rerun_runs_only_the_unfinished_cells(tmp_path):
         assert a == b
     assert [untimed(h) for h in resumed["histories"]] == [
         untimed(h) for h in uninterrupted["histories"]]
+
+
+def test_dask_backend_by_name_stores_every_cell(data, tmp_path):
+    distributed = pytest.importorskip("dask.distributed")
+    X, y = data
+    db = tmp_path / "sweep.db"
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster):
+        on_dask = mg.sweep(small_model, X, y, storage=db, n_jobs=-1, backend="dask", **grid())
+    assert table(on_dask) == table(mg.sweep(small_model, X, y, **grid()))
+    assert SweepResult.list_storage(db)[0]["done"] == 4
+    assert table(SweepResult.from_storage(db)) == table(on_dask)

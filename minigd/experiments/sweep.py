@@ -6,6 +6,10 @@ and accuracies, its number of updates and its wall time. A cell's numbers depend
 cell and the data, never on where or in which order it runs: cells run with one BLAS and one
 Numba thread, in this process (``n_jobs=1``) or in joblib workers, so ``n_jobs`` and the joblib
 backend (processes, a Dask or Ray cluster) change the timings and nothing else.
+
+With ``storage="sweep.db"`` every finished cell is committed to SQLite as it arrives (see
+:mod:`minigd.experiments.sweep_storage`); rerunning the same call skips the stored cells, and
+``SweepResult.from_storage`` / ``SweepResult.list_storage`` read the file back.
 """
 import contextlib
 import csv
