@@ -326,3 +326,20 @@ def test_dask_backend_by_name_stores_every_cell(data, tmp_path):
     assert table(on_dask) == table(mg.sweep(small_model, X, y, **grid()))
     assert SweepResult.list_storage(db)[0]["done"] == 4
     assert table(SweepResult.from_storage(db)) == table(on_dask)
+
+
+def test_lambdas_over_different_models_stay_apart(data, tmp_path):
+    X, y = data
+    db = tmp_path / "sweep.db"
+
+    def builders():
+        a, b = small_model(1), small_model(2)
+        return (lambda: a), (lambda: b)                      # same code, different models
+    build_a, build_b = builders()
+    first = mg.sweep(build_a, X, y, storage=db, **grid())
+    second = mg.sweep(build_b, X, y, storage=db, **grid())
+    assert second.resumed == 0 and table(first) != table(second)
+    assert len(SweepResult.list_storage(db)) == 2
+    assert mg.sweep(build_a, X, y, storage=db, **grid()).resumed == 4
+    for config in (first.config, second.config):
+        assert "0x" not in config["build_model"] and "Sequential[" in config["build_model"]

@@ -14,6 +14,7 @@ With ``storage="sweep.db"`` every finished cell is committed to SQLite as it arr
 import contextlib
 import csv
 import functools
+import hashlib
 import inspect
 import json
 import math
@@ -390,19 +391,63 @@ class SeededBuilder:
 
 
 def describe(obj):
-    """A name for a builder or optimizer factory that is the same in every run: its repr when
-    its class defines one (MLPBuilder), ``module.qualname`` for functions and classes, the
-    same for functools.partial plus its arguments; never a memory address."""
+    """A name for a builder or optimizer factory that is the same in every run, never a memory
+    address: its repr when its class defines one (MLPBuilder); for a function or lambda
+    ``module.qualname[digest of its code](values)``, where values fingerprint what it closes
+    over and the global models it names (a Sequential by its architecture and weights, a
+    number or string by its repr), so ``lambda: model_a`` and ``lambda: model_b`` differ; for
+    functools.partial the function plus its arguments; for other objects their class name."""
     if isinstance(obj, functools.partial):
-        args = ", ".join([repr(a) for a in obj.args] +
-                         [f"{k}={v!r}" for k, v in sorted(obj.keywords.items())])
+        args = ", ".join([_token(a) for a in obj.args] +
+                         [f"{k}={_token(v)}" for k, v in sorted(obj.keywords.items())])
         return f"partial({describe(obj.func)}, {args})"
-    if inspect.isfunction(obj) or inspect.isclass(obj) or inspect.ismethod(obj) \
-            or inspect.isbuiltin(obj):
-        return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', obj)}"
+    name = f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', '?')}"
+    if inspect.ismethod(obj):
+        return f"{describe(obj.__func__)} of {describe(obj.__self__)}"
+    if inspect.isfunction(obj):
+        code = obj.__code__
+        values = [_token(cell.cell_contents) for cell in obj.__closure__ or ()
+                  if _has_contents(cell)]
+        values += [f"{n}={_token(obj.__globals__[n])}" for n in code.co_names
+                   if isinstance(obj.__globals__.get(n), Sequential)]
+        return f"{name}[{_code_digest(code)}]" + (f"({', '.join(values)})" if values else "")
+    if inspect.isclass(obj) or inspect.isbuiltin(obj):
+        return name
     if type(obj).__repr__ is not object.__repr__:
         return repr(obj)
     return f"{type(obj).__module__}.{type(obj).__qualname__} instance"
+
+
+def _has_contents(cell):
+    try:
+        cell.cell_contents
+    except ValueError:
+        return False
+    return True
+
+
+def _code_digest(code):
+    digest = hashlib.sha256(code.co_code)
+    for const in code.co_consts:
+        digest.update((_code_digest(const) if inspect.iscode(const) else repr(const)).encode())
+    digest.update(repr(code.co_names).encode())
+    return digest.hexdigest()[:8]
+
+
+def _token(value):
+    if isinstance(value, Sequential):
+        digest = hashlib.sha256(repr(value).encode())
+        for key, array in value.state_dict().items():
+            digest.update(key.encode())
+            digest.update(np.ascontiguousarray(array).tobytes())
+        return f"Sequential[{digest.hexdigest()[:8]}]"
+    if value is None or isinstance(value, (bool, numbers.Number, str)):
+        return repr(value)
+    if isinstance(value, (tuple, list)) and len(value) <= 16:
+        return "(" + ", ".join(_token(v) for v in value) + ")"
+    if inspect.isfunction(value) or isinstance(value, functools.partial):
+        return describe(value)
+    return type(value).__qualname__
 
 
 def _plan(batch_sizes, lrs, scaling, base_lr, base_batch_size, seeds):
