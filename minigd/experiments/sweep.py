@@ -237,8 +237,9 @@ def sweep(build_model, X, y, *, batch_sizes, lrs=None, scaling=None, base_lr=Non
         signature is inspected once, before any cell runs: one required positional parameter
         gets the cell's seed; no required parameter gets ``seed=`` if it has a parameter named
         ``seed``, else nothing; anything else is a TypeError. Each cell trains a *clone* of
-        what the builder returns, so ``lambda: model`` is safe: cells never share weights and
-        ``model`` itself is never trained. With a zero-argument builder every seed starts from
+        what the builder returns (``model.clone()``: a plain Sequential with the same layers
+        and weights), so ``lambda: model`` is safe: cells never share weights and ``model``
+        itself is never trained. With a zero-argument builder every seed starts from
         the same weights and the seed only changes the shuffling.
     X, y : training data, as ``fit`` takes it (X may be an np.memmap; never copied)
     batch_sizes : sequence of int >= 1
@@ -269,9 +270,15 @@ def sweep(build_model, X, y, *, batch_sizes, lrs=None, scaling=None, base_lr=Non
 
     Each cell runs with one BLAS thread (threadpoolctl) and one Numba thread, in the kernel
     backend active here, with divergence recorded in its row instead of raised or warned.
-    The storage key covers the builder's *name* (its repr for a builder object with one,
-    e.g. MLPBuilder, else module.qualname), not its code: after editing a builder's code, use
-    a new storage file.
+    The storage key is a hash of ``result.config``: the grid, epochs, optimizer and
+    ``optimizer_kwargs``, kernel backend, the builder as :func:`describe` names it (an
+    MLPBuilder by its repr; a function by its name, a digest of its code and the models it
+    closes over; a builder object without a repr only by its class name, so give such a class
+    a ``__repr__`` saying what it builds), and a data fingerprint (shapes, dtypes and 256
+    evenly spaced rows of X, y and the validation arrays; the data is never copied). An edit
+    the key cannot see (a builder object's attributes, a data row between the sampled ones)
+    needs a new storage file. Parallel runs collect results with joblib's
+    ``return_as="generator_unordered"``, which every backend but "multiprocessing" supports.
 
     Example
     -------
