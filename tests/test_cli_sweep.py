@@ -106,3 +106,16 @@ def test_dask_workers_runs_the_sweep_on_a_local_cluster(tmp_path, capsys):
     for a, b in zip(serial["table"], on_dask["table"], strict=True):
         a.pop("seconds"), b.pop("seconds")
         assert a == b
+
+
+def test_dask_scheduler_connects_to_a_running_cluster(tmp_path, capsys):
+    distributed = pytest.importorskip("dask.distributed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        code = main(SMALL + ["--dask-scheduler", cluster.scheduler_address, "--storage",
+                             str(tmp_path / "s.db"), "--out", str(tmp_path / "d")])
+        assert code == 0
+        assert f"dask: 1 workers, scheduler {cluster.scheduler_address}" in (
+            capsys.readouterr().out)
+        assert cluster.scheduler.status.name == "running"     # connecting did not close it
+    assert SweepResult.list_storage(tmp_path / "s.db")[0]["done"] == 2
