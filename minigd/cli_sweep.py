@@ -248,14 +248,19 @@ def sweep_command(args):
 
 
 def write_outputs(out, result, value):
+    """Write sweep.csv, sweep.json, heatmap.png and curves.png to ``out``; close the figures."""
+    import matplotlib.pyplot as plt
     import minigd as mg
     os.makedirs(out, exist_ok=True)
     result.to_csv(os.path.join(out, "sweep.csv"))
     result.to_json(os.path.join(out, "sweep.json"))
-    ax = mg.plot.sweep_heatmap(result, value=value)
-    mg.plot.save(ax.figure, os.path.join(out, "heatmap.png"))
-    ax = mg.plot.sweep_curves(result, x="update")
-    mg.plot.save(ax.figure, os.path.join(out, "curves.png"))
+    for name, draw in (("heatmap.png", lambda: mg.plot.sweep_heatmap(result, value=value)),
+                       ("curves.png", lambda: mg.plot.sweep_curves(result, x="update"))):
+        figure = draw().figure
+        try:
+            mg.plot.save(figure, os.path.join(out, name))
+        finally:
+            plt.close(figure)
 
 
 def format_table(result):
