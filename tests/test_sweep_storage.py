@@ -280,6 +280,7 @@ def stored_cells(db):
         return 0
 
 
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL (POSIX)")
 def test_sigkill_then_rerun_runs_only_the_unfinished_cells(tmp_path):
     db, marker = tmp_path / "sweep.db", tmp_path / "built.txt"
     command, env = helper(db, marker, tmp_path / "killed.json", 0.4)
