@@ -262,6 +262,36 @@ def test_code_blocks_use_real_names_and_arguments(code):
     assert checked or "mg." not in code
 
 
+def test_extending_examples_train(tmp_path):
+    """docs/extending.md's layer, optimizer and schedule work in fit, clone and checkpoints."""
+    namespace = {}
+    for code in _python_blocks(ROOT / "docs" / "extending.md"):
+        exec(compile(code, "docs/extending.md", "exec"), namespace)
+    LeakyReLU, SignSGD, InverseTime = (namespace[n] for n in ("LeakyReLU", "SignSGD", "InverseTime"))
+    layer = LeakyReLU(0.1)
+    model = mg.Sequential(mg.Dense(4, 3), layer, mg.Dense(3, 2), seed=0)
+    z = np.array([[-1.0, 2.0, 0.5]], dtype=np.float32)
+    model._reserve(1)
+    np.testing.assert_allclose(layer._forward(z, None), [[-0.1, 2.0, 0.5]], rtol=1e-6)
+    np.testing.assert_allclose(layer._backward(np.ones_like(z), None, True), [[0.1, 1.0, 1.0]],
+                               rtol=1e-6)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(64, 4)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64)
+    with mg.use_backend("numpy"):
+        opt = SignSGD(model.parameters(), lr=0.01)
+        before = model.state_dict()
+        history = mg.fit(model, X, y, optimizer=opt, epochs=2, batch_size=16, seed=0, verbose=0,
+                         schedule=InverseTime(0.01, 1.0))
+        assert history.iterations["lr"][0] == 0.01 and history.iterations["lr"][-1] == 0.005
+        assert not np.array_equal(before["0.weight"], model.state_dict()["0.weight"])
+        mg.save_checkpoint(tmp_path / "c.npz", model, opt, history=history)
+        other = mg.Sequential(mg.Dense(4, 3), LeakyReLU(0.1), mg.Dense(3, 2), seed=1)
+        mg.load_checkpoint(tmp_path / "c.npz").restore(other, SignSGD(other.parameters(), lr=0.01))
+        for key, value in model.state_dict().items():
+            np.testing.assert_array_equal(other.state_dict()[key], value)
+
+
 def test_plot_history_returns_a_figure_that_saves(tmp_path):
     """The docs say: fig = mg.plot.history(history); fig.savefig(path)."""
     import matplotlib
