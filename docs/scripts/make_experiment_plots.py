@@ -1,5 +1,5 @@
-"""Make the plots and numbers of docs/readme_sweep.md, readme_batch_schedules.md and
-readme_estimator.md:  python docs/scripts/make_experiment_plots.py [sweep|batch|estimator ...]
+"""Make the plots and numbers of docs/guides/sweeps.md, docs/guides/batch_size_schedules.md and
+docs/guides/estimator.md:  python docs/scripts/make_experiment_plots.py [sweep|batch|estimator ...]
 
 Writes docs/img/sweep_heatmap.png, sweep_curves.png, batch_schedule.png, estimator_grid.png and
 prints the numbers quoted in the text. About a minute on 2 cores.

@@ -143,7 +143,7 @@ class LRRangeResult:
     @property
     def suggestion(self):
         """The main suggestion: "min_div_10" (the steadiest of the three rules on MNIST-like
-        problems; see docs/readme_lr_range.md)."""
+        problems; see docs/guides/lr_range.md)."""
         return self.suggestions[MAIN_RULE]
 
     @property
@@ -238,7 +238,7 @@ def lr_range_test(model, X, y, *, optimizer="sgd", start_lr=1e-6, end_lr=10.0, n
     ``model`` is not changed: the test runs on ``model.clone()``.
 
     On the MNIST sample (784-128-10 ReLU, plain SGD, batch 64) min_div_10 gives 0.05-0.17 over
-    10 seeds, steepest 0.28-0.45 and valley 0.008-0.064 (docs/readme_lr_range.md).
+    10 seeds, steepest 0.28-0.45 and valley 0.008-0.064 (docs/guides/lr_range.md).
 
     Parameters
     ----------

@@ -165,7 +165,7 @@ def gradient_noise_scale(model, X, y, small_batch, big_batch, *, n_pairs=20, see
     On the MNIST sample (784-128-10 ReLU, SGD lr 0.1, batch 64) B_simple is about 50 at
     initialisation and 200-350 after one epoch; a batch-size loop finds the critical batch
     growing alike but about 6x smaller (33 at loss 0.5, 55 at 0.35): B_simple equals the
-    paper's B_noise only for an isotropic Hessian (docs/readme_noise_scale.md).
+    paper's B_noise only for an isotropic Hessian (docs/guides/noise_scale.md).
 
     Parameters
     ----------
