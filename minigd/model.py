@@ -1,5 +1,6 @@
 """Sequential: a stack of layers with all parameters in one flat buffer."""
 import copy
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -197,14 +198,22 @@ class Sequential:
         return {key: p.value.copy() for key, p in self._named.items()}
 
     def load_state_dict(self, state):
-        """Copy arrays into the parameters after checking keys, shapes and dtypes (all or nothing)."""
-        if not isinstance(state, dict):
-            raise TypeError(f"state must be a dict of arrays, got {type(state).__name__}")
-        missing = sorted(set(self._named) - set(state))
-        unexpected = sorted(set(state) - set(self._named))
+        """Copy arrays into the parameters after checking keys, shapes and dtypes (all or nothing).
+
+        ``state`` is a dict of arrays as ``state_dict()`` gives, or any mapping of them, such as
+        ``np.load("model.npz")`` of a file written with ``np.savez(path, **model.state_dict())``
+        (the ``model.npz`` of ``minigd train``).
+        """
+        if not isinstance(state, Mapping):
+            raise TypeError(f"state must be a dict (or mapping, such as np.load of an .npz) of "
+                            f"arrays, got {type(state).__name__}")
+        keys = set(state.keys())
+        missing = sorted(set(self._named) - keys)
+        unexpected = sorted(keys - set(self._named))
         if missing or unexpected:
             raise ValueError(f"state dict keys do not match the model: missing {missing}, "
                              f"unexpected {unexpected}")
+        state = {key: state[key] for key in self._named}     # reads an NpzFile's arrays once
         for key, p in self._named.items():
             value = state[key]
             if not isinstance(value, np.ndarray):
