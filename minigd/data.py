@@ -87,7 +87,7 @@ class BatchIterator:
         self.n_samples = int(X.shape[0])
         self._check_drop_last(self.batch_size)
         self.epoch = 0
-        self._xbuf = None
+        self._rows, self._xbuf, self._ybuf, self._stage = 0, None, None, None
 
     def _check_drop_last(self, batch_size):
         if self.drop_last and batch_size > self.n_samples:
@@ -148,15 +148,14 @@ class BatchIterator:
 
     def _ensure_buffers(self):
         rows = min(self.batch_size, self.n_samples)
-        if self._xbuf is None or self._xbuf.shape[0] < rows:
-            if self.reuse_buffers:
-                self._xbuf = np.empty((rows, self.X.shape[1]), dtype=self.dtype)
-                self._ybuf = np.empty(rows, dtype=np.int64)
-            else:
-                self._xbuf = self._ybuf = np.empty((rows, 0))    # only its row count is used
-            converts = isinstance(self.X, np.ndarray) and self.X.dtype != self.dtype
-            self._stage = (np.empty((rows, self.X.shape[1]), dtype=self.X.dtype)
-                           if converts else None)
+        if self._rows >= rows:
+            return
+        self._rows = rows
+        if self.reuse_buffers:
+            self._xbuf = np.empty((rows, self.X.shape[1]), dtype=self.dtype)
+            self._ybuf = np.empty(rows, dtype=np.int64)
+        converts = isinstance(self.X, np.ndarray) and self.X.dtype != self.dtype
+        self._stage = np.empty((rows, self.X.shape[1]), dtype=self.X.dtype) if converts else None
 
     def gather(self, index, out_x, out_y):
         """Copy rows ``index`` of X and y into ``out_x``/``out_y`` (converting X's dtype).
