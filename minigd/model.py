@@ -274,6 +274,10 @@ class Sequential:
         state = copy.deepcopy(state, memo)
         state["weights"] = weights
         other.__setstate__(state)
+        # an optimizer deep-copied after the model, in the same call, then holds the copy's views
+        memo[id(self._values)], memo[id(self._grads)] = other._values, other._grads
+        for key, p in self._named.items():
+            memo[id(p)] = other._named[key]
         return other
 
     def __repr__(self):

@@ -112,6 +112,18 @@ def test_deepcopy_of_a_list_keeps_shared_references():
     assert a is b and a is not model
 
 
+def test_deepcopy_of_model_and_optimizer_together_keeps_them_linked():
+    X, y = blobs()
+    model = build()
+    opt = mg.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    mg.fit(model, X, y, optimizer=opt, epochs=1, batch_size=32, seed=7)
+    model2, opt2 = copy.deepcopy((model, opt))
+    assert [id(p) for p in opt2.params] == [id(p) for p in model2.parameters()]
+    mg.fit(model, X, y, optimizer=opt, epochs=1, batch_size=32, seed=8)
+    mg.fit(model2, X, y, optimizer=opt2, epochs=1, batch_size=32, seed=8)
+    np.testing.assert_array_equal(model2._values, model._values)
+
+
 def test_old_style_pickle_state_still_loads():
     """A state dict as pickle stored it before Sequential had __getstate__."""
     model = build()
