@@ -62,8 +62,8 @@ class BatchIterator:
         valid only until the next one is gathered).
     copy : bool or None, default None
         The older spelling, kept for compatibility: ``copy=True`` is the default behaviour,
-        ``copy=False`` means ``reuse_buffers=True``. Passing both with opposite meanings
-        (``copy=True, reuse_buffers=True``) is a ValueError.
+        ``copy=False`` means ``reuse_buffers=True``. Passing both so that they contradict
+        (``copy=True`` with ``reuse_buffers=True``, or both False) is a ValueError.
 
     Example
     -------
