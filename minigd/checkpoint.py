@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import json
 import os
+import zipfile
 
 import numpy as np
 
@@ -37,6 +38,7 @@ _INT_FIELDS = ("epoch", "iteration", "step", "batch_size")
 _FLOAT_FIELDS = ("lr", "loss")
 _POSITION = {"epochs_done", "iteration", "step", "epochs", "lr_scale", "current_lr", "base_lr",
              "stop_training", "iterator"}
+_ITERATOR_FACTS = {"seed", "batch_size", "shuffle", "drop_last", "n_samples", "n_features"}
 _CALLBACK_FIELDS = {
     EarlyStopping: ("best", "best_epoch", "wait", "stopped_epoch", "should_stop", "_epoch",
                     "best_weights"),
@@ -277,27 +279,151 @@ def load_checkpoint(path):
     if not os.path.exists(path):
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
+        arrays = _read_arrays(path)
     except Exception as exc:  # zipfile, numpy and OS errors of a damaged file all mean the same
-        raise ValueError(f"checkpoint {path} cannot be read (truncated or damaged?): "
-                         f"{type(exc).__name__}: {exc}") from None
+        raise ValueError(f"checkpoint {path} cannot be read (truncated, damaged or not written "
+                         f"by minigd?): {type(exc).__name__}: {exc}") from None
     metadata, digest = arrays.pop("metadata", None), arrays.pop("sha256", None)
-    if metadata is None or digest is None or metadata.dtype != np.uint8:
+    if metadata is None or digest is None or metadata.dtype != np.uint8 or metadata.ndim != 1:
         raise ValueError(f"{path} is not a minigd checkpoint (no metadata)")
     if not hmac.compare_digest(digest.tobytes(), _digest(metadata, arrays)):
         raise ValueError(f"checkpoint {path} fails its SHA-256 check: the file was modified or "
                          f"damaged after it was written")
     try:
         meta = json.loads(metadata.tobytes().decode("utf-8"))
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"format is {meta.get('format')!r}")
-        if not isinstance(meta.get("version"), int) or meta["version"] > VERSION:
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise ValueError(f"format is {meta.get('format') if isinstance(meta, dict) else meta!r}")
+        if not _is_int(meta.get("version")) or meta["version"] > VERSION:
             raise ValueError(f"version {meta.get('version')!r} is newer than this minigd reads "
                              f"({VERSION})")
+        _check_metadata(meta, arrays)
         return Checkpoint(path, meta, arrays)
+    except RecursionError:
+        raise ValueError(f"{path} is not a valid minigd checkpoint: its metadata JSON is nested "
+                         f"too deeply") from None
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"{path} is not a valid minigd checkpoint: {exc}") from None
+
+
+def _read_arrays(path):
+    """The archive's arrays, after checking every member's header against the file.
+
+    A checkpoint is an uncompressed ``np.savez`` archive of numeric arrays, so every member's
+    declared shape and dtype must account exactly for its stored bytes, and all of them together
+    fit in the file: no header can make this allocate more than the file's size.
+    """
+    size = os.path.getsize(path)
+    with zipfile.ZipFile(path) as archive:
+        infos = archive.infolist()
+        if sum(info.file_size for info in infos) > size:
+            raise ValueError("its members claim more bytes than the file holds")
+        for info in infos:
+            _check_member(archive, info)
+        arrays = {}
+        for info in infos:
+            with archive.open(info) as handle:
+                arrays[info.filename[:-4]] = np.lib.format.read_array(handle, allow_pickle=False)
+    return arrays
+
+
+def _check_member(archive, info):
+    name = info.filename
+    if not name.endswith(".npy"):
+        raise ValueError(f"member {name!r} is not an .npy array")
+    if info.compress_type != zipfile.ZIP_STORED or info.compress_size != info.file_size:
+        raise ValueError(f"member {name!r} is compressed (minigd writes uncompressed arrays)")
+    with archive.open(info) as handle:
+        version = np.lib.format.read_magic(handle)
+        if version not in ((1, 0), (2, 0)):
+            raise ValueError(f"member {name!r} has .npy format version {version}")
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, _, dtype = read_header(handle)
+        offset = handle.tell()
+    if dtype.kind not in "biuf" or dtype.hasobject or dtype.fields is not None:
+        raise ValueError(f"member {name!r} has dtype {dtype}, not a number type")
+    if not all(_is_int(n) and n >= 0 for n in shape):
+        raise ValueError(f"member {name!r} has shape {shape}")
+    count = 1
+    for n in shape:
+        count *= n
+    if offset + count * dtype.itemsize != info.file_size:
+        raise ValueError(f"member {name!r} declares shape {shape} of {dtype} "
+                         f"({count * dtype.itemsize} bytes) but stores "
+                         f"{info.file_size - offset} bytes")
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _expect(value, types, what):
+    if not isinstance(value, types) or isinstance(value, bool) and bool not in types:
+        names = " or ".join("None" if t is type(None) else t.__name__ for t in types)
+        raise TypeError(f"{what} must be {names}, got {type(value).__name__}")
+    return value
+
+
+def _check_metadata(meta, arrays):
+    """Check the metadata's structure and that it agrees with the arrays (before any use)."""
+    for key in ("model", "optimizer", "history", "training", "callbacks"):
+        if key not in meta:
+            raise KeyError(f"metadata has no {key!r}")
+    model = _expect(meta["model"], (dict,), "metadata['model']")
+    architecture = _expect(model.get("architecture"), (list,), "model architecture")
+    if not all(isinstance(layer, str) for layer in architecture):
+        raise TypeError("model architecture must be a list of layer names")
+    if model.get("dtype") not in ("float32", "float64"):
+        raise ValueError(f"model dtype must be 'float32' or 'float64', got {model.get('dtype')!r}")
+    dtype = np.dtype(model["dtype"])
+    for key, value in arrays.items():
+        if key.startswith(("model/", "optimizer/")) and value.dtype != dtype:
+            raise ValueError(f"array {key!r} has dtype {value.dtype}, the model is {dtype}")
+    if not _section(arrays, "model/"):
+        raise ValueError("it holds no model weights")
+    opt = _expect(meta["optimizer"], (dict, type(None)), "metadata['optimizer']")
+    if opt is not None:
+        _expect(opt.get("type"), (str,), "optimizer type")
+        _expect(opt.get("hyperparameters"), (dict,), "optimizer hyperparameters")
+        if not _is_int(opt.get("step")) or opt["step"] < 0:
+            raise ValueError(f"optimizer step must be an int >= 0, got {opt.get('step')!r}")
+    history = _expect(meta["history"], (dict, type(None)), "metadata['history']")
+    if history is not None:
+        _check_history(history, arrays)
+    _expect(meta["training"], (dict, type(None)), "metadata['training']")
+    for i, cb in enumerate(_expect(meta["callbacks"], (list,), "metadata['callbacks']")):
+        _expect(cb, (dict,), f"callbacks[{i}]")
+        _expect(cb.get("type"), (str,), f"callbacks[{i}] type")
+        for value in _expect(cb.get("state"), (dict,), f"callbacks[{i}] state").values():
+            names = []
+            if isinstance(value, dict) and set(value) == {"__array__"}:
+                names = [value["__array__"]]
+            elif isinstance(value, dict) and set(value) == {"__arrays__"}:
+                names = list(_expect(value["__arrays__"], (dict,), "callback arrays").values())
+            for name in names:
+                if not isinstance(name, str) or name not in arrays:
+                    raise ValueError(f"callbacks[{i}] refers to a missing array {name!r}")
+
+
+def _check_history(history, arrays):
+    lengths = set()
+    for field in _INT_FIELDS + _FLOAT_FIELDS:
+        key = f"history/{field}"
+        if key not in arrays:
+            raise KeyError(f"history array {key!r} is missing")
+        value = arrays[key]
+        expected = np.int64 if field in _INT_FIELDS else np.float64
+        if value.dtype != expected or value.ndim != 1:
+            raise ValueError(f"history array {key!r} must be 1-D {np.dtype(expected)}, got "
+                             f"{value.ndim}-D {value.dtype}")
+        lengths.add(value.shape[0])
+    if len(lengths) > 1:
+        raise ValueError(f"history arrays have different lengths {sorted(lengths)}")
+    epochs = _expect(history.get("epochs"), (dict,), "history epochs")
+    for name, values in epochs.items():
+        for value in _expect(values, (list,), f"history epochs[{name!r}]"):
+            _expect(value, (int, float, str, type(None)), f"history epochs[{name!r}] values")
+    _expect(history.get("divergence"), (dict, type(None)), "history divergence")
 
 
 def _section(arrays, prefix):
@@ -395,6 +521,9 @@ def checkpoint_callback(state, callbacks, path, resume, every, seed, verbose):
     if not isinstance(t, dict) or not _POSITION <= set(t) or ckpt.history is None:
         raise ValueError(f"checkpoint {path} holds no training position (it was not written by "
                          f"fit); load it with mg.load_checkpoint and restore() instead")
+    if not (isinstance(t["iterator"], dict) and _ITERATOR_FACTS <= set(t["iterator"])
+            and all(_is_int(t[k]) and t[k] >= 0 for k in ("epochs_done", "iteration", "step"))):
+        raise ValueError(f"checkpoint {path} holds a malformed training position")
     _check_same_run(path, t, state, seed)
     stateful = [type(cb).__name__ for cb in callbacks if _is_stateful(cb)]
     if stateful != [c["type"] for c in ckpt.callbacks]:

@@ -1,4 +1,4 @@
-"""BatchIterator: one epoch of mini-batches, gathered into reused buffers, never copying X."""
+"""BatchIterator: one epoch of mini-batches gathered from X by index, never copying X."""
 import numpy as np
 
 from . import _validation as check
@@ -16,6 +16,19 @@ def iterations_per_epoch(n_samples, batch_size, drop_last=False):
     return -(-n_samples // batch_size)
 
 
+def _reuse_buffers(reuse_buffers, copy):
+    """Resolve ``reuse_buffers`` and its older spelling ``copy`` (``copy=False`` = reuse)."""
+    if reuse_buffers is not None:
+        reuse_buffers = check.boolean("reuse_buffers", reuse_buffers)
+    if copy is not None:
+        copy = check.boolean("copy", copy)
+        if reuse_buffers is not None and reuse_buffers == copy:
+            raise ValueError(f"copy={copy} contradicts reuse_buffers={reuse_buffers}: pass "
+                             f"reuse_buffers alone (copy is its older, opposite spelling)")
+        return not copy
+    return bool(reuse_buffers)
+
+
 class BatchIterator:
     """Iterate over (X, y) in mini-batches; ``for xb, yb in it`` is one epoch.
 
@@ -25,8 +38,13 @@ class BatchIterator:
     aside), in the order ``permutation(epoch)``: a pure function of (seed, epoch), so epoch e's
     order can be recomputed to resume mid-epoch.
 
-    Batches are gathered row by row into buffers that are reused: a yielded ``xb`` is
-    overwritten by the next batch (pass ``copy=True`` to keep each batch). X is only indexed,
+    Every batch is a fresh pair of arrays, so batches can be kept (``list(it)``, or collecting
+    ``xb`` across a loop), as torch's DataLoader and Keras give them. ``reuse_buffers=True``
+    gathers every batch into the same two buffers instead: a yielded ``xb`` is then overwritten
+    by the next batch. ``fit`` uses that so its loop does not allocate. A fresh batch costs one
+    allocation of ``batch x features`` more: for 64 x 784 float32 rows of a 60,000-row X, about
+    38 us per batch instead of 37 us (gathering included; ``np.empty`` itself ~0.4 us), next to
+    ~500 us for one forward pass of a 784-128-10 model on the NumPy backend. X is only indexed,
     never copied, so an ``np.memmap`` larger than memory works; each batch is converted to
     ``dtype`` as it is gathered.
 
@@ -39,7 +57,13 @@ class BatchIterator:
     drop_last : bool, default False
     seed : int or None, default None (fresh entropy, kept in ``it.seed``)
     dtype : float32 or float64, default np.float32
-    copy : bool, default False
+    reuse_buffers : bool, default False
+        Yield views of two buffers reused for every batch (no allocation per batch; a batch is
+        valid only until the next one is gathered).
+    copy : bool or None, default None
+        The older spelling, kept for compatibility: ``copy=True`` is the default behaviour,
+        ``copy=False`` means ``reuse_buffers=True``. Passing both so that they contradict
+        (``copy=True`` with ``reuse_buffers=True``, or both False) is a ValueError.
 
     Example
     -------
@@ -49,7 +73,7 @@ class BatchIterator:
     """
 
     def __init__(self, X, y, batch_size, shuffle=True, drop_last=False, seed=None,
-                 dtype=np.float32, copy=False, validate=True):
+                 dtype=np.float32, copy=None, validate=True, reuse_buffers=None):
         if validate:
             X = check.features("X", X)
             y = check.labels("y", y, X.shape[0])
@@ -57,13 +81,13 @@ class BatchIterator:
         self.batch_size = check.positive_int("batch_size", batch_size)
         self.shuffle = check.boolean("shuffle", shuffle)
         self.drop_last = check.boolean("drop_last", drop_last)
-        self.copy = check.boolean("copy", copy)
+        self.reuse_buffers = _reuse_buffers(reuse_buffers, copy)
         self.seed = _seed_or_fresh(seed)
         self.dtype = check.float_dtype("dtype", dtype)
         self.n_samples = int(X.shape[0])
         self._check_drop_last(self.batch_size)
         self.epoch = 0
-        self._xbuf = None
+        self._rows, self._xbuf, self._ybuf, self._stage = 0, None, None, None
 
     def _check_drop_last(self, batch_size):
         if self.drop_last and batch_size > self.n_samples:
@@ -117,14 +141,21 @@ class BatchIterator:
             sizes[-1] = self.last_batch_size
         return sizes
 
+    @property
+    def copy(self):
+        """``not reuse_buffers`` (the older spelling)."""
+        return not self.reuse_buffers
+
     def _ensure_buffers(self):
         rows = min(self.batch_size, self.n_samples)
-        if self._xbuf is None or self._xbuf.shape[0] < rows:
+        if self._rows >= rows:
+            return
+        self._rows = rows
+        if self.reuse_buffers:
             self._xbuf = np.empty((rows, self.X.shape[1]), dtype=self.dtype)
             self._ybuf = np.empty(rows, dtype=np.int64)
-            converts = isinstance(self.X, np.ndarray) and self.X.dtype != self.dtype
-            self._stage = (np.empty((rows, self.X.shape[1]), dtype=self.X.dtype)
-                           if converts else None)
+        converts = isinstance(self.X, np.ndarray) and self.X.dtype != self.dtype
+        self._stage = np.empty((rows, self.X.shape[1]), dtype=self.X.dtype) if converts else None
 
     def gather(self, index, out_x, out_y):
         """Copy rows ``index`` of X and y into ``out_x``/``out_y`` (converting X's dtype).
@@ -149,7 +180,8 @@ class BatchIterator:
         """Yield (xb, yb) for epoch ``epoch`` (0-based), from iteration ``start`` (0-based) on.
 
         ``batches(e, start=k)`` yields exactly the batches ``k, k+1, ...`` of ``batches(e)``:
-        this is how a run killed after k iterations of an epoch resumes it.
+        this is how a run killed after k iterations of an epoch resumes it. Batches are fresh
+        arrays unless the iterator was made with ``reuse_buffers=True``.
         """
         epoch = check.non_negative_int("epoch", epoch)
         start = check.non_negative_int("start", start)
@@ -164,9 +196,13 @@ class BatchIterator:
         B = self.batch_size
         for i in range(start, len(self)):
             index = order[i * B:(i + 1) * B]
-            xb, yb = self._xbuf[:len(index)], self._ybuf[:len(index)]
+            if self.reuse_buffers:
+                xb, yb = self._xbuf[:len(index)], self._ybuf[:len(index)]
+            else:
+                xb = np.empty((len(index), self.X.shape[1]), dtype=self.dtype)
+                yb = np.empty(len(index), dtype=np.int64)
             self.gather(index, xb, yb)
-            yield (xb.copy(), yb.copy()) if self.copy else (xb, yb)
+            yield xb, yb
 
     def __iter__(self):
         epoch = self.epoch
@@ -174,5 +210,6 @@ class BatchIterator:
         return self.batches(epoch)
 
     def __repr__(self):
+        reuse = ", reuse_buffers=True" if self.reuse_buffers else ""
         return (f"BatchIterator(n_samples={self.n_samples}, batch_size={self.batch_size}, "
-                f"shuffle={self.shuffle}, drop_last={self.drop_last}, seed={self.seed})")
+                f"shuffle={self.shuffle}, drop_last={self.drop_last}, seed={self.seed}{reuse})")

@@ -203,14 +203,24 @@ class MLPClassifier:
                    if not _same(getattr(self, name), getattr(defaults, name))]
         return f"MLPClassifier({', '.join(changed)})"
 
+    def __getstate__(self):
+        """The attributes, with the optimizer as its ``state_dict()``: the optimizer holds views
+        of the model's weights, which a pickle would otherwise store a second time."""
+        state = dict(self.__dict__)
+        if "optimizer_" in state:
+            state["optimizer_"] = state["optimizer_"].state_dict()
+        return state
+
     def __setstate__(self, state):
-        """Unpickle with fresh, writable arrays: a joblib load with ``mmap_mode="r"`` makes every
-        array read-only, including the weights, optimizer state and forward buffers."""
+        """Unpickle (or deep-copy) with fresh, writable arrays: the model rebuilds its buffers and
+        the optimizer is rebuilt on them (a joblib load with ``mmap_mode="r"`` makes every array
+        read-only, the weights and optimizer state included)."""
         self.__dict__.update(state)
         if "model_" in state:
-            model = state["model_"].clone()
+            model = state["model_"]
+            saved = state["optimizer_"]
             optimizer = self._build_optimizer(model, state["_config_"])
-            optimizer.load_state_dict(state["optimizer_"].state_dict())
+            optimizer.load_state_dict(saved if isinstance(saved, dict) else saved.state_dict())
             self.model_, self.optimizer_ = model, optimizer
 
     # ---- training ----------------------------------------------------------------------------

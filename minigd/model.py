@@ -1,4 +1,7 @@
 """Sequential: a stack of layers with all parameters in one flat buffer."""
+import copy
+from collections.abc import Mapping
+
 import numpy as np
 
 from . import _validation as check
@@ -31,6 +34,13 @@ class Sequential:
     Every parameter is a view into one flat ``float32`` (or ``float64``) buffer and every
     gradient a view into a second one, so optimizers update the whole model in one pass.
     Buffers for activations and gradients are allocated once and reused for every batch.
+
+    ``copy.copy``, ``copy.deepcopy`` and pickle all give an independent model, equal to
+    ``model.clone()``: same layers, dtype, seed and current weights, with its own flat buffers
+    (gradients start at zero). ``copy.copy`` is a full copy too, on purpose: a shallow copy
+    would share the weights with the original, and training one would silently change both.
+    A pickle holds the configuration and the weights only, never the reused batch buffers, so
+    it stays about the size of the weights.
 
     Parameters
     ----------
@@ -188,14 +198,22 @@ class Sequential:
         return {key: p.value.copy() for key, p in self._named.items()}
 
     def load_state_dict(self, state):
-        """Copy arrays into the parameters after checking keys, shapes and dtypes (all or nothing)."""
-        if not isinstance(state, dict):
-            raise TypeError(f"state must be a dict of arrays, got {type(state).__name__}")
-        missing = sorted(set(self._named) - set(state))
-        unexpected = sorted(set(state) - set(self._named))
+        """Copy arrays into the parameters after checking keys, shapes and dtypes (all or nothing).
+
+        ``state`` is a dict of arrays as ``state_dict()`` gives, or any mapping of them, such as
+        ``np.load("model.npz")`` of a file written with ``np.savez(path, **model.state_dict())``
+        (the ``model.npz`` of ``minigd train``).
+        """
+        if not isinstance(state, Mapping):
+            raise TypeError(f"state must be a dict (or mapping, such as np.load of an .npz) of "
+                            f"arrays, got {type(state).__name__}")
+        keys = set(state.keys())
+        missing = sorted(set(self._named) - keys)
+        unexpected = sorted(keys - set(self._named))
         if missing or unexpected:
             raise ValueError(f"state dict keys do not match the model: missing {missing}, "
                              f"unexpected {unexpected}")
+        state = {key: state[key] for key in self._named}     # reads an NpzFile's arrays once
         for key, p in self._named.items():
             value = state[key]
             if not isinstance(value, np.ndarray):
@@ -214,6 +232,52 @@ class Sequential:
         other = Sequential(*[layer.clone() for layer in self.layers], seed=self.seed,
                            dtype=self.dtype)
         other._values[...] = self._values
+        return other
+
+    # ---- copy and pickle -------------------------------------------------------------------
+    _SCRATCH = ("_values", "_grads", "_named", "_capacity", "_batch", "layers")
+
+    def __getstate__(self):
+        """Configuration and a copy of the weights; no gradients, views or batch buffers."""
+        state = {k: v for k, v in self.__dict__.items() if k not in self._SCRATCH}
+        state["layers"] = [layer.clone() for layer in self.layers]
+        state["weights"] = self._values.copy()
+        return state
+
+    def __setstate__(self, state):
+        """Rebuild the flat buffers and every view from the configuration, then copy the weights
+        in (fresh, writable arrays even when the pickle's were read-only)."""
+        state = dict(state)
+        if "weights" not in state:                  # a pickle from before __getstate__ existed
+            state["weights"] = state["_values"]
+            state["layers"] = [layer.clone() for layer in state["layers"]]
+            state = {k: v for k, v in state.items() if k not in self._SCRATCH[:-1]}
+        weights = state.pop("weights")
+        self.__dict__.update(state)
+        self._build_parameters()          # binds every layer to its views (weights overwritten)
+        if weights.shape != self._values.shape:
+            raise ValueError(f"pickled weights have shape {weights.shape}, the layers need "
+                             f"{self._values.shape}")
+        self._values[...] = weights
+        self._capacity = 0
+        self._batch = None
+
+    def __copy__(self):
+        """A full, independent copy (as ``clone()``): see the class docstring."""
+        return self.__deepcopy__({})
+
+    def __deepcopy__(self, memo):
+        other = type(self).__new__(type(self))
+        memo[id(self)] = other
+        state = self.__getstate__()
+        weights = state.pop("weights")
+        state = copy.deepcopy(state, memo)
+        state["weights"] = weights
+        other.__setstate__(state)
+        # an optimizer deep-copied after the model, in the same call, then holds the copy's views
+        memo[id(self._values)], memo[id(self._grads)] = other._values, other._grads
+        for key, p in self._named.items():
+            memo[id(p)] = other._named[key]
         return other
 
     def __repr__(self):

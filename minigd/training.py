@@ -211,7 +211,7 @@ def fit(model, X, y, *, optimizer, epochs, batch_size, loss=None, schedule=None,
     batch_schedule = as_batch_size_schedule(batch_size)
     batch_sizes = batch_schedule.values(epochs)
     iterator = BatchIterator(X, y, batch_sizes[0], shuffle=shuffle, drop_last=drop_last, seed=seed,
-                             dtype=model.dtype, validate=False)
+                             dtype=model.dtype, validate=False, reuse_buffers=True)
     for size in batch_sizes:
         iterator._check_drop_last(size)
 

@@ -84,7 +84,7 @@ def test_schedule_argument_errors():
 def test_set_batch_size_keeps_the_order_and_reuses_buffers_until_they_grow():
     X = np.arange(20, dtype=np.float32).reshape(10, 2)
     y = np.arange(10)
-    it = mg.BatchIterator(X, y, 4, seed=3)
+    it = mg.BatchIterator(X, y, 4, seed=3, reuse_buffers=True)
     seen_4 = np.concatenate([yb.copy() for yb in (b[1] for b in it.batches(1))])
     buffer = it._xbuf
     it.set_batch_size(3)

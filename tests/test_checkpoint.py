@@ -398,6 +398,11 @@ def test_cli_resume_matches_an_uninterrupted_run(tmp_path, capsys):
     with np.load(tmp_path / "full" / "model.npz") as full, \
             np.load(tmp_path / "b" / "model.npz") as resumed:
         assert all(full[k].tobytes() == resumed[k].tobytes() for k in full.files)
+        n_in, hidden = full["0.weight"].shape
+        model = mg.Sequential(mg.Dense(n_in, hidden), mg.ReLU(),
+                              mg.Dense(hidden, full["2.bias"].shape[0]))
+        model.load_state_dict(full)             # the model.npz that `minigd train` writes
+        assert all(np.array_equal(model.state_dict()[k], full[k]) for k in full.files)
     assert mg.load_checkpoint(ckpt).training["epochs_done"] == 2
 
 

@@ -11,7 +11,7 @@ import minigd as mg
 
 def make(n, batch, **kwargs):
     X = np.arange(n, dtype=np.float32).reshape(n, 1)
-    return mg.BatchIterator(X, np.arange(n) % 3, batch, copy=True, **kwargs)
+    return mg.BatchIterator(X, np.arange(n) % 3, batch, **kwargs)
 
 
 @settings(max_examples=60, deadline=None)
@@ -76,12 +76,68 @@ def test_no_shuffle_keeps_order():
     np.testing.assert_array_equal(np.concatenate([x[:, 0] for x, _ in it]), np.arange(10))
 
 
-def test_batches_reuse_one_buffer_unless_copy():
+def test_list_of_batches_gives_distinct_correct_batches():
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(8000, 7)).astype(np.float32), rng.integers(0, 10, 8000)
+    it = mg.BatchIterator(X, y, 64, seed=3)
+    order = it.permutation(0)
+    batches = list(it)
+    assert len(batches) == 125
+    for i, (xb, yb) in enumerate(batches):
+        idx = order[i * 64:(i + 1) * 64]
+        np.testing.assert_array_equal(xb, X[idx])
+        np.testing.assert_array_equal(yb, y[idx])
+        assert not np.shares_memory(xb, X)
+    for (a, _), (b, _) in zip(batches, batches[1:]):
+        assert not np.shares_memory(a, b)
+
+
+def test_batches_kept_across_a_loop_stay_correct():
+    X = np.arange(40, dtype=np.float64).reshape(20, 2)
+    y = np.arange(20) % 4
+    it = mg.BatchIterator(X, y, 6, shuffle=False, dtype=np.float64)
+    kept_x, kept_y = [], []
+    for xb, yb in it:
+        kept_x.append(xb)
+        kept_y.append(yb)
+    np.testing.assert_array_equal(np.concatenate(kept_x), X)
+    np.testing.assert_array_equal(np.concatenate(kept_y), y)
+
+
+def test_reuse_buffers_overwrites_each_batch():
     X = np.random.default_rng(0).normal(size=(20, 3))
-    it = mg.BatchIterator(X, np.zeros(20, int), 5, seed=0)
+    it = mg.BatchIterator(X, np.zeros(20, int), 5, seed=0, reuse_buffers=True)
+    assert it.reuse_buffers and "reuse_buffers=True" in repr(it)
     views = [xb for xb, _ in it]
     assert all(np.shares_memory(views[0], v) for v in views)
     assert not np.shares_memory(views[0], X)
+    np.testing.assert_array_equal(views[0], X[it.permutation(0)[15:]].astype(np.float32))
+
+
+def test_copy_is_the_older_spelling_and_a_contradiction_is_an_error():
+    X, y = np.zeros((10, 2)), np.zeros(10, int)
+    assert not mg.BatchIterator(X, y, 2, copy=True).reuse_buffers
+    assert mg.BatchIterator(X, y, 2, copy=False).reuse_buffers
+    assert mg.BatchIterator(X, y, 2, copy=False, reuse_buffers=True).reuse_buffers
+    assert not mg.BatchIterator(X, y, 2).reuse_buffers
+    for copy, reuse in [(True, True), (False, False)]:
+        with pytest.raises(ValueError, match="contradicts reuse_buffers"):
+            mg.BatchIterator(X, y, 2, copy=copy, reuse_buffers=reuse)
+    with pytest.raises(TypeError, match="reuse_buffers"):
+        mg.BatchIterator(X, y, 2, reuse_buffers="yes")
+
+
+def test_fresh_and_reused_batches_are_equal():
+    rng = np.random.default_rng(1)
+    X = rng.integers(0, 255, size=(50, 4), dtype=np.uint8)
+    y = rng.integers(0, 3, 50)
+    fresh = mg.BatchIterator(X, y, 8, seed=5)
+    reused = mg.BatchIterator(X, y, 8, seed=5, reuse_buffers=True)
+    for epoch in range(2):
+        for (a, ya), (b, yb) in zip(fresh.batches(epoch, start=1), reused.batches(epoch, 1)):
+            assert a.dtype == b.dtype == np.float32
+            np.testing.assert_array_equal(a, b)
+            np.testing.assert_array_equal(ya, yb)
 
 
 def test_converts_dtype_per_batch_and_reads_memmap(tmp_path):
@@ -91,7 +147,7 @@ def test_converts_dtype_per_batch_and_reads_memmap(tmp_path):
     mm[:] = data
     mm.flush()
     X = np.memmap(path, dtype=np.uint8, mode="r", shape=data.shape)
-    it = mg.BatchIterator(X, np.arange(64) % 2, 16, seed=1, dtype=np.float32, copy=True)
+    it = mg.BatchIterator(X, np.arange(64) % 2, 16, seed=1, dtype=np.float32)
     order = it.permutation(0)
     got = np.concatenate([xb for xb, _ in it])
     assert got.dtype == np.float32

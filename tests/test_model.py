@@ -76,6 +76,26 @@ def test_load_state_dict_rejects_and_changes_nothing(mutate, exc, match):
     np.testing.assert_array_equal(model._values, before)
 
 
+def test_load_state_dict_reads_an_npz_and_any_mapping(tmp_path):
+    import types
+    a, b = mlp(1), mlp(2)
+    path = tmp_path / "model.npz"
+    np.savez(path, **a.state_dict())                    # as `minigd train` writes model.npz
+    with np.load(path, allow_pickle=False) as archive:
+        b.load_state_dict(archive)
+    np.testing.assert_array_equal(a._values, b._values)
+    c = mlp(3)
+    c.load_state_dict(types.MappingProxyType(a.state_dict()))
+    np.testing.assert_array_equal(a._values, c._values)
+    np.savez(path, **{**a.state_dict(), "extra": np.zeros(1)})
+    before = c._values.copy()
+    with np.load(path) as archive, pytest.raises(ValueError, match="unexpected"):
+        mlp(3).load_state_dict(archive)
+    np.testing.assert_array_equal(c._values, before)
+    with pytest.raises(TypeError, match="mapping"):
+        c.load_state_dict(list(a.state_dict().items()))
+
+
 def test_predict_and_accuracy():
     model = mlp(dtype=np.float64)
     X = np.random.default_rng(0).normal(size=(5000, 6))

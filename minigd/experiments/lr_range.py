@@ -286,7 +286,7 @@ def lr_range_test(model, X, y, *, optimizer="sgd", start_lr=1e-6, end_lr=10.0, n
     copy = model.clone()
     opt = _make_optimizer(optimizer, copy.parameters(), float(lrs[0]))
     iterator = BatchIterator(X, y, batch_size, shuffle=True, drop_last=X.shape[0] >= batch_size,
-                             seed=seed, dtype=copy.dtype, validate=False)
+                             seed=seed, dtype=copy.dtype, validate=False, reuse_buffers=True)
     config = {"start_lr": float(lrs[0]), "end_lr": float(lrs[-1]), "num_iter": len(lrs),
               "mode": mode, "batch_size": batch_size, "smooth": smooth,
               "diverge_threshold": diverge_threshold, "seed": iterator.seed,

@@ -110,7 +110,7 @@ class _GradientProbe:
         self.loss = SoftmaxCrossEntropy()
         self.small_batch, self.big_batch = small_batch, big_batch
         self.data = BatchIterator(X, y, big_batch, shuffle=False, seed=0, dtype=model.dtype,
-                                  validate=False)
+                                  validate=False, reuse_buffers=True)
         self.data._ensure_buffers()
 
     def _squared_norm(self, xb, yb, kernels):
