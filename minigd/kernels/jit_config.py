@@ -57,6 +57,7 @@ Threads:
   on the calling thread. A split never changes results: every output element is computed by
   the same loop in the same order whatever the number of threads (see jit_gemm).
 """
+import functools
 import hashlib
 import os
 import pickle
@@ -125,13 +126,18 @@ def _kernel_sources():
                   if name.startswith("jit") and name.endswith(".py"))
 
 
+@functools.lru_cache(maxsize=None)
+def _hash_file(path, mtime, size):        # keyed by mtime and size: an edit is hashed again
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).digest()
+
+
 def source_stamp():
     """The stamp of every cached kernel: the content hashes of all ``jit*.py`` kernel files."""
-    from numba.core import caching
     stamps = []
     for path in _kernel_sources():
         st = os.stat(path)
-        stamps.append(caching._hash_source_file(path, st.st_mtime, st.st_size))
+        stamps.append(_hash_file(path, st.st_mtime, st.st_size))
     return tuple(stamps)
 
 
@@ -184,8 +190,7 @@ def _configure_cache():
             problem = f"Numba {numba.__version__} has no cache locator API ({error})"
     if problem is None:
         return directory, None
-    where = directory or f"${CACHE_ENV}"
-    reason = f"cannot use {where} ({problem})"
+    reason = f"cannot use {directory} ({problem})" if directory else problem
     warnings.warn(f"minigd: the Numba kernel cache is off: {reason}. The kernels are compiled "
                   f"again in every process; set {CACHE_ENV} to a writable directory to keep "
                   "them.", RuntimeWarning, stacklevel=2)
