@@ -189,9 +189,10 @@ def build_parser():
                                        "plot to --out.")
     add_train_arguments(train)
     train.set_defaults(handler=train_command)
-    from . import cli_experiments, cli_sweep
+    from . import cli_cache, cli_experiments, cli_sweep
     cli_experiments.register(sub)
     cli_sweep.register(sub)
+    cli_cache.register(sub)
     return parser
 
 

@@ -1,10 +1,16 @@
 """How minigd configures Numba, and why (each choice was measured on the 2-core target machine,
-AMD Zen 5; the numbers come from benchmarks/kernels.py and docs/readme_performance.md).
+AMD Zen 5; the numbers come from benchmarks/kernels.py and the README's Performance section).
 
 Compile options (``OPTIONS`` for every kernel, ``FAST_OPTIONS`` for the matrix products):
 
-- ``cache=True``: compiled machine code is written next to the module (or to
-  ``NUMBA_CACHE_DIR``), so only the first process after an install pays the JIT compile time.
+- ``cache=True``: compiled machine code is written to a per-user cache directory, so only the
+  first process after an install pays the JIT compile time. Never inside the installed package:
+  Numba's default (``__pycache__`` next to the module) breaks read-only installs, and a
+  ``site-packages/minigd/kernels/__pycache__`` that pip leaves behind when an editable install
+  replaces a regular one turns ``minigd`` into a namespace package that shadows the editable
+  install. See :func:`cache_directory`; if that directory cannot be written, minigd warns once
+  and compiles in every process (``cache=False``). Only minigd's own kernels are affected: Numba's
+  global settings (``NUMBA_CACHE_DIR`` and the rest) stay as the user left them.
 - ``error_model="numpy"``: Numba's default ("python") error model checks every division for a
   zero divisor to raise ZeroDivisionError, and that branch stops LLVM from vectorising the
   loop (an Adam update of 101,770 float32: 279 us with it, 31 us without). Our divisions
@@ -26,7 +32,8 @@ Compile options (``OPTIONS`` for every kernel, ``FAST_OPTIONS`` for the matrix p
   module does: after editing jit.py, the cached whole-epoch kernel of jit_epoch.py would keep
   the old code. minigd's cache locator stamps every ``jit*.py`` kernel file with the hash of
   all of them, so any kernel edit recompiles everything. (If Numba's cache internals change
-  and this cannot be installed, the default per-file stamps apply.)
+  and this locator cannot be installed, the kernels are not cached at all rather than cached
+  inside the package.)
 
 Threads:
 
@@ -50,14 +57,20 @@ Threads:
   on the calling thread. A split never changes results: every output element is computed by
   the same loop in the same order whatever the number of threads (see jit_gemm).
 """
+import functools
+import hashlib
 import os
+import pickle
+import sys
+import tempfile
+import warnings
 
 import numba
 
-OPTIONS = dict(cache=True, nogil=True, error_model="numpy")
-FAST_OPTIONS = dict(OPTIONS, fastmath={"contract", "reassoc", "nsz"})
 MIN_PARALLEL_FLOPS = 400_000
 FAST_LAYERS = ("omp", "tbb")
+CACHE_ENV = "MINIGD_CACHE_DIR"
+NUMBA_SUFFIXES = (".nbi", ".nbc")
 
 if "NUMBA_THREADING_LAYER" not in os.environ and numba.config.THREADING_LAYER == "default":
     numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
@@ -65,39 +78,221 @@ if "NUMBA_THREADING_LAYER" not in os.environ and numba.config.THREADING_LAYER ==
 _KERNEL_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
+def user_cache_root():
+    """minigd's cache folder: ``$MINIGD_CACHE_DIR``, else the platform's user cache directory.
+
+    ``$XDG_CACHE_HOME/minigd`` or ``~/.cache/minigd`` on Linux, ``~/Library/Caches/minigd`` on
+    macOS, ``%LOCALAPPDATA%\\minigd\\Cache`` on Windows. Returns None when no home directory can
+    be found. The compiled kernels live in its ``kernels`` subfolder (:func:`kernels_root`).
+    """
+    chosen = os.environ.get(CACHE_ENV)
+    if chosen:
+        return os.path.abspath(os.path.expanduser(chosen))
+    home = os.path.expanduser("~")
+    if sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA") or os.path.join(home, "AppData", "Local")
+        path = os.path.join(base, "minigd", "Cache")
+    elif sys.platform == "darwin":
+        path = os.path.join(home, "Library", "Caches", "minigd")
+    else:
+        base = os.environ.get("XDG_CACHE_HOME")
+        if not base or not os.path.isabs(base):
+            base = os.path.join(home, ".cache")
+        path = os.path.join(base, "minigd")
+    return path if os.path.isabs(path) else None
+
+
+def kernels_root():
+    """The folder holding the compiled kernels of every minigd install of this user (or None)."""
+    root = user_cache_root()
+    return None if root is None else os.path.join(root, "kernels")
+
+
+def cache_directory():
+    """Where this copy of minigd caches its compiled kernels (or None without a home directory).
+
+    One subfolder of :func:`kernels_root` per Numba version and minigd source location, so two
+    checkouts, or an editable and a regular install, never overwrite each other's code.
+    """
+    root = kernels_root()
+    if root is None:
+        return None
+    where = hashlib.sha256(_KERNEL_DIR.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return os.path.join(root, f"numba-{numba.__version__}-{where}")
+
+
 def _kernel_sources():
     return sorted(os.path.join(_KERNEL_DIR, name) for name in os.listdir(_KERNEL_DIR)
                   if name.startswith("jit") and name.endswith(".py"))
 
 
-def _stamp_all_kernel_sources():
-    """Make a change to any kernel module invalidate the cached code of all of them."""
+@functools.lru_cache(maxsize=None)
+def _hash_file(path, mtime, size):        # keyed by mtime and size: an edit is hashed again
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).digest()
+
+
+def source_stamp():
+    """The stamp of every cached kernel: the content hashes of all ``jit*.py`` kernel files."""
+    stamps = []
+    for path in _kernel_sources():
+        st = os.stat(path)
+        stamps.append(_hash_file(path, st.st_mtime, st.st_size))
+    return tuple(stamps)
+
+
+def _writable_directory(path):
+    """Create ``path`` if needed; return None when a file can be written in it, else the reason."""
+    if path is None:
+        return "no home directory to put it in"
+    try:
+        os.makedirs(path, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError as error:
+        return f"{type(error).__name__}: {error.strerror or error}"
+    return None
+
+
+def _install_locator(directory):
+    """Make Numba cache the functions of minigd's kernel files in ``directory``, and only those."""
     from numba.core import caching
 
-    class AllKernelSources:
+    class MinigdCacheLocator(caching.UserProvidedCacheLocator):
+        """Numba cache locator for minigd's kernels: one directory, one stamp for all sources."""
+
+        def __init__(self, py_func, py_file):
+            self._py_file = py_file
+            self._lineno = py_func.__code__.co_firstlineno
+            self._cache_path = directory
+
         @classmethod
         def from_function(cls, py_func, py_file):
             if os.path.dirname(os.path.abspath(py_file)) != _KERNEL_DIR:
-                return None
-            return super().from_function(py_func, py_file)
+                return None                 # the user's own functions: Numba's usual locators
+            # Never fall through to Numba's in-tree locator (site-packages/.../__pycache__).
+            # The directory was found writable at import; Numba recreates it before each save.
+            return cls(py_func, py_file)
 
         def get_source_stamp(self):
-            stamps = []
-            for path in _kernel_sources():
-                st = os.stat(path)
-                stamps.append(caching._hash_source_file(path, st.st_mtime, st.st_size))
-            return tuple(stamps)
+            return source_stamp()
 
-    bases = (caching.UserProvidedCacheLocator, caching.InTreeCacheLocator,
-             caching.UserWideCacheLocator)
-    locators = [type("Minigd" + base.__name__, (AllKernelSources, base), {}) for base in bases]
-    caching.CacheImpl._locator_classes[:0] = locators
+    caching.CacheImpl._locator_classes.insert(0, MinigdCacheLocator)
 
 
-try:
-    _stamp_all_kernel_sources()
-except (ImportError, AttributeError):
-    pass
+def _configure_cache():
+    """Return ``(directory, reason)``: the cache directory in use, or None and why not."""
+    directory = cache_directory()
+    problem = _writable_directory(directory)
+    if problem is None:
+        try:
+            _install_locator(directory)
+        except (ImportError, AttributeError) as error:   # Numba's cache internals changed
+            problem = f"Numba {numba.__version__} has no cache locator API ({error})"
+    if problem is None:
+        return directory, None
+    reason = f"cannot use {directory} ({problem})" if directory else problem
+    warnings.warn(f"minigd: the Numba kernel cache is off: {reason}. The kernels are compiled "
+                  f"again in every process; set {CACHE_ENV} to a writable directory to keep "
+                  "them.", RuntimeWarning, stacklevel=2)
+    return None, reason
+
+
+CACHE_DIR, CACHE_DISABLED_REASON = _configure_cache()
+OPTIONS = dict(cache=CACHE_DIR is not None, nogil=True, error_model="numpy")
+FAST_OPTIONS = dict(OPTIONS, fastmath={"contract", "reassoc", "nsz"})
+
+
+def _cache_files(root):
+    """Numba's files (index, data, half-written temporaries) under ``root``; symlinks skipped."""
+    found = []
+    if root is None or not os.path.isdir(root):
+        return found
+    for folder, dirs, files in os.walk(root, followlinks=False):
+        for name in files:
+            path = os.path.join(folder, name)
+            base = name.split(".tmp.", 1)[0]
+            if base.endswith(NUMBA_SUFFIXES) and os.path.isfile(path) \
+                    and not os.path.islink(path):
+                found.append(path)
+    return sorted(found)
+
+
+def _size(path):
+    try:
+        return os.path.getsize(path)
+    except OSError:                         # removed meanwhile
+        return 0
+
+
+def _this_cpu():
+    from numba.core.registry import cpu_target
+    return cpu_target.target_context.codegen().magic_tuple()
+
+
+def _fresh_kernels(directory):
+    """Names of the kernels in ``directory`` whose cached code is current and built for this CPU."""
+    stamp, cpu, names = source_stamp(), _this_cpu(), []
+    for path in _cache_files(directory):
+        if not path.endswith(".nbi") or os.path.dirname(path) != directory:
+            continue
+        try:
+            with open(path, "rb") as f:
+                if pickle.load(f) != numba.__version__:
+                    continue
+                saved_stamp, overloads = pickle.loads(f.read())
+        except Exception:                   # unreadable or foreign: not usable
+            continue
+        if saved_stamp == stamp and any(key[1] == cpu for key in overloads):
+            names.append(os.path.basename(path).rsplit("-", 1)[0])
+    return sorted(names)
+
+
+def cache_info():
+    """Describe the kernel cache as a dict (for ``minigd cache info``).
+
+    Keys: ``directory`` (this install's cache, None when off), ``disabled_reason``, ``root``
+    (every install's kernels), ``files``/``bytes`` (this install), ``all_files``/``all_bytes``
+    and ``installs`` (every install), ``cpu`` (this CPU's name for LLVM), ``kernels`` (names
+    of the kernels compiled for this CPU and current sources) and ``compiled`` (True when the
+    whole-epoch training kernel is among them, i.e. the next run starts without compiling).
+    """
+    root = kernels_root()
+    everything = _cache_files(root)
+    mine = _cache_files(CACHE_DIR)
+    kernels = _fresh_kernels(CACHE_DIR) if CACHE_DIR else []
+    installs = {os.path.relpath(path, root).split(os.sep)[0] for path in everything}
+    return dict(directory=CACHE_DIR, disabled_reason=CACHE_DISABLED_REASON, root=root,
+                files=len(mine), bytes=sum(map(_size, mine)),
+                all_files=len(everything), all_bytes=sum(map(_size, everything)),
+                installs=len(installs), cpu=_this_cpu()[1], kernels=kernels,
+                compiled="jit_epoch.train_epoch" in kernels)
+
+
+def clear_cache():
+    """Delete the compiled kernels of every minigd install of this user.
+
+    Only Numba's cache files (``*.nbi``, ``*.nbc`` and their temporaries) under
+    :func:`kernels_root` are removed, then the folders left empty; nothing else is touched,
+    whatever ``MINIGD_CACHE_DIR`` points at. Returns ``(files removed, bytes freed)``.
+    """
+    root = kernels_root()
+    removed = freed = 0
+    for path in _cache_files(root):
+        size = _size(path)
+        try:
+            os.remove(path)
+        except FileNotFoundError:           # another process replaced it meanwhile
+            continue
+        removed, freed = removed + 1, freed + size
+    if root is not None and os.path.isdir(root):
+        for folder, _, _ in sorted(os.walk(root, followlinks=False), reverse=True):
+            if folder != root and not os.path.islink(folder):
+                try:
+                    os.rmdir(folder)        # only succeeds when empty
+                except OSError:
+                    pass
+    return removed, freed
+
 
 _layer = None
 
