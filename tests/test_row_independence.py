@@ -37,7 +37,7 @@ from minigd import fused
 from minigd.kernels import jit, jit_gemm
 
 ROW_COUNTS = list(range(1, 10)) + [67]
-WIDTHS = [(1, 1), (3, 5), (13, 10), (17, 33), (64, 16), (300, 50), (100, 130), (784, 128)]
+WIDTHS = [(1, 1), (3, 5), (4, 4), (6, 4), (13, 10), (17, 33), (64, 16), (300, 50), (100, 130), (784, 128)]
 DTYPES = [np.float32, np.float64]
 U32 = 2.0 ** -24
 
@@ -93,6 +93,9 @@ def test_numba_dense_forward_rows_do_not_depend_on_the_batch(n_in, n_out, dtype)
         return out
 
     assert_rows_bit_identical(forward, X)
+    for m in ROW_COUNTS:        # and right: scratch buffers never overlap the weight's
+        np.testing.assert_allclose(forward(X[:m]), X[:m].astype(np.float64) @ w + b,
+                                   rtol=1e-4 if dtype == np.float32 else 1e-12, atol=1e-3)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -33,10 +33,11 @@ from .jit_gemm import (NONE, RELU, SIGMOID, TANH, activation, aligned_empty, den
 _scratch = threading.local()
 
 
-def _buffer(shape, dtype):
-    """A reused, per-thread, 64-byte aligned buffer (one per shape and dtype)."""
+def _buffer(role, shape, dtype):
+    """A reused, per-thread, 64-byte aligned buffer, one per role, shape and dtype (the role
+    keeps a transposed weight of shape (4, n) apart from a row padding of that shape)."""
     buffers = _scratch.__dict__.setdefault("buffers", {})
-    key = (shape, dtype.str)
+    key = (role, shape, dtype.str)
     if key not in buffers:
         buffers[key] = aligned_empty(shape, dtype)
     return buffers[key]
@@ -44,7 +45,7 @@ def _buffer(shape, dtype):
 
 def _transposed_buffer(w):
     """A reused, per-thread buffer for w.T."""
-    return _buffer(w.shape[::-1], w.dtype)
+    return _buffer("w_t", w.shape[::-1], w.dtype)
 
 
 @numba.njit(**OPTIONS)
@@ -57,8 +58,8 @@ def dense_forward(x, w, b, out):
     """out = x @ w + b. Each row of out is computed the same way whatever the number of rows
     (see jit_gemm.nt_columns): a sample's output does not depend on its batch-mates."""
     n_in, n_out = w.shape
-    _dense_forward(x, w, b, out, _transposed_buffer(w), _buffer((4, n_in), w.dtype),
-                   _buffer((4, n_out), w.dtype), parallel_parts())
+    _dense_forward(x, w, b, out, _transposed_buffer(w), _buffer("pad_in", (4, n_in), w.dtype),
+                   _buffer("pad_out", (4, n_out), w.dtype), parallel_parts())
 
 
 @numba.njit(**OPTIONS)

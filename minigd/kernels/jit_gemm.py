@@ -12,6 +12,12 @@ along l: the right shape when the summed dimension s is short (the batch, at bat
 ``a @ b`` is ``matmul_tn(a.T, b, out)``. ``nt_columns`` can finish each element as it is
 stored, ``out = f(sum + bias)``: the dense layer's bias and activation fused into the product.
 
+A row's output does not depend on its batch-mates: ``nt_columns`` sends every row through the
+same 4-row block code, the last ``M % 4`` rows through a zero-padded 4-row scratch block, so a
+sample gives the same bits alone or in a batch of any size, on any thread count (under
+``reassoc`` each loop shape is vectorised its own way, and a separate 1-row path differed in
+the last bits; tests/test_row_independence.py).
+
 Both take ``parts``: the rows of ``out`` (``matmul_tn``) or its columns (``matmul_nt``) are
 cut into ``parts`` ranges at multiples of ``ALIGN`` = 16 elements (a 64-byte cache line of
 float32), one per thread, so that two threads never write the same cache line of a 64-byte
