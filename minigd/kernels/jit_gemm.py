@@ -192,10 +192,11 @@ def matmul_nt(a, b, out, parts):
     """
     N = b.shape[0]
     no_bias = out[0, :0]
-    r = 4 if a.shape[0] % 4 else 0
-    pad_a, pad_out = np.empty((r, a.shape[1]), a.dtype), np.empty((r, N), out.dtype)
-    if r:
+    if a.shape[0] % 4:
+        pad_a, pad_out = np.empty((4, a.shape[1]), a.dtype), np.empty((4, N), out.dtype)
         pad_rows(a, pad_a)
+    else:
+        pad_a, pad_out = a[:0], out[:0]
     parts = effective_parts(parts, 2 * a.shape[0] * N * a.shape[1])
     if parts == 1:
         nt_columns(a, b, out, 0, N, no_bias, NONE, pad_a, pad_out)
