@@ -33,24 +33,33 @@ from .jit_gemm import (NONE, RELU, SIGMOID, TANH, activation, aligned_empty, den
 _scratch = threading.local()
 
 
-def _transposed_buffer(w):
-    """A reused, per-thread buffer for w.T (one per shape and dtype)."""
+def _buffer(role, shape, dtype):
+    """A reused, per-thread, 64-byte aligned buffer, one per role, shape and dtype (the role
+    keeps a transposed weight of shape (4, n) apart from a row padding of that shape)."""
     buffers = _scratch.__dict__.setdefault("buffers", {})
-    key = (w.shape, w.dtype.str)
+    key = (role, shape, dtype.str)
     if key not in buffers:
-        buffers[key] = aligned_empty(w.shape[::-1], w.dtype)
+        buffers[key] = aligned_empty(shape, dtype)
     return buffers[key]
 
 
+def _transposed_buffer(w):
+    """A reused, per-thread buffer for w.T."""
+    return _buffer("w_t", w.shape[::-1], w.dtype)
+
+
 @numba.njit(**OPTIONS)
-def _dense_forward(x, w, b, out, w_t, parts):
+def _dense_forward(x, w, b, out, w_t, pad_a, pad_out, parts):
     transpose_into(w, w_t)
-    dense_act_forward(x, w_t, b, NONE, out, parts)
+    dense_act_forward(x, w_t, b, NONE, out, parts, pad_a, pad_out)
 
 
 def dense_forward(x, w, b, out):
-    """out = x @ w + b."""
-    _dense_forward(x, w, b, out, _transposed_buffer(w), parallel_parts())
+    """out = x @ w + b. Each row of out is computed the same way whatever the number of rows
+    (see jit_gemm.nt_columns): a sample's output does not depend on its batch-mates."""
+    n_in, n_out = w.shape
+    _dense_forward(x, w, b, out, _transposed_buffer(w), _buffer("pad_in", (4, n_in), w.dtype),
+                   _buffer("pad_out", (4, n_out), w.dtype), parallel_parts())
 
 
 @numba.njit(**OPTIONS)

@@ -107,6 +107,9 @@ def train_epoch(X, y, order, batch_size, first, n_iterations, values, grads, sta
     n_layers = dims.shape[0]
     N = order.shape[0]
     squares = np.zeros(max(parts, 1), dtype=values.dtype)
+    # row padding of the forward product (jit_gemm.nt_columns), for batches of M % 4 != 0 rows
+    pad_a = np.zeros(4 * dims[:, 0].max(), dtype=values.dtype)
+    pad_out = np.zeros(4 * dims[:, 1].max(), dtype=values.dtype)
     for t in range(n_iterations):
         start = (first + t) * batch_size
         n = min(batch_size, N - start)
@@ -118,7 +121,8 @@ def train_epoch(X, y, order, batch_size, first, n_iterations, values, grads, sta
             n_in, n_out = dims[l, 0], dims[l, 1]
             out = _matrix(abuf, a_offsets[l], n, n_out)
             dense_act_forward(a, _matrix(values, w_offsets[l], n_out, n_in),
-                              values[b_offsets[l]:b_offsets[l] + n_out], acts[l], out, parts)
+                              values[b_offsets[l]:b_offsets[l] + n_out], acts[l], out, parts,
+                              _matrix(pad_a, 0, 4, n_in), _matrix(pad_out, 0, 4, n_out))
             a = out
 
         n_classes = dims[n_layers - 1, 1]

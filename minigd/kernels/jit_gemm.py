@@ -12,6 +12,12 @@ along l: the right shape when the summed dimension s is short (the batch, at bat
 ``a @ b`` is ``matmul_tn(a.T, b, out)``. ``nt_columns`` can finish each element as it is
 stored, ``out = f(sum + bias)``: the dense layer's bias and activation fused into the product.
 
+A row's output does not depend on its batch-mates: ``nt_columns`` sends every row through the
+same 4-row block code, the last ``M % 4`` rows through a zero-padded 4-row scratch block, so a
+sample gives the same bits alone or in a batch of any size, on any thread count (under
+``reassoc`` each loop shape is vectorised its own way, and a separate 1-row path differed in
+the last bits; tests/test_row_independence.py).
+
 Both take ``parts``: the rows of ``out`` (``matmul_tn``) or its columns (``matmul_nt``) are
 cut into ``parts`` ranges at multiples of ``ALIGN`` = 16 elements (a 64-byte cache line of
 float32), one per thread, so that two threads never write the same cache line of a 64-byte
@@ -111,23 +117,6 @@ def _nt_4x4(a, b, out, i, j, bias, act, one):
 
 
 @numba.njit(**FAST_OPTIONS)
-def _nt_1x4(a, b, out, i, j, bias, act, one):
-    K = a.shape[1]
-    a0 = a[i, 0]
-    s0, s1, s2, s3 = a0 * b[j, 0], a0 * b[j + 1, 0], a0 * b[j + 2, 0], a0 * b[j + 3, 0]
-    for k in range(1, K):
-        a0 = a[i, k]
-        s0 += a0 * b[j, k]
-        s1 += a0 * b[j + 1, k]
-        s2 += a0 * b[j + 2, k]
-        s3 += a0 * b[j + 3, k]
-    out[i, j] = _finish(s0, bias, j, act, one)
-    out[i, j + 1] = _finish(s1, bias, j + 1, act, one)
-    out[i, j + 2] = _finish(s2, bias, j + 2, act, one)
-    out[i, j + 3] = _finish(s3, bias, j + 3, act, one)
-
-
-@numba.njit(**FAST_OPTIONS)
 def _nt_4x1(a, b, out, i, j, bias, act, one):
     K = a.shape[1]
     b0 = b[j, 0]
@@ -145,57 +134,76 @@ def _nt_4x1(a, b, out, i, j, bias, act, one):
 
 
 @numba.njit(**FAST_OPTIONS)
-def _nt_1x1(a, b, out, i, j, bias, act, one):
-    K = a.shape[1]
-    s = a[i, 0] * b[j, 0]
-    for k in range(1, K):
-        s += a[i, k] * b[j, k]
-    out[i, j] = _finish(s, bias, j, act, one)
+def _nt_row_blocks(a, b, out, i0, i1, lo, hi, bias, act, one):
+    """out[i0:i1, lo:hi] = f(a[i0:i1] @ b[lo:hi].T + bias[lo:hi]); i1 - i0 a multiple of 4."""
+    j = lo
+    while j + 4 <= hi:
+        for i in range(i0, i1, 4):
+            _nt_4x4(a, b, out, i, j, bias, act, one)
+        j += 4
+    while j < hi:
+        for i in range(i0, i1, 4):
+            _nt_4x1(a, b, out, i, j, bias, act, one)
+        j += 1
+
+
+@numba.njit(**OPTIONS)
+def pad_rows(a, pad_a):
+    """pad_a = the last ``len(a) % 4`` rows of a, then zero rows up to 4 (see nt_columns)."""
+    M = a.shape[0]
+    r = M % 4
+    for i in range(4):
+        for k in range(a.shape[1]):
+            pad_a[i, k] = a[M - r + i, k] if i < r else a.dtype.type(0)
 
 
 @numba.njit(**FAST_OPTIONS)
-def nt_columns(a, b, out, lo, hi, bias, act):
+def nt_columns(a, b, out, lo, hi, bias, act, pad_a, pad_out):
     """out[:, lo:hi] = f(a @ b[lo:hi].T + bias[lo:hi]) for activation code ``act``.
 
     ``bias`` of length 0 adds nothing; lo is a multiple of 4.
+
+    Every row goes through the same 4-row block code, so a row's result does not depend on
+    how many rows ``a`` has or where the row sits (under ``reassoc`` LLVM vectorises each
+    loop shape's k-sums its own way, so a separate 1-row path gave other last bits, ~1e-7 in
+    float32). The last ``M % 4`` rows are computed as one block in the scratch ``pad_a``
+    (4, K) (filled by :func:`pad_rows` beforehand, zero rows after the real ones) into
+    ``pad_out`` (4, N), then copied to ``out``. Columns past the last multiple of 4 use a
+    one-column block (``_nt_4x1``), for every row alike.
     """
     M = a.shape[0]
+    M4 = M - M % 4
     one = out.dtype.type(1)
-    for i0 in range(0, M, _ROWS_PER_CHUNK):
-        i1 = min(M, i0 + _ROWS_PER_CHUNK)
-        j = lo
-        while j + 4 <= hi:
-            i = i0
-            while i + 4 <= i1:
-                _nt_4x4(a, b, out, i, j, bias, act, one)
-                i += 4
-            while i < i1:
-                _nt_1x4(a, b, out, i, j, bias, act, one)
-                i += 1
-            j += 4
-        while j < hi:
-            i = i0
-            while i + 4 <= i1:
-                _nt_4x1(a, b, out, i, j, bias, act, one)
-                i += 4
-            while i < i1:
-                _nt_1x1(a, b, out, i, j, bias, act, one)
-                i += 1
-            j += 1
+    for i0 in range(0, M4, _ROWS_PER_CHUNK):
+        _nt_row_blocks(a, b, out, i0, min(M4, i0 + _ROWS_PER_CHUNK), lo, hi, bias, act, one)
+    if M4 < M:
+        _nt_row_blocks(pad_a, b, pad_out, 0, 4, lo, hi, bias, act, one)
+        for i in range(M4, M):
+            for j in range(lo, hi):
+                out[i, j] = pad_out[i - M4, j]
 
 
 @numba.njit(parallel=True, **FAST_OPTIONS)
 def matmul_nt(a, b, out, parts):
-    """out = a @ b.T for a (M, K), b (N, K), out (M, N); columns split into ``parts``."""
+    """out = a @ b.T for a (M, K), b (N, K), out (M, N); columns split into ``parts``.
+
+    For benchmarks and tests: allocates the small (4, K) and (4, N) row padding of
+    :func:`nt_columns` when M is not a multiple of 4 (the dense kernels reuse theirs).
+    """
     N = b.shape[0]
     no_bias = out[0, :0]
+    if a.shape[0] % 4:
+        pad_a, pad_out = np.empty((4, a.shape[1]), a.dtype), np.empty((4, N), out.dtype)
+        pad_rows(a, pad_a)
+    else:
+        pad_a, pad_out = a[:0], out[:0]
     parts = effective_parts(parts, 2 * a.shape[0] * N * a.shape[1])
     if parts == 1:
-        nt_columns(a, b, out, 0, N, no_bias, NONE)
+        nt_columns(a, b, out, 0, N, no_bias, NONE, pad_a, pad_out)
         return
     for part in prange(parts):
         lo, hi = split(N, parts, part)
-        nt_columns(a, b, out, lo, hi, no_bias, NONE)
+        nt_columns(a, b, out, lo, hi, no_bias, NONE, pad_a, pad_out)
 
 
 # ---- out = p.T @ q ---------------------------------------------------------------------------
@@ -282,17 +290,20 @@ def matmul_tn(p, q, out, parts):
 
 # ---- dense layers: a product and its epilogue, split between threads ---------------------------
 @numba.njit(parallel=True, **OPTIONS)
-def dense_act_forward(x, w_t, b, act, out, parts):
+def dense_act_forward(x, w_t, b, act, out, parts, pad_a, pad_out):
     """out = f(x @ w_t.T + b), bias and activation applied as each element is stored; output
-    columns split into ``parts``."""
+    columns split into ``parts``. ``pad_a`` (4, in) and ``pad_out`` (4, out): reused scratch
+    for the rows past the last multiple of 4 (see :func:`nt_columns`)."""
     n_out = w_t.shape[0]
+    if x.shape[0] % 4:
+        pad_rows(x, pad_a)
     parts = effective_parts(parts, 2 * x.shape[0] * x.shape[1] * n_out)
     if parts == 1:
-        nt_columns(x, w_t, out, 0, n_out, b, act)
+        nt_columns(x, w_t, out, 0, n_out, b, act, pad_a, pad_out)
         return
     for part in numba.prange(parts):
         lo, hi = split(n_out, parts, part)
-        nt_columns(x, w_t, out, lo, hi, b, act)
+        nt_columns(x, w_t, out, lo, hi, b, act, pad_a, pad_out)
 
 
 @numba.njit(**OPTIONS)
