@@ -131,7 +131,7 @@ def run_epoch(state, bar, start=0):
     ``loss sum`` is the sum of batch loss times batch size, as the per-iteration path returns
     it. ``bar`` is a tqdm-like progress bar, closed on return.
     """
-    from .kernels import jit_epoch          # imported here: `import minigd` stays Numba-free
+    from .kernels import autotune, jit_epoch  # imported here: `import minigd` stays Numba-free
     from .kernels.jit_config import parallel_parts
     from .kernels.jit_gemm import aligned_empty
     from .training import _mark_divergence
@@ -165,12 +165,15 @@ def run_epoch(state, bar, start=0):
     order = np.ascontiguousarray(iterator.permutation(epoch_index), dtype=np.int64)
     y = np.ascontiguousarray(iterator.y, dtype=np.int64)
 
+    parts = parallel_parts()
+    products = autotune.epoch_products(dims, iterator.batch_size, sizes, dtype, parts)
     try:
-        count, status = (0, jit_epoch.COMPLETED) if n_run == 0 else jit_epoch.train_epoch(
-            iterator.X, y, order, iterator.batch_size, start, n_run, values, grads, states[0],
-            state2, dims, w_offsets, b_offsets, acts, kind, hyper, optimizer.step_count,
-            np.array(lrs[:n_run], dtype=np.float64), xbuf, ybuf, workspace, a_offsets, deltas,
-            losses, parallel_parts())
+        with autotune.blas_threads_limited(products):
+            count, status = (0, jit_epoch.COMPLETED) if n_run == 0 else jit_epoch.train_epoch(
+                iterator.X, y, order, iterator.batch_size, start, n_run, values, grads,
+                states[0], state2, dims, w_offsets, b_offsets, acts, kind, hyper,
+                optimizer.step_count, np.array(lrs[:n_run], dtype=np.float64), xbuf, ybuf,
+                workspace, a_offsets, deltas, losses, parts, products)
         jit_epoch.from_kernel_layout(values, model._values, dims, w_offsets)
         jit_epoch.from_kernel_layout(grads, model._grads, dims, w_offsets)
         for kernel_state, name in zip(states, names):

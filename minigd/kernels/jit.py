@@ -22,8 +22,10 @@ import threading
 import numba
 
 from .jit_config import OPTIONS, parallel_parts
-from .jit_gemm import (NONE, RELU, SIGMOID, TANH, activation, aligned_empty, dense_act_forward,
-                       effective_parts, input_grad, matmul_tn, transpose_into)
+from . import autotune
+from .jit_gemm import (BLAS, NONE, RELU, SIGMOID, TANH, activation, aligned_empty,
+                       dense_act_forward, effective_parts, input_grad, matmul_tn, transpose_into,
+                       weight_grad_t)
 
 
 # ---- dense ----------------------------------------------------------------------------------
@@ -73,17 +75,30 @@ def column_sums(dy, db, lo, hi):
 
 
 @numba.njit(**OPTIONS)
-def _dense_backward(x, dy, w, dw, db, dx, w_t, parts):
-    matmul_tn(x, dy, dw, parts)
+def _dense_backward(x, dy, w, dw, db, dx, w_t, parts, impl_w, impl_x):
+    if impl_w == BLAS:              # as the whole-epoch kernel: dw.T = dy.T @ x, then transposed
+        weight_grad_t(dy, x, w_t, parts, impl_w)
+        transpose_into(w_t, dw)
+    else:
+        matmul_tn(x, dy, dw, parts)
     column_sums(dy, db, 0, dy.shape[1])
     if dx is not None:
         transpose_into(w, w_t)
-        input_grad(dy, w_t, dx, NONE, dx, parts)
+        input_grad(dy, w_t, dx, NONE, dx, parts, impl_x)
 
 
 def dense_backward(x, dy, w, dw, db, dx):
-    """dw = x.T @ dy, db = sum over rows of dy, dx = dy @ w.T (skipped when dx is None)."""
-    _dense_backward(x, dy, w, dw, db, dx, _transposed_buffer(w), parallel_parts())
+    """dw = x.T @ dy, db = sum over rows of dy, dx = dy @ w.T (skipped when dx is None).
+
+    The products run the implementation :mod:`minigd.kernels.autotune` chose for this shape,
+    the same as the whole-epoch kernel's, so both paths give the same bits."""
+    parts = parallel_parts()
+    rows, (n_in, n_out) = x.shape[0], w.shape
+    impl_w = autotune.choice("weight_grad", rows, n_in, n_out, w.dtype, parts)
+    impl_x = 0 if dx is None else autotune.choice("input_grad", rows, n_in, n_out, w.dtype,
+                                                  parts)
+    with autotune.blas_threads_limited((impl_w, impl_x)):
+        _dense_backward(x, dy, w, dw, db, dx, _transposed_buffer(w), parts, impl_w, impl_x)
 
 
 # ---- activations ------------------------------------------------------------------------------

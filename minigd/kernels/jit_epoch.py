@@ -22,7 +22,7 @@ import numpy as np
 from .jit import adam_step, column_sums, sgd_step, softmax_cross_entropy
 from .jit_config import FAST_OPTIONS, OPTIONS
 from .jit_gemm import (activation_mask, dense_act_forward, effective_parts, input_grad, split,
-                       tn_rows)
+                       tn_product)
 
 SGD, ADAM = 0, 1
 COMPLETED, LOSS_DIVERGED, GRADIENT_DIVERGED = 0, 1, 2
@@ -52,20 +52,21 @@ def gather(X, y, order, start, xb, yb, parts):
 
 
 @numba.njit(parallel=True, **OPTIONS)
-def weight_grad(d, a, dw_t, db, squares, parts):
+def weight_grad(d, a, dw_t, db, squares, parts, impl):
     """dw_t = d.T @ a (the transposed weight gradient), db = sum over rows of d; adds the sum
     of squares of each part's gradient rows to squares[part] while they are in cache (for the
-    overflow check: one thread summing rows the other wrote measured ~10 us per iteration)."""
+    overflow check: one thread summing rows the other wrote measured ~10 us per iteration).
+    ``impl``: the product's implementation (jit_gemm.tn_product)."""
     n_out = d.shape[1]
     parts = effective_parts(parts, 2 * d.shape[0] * n_out * a.shape[1])
     if parts == 1:
-        tn_rows(d, a, dw_t, 0, n_out)
+        tn_product(d, a, dw_t, 0, n_out, impl)
         column_sums(d, db, 0, n_out)
         squares[0] += _squares(dw_t, db, 0, n_out)
         return
     for part in numba.prange(parts):
         lo, hi = split(n_out, parts, part)
-        tn_rows(d, a, dw_t, lo, hi)
+        tn_product(d, a, dw_t, lo, hi, impl)
         column_sums(d, db, lo, hi)
         squares[part] += _squares(dw_t, db, lo, hi)
 
@@ -89,7 +90,7 @@ def _matrix(flat, offset, rows, cols):
 @numba.njit(**OPTIONS)
 def train_epoch(X, y, order, batch_size, first, n_iterations, values, grads, state1, state2,
                 dims, w_offsets, b_offsets, acts, kind, hyper, step0, lrs,
-                xbuf, ybuf, abuf, a_offsets, dbuf, losses, parts):
+                xbuf, ybuf, abuf, a_offsets, dbuf, losses, parts, products):
     """Run up to ``n_iterations`` updates, the epoch's iterations ``first``, ``first + 1``, ...;
     return (iterations recorded in ``losses``, status).
 
@@ -103,6 +104,9 @@ def train_epoch(X, y, order, batch_size, first, n_iterations, values, grads, sta
     kind SGD: hyper = (momentum, dampening, nesterov, weight_decay);
     kind ADAM: hyper = (beta1, beta2, eps, weight_decay, decoupled). step0: updates so far.
     xbuf (B, features), ybuf (B,), abuf/dbuf: workspaces; losses (n_iterations,) float64.
+    products (2, L, 2) int64: the backward products' implementations (jit_gemm.OWN/BLAS) of
+    layer l, [0] for full batches and [1] for a shorter last one, [..., 0] the weight gradient
+    and [..., 1] the input gradient (minigd.kernels.autotune.epoch_products).
     """
     n_layers = dims.shape[0]
     N = order.shape[0]
@@ -134,16 +138,18 @@ def train_epoch(X, y, order, batch_size, first, n_iterations, values, grads, sta
         activation_mask(d, a, acts[n_layers - 1], 0, n)
 
         half = dbuf.shape[0] // 2
+        short = 0 if n == batch_size else 1
         squares[:] = 0
         for l in range(n_layers - 1, -1, -1):
             n_in, n_out = dims[l, 0], dims[l, 1]
             a_prev = xb if l == 0 else _matrix(abuf, a_offsets[l - 1], n, n_in)
             weight_grad(d, a_prev, _matrix(grads, w_offsets[l], n_out, n_in),
-                        grads[b_offsets[l]:b_offsets[l] + n_out], squares, parts)
+                        grads[b_offsets[l]:b_offsets[l] + n_out], squares, parts,
+                        products[short, l, 0])
             if l > 0:
                 below = _matrix(dbuf, half if (n_layers - 1 - l) % 2 == 0 else 0, n, n_in)
                 input_grad(d, _matrix(values, w_offsets[l], n_out, n_in), a_prev, acts[l - 1],
-                           below, parts)
+                           below, parts, products[short, l, 1])
                 d = below
         if not np.isfinite(squares.sum()):
             return t + 1, GRADIENT_DIVERGED

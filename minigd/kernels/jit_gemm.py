@@ -38,6 +38,7 @@ from .jit_config import FAST_OPTIONS, MIN_PARALLEL_FLOPS, OPTIONS
 _ROWS_PER_CHUNK = 64        # rows of the streamed operand kept hot in L2 per sweep
 ALIGN = 16
 NONE, RELU, TANH, SIGMOID = 0, 1, 2, 3     # activation codes
+OWN, BLAS = 0, 1                           # product implementations (minigd.kernels.autotune)
 
 
 @numba.njit(**OPTIONS)
@@ -324,19 +325,6 @@ def activation_mask(d, y, act, lo, hi):
                 d[i, j] = (one - v) * v * d[i, j]
 
 
-@numba.njit(parallel=True, **OPTIONS)
-def input_grad(d, w_t, a_prev, act_prev, d_prev, parts):
-    """d_prev = (d @ w_t) * f'(a_prev): the gradient one layer down, mask fused; rows split."""
-    n = d.shape[0]
-    parts = effective_parts(parts, 2 * n * d.shape[1] * w_t.shape[1])
-    if parts == 1:
-        tn_rows(d.T, w_t, d_prev, 0, n)
-        activation_mask(d_prev, a_prev, act_prev, 0, n)
-        return
-    for part in numba.prange(parts):
-        lo, hi = split(n, parts, part)
-        tn_rows(d.T, w_t, d_prev, lo, hi)
-        activation_mask(d_prev, a_prev, act_prev, lo, hi)
 
 
 @numba.njit(**OPTIONS)
@@ -383,3 +371,141 @@ def aligned_empty(shape, dtype, align=64):
     raw = np.empty(nbytes + align, dtype=np.uint8)
     offset = -raw.ctypes.data % align
     return raw[offset:offset + nbytes].view(dtype).reshape(shape)
+
+
+# ---- BLAS from compiled code ---------------------------------------------------------------------
+# ``numba_xxgemm`` is the BLAS entry point of Numba's helper library, the one ``np.dot`` inside
+# ``@njit`` uses: it calls SciPy's BLAS (``scipy.linalg.cython_blas``), resolved by name when
+# the compiled code first runs, so functions calling it can be cached. ``np.dot`` itself only
+# takes whole C- or Fortran-ordered arrays (it copies a strided view), which rules out one
+# thread computing a range of rows of a product; this intrinsic takes leading dimensions.
+def _blas_available():
+    try:
+        import scipy.linalg.cython_blas  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+BLAS_AVAILABLE = _blas_available()
+
+
+@numba.extending.intrinsic
+def _xgemm(typingctx, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc):
+    """Column-major BLAS gemm: c(m, n) = op(a) @ op(b), op a transpose when trans_* != 0."""
+    from llvmlite import ir
+    from numba.core import cgutils, types
+    from numba.np.arrayobj import make_array
+    from numba.np.linalg import check_blas_return, ensure_blas, get_blas_kind
+
+    if not (isinstance(a, types.Array) and a.dtype == b.dtype == c.dtype
+            and a.dtype in (types.float32, types.float64)):
+        return None
+    sig = types.void(types.intp, types.intp, types.intp, types.intp, types.intp, a,
+                     types.intp, b, types.intp, c, types.intp)
+
+    def codegen(context, builder, signature, args):
+        ensure_blas()
+        ta, tb, m_, n_, k_, a_, lda_, b_, ldb_, c_, ldc_ = args
+        char, voidp = ir.IntType(8), cgutils.voidptr_t
+        intp = context.get_value_type(types.intp)
+        fnty = ir.FunctionType(ir.IntType(32), [char, char, char, intp, intp, intp, voidp,
+                                                voidp, intp, voidp, intp, voidp, voidp, intp])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "numba_xxgemm")
+        dtype = signature.args[5].dtype
+        alpha = cgutils.alloca_once_value(builder, context.get_constant(dtype, 1.0))
+        beta = cgutils.alloca_once_value(builder, context.get_constant(dtype, 0.0))
+        zero = ir.Constant(intp, 0)
+
+        def flag(t):
+            return builder.select(builder.icmp_signed("!=", t, zero), ir.Constant(char, ord("t")),
+                                  ir.Constant(char, ord("n")))
+
+        def data(ty, value):
+            return builder.bitcast(make_array(ty)(context, builder, value).data, voidp)
+
+        res = builder.call(fn, (ir.Constant(char, ord(get_blas_kind(dtype))), flag(ta),
+                                flag(tb), m_, n_, k_, builder.bitcast(alpha, voidp),
+                                data(signature.args[5], a_), lda_,
+                                data(signature.args[7], b_), ldb_,
+                                builder.bitcast(beta, voidp), data(signature.args[9], c_), ldc_))
+        check_blas_return(context, builder, res)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@numba.njit(**OPTIONS)
+def _blas_operand(x):
+    """(transposed, leading dimension) of 2-D ``x`` seen as a column-major matrix of x.T, or
+    (-1, 0) when neither of its strides is one element."""
+    rows, cols = x.shape
+    s0, s1 = x.strides[0] // x.itemsize, x.strides[1] // x.itemsize
+    if cols <= 1 or s1 == 1:
+        return 0, max(s0, cols, 1)
+    if rows <= 1 or s0 == 1:
+        return 1, max(s1, rows, 1)
+    return -1, 0
+
+
+@numba.njit(**OPTIONS)
+def blas_matmul(a, b, out):
+    """out = a @ b through BLAS, for 2-D views whose rows or columns are contiguous (no copy);
+    ``out``'s rows contiguous. Row-major ``out`` is column-major ``out.T = b.T @ a.T``."""
+    m, k = a.shape
+    n = b.shape[1]
+    if m == 0 or n == 0:
+        return
+    if k == 0:
+        out[:, :] = 0
+        return
+    tb, ldb = _blas_operand(b)
+    ta, lda = _blas_operand(a)
+    if ta < 0 or tb < 0 or (m > 1 and out.strides[1] != out.itemsize):
+        raise ValueError("blas_matmul: operands need a unit stride")
+    ldc = max(out.strides[0] // out.itemsize, n, 1)
+    _xgemm(tb, ta, n, m, k, b, ldb, a, lda, out, ldc)
+
+
+if BLAS_AVAILABLE:
+    @numba.njit(**FAST_OPTIONS)
+    def tn_product(p, q, out, lo, hi, impl):
+        """out[lo:hi] = p[:, lo:hi].T @ q: :func:`tn_rows` (impl OWN) or one BLAS call (BLAS)."""
+        if impl == BLAS:
+            blas_matmul(p[:, lo:hi].T, q, out[lo:hi])
+        else:
+            tn_rows(p, q, out, lo, hi)
+else:                       # no SciPy: Numba cannot call BLAS; every product is our own
+    @numba.njit(**FAST_OPTIONS)
+    def tn_product(p, q, out, lo, hi, impl):
+        """out[lo:hi] = p[:, lo:hi].T @ q with :func:`tn_rows` (BLAS is not available)."""
+        tn_rows(p, q, out, lo, hi)
+
+@numba.njit(parallel=True, **OPTIONS)
+def input_grad(d, w_t, a_prev, act_prev, d_prev, parts, impl=OWN):
+    """d_prev = (d @ w_t) * f'(a_prev): the gradient one layer down, mask fused; rows split.
+    ``impl``: the product's implementation, OWN (default) or BLAS (see :func:`tn_product`)."""
+    n = d.shape[0]
+    parts = effective_parts(parts, 2 * n * d.shape[1] * w_t.shape[1])
+    if parts == 1:
+        tn_product(d.T, w_t, d_prev, 0, n, impl)
+        activation_mask(d_prev, a_prev, act_prev, 0, n)
+        return
+    for part in numba.prange(parts):
+        lo, hi = split(n, parts, part)
+        tn_product(d.T, w_t, d_prev, lo, hi, impl)
+        activation_mask(d_prev, a_prev, act_prev, lo, hi)
+
+
+@numba.njit(parallel=True, **OPTIONS)
+def weight_grad_t(d, a, dw_t, parts, impl):
+    """dw_t = d.T @ a (a dense layer's transposed weight gradient, (out, in)), its rows split
+    into ``parts`` as the whole-epoch kernel splits them; ``impl`` OWN or BLAS."""
+    n_out = d.shape[1]
+    parts = effective_parts(parts, 2 * d.shape[0] * n_out * a.shape[1])
+    if parts == 1:
+        tn_product(d, a, dw_t, 0, n_out, impl)
+        return
+    for part in numba.prange(parts):
+        lo, hi = split(n_out, parts, part)
+        tn_product(d, a, dw_t, lo, hi, impl)

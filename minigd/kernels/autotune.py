@@ -1,0 +1,313 @@
+"""Which matrix product the Numba backend's backward pass runs, chosen by measuring this machine.
+
+Two implementations compete for each backward product of a dense layer (the weight gradient
+``d.T @ a`` and the input gradient ``d @ W.T``), at the run's shape, dtype and thread count:
+
+- ``own``: minigd's register-blocked loops (:mod:`minigd.kernels.jit_gemm`), compiled by LLVM
+  for the host CPU;
+- ``blas``: SciPy's BLAS called from the compiled kernel (``jit_gemm.blas_matmul``, the entry
+  point ``np.dot`` inside ``@njit`` uses), one single-threaded call per Numba thread on that
+  thread's range of output rows. BLAS runs single-threaded while minigd's kernels run
+  (:func:`blas_threads_limited`, through threadpoolctl), so one thread pool, Numba's, owns the
+  cores: two pools spinning on 2 cores measured slower and less stable.
+
+The forward product always runs minigd's own kernel: it computes every row with the same code
+whatever the batch's row count (tests/test_row_independence.py), which BLAS does not promise.
+
+The first time a shape is needed, both are timed (interleaved, best of a few rounds, a few
+milliseconds) and the faster one is kept; ``own`` unless BLAS is at least 5% faster. Choices
+are cached in ``autotune.json`` beside the compiled kernels (``$MINIGD_CACHE_DIR``, default
+``~/.cache/minigd``), per machine (CPU model, LLVM CPU name, vector ISA, BLAS library) and per
+product, shape, dtype and thread count; the file is written atomically, and an entry that
+cannot be read back as a valid choice is measured again, never trusted. ``minigd cache info``
+shows the choices.
+
+Determinism: with a given choice, results are bit-identical run to run on one machine (the
+choice is looked up, not re-measured, so it does not change between runs; ``minigd cache clear``
+or a new machine measures again). The fused epoch and the per-iteration path use the same
+choice, so they stay bit-identical. Different machines (or BLAS builds) may choose differently,
+and so may differ in the last bits. ``MINIGD_PRODUCTS=own`` (or ``blas``) overrides the choice.
+"""
+import contextlib
+import json
+import math
+import os
+import platform
+import sys
+import threading
+import time
+
+import numpy as np
+
+from .. import _io
+from . import jit_config, jit_gemm
+
+CANDIDATES = ("own", "blas")            # index = jit_gemm.OWN / jit_gemm.BLAS
+PRODUCTS = ("weight_grad", "input_grad")
+FILE_NAME = "autotune.json"
+ENV = "MINIGD_PRODUCTS"
+VERSION = 1
+BLAS_MARGIN = 0.95                      # BLAS must take <= 95% of own's time to be chosen
+_ROUNDS = 5                             # interleaved timing rounds per candidate
+_MIN_SECONDS = 2e-4                     # each timing covers at least this long
+
+_lock = threading.Lock()
+_memo = {}                              # (machine, entry key) -> choice index
+measurements = 0                        # how many shapes were measured in this process (tests)
+
+
+# ---- the machine ---------------------------------------------------------------------------------
+def cpu_model():
+    """The CPU's marketing name (``/proc/cpuinfo``, ``sysctl`` on macOS), else platform's."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.lower().startswith(("model name", "hardware", "cpu model")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    if sys.platform == "darwin":
+        import subprocess
+        try:
+            return subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"],
+                                  capture_output=True, text=True, timeout=5).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+_AVX512_NAMES = ("avx512", "skylake-avx512", "cascadelake", "cooperlake", "icelake", "tigerlake",
+                 "sapphirerapids", "graniterapids", "emeraldrapids", "rocketlake", "znver4",
+                 "znver5", "knl", "knm", "cannonlake", "diamondrapids")
+_AVX2_NAMES = ("haswell", "broadwell", "skylake", "alderlake", "raptorlake", "meteorlake",
+               "arrowlake", "lunarlake", "gracemont", "znver1", "znver2", "znver3",
+               "x86-64-v3", "core-avx2", "bdver4")
+
+
+def llvm_cpu():
+    """(CPU name, feature string) Numba compiles for: the host, or ``NUMBA_CPU_NAME``."""
+    import llvmlite.binding as llvm
+    from numba.core import config
+    name = config.CPU_NAME or llvm.get_host_cpu_name()
+    if config.CPU_NAME and config.CPU_NAME != "host":
+        return name, config.CPU_FEATURES or ""
+    try:
+        return name, llvm.get_host_cpu_features().flatten()
+    except Exception:                   # features unknown on some platforms
+        return name, ""
+
+
+def vector_isa():
+    """The widest vector ISA the compiled kernels use: "AVX-512", "AVX2", "NEON", or "SSE/other"
+    (follows ``NUMBA_CPU_NAME``: ``haswell`` on an AVX-512 machine gives "AVX2")."""
+    machine = platform.machine().lower()
+    if machine in ("arm64", "aarch64") or machine.startswith("armv8"):
+        return "NEON"
+    name, features = llvm_cpu()
+    flags = set(features.split(","))
+    if "+avx512f" in flags or (not features and name.startswith(_AVX512_NAMES)):
+        return "AVX-512"
+    if "+avx2" in flags or (not features and name.startswith(_AVX2_NAMES)):
+        return "AVX2"
+    return "SSE/other"
+
+
+def blas_library():
+    """Which BLAS ``jit_gemm.blas_matmul`` calls (SciPy's, by SciPy version), or None."""
+    if not jit_gemm.BLAS_AVAILABLE:
+        return None
+    import scipy
+    return f"scipy {scipy.__version__} BLAS"
+
+
+def machine_key():
+    """The cache's key for this machine: CPU model, LLVM CPU name, vector ISA, BLAS library."""
+    return " | ".join([cpu_model(), llvm_cpu()[0], vector_isa(), str(blas_library())])
+
+
+def entry_key(product, rows, n_in, n_out, dtype, parts):
+    """The cache's key for one product: ``weight_grad 64x784x128 float32 2t``."""
+    return f"{product} {rows}x{n_in}x{n_out} {np.dtype(dtype).name} {parts}t"
+
+
+# ---- thread pools --------------------------------------------------------------------------------
+_controller = None
+
+
+def _blas_pools():
+    """threadpoolctl's handle on the process's BLAS libraries (None without threadpoolctl)."""
+    global _controller
+    if _controller is None:
+        try:
+            import scipy.linalg.cython_blas  # noqa: F401  (load SciPy's BLAS so it is found)
+            from threadpoolctl import ThreadpoolController
+            _controller = ThreadpoolController().select(user_api="blas")
+        except Exception:               # threadpoolctl missing or failing: no BLAS candidate
+            _controller = False
+    return _controller or None
+
+
+def blas_usable():
+    """True when the BLAS candidate can run: SciPy's BLAS is there and its threads can be set."""
+    return jit_gemm.BLAS_AVAILABLE and _blas_pools() is not None
+
+
+@contextlib.contextmanager
+def blas_threads_limited(products):
+    """Run BLAS single-threaded inside the block when ``products`` (codes) use it; else no-op."""
+    if not np.any(np.asarray(products) == jit_gemm.BLAS) or _blas_pools() is None:
+        yield
+        return
+    with _blas_pools().limit(limits=1):
+        yield
+
+
+# ---- the cache file ------------------------------------------------------------------------------
+def cache_path():
+    """``autotune.json`` in minigd's cache folder, or None when there is none."""
+    root = jit_config.user_cache_root()
+    return None if root is None else os.path.join(root, FILE_NAME)
+
+
+def _read():
+    """The cache file's contents as {machine: {entry: record}}; {} when absent or unreadable."""
+    path = cache_path()
+    if path is None:
+        return {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict) or data.get("version") != VERSION \
+            or not isinstance(data.get("machines"), dict):
+        return {}
+    return {m: e for m, e in data["machines"].items() if isinstance(e, dict)}
+
+
+def _valid(record):
+    """The choice index of a cache record, or None when the record is not a valid one."""
+    if not isinstance(record, dict) or record.get("choice") not in CANDIDATES:
+        return None
+    seconds = record.get("seconds")
+    if not isinstance(seconds, dict) or set(seconds) != set(CANDIDATES):
+        return None
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+               and math.isfinite(v) and v > 0 for v in seconds.values()):
+        return None
+    if _decide(seconds["own"], seconds["blas"]) != record["choice"]:
+        return None                     # inconsistent with its own timings: not ours
+    return CANDIDATES.index(record["choice"])
+
+
+def _write(machine, key, record):
+    """Merge one record into the cache file (read, update, atomic replace); quiet on failure."""
+    path = cache_path()
+    if path is None:
+        return
+    machines = _read()
+    machines.setdefault(machine, {})[key] = record
+    try:
+        with _io.atomic_open(path, "w", encoding="utf-8") as f:
+            json.dump({"version": VERSION, "machines": machines}, f, indent=1, sort_keys=True)
+    except OSError:                     # read-only cache folder: keep the choice in memory
+        pass
+
+
+def cached_choices():
+    """{entry key: choice name} cached for this machine (for ``minigd cache info``)."""
+    entries = _read().get(machine_key(), {})
+    return {k: v["choice"] for k, v in sorted(entries.items()) if _valid(v) is not None}
+
+
+# ---- measuring -----------------------------------------------------------------------------------
+def _decide(own, blas):
+    return "blas" if blas <= BLAS_MARGIN * own else "own"
+
+
+def _operands(product, rows, n_in, n_out, dtype):
+    rng = np.random.default_rng(0)
+    d = jit_gemm.aligned_empty((rows, n_out), dtype)
+    d[...] = rng.standard_normal(d.shape)
+    if product == "weight_grad":
+        a = jit_gemm.aligned_empty((rows, n_in), dtype)
+        a[...] = rng.random(a.shape)
+        out = jit_gemm.aligned_empty((n_out, n_in), dtype)
+        return lambda impl, parts: jit_gemm.weight_grad_t(d, a, out, parts, impl)
+    w_t = jit_gemm.aligned_empty((n_out, n_in), dtype)
+    w_t[...] = rng.standard_normal(w_t.shape)
+    below = jit_gemm.aligned_empty((rows, n_in), dtype)
+    return lambda impl, parts: jit_gemm.input_grad(d, w_t, below, jit_gemm.NONE, below,
+                                                   parts, impl)
+
+
+def measure(product, rows, n_in, n_out, dtype, parts):
+    """Best seconds per call of each candidate on this product: {"own": s, "blas": s}."""
+    global measurements
+    run = _operands(product, rows, n_in, n_out, dtype)
+    with blas_threads_limited([jit_gemm.BLAS]):
+        for impl in range(len(CANDIDATES)):
+            run(impl, parts)            # compile / load, warm the caches
+        started = time.perf_counter()
+        run(jit_gemm.OWN, parts)
+        once = max(time.perf_counter() - started, 1e-7)
+        reps = max(1, min(1000, int(_MIN_SECONDS / once)))
+        best = [math.inf] * len(CANDIDATES)
+        for _ in range(_ROUNDS):
+            for impl in range(len(CANDIDATES)):
+                started = time.perf_counter()
+                for _ in range(reps):
+                    run(impl, parts)
+                best[impl] = min(best[impl], (time.perf_counter() - started) / reps)
+    measurements += 1
+    return dict(zip(CANDIDATES, best))
+
+
+def choice(product, rows, n_in, n_out, dtype, parts):
+    """The implementation code (jit_gemm.OWN or BLAS) of one backward product: from
+    ``MINIGD_PRODUCTS``, else this process's memo, else the cache file, else measured now."""
+    forced = os.environ.get(ENV, "auto").strip().lower()
+    if forced in CANDIDATES:
+        return jit_gemm.BLAS if forced == "blas" and blas_usable() else jit_gemm.OWN
+    if forced not in ("", "auto"):
+        raise ValueError(f"{ENV}={forced!r}: expected 'own', 'blas' or 'auto'")
+    if not blas_usable():
+        return jit_gemm.OWN
+    machine, key = machine_key(), entry_key(product, rows, n_in, n_out, dtype, parts)
+    with _lock:
+        if (machine, key) in _memo:
+            return _memo[machine, key]
+        found = _valid(_read().get(machine, {}).get(key))
+        if found is None:
+            seconds = measure(product, rows, n_in, n_out, dtype, parts)
+            record = {"choice": _decide(seconds["own"], seconds["blas"]), "seconds": seconds,
+                      "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            _write(machine, key, record)
+            found = CANDIDATES.index(record["choice"])
+        _memo[machine, key] = found
+        return found
+
+
+def epoch_products(dims, batch_size, sizes, dtype, parts):
+    """The (2, L, 2) int64 ``products`` array of jit_epoch.train_epoch for an epoch of batches
+    of ``sizes`` rows: per layer, the weight- and input-gradient implementations for batches of
+    ``batch_size`` rows ([0]) and for a shorter last batch ([1])."""
+    dims = np.asarray(dims)
+    products = np.zeros((2, len(dims), 2), dtype=np.int64)
+    short = {int(n) for n in sizes if int(n) != batch_size}
+    for which, rows in ((0, batch_size), (1, max(short, default=0))):
+        if rows == 0 or (which == 0 and batch_size not in set(map(int, sizes))):
+            continue
+        for l, (n_in, n_out) in enumerate(dims):
+            products[which, l, 0] = choice("weight_grad", rows, int(n_in), int(n_out), dtype,
+                                           parts)
+            if l > 0:
+                products[which, l, 1] = choice("input_grad", rows, int(n_in), int(n_out), dtype,
+                                               parts)
+    return products
+
+
+def describe(products):
+    """A readable name for a products array: "own", "blas", or "mixed (own, blas)"."""
+    used = sorted({CANDIDATES[int(c)] for c in np.asarray(products).ravel()})
+    return used[0] if len(used) == 1 else f"mixed ({', '.join(used)})"
