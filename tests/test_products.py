@@ -1,0 +1,106 @@
+"""Every matrix-product implementation of the Numba backend agrees with NumPy in float64.
+
+The backward products run minigd's own loops or SciPy's BLAS, whichever
+minigd.kernels.autotune measured faster here; both must compute the same products, on one
+thread or split between threads, and the per-iteration path must give the same bits as the
+whole-epoch kernel whichever is chosen.
+"""
+import numpy as np
+import pytest
+
+import minigd as mg
+from minigd import fused
+from minigd.kernels import autotune, jit, jit_gemm, reference
+
+IMPLS = [jit_gemm.OWN, jit_gemm.BLAS]
+SHAPES = [(1, 1, 1), (3, 5, 7), (16, 784, 128), (37, 13, 10), (64, 130, 33)]
+needs_blas = pytest.mark.skipif(not autotune.blas_usable(),
+                                reason="SciPy's BLAS or threadpoolctl is not installed")
+
+
+def impl_param(impl):
+    marks = [needs_blas] if impl == jit_gemm.BLAS else []
+    return pytest.param(impl, marks=marks, id=autotune.CANDIDATES[impl])
+
+
+ALL_IMPLS = [impl_param(i) for i in IMPLS]
+
+
+def operands(rows, n_in, n_out, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((rows, n_out)), rng.standard_normal((rows, n_in)),
+            rng.standard_normal((n_out, n_in)))
+
+
+@needs_blas
+@pytest.mark.parametrize("m,k,n", [(1, 1, 1), (1, 7, 5), (6, 1, 4), (9, 17, 3), (64, 784, 128)])
+def test_blas_matmul_matches_numpy_on_every_layout(m, k, n):
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((m, k)), rng.standard_normal((k, n))
+    for left in (a, np.asfortranarray(a)):
+        for right in (b, np.asfortranarray(b)):
+            out = np.full((m, n), np.nan)
+            jit_gemm.blas_matmul(left, right, out)
+            np.testing.assert_allclose(out, a @ b, rtol=1e-12, atol=1e-12)
+    big = np.full((m + 3, n + 5), np.nan)        # a strided window of a bigger output
+    jit_gemm.blas_matmul(a, b, big[1:m + 1, 2:n + 2])
+    np.testing.assert_allclose(big[1:m + 1, 2:n + 2], a @ b, rtol=1e-12, atol=1e-12)
+    assert np.isnan(big[0]).all() and np.isnan(big[:, :2]).all()
+
+
+@pytest.mark.parametrize("impl", ALL_IMPLS)
+@pytest.mark.parametrize("parts", [1, 2])
+@pytest.mark.parametrize("rows,n_in,n_out", SHAPES)
+def test_weight_gradient_matches_numpy(impl, parts, rows, n_in, n_out):
+    d, a, _ = operands(rows, n_in, n_out)
+    out = np.full((n_out, n_in), np.nan)
+    with autotune.blas_threads_limited([impl]):
+        jit_gemm.weight_grad_t(d, a, out, parts, impl)
+    np.testing.assert_allclose(out, d.T @ a, rtol=1e-12, atol=1e-11)
+
+
+@pytest.mark.parametrize("impl", ALL_IMPLS)
+@pytest.mark.parametrize("parts", [1, 2])
+@pytest.mark.parametrize("rows,n_in,n_out", SHAPES)
+def test_input_gradient_matches_numpy(impl, parts, rows, n_in, n_out):
+    d, a, w_t = operands(rows, n_in, n_out)
+    y = np.tanh(a)
+    for act, mask in ((jit_gemm.NONE, 1.0), (jit_gemm.TANH, 1 - y * y)):
+        out = np.full((rows, n_in), np.nan)
+        with autotune.blas_threads_limited([impl]):
+            jit_gemm.input_grad(d, w_t, y, act, out, parts, impl)
+        np.testing.assert_allclose(out, (d @ w_t) * mask, rtol=1e-12, atol=1e-11)
+
+
+@pytest.mark.parametrize("choice", [pytest.param("blas", marks=needs_blas), "own"])
+@pytest.mark.parametrize("rows,n_in,n_out", SHAPES)
+def test_dense_backward_matches_reference(monkeypatch, choice, rows, n_in, n_out):
+    monkeypatch.setenv(autotune.ENV, choice)
+    dy, x, w_t = operands(rows, n_in, n_out, seed=2)
+    w = np.ascontiguousarray(w_t.T)
+    got = [np.full((n_in, n_out), np.nan), np.full(n_out, np.nan), np.full((rows, n_in), np.nan)]
+    want = [np.empty((n_in, n_out)), np.empty(n_out), np.empty((rows, n_in))]
+    jit.dense_backward(x, dy, w, *got)
+    reference.dense_backward(x, dy, w, *want)
+    for g, r in zip(got, want):
+        np.testing.assert_allclose(g, r, rtol=1e-12, atol=1e-11)
+
+
+@pytest.mark.parametrize("choice", [pytest.param("blas", marks=needs_blas), "own"])
+@pytest.mark.parametrize("opt", ["sgd", "adam"])
+def test_fused_and_per_iteration_paths_agree_bit_for_bit(monkeypatch, choice, opt):
+    monkeypatch.setenv(autotune.ENV, choice)
+    rng = np.random.default_rng(3)
+    X, y = rng.random((203, 30), dtype=np.float32), rng.integers(0, 5, 203)
+
+    def train(fused_path):
+        model = mg.Sequential(mg.Dense(30, 24), mg.Tanh(), mg.Dense(24, 16), mg.ReLU(),
+                              mg.Dense(16, 5), seed=0)
+        optimizer = (mg.SGD(model.parameters(), lr=0.05, momentum=0.9) if opt == "sgd"
+                     else mg.Adam(model.parameters(), lr=1e-2))
+        monkeypatch.setattr(fused, "ENABLED", fused_path)
+        mg.fit(model, X, y, optimizer=optimizer, epochs=2, batch_size=16, seed=0, verbose=0)
+        return [np.array(p.value, copy=True) for p in model.parameters()]
+
+    for a, b in zip(train(True), train(False)):
+        np.testing.assert_array_equal(a, b)
