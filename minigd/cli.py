@@ -340,7 +340,10 @@ def train_command(args):
     say = (lambda *a, **k: None) if args.quiet else print
     if args.backend:
         mg.set_backend(args.backend)
-    compile_first = mg.backend.announce_compilation(say)
+    # no backend chosen: the first run trains on NumPy while Numba compiles in the background
+    from .kernels.warm_start import WarmStart
+    warm = None if args.backend or os.environ.get("MINIGD_BACKEND") else WarmStart(say)
+    compile_first = warm is None and mg.backend.announce_compilation(say)
     X, y, X_test, y_test = load_data(args)
     X, y, validation = split_validation(X, y, args.validation_split)
     n_classes = n_classes_of(y, y_test)
@@ -348,9 +351,11 @@ def train_command(args):
         say(f"compiled in {compile_kernels(args, X, y, n_classes):.1f} s (not counted in epoch times)")
     model = make_model(args, X.shape[1], n_classes)
     optimizer = make_optimizer(args, model)
+    if warm is not None:
+        warm.begin(model, optimizer, X, y, args.batch_size)
     iterator_length = -(-len(X) // args.batch_size)
     schedule = make_schedule(args, iterator_length)
-    callbacks = []
+    callbacks = [] if warm is None else [warm]
     if args.early_stopping:
         if validation is None:
             raise ValueError("--early-stopping needs --validation-split > 0")
