@@ -1,22 +1,32 @@
-"""One training epoch, minigd against PyTorch (the yardstick) and scikit-learn, on this machine.
+"""One training epoch, minigd against PyTorch (the yardstick), JAX and scikit-learn, here.
 
-Workload: 784-128-10 ReLU + softmax cross-entropy, N x 784 float32 synthetic data (the speed
-does not depend on the pixels), shuffled every epoch, last partial batch included, SGD (lr
-0.01) and Adam (lr 1e-3), at batch sizes 16, 64, 256, 1024. Every framework runs the same
-model and the same loop (permute, gather a batch, forward, loss, backward, update, record
-the loss) on the same number of threads:
+Workload: 784-128-10 ReLU + softmax cross-entropy (and, without --quick, 784-512-512-10 ReLU
+and 784-256-10 Tanh), N x 784 float32 synthetic data (the speed does not depend on the
+pixels), shuffled every epoch, last partial batch included, SGD (lr 0.01) and Adam (lr 1e-3),
+at batch sizes 16, 64, 256, 1024. Every framework runs the same model and the same loop
+(permute, gather a batch, forward, loss, backward, update, record the loss) on the same
+number of threads:
 
 - minigd, Numba backend (the fused one-call-per-epoch path ``fit`` takes by default),
   minigd's Numba per-iteration path (what a per-iteration callback costs), and the NumPy
   backend, all in this process, timed by ``history.epochs["seconds"]``;
-- PyTorch (CPU, ``torch.set_num_threads``) and scikit-learn ``MLPClassifier``
-  (``max_iter=1``, one epoch per ``fit``), each in its own subprocess so that thread pools do
-  not meet; a peer that is not installed is skipped with a note.
+- PyTorch (CPU, ``torch.set_num_threads``), JAX (``jax.jit`` over the whole epoch, the
+  batches in one ``lax.scan`` plus one step for the last partial batch; XLA's own CPU thread
+  pool) and scikit-learn ``MLPClassifier`` (``max_iter=1``, one epoch per ``fit``), each in
+  its own subprocess so that thread pools do not meet; a peer that is not installed is
+  skipped with a note.
+
+The JSON records the CPU model, its vector ISA (AVX2, AVX-512, NEON) and, per row, the
+matrix-product implementation minigd chose (minigd.kernels.autotune). ``--compare-products``
+also times minigd with each implementation forced (``MINIGD_PRODUCTS=own`` / ``blas``).
+Run once more with ``NUMBA_CPU_NAME=haswell OPENBLAS_CORETYPE=Haswell`` on an AVX-512
+machine to measure the AVX2 code paths.
 
 Each number is the median of ``--repeats`` epochs after one warm-up epoch. Also reported:
 the JIT compile time (first process with an empty Numba cache) and the cold start of a second
 process (import to the first epoch done, from the on-disk cache), the sgemm peak measured
-here and the fraction of it each minigd epoch reaches. Results go to
+here (NumPy's BLAS on a 2048^3 product and minigd's own kernel) and each epoch's share of the
+FLOP floor (the epoch's FLOPs at that peak). Results go to
 ``benchmarks/results/epoch.json`` and ``epoch.png``.
 
     python benchmarks/epoch.py              # the full table (a few minutes)
@@ -40,11 +50,21 @@ from _results import save_figure, save_results
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-TARGETS = {"sgd": {16: 0.25, 64: 0.50, 256: 0.75, 1024: 0.90},
-           "adam": {16: 0.30, 64: 0.50, 256: 0.80, 1024: 0.90}}
+TARGETS = {"sgd": {16: 0.25, 64: 0.40, 256: 0.60, 1024: 0.75},      # minigd / PyTorch
+           "adam": {16: 0.25, 64: 0.40, 256: 0.60, 1024: 0.75}}
+JAX_TARGET = 0.8                                                     # minigd / JAX
+FLOOR_TARGETS = {16: 0.35, 64: 0.55, 256: 0.70, 1024: 0.70}          # share of the FLOP floor
 OPTIMIZERS = ("sgd", "adam")
 LR = {"sgd": 0.01, "adam": 1e-3}
 N_IN, N_HIDDEN, N_OUT = 784, 128, 10
+MAIN_SHAPE = "784-128-10:relu"
+SHAPES = (MAIN_SHAPE, "784-512-512-10:relu", "784-256-10:tanh")
+
+
+def parse_shape(shape):
+    """"784-128-10:relu" -> ([784, 128, 10], "relu")."""
+    sizes, activation = shape.split(":")
+    return [int(n) for n in sizes.split("-")], activation
 
 
 def synthetic(rows, seed=0):
@@ -52,23 +72,29 @@ def synthetic(rows, seed=0):
     return rng.random((rows, N_IN), dtype=np.float32), rng.integers(0, N_OUT, rows)
 
 
-def flops_per_epoch(rows):
-    """Multiply-adds x 2 of forward, weight gradients and the hidden-layer input gradient."""
-    per_sample = 2 * (N_IN * N_HIDDEN + N_HIDDEN * N_OUT)          # forward
-    per_sample += 2 * (N_IN * N_HIDDEN + N_HIDDEN * N_OUT)         # weight gradients
-    per_sample += 2 * N_HIDDEN * N_OUT                             # gradient into the hidden layer
+def flops_per_epoch(rows, shape=MAIN_SHAPE):
+    """Multiply-adds x 2 of forward, weight gradients and the hidden layers' input gradients."""
+    sizes, _ = parse_shape(shape)
+    pairs = list(zip(sizes[:-1], sizes[1:]))
+    per_sample = 2 * sum(i * o for i, o in pairs)                  # forward
+    per_sample += 2 * sum(i * o for i, o in pairs)                 # weight gradients
+    per_sample += 2 * sum(i * o for i, o in pairs[1:])             # gradients into hidden layers
     return per_sample * rows
 
 
 # ---- peers, each run as `python epoch.py --peer NAME ...` in its own process -----------------------
-def torch_epochs(rows, batch, optimizer, threads, repeats):
+def torch_epochs(rows, batch, optimizer, threads, repeats, shape=MAIN_SHAPE):
     import torch
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     X, y = synthetic(rows)
     X, y = torch.from_numpy(X), torch.from_numpy(y)
-    model = torch.nn.Sequential(torch.nn.Linear(N_IN, N_HIDDEN), torch.nn.ReLU(),
-                                torch.nn.Linear(N_HIDDEN, N_OUT))
+    sizes, activation = parse_shape(shape)
+    layers = []
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        layers += [torch.nn.Linear(n_in, n_out),
+                   torch.nn.ReLU() if activation == "relu" else torch.nn.Tanh()]
+    model = torch.nn.Sequential(*layers[:-1])
     loss_fn = torch.nn.CrossEntropyLoss()
     opt = (torch.optim.SGD(model.parameters(), lr=LR["sgd"]) if optimizer == "sgd"
            else torch.optim.Adam(model.parameters(), lr=LR["adam"]))
@@ -89,13 +115,77 @@ def torch_epochs(rows, batch, optimizer, threads, repeats):
     return seconds[1:]
 
 
-def sklearn_epochs(rows, batch, optimizer, threads, repeats):
+def jax_epochs(rows, batch, optimizer, threads, repeats, shape=MAIN_SHAPE):
+    """jax.jit over the whole epoch: lax.scan over the full batches, then the last one."""
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+    X, y = synthetic(rows)
+    X, y = jnp.asarray(X), jnp.asarray(y, dtype=jnp.int32)
+    sizes, activation = parse_shape(shape)
+    act = jax.nn.relu if activation == "relu" else jnp.tanh
+    keys = jax.random.split(jax.random.PRNGKey(0), len(sizes))
+    params = [(jax.random.normal(k, (i, o), jnp.float32) * (2 / i) ** 0.5,
+               jnp.zeros(o, jnp.float32)) for k, i, o in zip(keys, sizes[:-1], sizes[1:])]
+    lr = LR[optimizer]
+
+    def loss_fn(params, xb, yb):
+        h = xb
+        for l, (w, b) in enumerate(params):
+            h = h @ w + b
+            if l < len(params) - 1:
+                h = act(h)
+        logp = jax.nn.log_softmax(h)
+        return -jnp.mean(jnp.take_along_axis(logp, yb[:, None], axis=1))
+
+    def step(carry, batch_xy):
+        params, m, v, t = carry
+        loss, g = jax.value_and_grad(loss_fn)(params, *batch_xy)
+        if optimizer == "sgd":
+            params = jax.tree_util.tree_map(lambda p, d: p - lr * d, params, g)
+        else:
+            t = t + 1
+            m = jax.tree_util.tree_map(lambda a, d: 0.9 * a + 0.1 * d, m, g)
+            v = jax.tree_util.tree_map(lambda a, d: 0.999 * a + 0.001 * d * d, v, g)
+            c1, c2 = 1 - 0.9 ** t, 1 - 0.999 ** t
+            params = jax.tree_util.tree_map(
+                lambda p, a, s: p - lr * (a / c1) / (jnp.sqrt(s / c2) + 1e-8), params, m, v)
+        return (params, m, v, t), loss
+
+    full, last = rows // batch, rows % batch
+
+    @jax.jit
+    def epoch(carry, key):
+        order = jax.random.permutation(key, rows)
+        xs = X[order[:full * batch]].reshape(full, batch, -1)
+        ys = y[order[:full * batch]].reshape(full, batch)
+        carry, losses = lax.scan(step, carry, (xs, ys))
+        if last:
+            carry, tail = step(carry, (X[order[full * batch:]], y[order[full * batch:]]))
+            losses = jnp.concatenate([losses, tail[None]])
+        return carry, losses
+
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+    carry = (params, zeros, zeros, jnp.float32(0))
+    seconds, key = [], jax.random.PRNGKey(1)
+    for _ in range(repeats + 1):
+        key, sub = jax.random.split(key)
+        started = time.perf_counter()
+        carry, losses = epoch(carry, sub)
+        losses.block_until_ready()
+        seconds.append(time.perf_counter() - started)
+    return seconds[1:]
+
+
+def sklearn_epochs(rows, batch, optimizer, threads, repeats, shape=MAIN_SHAPE):
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPClassifier
     X, y = synthetic(rows)
+    sizes, activation = parse_shape(shape)
     seconds = []
     for _ in range(repeats):
-        clf = MLPClassifier(hidden_layer_sizes=(N_HIDDEN,), activation="relu", solver=optimizer,
+        clf = MLPClassifier(hidden_layer_sizes=tuple(sizes[1:-1]), activation=activation,
+                            solver=optimizer,
                             alpha=0.0, batch_size=batch, learning_rate_init=LR[optimizer],
                             max_iter=1, shuffle=True, momentum=0.0, nesterovs_momentum=False,
                             random_state=0)
@@ -107,7 +197,8 @@ def sklearn_epochs(rows, batch, optimizer, threads, repeats):
     return seconds
 
 
-PEERS = {"torch": ("torch", torch_epochs), "sklearn": ("sklearn", sklearn_epochs)}
+PEERS = {"torch": ("torch", torch_epochs), "jax": ("jax", jax_epochs),
+         "sklearn": ("sklearn", sklearn_epochs)}
 
 
 def start_peer(name, args, configs):
@@ -116,7 +207,8 @@ def start_peer(name, args, configs):
     if importlib.util.find_spec(module) is None:
         return None, f"{module} is not installed"
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads),
-               OPENBLAS_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+               OPENBLAS_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
+               JAX_PLATFORMS="cpu")
     command = [sys.executable, os.path.abspath(__file__), "--peer", name, "--rows",
                str(args.rows), "--configs", json.dumps(configs), "--threads", str(args.threads),
                "--repeats", str(args.repeats)]
@@ -125,12 +217,13 @@ def start_peer(name, args, configs):
 
 
 def finish_peer(name, process):
-    """{(optimizer, batch): median seconds per epoch} from a started peer, or ({}, reason)."""
+    """{(shape, optimizer, batch): median seconds per epoch} from a started peer, or
+    ({}, reason)."""
     stdout, stderr = process.communicate()
     if process.returncode != 0:
         return {}, f"{name} failed: {stderr.strip().splitlines()[-1:]}"
     seconds = json.loads(stdout.strip().splitlines()[-1])
-    return {(opt, batch): statistics.median(s) for (opt, batch), s in seconds}, None
+    return {tuple(config): statistics.median(s) for config, s in seconds}, None
 
 
 def run_peers(args, configs):
@@ -153,20 +246,49 @@ def run_peers(args, configs):
 
 
 # ---- minigd, in this process ------------------------------------------------------------------
-def minigd_epochs(X, y, batch, optimizer, backend, repeats, fused_path=True):
+def minigd_model(shape):
+    import minigd as mg
+    sizes, activation = parse_shape(shape)
+    layers = []
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        layers += [mg.Dense(n_in, n_out), mg.ReLU() if activation == "relu" else mg.Tanh()]
+    return mg.Sequential(*layers[:-1], seed=0)
+
+
+def chosen_products(shape, rows, batch):
+    """The backward products' implementation minigd uses for this shape and batch."""
+    from minigd.kernels import autotune
+    from minigd.kernels.jit_config import parallel_parts
+    sizes, _ = parse_shape(shape)
+    dims = list(zip(sizes[:-1], sizes[1:]))
+    n_full, last = divmod(rows, batch)
+    batch_sizes = [batch] * n_full + ([last] if last else [])
+    return autotune.describe(autotune.epoch_products(dims, batch, batch_sizes, np.float32,
+                                                     parallel_parts()))
+
+
+def minigd_epochs(X, y, batch, optimizer, backend, repeats, fused_path=True, shape=MAIN_SHAPE,
+                  products=None):
     import minigd as mg
     from minigd import fused
-    model = mg.Sequential(mg.Dense(N_IN, N_HIDDEN), mg.ReLU(), mg.Dense(N_HIDDEN, N_OUT), seed=0)
+    from minigd.kernels import autotune
+    model = minigd_model(shape)
     opt = (mg.SGD(model.parameters(), lr=LR["sgd"]) if optimizer == "sgd"
            else mg.Adam(model.parameters(), lr=LR["adam"]))
-    previous = fused.ENABLED
+    previous, forced = fused.ENABLED, os.environ.get(autotune.ENV)
     fused.ENABLED = fused_path
+    if products:
+        os.environ[autotune.ENV] = products
     try:
         with mg.use_backend(backend):
             history = mg.fit(model, X, y, optimizer=opt, epochs=repeats + 1, batch_size=batch,
                              seed=0, verbose=0)
     finally:
         fused.ENABLED = previous
+        if forced is None:
+            os.environ.pop(autotune.ENV, None)
+        else:
+            os.environ[autotune.ENV] = forced
     return history.epochs["seconds"][1:]
 
 
@@ -191,7 +313,7 @@ def cold_start(threads):
     and again from the cache it wrote, each in a fresh process."""
     results = {}
     with tempfile.TemporaryDirectory() as cache:
-        env = dict(os.environ, NUMBA_CACHE_DIR=cache, NUMBA_NUM_THREADS=str(threads),
+        env = dict(os.environ, MINIGD_CACHE_DIR=cache, NUMBA_NUM_THREADS=str(threads),
                    PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
         for label in ("empty cache (compiles)", "cached"):
             out = subprocess.run([sys.executable, "-c", COLD_START], env=env, check=True,
@@ -242,8 +364,13 @@ def machine():
     except OSError:
         pass
     import numba
+    from minigd.kernels import autotune
     info["numpy"], info["numba"] = np.__version__, numba.__version__
-    for module in ("torch", "sklearn"):
+    info["cpu_model"], info["vector_isa"] = autotune.cpu_model(), autotune.vector_isa()
+    info["llvm_cpu"], info["blas"] = autotune.llvm_cpu()[0], autotune.blas_library()
+    info["numba_cpu_name"] = os.environ.get("NUMBA_CPU_NAME")
+    info["openblas_coretype"] = os.environ.get("OPENBLAS_CORETYPE")
+    for module in ("torch", "sklearn", "jax"):
         try:
             from importlib.metadata import version
             info[module] = version("scikit-learn" if module == "sklearn" else module)
@@ -259,24 +386,41 @@ def fmt(value, digits=3):
 
 def table(results):
     lines = []
-    for opt in OPTIMIZERS:
-        lines.append(f"\n{opt.upper()}: seconds per epoch (median) and ratios")
-        lines.append("| batch | minigd | PyTorch | minigd / PyTorch | target | sklearn | "
-                     "minigd per-iteration | NumPy backend | NumPy / Numba | % of sgemm peak |")
-        lines.append("|---|---|---|---|---|---|---|---|---|---|")
-        for row in results["rows"]:
-            if row["optimizer"] != opt:
-                continue
-            ratio = row["ratio_to_torch"]
-            target = TARGETS[opt].get(row["batch"])
-            met = ("" if ratio is None or target is None or results["config"]["quick"]
-                   else " ok" if ratio <= target else " MISSED")
-            lines.append(
-                f"| {row['batch']} | {fmt(row['minigd'])} | {fmt(row['torch'])} | "
-                f"{fmt(ratio, 2)}{met} | {'-' if target is None else f'<= {target:.2f}'} | "
-                f"{fmt(row['sklearn'])} | {fmt(row['minigd_per_iteration'])} | "
-                f"{fmt(row['numpy_backend'])} | {fmt(row['numpy_over_numba'], 1)} | "
-                f"{fmt(100 * row['fraction_of_peak'], 0)}% |")
+    quick = results["config"]["quick"]
+    for shape in results["config"]["shapes"]:
+        for opt in OPTIMIZERS:
+            lines.append(f"\n{shape} {opt.upper()}: seconds per epoch (median) and ratios")
+            lines.append("| batch | minigd | PyTorch | JAX | minigd / PyTorch | minigd / JAX | "
+                         "share of FLOP floor | sklearn | minigd per-iteration | NumPy backend | "
+                         "products |")
+            lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
+            for row in results["rows"]:
+                if row["optimizer"] != opt or row["shape"] != shape:
+                    continue
+                ratio, jratio = row["ratio_to_torch"], row["ratio_to_jax"]
+                target = TARGETS[opt].get(row["batch"])
+                floor = FLOOR_TARGETS.get(row["batch"])
+                met = ("" if quick or ratio is None or target is None
+                       else " ok" if ratio <= target else " MISSED")
+                jmet = ("" if quick or jratio is None
+                        else " ok" if jratio <= JAX_TARGET else " MISSED")
+                fmet = ("" if quick or floor is None or shape != MAIN_SHAPE
+                        else " ok" if row["fraction_of_peak"] >= floor else " MISSED")
+                lines.append(
+                    f"| {row['batch']} | {fmt(row['minigd'])} | {fmt(row['torch'])} | "
+                    f"{fmt(row['jax'])} | {fmt(ratio, 2)}{met} | {fmt(jratio, 2)}{jmet} | "
+                    f"{fmt(100 * row['fraction_of_peak'], 0)}%{fmet} | {fmt(row['sklearn'])} | "
+                    f"{fmt(row['minigd_per_iteration'])} | {fmt(row['numpy_backend'])} | "
+                    f"{row['products']} |")
+    compared = [r for r in results["rows"] if r.get("minigd_own") is not None]
+    if compared:
+        lines.append("\nA/B, products forced (MINIGD_PRODUCTS), seconds per epoch (median)")
+        lines.append("| shape | optimizer | batch | own | blas | auto (chosen) |")
+        lines.append("|---|---|---|---|---|---|")
+        for r in compared:
+            lines.append(f"| {r['shape']} | {r['optimizer']} | {r['batch']} | "
+                         f"{fmt(r['minigd_own'])} | {fmt(r['minigd_blas'])} | "
+                         f"{fmt(r['minigd'])} ({r['products']}) |")
     return "\n".join(lines)
 
 
@@ -285,18 +429,18 @@ def plot(results, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     series = [("minigd", "minigd (Numba)"), ("minigd_per_iteration", "minigd per-iteration"),
-              ("numpy_backend", "minigd NumPy backend"), ("torch", "PyTorch"),
+              ("numpy_backend", "minigd NumPy backend"), ("torch", "PyTorch"), ("jax", "JAX"),
               ("sklearn", "scikit-learn")]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     for ax, opt in zip(axes, OPTIMIZERS):
-        rows = [r for r in results["rows"] if r["optimizer"] == opt]
+        rows = [r for r in results["rows"] if r["optimizer"] == opt and r["shape"] == MAIN_SHAPE]
         width = 0.8 / len(series)
         for k, (key, label) in enumerate(series):
             xs = [i + (k - (len(series) - 1) / 2) * width for i in range(len(rows))]
             ax.bar(xs, [r[key] or 0 for r in rows], width, label=label)
         ax.set_xticks(range(len(rows)), [str(r["batch"]) for r in rows])
         ax.set_xlabel("batch size")
-        ax.set_title(f"{opt.upper()}: one epoch of {results['config']['rows']:,} x 784, "
+        ax.set_title(f"{opt.upper()} {MAIN_SHAPE}: {results['config']['rows']:,} rows, "
                      f"{results['config']['threads']} threads")
         ax.set_yscale("log")
     axes[0].set_ylabel("seconds per epoch (log scale)")
@@ -308,13 +452,19 @@ def plot(results, path):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="tiny sizes, one repeat (smoke test)")
+    p.add_argument("--quick", action="store_true", help="tiny sizes, one repeat, the 784-128-10 "
+                                                        "shape only (smoke test)")
     p.add_argument("--rows", type=int, default=60000)
     p.add_argument("--batches", default="16,64,256,1024")
+    p.add_argument("--shapes", default=",".join(SHAPES),
+                   help="comma-separated layer sizes:activation (relu or tanh)")
     p.add_argument("--repeats", type=int, default=3, help="timed epochs per measurement")
     p.add_argument("--threads", type=int, default=None, help="default: Numba's thread count")
     p.add_argument("--out", default=os.path.join(HERE, "results"))
     p.add_argument("--no-numpy-backend", action="store_true")
+    p.add_argument("--no-cold-start", action="store_true", help="skip the compile-time runs")
+    p.add_argument("--compare-products", action="store_true",
+                   help="also time minigd with each product implementation forced")
     p.add_argument("--peer", choices=sorted(PEERS), help=argparse.SUPPRESS)
     p.add_argument("--configs", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -323,59 +473,75 @@ def main(argv=None):
         args.threads = numba.get_num_threads()
     if args.peer:
         run = PEERS[args.peer][1]
-        print(json.dumps([((opt, batch), run(args.rows, batch, opt, args.threads, args.repeats))
-                          for opt, batch in json.loads(args.configs)]))
+        print(json.dumps([((shape, opt, batch),
+                           run(args.rows, batch, opt, args.threads, args.repeats, shape))
+                          for shape, opt, batch in json.loads(args.configs)]))
         return 0
     if args.quick:
-        args.rows, args.batches, args.repeats = 2000, "16,256", 1
+        args.rows, args.batches, args.repeats, args.shapes = 2000, "16,256", 1, MAIN_SHAPE
 
     sys.path.insert(0, ROOT)
     import numba
     numba.set_num_threads(args.threads)
     batches = [int(b) for b in args.batches.split(",")]
+    shapes = args.shapes.split(",")
     X, y = synthetic(args.rows)
     notes = []
     started = time.perf_counter()
-    print(f"minigd epoch benchmark: {args.rows:,} x {N_IN} float32, 784-128-10 ReLU, "
+    print(f"minigd epoch benchmark: {args.rows:,} x {N_IN} float32, {', '.join(shapes)}, "
           f"{args.threads} threads, median of {args.repeats} epochs after a warm-up")
-    compile_info = None if args.quick else cold_start(args.threads)
+    compile_info = None if args.quick or args.no_cold_start else cold_start(args.threads)
     minigd_epochs(X[:2048], y[:2048], 64, "sgd", "numba", 1)   # load the kernels before timing
     minigd_epochs(X[:2048], y[:2048], 64, "adam", "numba", 1)
-    configs = [(opt, batch) for opt in OPTIMIZERS for batch in batches]
+    configs = [(shape, opt, batch) for shape in shapes for opt in OPTIMIZERS for batch in batches]
     rows = []
     # Numba first, NumPy's BLAS last: OpenBLAS's worker threads keep spinning for a while after
     # each call and would slow the Numba threads that run next (two thread pools, two cores).
-    for opt, batch in configs:
-        row = {"optimizer": opt, "batch": batch}
-        row["minigd"] = statistics.median(minigd_epochs(X, y, batch, opt, "numba", args.repeats))
+    for shape, opt, batch in configs:
+        row = {"shape": shape, "optimizer": opt, "batch": batch,
+               "products": chosen_products(shape, args.rows, batch)}
+        row["minigd"] = statistics.median(
+            minigd_epochs(X, y, batch, opt, "numba", args.repeats, shape=shape))
         row["minigd_per_iteration"] = statistics.median(
-            minigd_epochs(X, y, batch, opt, "numba", args.repeats, fused_path=False))
+            minigd_epochs(X, y, batch, opt, "numba", args.repeats, fused_path=False,
+                          shape=shape))
+        if args.compare_products:
+            for impl in ("own", "blas"):
+                row[f"minigd_{impl}"] = statistics.median(
+                    minigd_epochs(X, y, batch, opt, "numba", args.repeats, shape=shape,
+                                  products=impl))
         rows.append(row)
-        print(f"  minigd {opt} batch {batch}: {row['minigd']:.3f} s (per-iteration path "
-              f"{row['minigd_per_iteration']:.3f} s)", flush=True)
+        print(f"  minigd {shape} {opt} batch {batch}: {row['minigd']:.3f} s (per-iteration "
+              f"path {row['minigd_per_iteration']:.3f} s; products {row['products']})",
+              flush=True)
     peak = sgemm_peak(args.threads, 512 if args.quick else 2048)
     for row in rows:
         row["numpy_backend"] = None if args.no_numpy_backend else statistics.median(
-            minigd_epochs(X, y, row["batch"], row["optimizer"], "numpy", args.repeats))
+            minigd_epochs(X, y, row["batch"], row["optimizer"], "numpy", args.repeats,
+                          shape=row["shape"]))
     peers, peer_notes = run_peers(args, configs)
     notes += peer_notes
     for row in rows:
+        key = (row["shape"], row["optimizer"], row["batch"])
         for name in PEERS:
-            row[name] = peers[name].get((row["optimizer"], row["batch"]))
+            row[name] = peers[name].get(key)
         row["ratio_to_torch"] = None if row["torch"] is None else row["minigd"] / row["torch"]
+        row["ratio_to_jax"] = None if row["jax"] is None else row["minigd"] / row["jax"]
         row["numpy_over_numba"] = (None if row["numpy_backend"] is None
                                    else row["numpy_backend"] / row["minigd"])
-        row["fraction_of_peak"] = (flops_per_epoch(args.rows) / (peak["peak_gflops"] * 1e9)
-                                   / row["minigd"])
-    results = {"config": {"rows": args.rows, "batches": batches, "repeats": args.repeats,
-                          "threads": args.threads, "quick": args.quick,
-                          "threading_layer": numba.threading_layer()},
+        row["flops"] = flops_per_epoch(args.rows, row["shape"])
+        row["fraction_of_peak"] = row["flops"] / (peak["peak_gflops"] * 1e9) / row["minigd"]
+    results = {"config": {"rows": args.rows, "batches": batches, "shapes": shapes,
+                          "repeats": args.repeats, "threads": args.threads,
+                          "quick": args.quick, "threading_layer": numba.threading_layer()},
                "machine": machine(), "sgemm": peak, "flops_per_epoch": flops_per_epoch(args.rows),
                "cold_start": compile_info, "notes": notes, "rows": rows,
                "benchmark_seconds": time.perf_counter() - started}
     print(table(results))
-    print(f"\nsgemm peak measured here: NumPy BLAS {peak['numpy_blas_gflops']:.0f} GFLOP/s, "
-          f"minigd kernel {peak['minigd_kernel_gflops']:.0f} GFLOP/s; one epoch is "
+    print(f"\nmachine: {results['machine'].get('cpu_model')}, {results['machine']['vector_isa']}"
+          f" (LLVM CPU {results['machine']['llvm_cpu']})")
+    print(f"sgemm peak measured here: NumPy BLAS {peak['numpy_blas_gflops']:.0f} GFLOP/s, "
+          f"minigd kernel {peak['minigd_kernel_gflops']:.0f} GFLOP/s; one {MAIN_SHAPE} epoch is "
           f"{flops_per_epoch(args.rows) / 1e9:.1f} GFLOP, so the FLOP floor is "
           f"{flops_per_epoch(args.rows) / (peak['peak_gflops'] * 1e9):.3f} s")
     if compile_info:

@@ -29,6 +29,7 @@ choice, so they stay bit-identical. Different machines (or BLAS builds) may choo
 and so may differ in the last bits. ``MINIGD_PRODUCTS=own`` (or ``blas``) overrides the choice.
 """
 import contextlib
+import functools
 import json
 import math
 import os
@@ -120,6 +121,7 @@ def blas_library():
     return f"scipy {scipy.__version__} BLAS"
 
 
+@functools.lru_cache(maxsize=None)
 def machine_key():
     """The cache's key for this machine: CPU model, LLVM CPU name, vector ISA, BLAS library."""
     return " | ".join([cpu_model(), llvm_cpu()[0], vector_isa(), str(blas_library())])
@@ -131,35 +133,47 @@ def entry_key(product, rows, n_in, n_out, dtype, parts):
 
 
 # ---- thread pools --------------------------------------------------------------------------------
-_controller = None
+_pools = None
 
 
 def _blas_pools():
-    """threadpoolctl's handle on the process's BLAS libraries (None without threadpoolctl)."""
-    global _controller
-    if _controller is None:
+    """threadpoolctl's controllers of the BLAS that Numba calls (SciPy's), [] without
+    threadpoolctl; every BLAS of the process when SciPy's cannot be told apart."""
+    global _pools
+    if _pools is None:
         try:
             import scipy.linalg.cython_blas  # noqa: F401  (load SciPy's BLAS so it is found)
             from threadpoolctl import ThreadpoolController
-            _controller = ThreadpoolController().select(user_api="blas")
+            libs = ThreadpoolController().select(user_api="blas").lib_controllers
         except Exception:               # threadpoolctl missing or failing: no BLAS candidate
-            _controller = False
-    return _controller or None
+            libs = []
+        scipys = [lib for lib in libs if "scipy" in os.path.dirname(lib.filepath).lower()
+                  and "numpy" not in os.path.dirname(lib.filepath).lower()]
+        _pools = scipys or libs
+    return _pools
 
 
 def blas_usable():
     """True when the BLAS candidate can run: SciPy's BLAS is there and its threads can be set."""
-    return jit_gemm.BLAS_AVAILABLE and _blas_pools() is not None
+    return jit_gemm.BLAS_AVAILABLE and bool(_blas_pools())
 
 
 @contextlib.contextmanager
 def blas_threads_limited(products):
-    """Run BLAS single-threaded inside the block when ``products`` (codes) use it; else no-op."""
-    if not np.any(np.asarray(products) == jit_gemm.BLAS) or _blas_pools() is None:
+    """Run BLAS single-threaded inside the block when ``products`` (codes) use it; else no-op.
+    (Numba's threads each call BLAS on their own rows: BLAS threads would oversubscribe.)"""
+    if jit_gemm.BLAS not in np.asarray(products) or not _blas_pools():
         yield
         return
-    with _blas_pools().limit(limits=1):
+    libs = _blas_pools()
+    previous = [lib.get_num_threads() for lib in libs]
+    for lib in libs:
+        lib.set_num_threads(1)
+    try:
         yield
+    finally:
+        for lib, n in zip(libs, previous):
+            lib.set_num_threads(n)
 
 
 # ---- the cache file ------------------------------------------------------------------------------
