@@ -30,6 +30,12 @@ def info_command(args):
     else:
         print(f"compiled for this CPU ({info['cpu']}): no, the next training run compiles "
               "them (about a minute)")
+    from .kernels import autotune
+    choices = autotune.cached_choices()
+    print(f"matrix products measured for this machine ({autotune.machine_key()}): "
+          f"{len(choices)} in {autotune.cache_path()}")
+    for key, choice in choices.items():
+        print(f"  {key}: {choice}")
     print(f"set {jit_config.CACHE_ENV} to move the cache; `minigd cache clear` empties it")
     return 0
 
