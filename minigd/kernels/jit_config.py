@@ -44,15 +44,16 @@ Threads:
   with omp, ~1.2 s with workqueue, several times the whole epoch (0.16 s). When only
   workqueue is available, :func:`parallel_parts` returns 1 and every kernel runs on one
   thread, which is faster than paying that latency.
-- No BLAS inside the kernels. ``np.dot`` inside ``@njit`` calls SciPy's bundled OpenBLAS: a
-  second thread pool next to Numba's (oversubscription on 2 cores: OpenBLAS's workers keep
-  spinning after each call), a SciPy dependency, and on this CPU OpenBLAS picks its Haswell
-  (AVX2) kernels. Two-thread OpenBLAS was also the least stable number measured (28 to 142
-  GFLOP/s on the same product across runs, by where its spinning worker landed). minigd's own
-  register-blocked loops (:mod:`minigd.kernels.jit_gemm`) compile to AVX-512 for the host
-  CPU: on the 784x128 layer at batch 16, 137 GFLOP/s on one thread and 238 on two, against
-  88 / 142 for NumPy's OpenBLAS and 54 / 94 for ``np.dot`` inside ``@njit``. They split work
-  by output rows so each core keeps the same half of the weights in its own L2 cache.
+- BLAS inside the kernels only where it was measured faster, and single-threaded. The backward
+  products (weight and input gradients) run minigd's own loops or SciPy's BLAS called from the
+  compiled code, whichever :mod:`minigd.kernels.autotune` measured faster on this machine for
+  the layer's shape (cached in ``autotune.json``). Each Numba thread calls BLAS on its own range
+  of output rows with BLAS limited to one thread, so only Numba's thread pool runs: OpenBLAS's
+  own workers keep spinning after each call and fought Numba's threads on 2 cores (28 to 142
+  GFLOP/s on the same product across runs). On an AMD Zen 5 the own loops (AVX-512) beat
+  OpenBLAS's Haswell kernels (137 vs 88 GFLOP/s on one thread); on a Zen 3 (AVX2) OpenBLAS was
+  5x faster than them: hence measuring instead of assuming. The forward product always runs
+  the own loops, which keep a row's result independent of its batch-mates.
 - Work is split only when a product is big enough (``MIN_PARALLEL_FLOPS``); small layers run
   on the calling thread. A split never changes results: every output element is computed by
   the same loop in the same order whatever the number of threads (see jit_gemm).

@@ -1,4 +1,4 @@
-"""Matrix products for the Numba backend: register-blocked loops, no BLAS.
+"""Matrix products for the Numba backend: register-blocked loops, and BLAS called from compiled code.
 
 Two loop shapes cover every product of a dense layer (forward, weight gradient, input gradient):
 
@@ -26,6 +26,12 @@ computed by the same code in the same order whatever ``parts`` is, so results do
 on the number of threads. Measured on the 784x128 products (float32, AMD Zen 5,
 benchmarks/kernels.py): 133-165 GFLOP/s on one thread, 226-304 on two, against 88-113 and
 142-213 for NumPy's OpenBLAS (AVX2 kernels on this CPU).
+
+The backward products go through :func:`tn_product`, which runs either ``tn_rows`` (``OWN``)
+or one call of SciPy's BLAS on the same row range (``BLAS``, :func:`blas_matmul`), as
+:mod:`minigd.kernels.autotune` chose for the shape by measuring both on this machine. BLAS
+results are deterministic for a given machine, choice and thread count, and may differ from
+the own loops (and between machines) in the last bits. The forward product never uses BLAS.
 """
 import math
 
