@@ -230,6 +230,10 @@ def run_peers(args, configs):
     """Every peer's results; one after the other, or all at once with --quick (no timing)."""
     results, notes, started = {}, [], {}
     for name in PEERS:
+        if name not in args.peers.split(","):
+            results[name] = {}
+            notes.append(f"{name} not requested (--peers)")
+            continue
         process, why = start_peer(name, args, configs)
         if process is None:
             results[name] = {}
@@ -465,6 +469,7 @@ def main(argv=None):
     p.add_argument("--no-cold-start", action="store_true", help="skip the compile-time runs")
     p.add_argument("--compare-products", action="store_true",
                    help="also time minigd with each product implementation forced")
+    p.add_argument("--peers", default=",".join(PEERS), help="peers to run (default: all)")
     p.add_argument("--peer", choices=sorted(PEERS), help=argparse.SUPPRESS)
     p.add_argument("--configs", help=argparse.SUPPRESS)
     args = p.parse_args(argv)

@@ -285,14 +285,15 @@ def choice(product, rows, n_in, n_out, dtype, parts):
         return jit_gemm.BLAS if forced == "blas" and blas_usable() else jit_gemm.OWN
     if forced not in ("", "auto"):
         raise ValueError(f"{ENV}={forced!r}: expected 'own', 'blas' or 'auto'")
-    if not blas_usable():
-        return jit_gemm.OWN
     machine, key = machine_key(), entry_key(product, rows, n_in, n_out, dtype, parts)
     with _lock:
         if (machine, key) in _memo:
             return _memo[machine, key]
         found = _valid(_read().get(machine, {}).get(key))
-        if found is None:
+        # blas_usable() loads SciPy's BLAS (0.5 s): asked only when BLAS may run
+        if found == jit_gemm.BLAS and not blas_usable() or found is None and not blas_usable():
+            found = jit_gemm.OWN
+        elif found is None:
             seconds = measure(product, rows, n_in, n_out, dtype, parts)
             record = {"choice": _decide(seconds["own"], seconds["blas"]), "seconds": seconds,
                       "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
