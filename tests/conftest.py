@@ -1,7 +1,13 @@
+import os
+
 import numpy as np
 import pytest
 
 import minigd as mg
+
+# `minigd train` in tests compiles in the foreground: no background compile, no switch of
+# backend mid-run (tests/test_warm_start.py turns the warm start back on where it tests it)
+os.environ.setdefault("MINIGD_WARM_START", "0")
 
 
 @pytest.fixture
