@@ -160,7 +160,8 @@ def main(argv=None):
     print("| kernel | own compile s | with callees s |\n|---|---|---|")
     for row in kernels["kernels"]:
         print(f"| {row['kernel']} | {row['own_s']:.2f} | {row['inclusive_s']:.2f} |")
-    results = {"train_args": extra, "per_kernel": kernels}
+    results = {"train_args": extra, "per_kernel": kernels, "cpus": os.cpu_count(),
+               "load_average_at_end": os.getloadavg() if hasattr(os, "getloadavg") else None}
     if not args.quick:
         results["cold_start"] = cold_start(extra)
         for label, value in results["cold_start"].items():

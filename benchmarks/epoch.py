@@ -358,7 +358,8 @@ def sgemm_peak(threads, size=2048):
 
 def machine():
     info = {"python": platform.python_version(), "platform": platform.platform(),
-            "cpus": os.cpu_count()}
+            "cpus": os.cpu_count(),       # a load above 0 means other work shared the cores
+            "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None}
     try:
         lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
         info["lscpu"] = "\n".join(lscpu.splitlines()[:10])
