@@ -1,0 +1,107 @@
+"""A/B of the matrix-product implementations (own loops vs SciPy's BLAS), interleaved.
+
+For each batch size, one fused training epoch per implementation in turn (``MINIGD_PRODUCTS``
+forced to ``own``, then ``blas``, then the autotuned choice), repeated ``--repeats`` times in
+one process, medians reported: interleaving spreads any background load over all candidates.
+Also the backward products alone (weight and input gradient of the first layers), best of
+interleaved rounds, in GFLOP/s.
+
+    python benchmarks/products.py                      # this CPU's ISA
+    NUMBA_CPU_NAME=haswell OPENBLAS_CORETYPE=Haswell python benchmarks/products.py   # AVX2
+
+Results go to ``benchmarks/results/products[-ISA].json``.
+"""
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+from _results import save_results
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from epoch import MAIN_SHAPE, minigd_epochs, minigd_model, parse_shape, synthetic  # noqa: E402
+
+IMPLS = ("own", "blas", "auto")
+
+
+def epochs_ab(X, y, batch, optimizer, shape, repeats):
+    seconds = {impl: [] for impl in IMPLS}
+    for impl in IMPLS:                                 # warm up: compile, measure, load
+        minigd_epochs(X[:4 * batch], y[:4 * batch], batch, optimizer, "numba", 0, shape=shape,
+                      products=None if impl == "auto" else impl)
+    for _ in range(repeats):
+        for impl in IMPLS:
+            seconds[impl] += minigd_epochs(X, y, batch, optimizer, "numba", 1, shape=shape,
+                                           products=None if impl == "auto" else impl)
+    return {impl: statistics.median(s) for impl, s in seconds.items()}
+
+
+def products_ab(shape, batch, rounds=7):
+    """GFLOP/s of each implementation on each backward product of the model, best of rounds."""
+    from minigd.kernels import autotune, jit_gemm
+    from minigd.kernels.jit_config import parallel_parts
+    sizes, _ = parse_shape(shape)
+    parts, rows = parallel_parts(), []
+    for l, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        for product in ("weight_grad",) + (("input_grad",) if l > 0 else ()):
+            run = autotune._operands(product, batch, n_in, n_out, np.float32)
+            flops = 2 * batch * n_in * n_out
+            best = {}
+            with autotune.blas_threads_limited([jit_gemm.BLAS]):
+                for impl in range(2):
+                    run(impl, parts)
+                reps = max(1, int(2e7 // flops))
+                for _ in range(rounds):
+                    for impl, name in enumerate(autotune.CANDIDATES):
+                        started = time.perf_counter()
+                        for _ in range(reps):
+                            run(impl, parts)
+                        rate = flops * reps / (time.perf_counter() - started) / 1e9
+                        best[name] = max(best.get(name, 0), rate)
+            rows.append({"product": product, "layer": f"{n_in}x{n_out}", "batch": batch,
+                         **{f"{k}_gflops": v for k, v in best.items()}})
+    return rows
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rows", type=int, default=8000)
+    p.add_argument("--batches", default="16,64,256,1024")
+    p.add_argument("--shapes", default=MAIN_SHAPE)
+    p.add_argument("--optimizer", default="sgd", choices=("sgd", "adam"))
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--out", default=os.path.join(HERE, "results"))
+    args = p.parse_args(argv)
+    from minigd.kernels import autotune
+    isa = autotune.vector_isa()
+    X, y = synthetic(args.rows)
+    results = {"machine": {"cpu_model": autotune.cpu_model(), "vector_isa": isa,
+                           "llvm_cpu": autotune.llvm_cpu()[0], "blas": autotune.blas_library(),
+                           "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None},
+               "config": vars(args), "epochs": [], "products": []}
+    print(f"{autotune.cpu_model()}, {isa}: seconds per epoch ({args.rows:,} rows, "
+          f"{args.optimizer}), median of {args.repeats}, interleaved")
+    print("| shape | batch | own | blas | auto | auto chose |\n|---|---|---|---|---|---|")
+    for shape in args.shapes.split(","):
+        for batch in map(int, args.batches.split(",")):
+            medians = epochs_ab(X, y, batch, args.optimizer, shape, args.repeats)
+            from epoch import chosen_products
+            chose = chosen_products(shape, args.rows, batch)
+            results["epochs"].append({"shape": shape, "batch": batch, "chose": chose, **medians})
+            print(f"| {shape} | {batch} | {medians['own']:.3f} | {medians['blas']:.3f} | "
+                  f"{medians['auto']:.3f} | {chose} |", flush=True)
+            results["products"] += products_ab(shape, batch)
+    print("\n| product | layer | batch | own GFLOP/s | blas GFLOP/s |\n|---|---|---|---|---|")
+    for r in results["products"]:
+        print(f"| {r['product']} | {r['layer']} | {r['batch']} | {r['own_gflops']:.0f} | "
+              f"{r['blas_gflops']:.0f} |")
+    save_results(results, args.out, "products-" + isa.replace("/", "-"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
