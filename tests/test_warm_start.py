@@ -107,7 +107,10 @@ def test_the_background_job_is_picklable_and_compiles(monkeypatch, data):
     assert warm_start.start_compile(model, optimizer, X, y, 32) is not None
     job = sent["job"]
     assert job["rows"] == 32 and job["optimizer"] is mg.Adam and job["x_dtype"] == "<f4"
+    from minigd.kernels import autotune
+    monkeypatch.setenv(autotune.ENV, "auto")      # restored after the test: compile_job sets it
     warm_start.compile_job(job)                  # trains the copy; the original is untouched
+    assert warm_start.os.environ[autotune.ENV] == "own"     # no measuring in the background
     assert np.array_equal(model.parameters()[0].value,
                           mg.Sequential(mg.Dense(12, 8), mg.Tanh(), mg.Dense(8, 3),
                                         seed=0).parameters()[0].value)

@@ -277,6 +277,16 @@ def measure(product, rows, n_in, n_out, dtype, parts):
     return dict(zip(CANDIDATES, best))
 
 
+def compile_candidates(dtype):
+    """Compile (or load) the kernels :func:`measure` times, for ``dtype``, without measuring
+    (the warm start's background process: its timings would suffer from its own compile)."""
+    for product in PRODUCTS:
+        run = _operands(product, 8, 8, 8, dtype)
+        for impl in (jit_gemm.OWN, jit_gemm.BLAS) if blas_usable() else (jit_gemm.OWN,):
+            with blas_threads_limited([impl]):
+                run(impl, 1)
+
+
 def choice(product, rows, n_in, n_out, dtype, parts):
     """The implementation code (jit_gemm.OWN or BLAS) of one backward product: from
     ``MINIGD_PRODUCTS``, else this process's memo, else the cache file, else measured now."""

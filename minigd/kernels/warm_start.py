@@ -9,7 +9,9 @@ The first run after an install would otherwise wait for Numba to compile the who
   compiles exactly the kernels this run needs (its dtype, activations, optimizer) into the
   on-disk cache, then switches this process to the NumPy backend;
 - at the start of each later epoch, once that process has finished, it switches back to the
-  Numba backend, which loads the kernels from the cache (about a second);
+  Numba backend, which loads the kernels from the cache (about a second) and measures the
+  product choice (minigd.kernels.autotune) here, a few milliseconds per shape, rather than in
+  the background process, whose own compiling would skew the timings;
 - at the end, the Numba backend is active again if the kernels are ready; otherwise the
   background process is left to finish filling the cache for the next run, and NumPy stays
   active.
@@ -134,6 +136,10 @@ def compile_job(job):
     """The background process: one epoch with the Numba backend on random rows of the run's
     dtypes, and an evaluation, so that every kernel the run needs is compiled and cached."""
     import minigd as mg
+    from . import autotune
+    # the products are measured by the training process once it switches, not here, where
+    # this compile's own load would skew the timings; the compiled code does not depend on it
+    os.environ[autotune.ENV] = "own"
     rng = np.random.default_rng(0)
     X = rng.random((job["rows"], job["features"])).astype(np.dtype(job["x_dtype"]))
     if job["x_readonly"]:
@@ -144,6 +150,7 @@ def compile_job(job):
         optimizer = job["optimizer"](model.parameters(), lr=job["lr"])
         mg.fit(model, X, y, optimizer=optimizer, epochs=1, batch_size=job["batch"],
                validation_data=(X, y), verbose=0)
+    autotune.compile_candidates(model.dtype)
 
 
 def main():
