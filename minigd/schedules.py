@@ -54,7 +54,7 @@ class Schedule:
     sets_momentum = False
 
     def momentum(self, t):
-        """The momentum of step t (SGD's momentum, Adam's beta1), or None: not set by this schedule."""
+        """The momentum of step t (SGD's momentum, Adam's beta1); None: this schedule leaves it."""
         _check_t(t)
         return None
 
