@@ -119,3 +119,40 @@ def test_private_name_patterns_catch_what_they_should():
         assert any(p.search(source) for p in PRIVATE_NAMES), source
     for source in ("import minigd as mg", "mg.plot.compare(runs)", "history.iterations"):
         assert not any(p.search(source) for p in PRIVATE_NAMES), source
+
+
+# Notebooks that compare settings or make choices (issue 13): their claims are asserts the build
+# runs, their comparisons have seeds, and the test set is touched once, at the end.
+CHECKED = ("01", "02", "03", "04", "05", "07", "08")
+SEEDED = ("02", "04", "05", "07")
+CHOOSING = ("01", "02", "03", "04", "05", "07")
+
+
+def built_cells(number):
+    build = load_build_script()
+    name = next(n for n in build.NOTEBOOKS if n.startswith(number))
+    return build.make_notebook(build.NOTEBOOKS[name]()).cells
+
+
+@pytest.mark.parametrize("number", CHECKED)
+def test_claims_are_asserts_and_quoted_numbers_come_from_the_run(number):
+    sources = [c.source for c in built_cells(number) if c.cell_type == "code"]
+    assert any(re.search(r"^\s*assert ", s, re.M) for s in sources), f"{number}: no claim checked"
+    assert any("say(f" in s for s in sources), f"{number}: no sentence built from the run"
+
+
+@pytest.mark.parametrize("number", SEEDED)
+def test_comparisons_run_five_seeds(number):
+    sources = "\n".join(c.source for c in built_cells(number) if c.cell_type == "code")
+    assert "range(5)" in sources and re.search(r"seeds=SEEDS|for seed in SEEDS", sources)
+
+
+@pytest.mark.parametrize("number", CHOOSING)
+def test_choices_use_validation_and_the_test_set_comes_last(number):
+    cells = [c.source for c in built_cells(number) if c.cell_type == "code"]
+    assert "X_val" in "\n".join(cells)
+    uses = [i for i, s in enumerate(cells[1:], start=1) if "X_test" in s]
+    assert len(uses) <= 1, f"{number}: the test set is used in {len(uses)} cells"
+    if uses:
+        later = "\n".join(cells[uses[0] + 1:])
+        assert "mg.sweep" not in later and "EvaluateEvery" not in later and "mg.fit" not in later
