@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
 CELL_TIMEOUT = 900
-THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                    "NUMBA_NUM_THREADS")
 PRIVATE_NAMES = [re.compile(p) for p in (r"mg\._", r"from minigd\.", r"import minigd\.",
                                          r"\._[a-z]")]
 
@@ -43,8 +44,8 @@ def load_build_script():
 def kernel_environment():
     """The test process's environment, with the minigd it imported first on the kernel's path.
 
-    BLAS/OpenMP threads default to 1, as in build_notebooks.py: the matrices are small and
-    several threads per kernel only contend on a shared 2-core machine.
+    BLAS/OpenMP/Numba threads default to 1, as in build_notebooks.py: the matrices are small
+    and several threads per kernel only contend on a shared 2-core machine.
     """
     env = dict(os.environ)
     package_parent = str(Path(minigd.__file__).resolve().parent.parent)
@@ -156,3 +157,12 @@ def test_choices_use_validation_and_the_test_set_comes_last(number):
     if uses:
         later = "\n".join(cells[uses[0] + 1:])
         assert "mg.sweep" not in later and "EvaluateEvery" not in later and "mg.fit" not in later
+
+
+@pytest.mark.parametrize("number", CHECKED)
+def test_every_built_code_cell_is_valid_python(number):
+    import ast
+    for cell in built_cells(number):
+        if cell.cell_type == "code":
+            ast.parse("\n".join(line for line in cell.source.splitlines()
+                                if not line.startswith("%")))
