@@ -886,8 +886,9 @@ def lr_schedules():
             mean, sd = curve(name).mean(axis=0), curve(name).std(axis=0)
             ax_acc.plot(steps, mean, marker="o", ms=3, color=colors[name], label=name)
             ax_acc.fill_between(steps, mean - sd, mean + sd, color=colors[name], alpha=0.15)
-        ax_lr.set(xlabel="update (step)", ylabel="lr", title="lr that fit used for each update")
-        ax_lr.legend(fontsize="small", ncol=2)
+        ax_lr.set(xlabel="update (step)", ylabel="lr", title="lr that fit used for each update",
+                  ylim=(0, 0.45))
+        ax_lr.legend(fontsize="small", ncol=3, loc="upper right")
         ax_acc.axhline(TARGET, color="0.5", ls=":")
         ax_acc.set(xlabel="update (step)", ylabel="validation accuracy (end of each epoch)",
                    title=f"mean +- sd over {len(SEEDS)} seeds")
@@ -912,7 +913,7 @@ def lr_schedules():
             assert mean_lr[shrinking] < mean_lr[tri] and abs(last_lr[shrinking] - last_lr[tri]) < 0.02
         say(f"**What to notice.** The left panel is read back from each run's history: the lr "
             f"`fit` actually used, update by update, which is exactly the schedule evaluated at "
-            f"each t. Every schedule that starts at 0.3 reaches {TARGET:.0%} sooner than the "
+            f"each t. Every schedule peaking at 0.3 reaches {TARGET:.0%} sooner than the "
             f"constant 0.1 (about {m_reach[low]:.0f} updates on average over the seeds; "
             f"accuracy is checked at each epoch end, every {PER_EPOCH} updates, so runs within "
             f"{PER_EPOCH} updates are tied).\\n\\n"
@@ -1017,6 +1018,20 @@ def validation_early_stopping():
             scores = mg.evaluate(m, X_test, y_test)
             print(f"test set, {name:30s} loss {scores['loss']:.3f}  accuracy {scores['accuracy']:.3f}")
         """),
+        code("""
+        # the claims of the text below, checked
+        train_loss, val_loss, val_acc = (np.array(ep[k]) for k in ("train_loss", "val_loss",
+                                                                   "val_accuracy"))
+        lowest = int(np.argmin(val_loss)) + 1
+        print(f"train loss fell in {np.mean(np.diff(train_loss) < 0):.0%} of the epochs; "
+              f"val loss lowest at epoch {lowest}, then up {val_loss[-1] / val_loss.min() - 1:.0%} "
+              f"by epoch 60; val accuracy {val_acc[lowest - 1]:.3f} there, {val_acc[-1]:.3f} at 60")
+        assert np.mean(np.diff(train_loss) < 0) > 0.9 and train_loss[-1] < train_loss[lowest - 1]
+        assert lowest < 30 and val_loss[-1] > 1.05 * val_loss.min()
+        assert stopper.stopped_epoch == stopper.best_epoch + 5
+        assert np.isclose(restored["loss"], stopper.best)
+        assert abs(val_acc[-1] - val_acc[lowest - 1]) < 0.03
+        """),
         md("""
         **What to notice.** The training loss falls for all 60 epochs; the validation loss
         bottoms out early and then climbs as the network memorises its 500 digits. Early
@@ -1035,9 +1050,8 @@ def optimizers():
         md("""
         # 7. Optimizers
 
-        The same model, batches and budget (three epochs of batch 64 on 4096 training digits =
-        192 updates), five ways to turn a gradient into a step, all with torch.optim's update
-        rules:
+        The same model, batches and budget (three epochs of batch 64 on 4096 training digits),
+        five ways to turn a gradient into a step, all with torch.optim's update rules:
 
         * **SGD**: `w <- w - lr * g`
         * **momentum**: `b <- 0.9 b + g;  w <- w - lr * b`, a running sum of past gradients
