@@ -1,7 +1,7 @@
 """The teaching notebooks: each runs top to bottom in a fresh kernel, uses only the public API,
 and is committed with its outputs and in step with notebooks/build_notebooks.py.
 
-Executing all eight takes about a minute on 2 cores; deselect with ``-m "not notebooks"``.
+Executing all eight takes about two minutes on 2 cores; deselect with ``-m "not notebooks"``.
 """
 import importlib.util
 import os
