@@ -732,7 +732,14 @@ def lr_scaling():
         assert best[16] < best[64] < best[256]                  # the best lr grows with batch
         assert abs(slope - 0.5) < abs(slope - 1)                # ... closer to slope 1/2 than 1
         assert m["fixed", 16] > m["fixed", 64] > m["fixed", 256]
+        s = {k: float(np.nanstd(v)) for k, v in acc.items()}
+        clear = {b: m["sqrt", b] - m["fixed", b] > max(s["sqrt", b], s["fixed", b]) for b in (64, 256)}
         assert m["sqrt", 64] > m["fixed", 64] and m["sqrt", 256] > m["fixed", 256]
+        sqrt_text = ("closes part of the gap, by more than the spread between seeds"
+                     if all(clear.values()) else
+                     "closes part of the gap on average, though at "
+                     + " and ".join(f"batch {b}" for b in clear if not clear[b])
+                     + " by less than the spread between seeds")
         assert m["linear", 64] > m["sqrt", 64] and m["fixed", 16] - m["linear", 64] < 0.02
         assert m["linear", 256] < min(m["fixed", 256], m["sqrt", 256]) - 0.2
         assert abs(m["linear + warmup", 256] - m["linear", 256]) < 0.1
@@ -743,9 +750,9 @@ def lr_scaling():
             f"{slope:.2f}: on this network and budget the square-root rule describes the best "
             f"lr, not the linear one. With a fixed lr 0.1, larger batches fall behind "
             f"({m['fixed', 16]:.3f}, {m['fixed', 64]:.3f}, {m['fixed', 256]:.3f} validation "
-            f"accuracy): fewer updates of the same size. The square-root rule closes part of the "
-            f"gap ({m['sqrt', 64]:.3f} and {m['sqrt', 256]:.3f}, the latter with a wide spread "
-            f"between seeds). The linear rule does best at batch 64: with lr "
+            f"accuracy): fewer updates of the same size. The square-root rule {sqrt_text} "
+            f"({m['sqrt', 64]:.3f} +- {s['sqrt', 64]:.3f} and {m['sqrt', 256]:.3f} +- "
+            f"{s['sqrt', 256]:.3f}). The linear rule does best at batch 64: with lr "
             f"{rules['linear'](64):g} it reaches {m['linear', 64]:.3f}, within 0.02 of batch "
             f"16's {m['fixed', 16]:.3f} from 4x fewer updates, which is the rule's promise. At "
             f"batch 256 it breaks: lr {rules['linear'](256):g} is past what this network "
@@ -1168,6 +1175,9 @@ def optimizers():
         for name, (_, _, grid) in OPTIMIZERS.items():
             assert grid[0] < tuned[name] < grid[-1], f"{name}: the best lr is at the grid's edge"
         assert a[mom] > a[sgd] and a[nes] > a[sgd]          # momentum beats SGD, both tuned
+        spread = max(acc[n][1] for n in (sgd, mom, nes))
+        margin = ("by more than the spread between seeds" if min(a[mom], a[nes]) - a[sgd] > spread
+                  else "though by less than the spread between seeds")
         assert abs(a[mom] - a[nes]) < 0.01                  # the look-ahead changes little
         assert all(abs(a[n] - a[mom]) < 0.015 for n in adams)
         assert tuned[mom] < tuned[sgd]
@@ -1180,7 +1190,7 @@ def optimizers():
         say(f"**What to notice.** Each optimizer's lr was chosen from its own grid (every "
             f"choice lies inside its grid, not at an edge). Tuned, momentum and Nesterov "
             f"({a[mom]:.3f} and {a[nes]:.3f} validation accuracy) beat plain SGD "
-            f"({a[sgd]:.3f}), by more than the spread between seeds; the look-ahead changes "
+            f"({a[sgd]:.3f}), {margin}; the look-ahead changes "
             f"little. Momentum's best lr, {tuned[mom]:g}, is {tuned[sgd] / tuned[mom]:.0f}x "
             f"smaller than SGD's {tuned[sgd]:g}: the buffer adds up past gradients into steps "
             f"up to 1 / (1 - 0.9) = 10 times larger, though not the full 10 here. Adam and AdamW "
