@@ -1033,7 +1033,7 @@ def validation_early_stopping():
         print(f"train loss fell in {np.mean(np.diff(train_loss) < 0):.0%} of the epochs; "
               f"val loss lowest at epoch {lowest}, then up {val_loss[-1] / val_loss.min() - 1:.0%} "
               f"by epoch 60; val accuracy {val_acc[lowest - 1]:.3f} there, {val_acc[-1]:.3f} at 60")
-        assert np.mean(np.diff(train_loss) < 0) > 0.9 and train_loss[-1] < train_loss[lowest - 1]
+        assert np.all(np.diff(train_loss) < 0)                       # falls for all 60 epochs
         assert lowest < 30 and val_loss[-1] > 1.05 * val_loss.min()
         assert stopper.stopped_epoch == stopper.best_epoch + 5
         assert np.isclose(restored["loss"], stopper.best)
@@ -1321,8 +1321,8 @@ def speed():
         backend. Each bar is the time spent inside one function itself (not in the functions
         it calls), so the bars of a backend add up to its whole epoch. With the Numba backend
         and no per-iteration callback, `fit` runs the whole epoch in one compiled call; with
-        NumPy it makes one Python call per layer and per step. The profiler adds a little
-        time to each Python call, which shows most where there are most calls.
+        NumPy it makes one Python call per layer and per step. The profiler adds time to each
+        Python call, which shows most where there are most calls (measured below).
         """),
         code("""
         def profile_epoch(batch_size=64, top=6):
