@@ -76,6 +76,7 @@ class Dense(Layer):
         bias 0.  "torch": weight and bias ~ U(+-1 / sqrt(in)) as ``torch.nn.Linear``.
         Note: torch stores the weight transposed, as (out, in).
     """
+    name = "dense"
 
     def __init__(self, in_features, out_features, init="he"):
         self.in_features = check.positive_int("in_features", in_features)
@@ -147,14 +148,17 @@ class _Activation(Layer):
 
 class ReLU(_Activation):
     """y = max(z, 0);  dz = dy * [y > 0]."""
+    name = "relu"
     kernel = "relu"
 
 
 class Tanh(_Activation):
     """y = tanh(z);  dz = dy * (1 - y^2)."""
+    name = "tanh"
     kernel = "tanh"
 
 
 class Sigmoid(_Activation):
     """y = 1 / (1 + exp(-z));  dz = dy * y * (1 - y)."""
+    name = "sigmoid"
     kernel = "sigmoid"

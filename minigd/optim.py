@@ -187,6 +187,7 @@ class SGD(Optimizer):
     Note: this is torch's momentum form (lr multiplies the buffer), not Sutskever's
     (where the buffer holds lr * g).
     """
+    name = "sgd"
     state_names = ("momentum_buffer",)
 
     def __init__(self, params, lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
@@ -231,6 +232,7 @@ class Adam(Optimizer):
     eps : float > 0, default 1e-8
     weight_decay : float >= 0, default 0
     """
+    name = "adam"
     state_names = ("exp_avg", "exp_avg_sq")
     decoupled = False
 
@@ -263,6 +265,7 @@ class AdamW(Adam):
     p <- p (1 - lr * weight_decay), then the Adam step without weight decay in the gradient.
     Default weight_decay 1e-2, as torch.
     """
+    name = "adamw"
     decoupled = True
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
