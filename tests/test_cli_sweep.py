@@ -48,7 +48,7 @@ def test_bad_numbers_fail_at_parse_time_naming_the_flag(flag, value, capsys):
 @pytest.mark.parametrize("args, words", [
     (["--lrs", "0.1", "--base-lr", "0.2"], "--base-lr only applies with --scaling"),
     (["--base-batch-size", "64"], "--base-batch-size only applies with --scaling"),
-    (["--optimizer", "adam", "--momentum", "0.9"], "--momentum only applies to --optimizer sgd"),
+    (["--optimizer", "adam", "--momentum", "0.9"], "--momentum applies to --optimizer sgd only"),
     (["--joblib-backend", "dask"], "--dask-workers N starts a local one"),
     (["--dask-workers", "2", "--joblib-backend", "loky"], "drop --joblib-backend loky"),
 ])

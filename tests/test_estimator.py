@@ -118,8 +118,8 @@ def test_clone_and_params_round_trip():
     clf = mg.MLPClassifier(hidden=(16, 8), lr=0.03, schedule=StepDecay(0.03, 2), seed=5)
     params = clf.get_params()
     assert params["hidden"] == (16, 8) and params["lr"] == 0.03 and params["seed"] == 5
-    assert set(params) == {"hidden", "activation", "optimizer", "lr", "momentum", "batch_size",
-                           "epochs", "schedule", "seed", "dtype", "verbose"}
+    assert set(params) == {"hidden", "activation", "init", "optimizer", "lr", "momentum",
+                           "batch_size", "epochs", "schedule", "seed", "dtype", "verbose"}
     twin = clone(clf)
     assert twin is not clf and twin.get_params()["hidden"] == (16, 8)
     assert repr(twin) == ("MLPClassifier(hidden=(16, 8), lr=0.03, schedule=StepDecay(unit='epoch', "

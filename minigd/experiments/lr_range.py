@@ -12,10 +12,10 @@ from ..backend import kernels as _active_kernels
 from ..data import BatchIterator
 from ..losses import SoftmaxCrossEntropy
 from ..model import Sequential
-from ..optim import SGD, Adam, AdamW, Optimizer
+from ..optim import Optimizer
+from ..registry import build_optimizer
 
 MODES = ("exp", "linear")
-OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
 RULES = ("steepest", "min_div_10", "valley")
 MAIN_RULE = "min_div_10"
 STOP_REASONS = ("completed", "diverged", "non-finite")
@@ -194,8 +194,7 @@ class LRRangeResult:
 # ---- the test ------------------------------------------------------------------------------------
 def _make_optimizer(optimizer, params, lr):
     if isinstance(optimizer, str):
-        key = check.choice("optimizer", optimizer.lower(), tuple(OPTIMIZERS))
-        return OPTIMIZERS[key](params, lr=lr)
+        return build_optimizer(optimizer.lower(), params, lr)     # ValueError: unknown name
     if isinstance(optimizer, Optimizer):
         raise TypeError("optimizer must be 'sgd', 'adam', 'adamw' or a factory params -> "
                         "Optimizer (e.g. lambda params: mg.SGD(params, lr=0.1, momentum=0.9)), "
