@@ -105,7 +105,8 @@ def train_command(args):
     X, y, validation = split_validation(X, y, args.validation_split)
     n_classes = n_classes_of(y, y_test)
     if compile_first:
-        say(f"compiled in {compile_kernels(args, X, y, n_classes):.1f} s (not counted in epoch times)")
+        seconds = compile_kernels(args, X, y, n_classes)
+        say(f"compiled in {seconds:.1f} s (not counted in epoch times)")
     model = make_model(args, X.shape[1], n_classes)
     optimizer = make_optimizer(args, model.parameters())
     iterator_length = -(-len(X) // args.batch_size)
