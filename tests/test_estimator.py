@@ -178,6 +178,21 @@ def test_no_hidden_layer_is_logistic_regression_and_adam_works():
     assert clf.score(X, y) > 0.9
 
 
+def test_init_reaches_the_network():
+    """The estimator builds through minigd.registry.build_mlp, its ``init`` included."""
+    X, y = blobs()
+    networks = {}
+    for init in ("he", "xavier", "torch"):
+        clf = mg.MLPClassifier(hidden=(8,), init=init, lr=1e-30, epochs=1, seed=3,
+                               dtype="float64").fit(X, y)
+        same = mg.registry.build_mlp(X.shape[1], (8,), 3, init=init, seed=3, dtype=np.float64)
+        for key, value in same.state_dict().items():      # lr 1e-30: the weights stay put
+            np.testing.assert_allclose(clf.model_.state_dict()[key], value, rtol=0, atol=1e-20)
+        networks[init] = clf.model_.state_dict()["0.weight"]
+    assert not np.array_equal(networks["he"], networks["xavier"])
+    assert not np.allclose(networks["torch"], networks["xavier"])
+
+
 def test_batch_size_schedule_and_lr_schedule_pass_through():
     X, y = blobs(100)
     clf = mg.MLPClassifier(hidden=(8,), epochs=3, batch_size=StepBatchSize(10, 1, 5),
@@ -192,6 +207,7 @@ def test_parameters_are_checked_in_fit_not_in_init():
              ({"hidden": "8"}, TypeError, "hidden"),
              ({"activation": "gelu"}, ValueError, "activation"),
              ({"optimizer": "rmsprop"}, ValueError, "optimizer"),
+             ({"init": "glorot"}, ValueError, "init"),
              ({"lr": 0.0}, ValueError, "lr"),
              ({"momentum": 0.9, "optimizer": "adam"}, ValueError, "momentum"),
              ({"epochs": 0}, ValueError, "epochs"),
