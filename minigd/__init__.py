@@ -10,7 +10,7 @@ from .experiments import (GradientNoiseScale, LRRangeResult, MLPBuilder, NoiseSc
                           SweepResult, gradient_noise_scale, lr_range_test,
                           noise_scale_from_norms, sweep)
 from .history import History
-from .layers import Dense, Layer, Parameter, ReLU, Sigmoid, Tanh
+from .layers import Activation, Buffer, Dense, Layer, Parameter, ReLU, Sigmoid, Tanh
 from .losses import SoftmaxCrossEntropy
 from .metrics import accuracy, evaluate
 from .model import Sequential
@@ -23,13 +23,13 @@ from .training import DivergenceError, TrainingState, fit
 __version__ = "0.1.0"
 
 __all__ = [
-    "Adam", "AdamW", "BatchIterator", "Callback", "Chain", "Checkpoint", "Constant",
-    "CosineAnnealing", "CyclicLR", "Dense", "DivergenceError", "EarlyStopping", "EvaluateEvery",
-    "ExponentialDecay", "GradientNoiseScale", "History", "LRRangeResult", "Layer", "MLPBuilder",
-    "MLPClassifier", "NoiseScaleEstimate", "Optimizer", "Parameter", "ReLU",
+    "Activation", "Adam", "AdamW", "BatchIterator", "Buffer", "Callback", "Chain", "Checkpoint",
+    "Constant", "CosineAnnealing", "CyclicLR", "Dense", "DivergenceError", "EarlyStopping",
+    "EvaluateEvery", "ExponentialDecay", "GradientNoiseScale", "History", "LRRangeResult", "Layer",
+    "MLPBuilder", "MLPClassifier", "NoiseScaleEstimate", "Optimizer", "Parameter", "ReLU",
     "ReduceLROnPlateau", "SGD", "Schedule", "Sequential", "Sigmoid", "SoftmaxCrossEntropy",
     "StepDecay", "SweepResult", "Tanh", "TrainingState", "Warmup", "accuracy", "datasets",
-    "evaluate", "fit", "get_backend", "gradient_noise_scale", "linear_scaling",
-    "load_checkpoint", "lr_range_test", "noise_scale_from_norms", "plot", "registry",
-    "save_checkpoint", "schedules", "set_backend", "sqrt_scaling", "sweep", "use_backend",
+    "evaluate", "fit", "get_backend", "gradient_noise_scale", "linear_scaling", "load_checkpoint",
+    "lr_range_test", "noise_scale_from_norms", "plot", "registry", "save_checkpoint", "schedules",
+    "set_backend", "sqrt_scaling", "sweep", "use_backend",
 ]

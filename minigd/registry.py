@@ -5,7 +5,7 @@ subclass does not inherit its parent's name) and derives from the base of its ki
 
     kind          base                      built-in names
     "layer"       minigd.Layer              dense, relu, sigmoid, tanh
-    "activation"  the activation base       relu, sigmoid, tanh
+    "activation"  minigd.Activation         relu, sigmoid, tanh
     "loss"        minigd.Loss               softmax_cross_entropy
     "optimizer"   minigd.Optimizer          adam, adamw, sgd
     "schedule"    minigd.schedules.Schedule chain, constant, cosine, cyclic, exponential, ...
@@ -33,9 +33,7 @@ def _base(kind):
     if kind == "layer":
         return layers.Layer
     if kind == "activation":
-        # TODO(merge): the engine branch decides the public name of the activation base;
-        # until then the base is the common parent of the built-in activations.
-        return getattr(layers, "Activation", None) or layers.ReLU.__mro__[1]
+        return layers.Activation
     if kind == "loss":
         # TODO(merge): the losses branch adds the Loss base; until then the one built-in.
         return getattr(losses, "Loss", None) or losses.SoftmaxCrossEntropy
