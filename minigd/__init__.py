@@ -1,6 +1,6 @@
 """minigd: mini-batch gradient descent in NumPy and Numba, built to show how epochs, iterations,
 batch size and learning rate shape training."""
-from . import datasets, plot, schedules
+from . import datasets, plot, registry, schedules
 from .backend import get_backend, set_backend, use_backend
 from .callbacks import Callback, EarlyStopping, ReduceLROnPlateau
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
@@ -10,24 +10,26 @@ from .experiments import (GradientNoiseScale, LRRangeResult, MLPBuilder, NoiseSc
                           SweepResult, gradient_noise_scale, lr_range_test,
                           noise_scale_from_norms, sweep)
 from .history import History
-from .layers import Dense, Parameter, ReLU, Sigmoid, Tanh
+from .layers import Activation, Buffer, Dense, Layer, Parameter, ReLU, Sigmoid, Tanh
 from .losses import SoftmaxCrossEntropy
 from .metrics import accuracy, evaluate
 from .model import Sequential
 from .optim import SGD, Adam, AdamW, Optimizer
-from .schedules import linear_scaling, sqrt_scaling
+from .schedules import (Chain, Constant, CosineAnnealing, CyclicLR, ExponentialDecay, Schedule,
+                        StepDecay, Warmup, linear_scaling, sqrt_scaling)
 from .tracking import EvaluateEvery
 from .training import DivergenceError, TrainingState, fit
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Adam", "AdamW", "BatchIterator", "Callback", "Checkpoint", "Dense", "DivergenceError",
-    "EarlyStopping", "EvaluateEvery", "GradientNoiseScale", "History", "LRRangeResult", "MLPBuilder",
-    "MLPClassifier", "NoiseScaleEstimate", "Optimizer", "Parameter", "ReLU",
-    "ReduceLROnPlateau", "SGD", "Sequential", "Sigmoid", "SoftmaxCrossEntropy", "SweepResult",
-    "Tanh", "TrainingState", "accuracy", "datasets", "evaluate", "fit", "get_backend",
-    "gradient_noise_scale", "linear_scaling", "load_checkpoint", "lr_range_test",
-    "noise_scale_from_norms", "plot", "save_checkpoint", "schedules", "set_backend",
-    "sqrt_scaling", "sweep", "use_backend",
+    "Activation", "Adam", "AdamW", "BatchIterator", "Buffer", "Callback", "Chain", "Checkpoint",
+    "Constant", "CosineAnnealing", "CyclicLR", "Dense", "DivergenceError", "EarlyStopping",
+    "EvaluateEvery", "ExponentialDecay", "GradientNoiseScale", "History", "LRRangeResult", "Layer",
+    "MLPBuilder", "MLPClassifier", "NoiseScaleEstimate", "Optimizer", "Parameter", "ReLU",
+    "ReduceLROnPlateau", "SGD", "Schedule", "Sequential", "Sigmoid", "SoftmaxCrossEntropy",
+    "StepDecay", "SweepResult", "Tanh", "TrainingState", "Warmup", "accuracy", "datasets",
+    "evaluate", "fit", "get_backend", "gradient_noise_scale", "linear_scaling", "load_checkpoint",
+    "lr_range_test", "noise_scale_from_norms", "plot", "registry", "save_checkpoint", "schedules",
+    "set_backend", "sqrt_scaling", "sweep", "use_backend",
 ]

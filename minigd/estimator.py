@@ -14,16 +14,13 @@ import warnings
 import numpy as np
 
 from . import _validation as check
+from . import registry
 from .history import History
-from .layers import Dense, ReLU, Sigmoid, Tanh
-from .model import Sequential
-from .optim import SGD, Adam, AdamW
+from .layers import INITS
 from .schedules import as_batch_size_schedule, as_schedule
 from .training import fit as _fit
 
-ACTIVATIONS = {"relu": ReLU, "tanh": Tanh, "sigmoid": Sigmoid}
-OPTIMIZERS = ("sgd", "adam", "adamw")
-_PARAMS = ("hidden", "activation", "optimizer", "lr", "momentum", "batch_size", "epochs",
+_PARAMS = ("hidden", "activation", "init", "optimizer", "lr", "momentum", "batch_size", "epochs",
            "schedule", "seed", "dtype", "verbose")
 
 
@@ -132,8 +129,9 @@ class MLPClassifier:
     Parameters (stored as given; checked when ``fit`` runs, as scikit-learn requires)
     ----------
     hidden : tuple of int, default (128,)   (() gives multinomial logistic regression)
-    activation : "relu" (default), "tanh" or "sigmoid"
-    optimizer : "sgd" (default), "adam" or "adamw"
+    activation : "relu" (default), "tanh", "sigmoid" or any ``registry.names("activation")``
+    init : "he" (default), "xavier", "torch" or "zeros": the Dense layers' initialisation
+    optimizer : "sgd" (default), "adam", "adamw" or any ``registry.names("optimizer")``
     lr : float > 0, default 0.1
     momentum : float in [0, 1), default 0.0 (SGD only)
     batch_size : int >= 1 or a batch-size schedule (StepBatchSize, ...), default 64
@@ -161,9 +159,11 @@ class MLPClassifier:
     _estimator_type = "classifier"
 
     def __init__(self, hidden=(128,), activation="relu", optimizer="sgd", lr=0.1, momentum=0.0,
-                 batch_size=64, epochs=10, schedule=None, seed=None, dtype="float32", verbose=0):
+                 batch_size=64, epochs=10, schedule=None, seed=None, dtype="float32", verbose=0,
+                 init="he"):
         self.hidden = hidden
         self.activation = activation
+        self.init = init
         self.optimizer = optimizer
         self.lr = lr
         self.momentum = momentum
@@ -321,11 +321,12 @@ class MLPClassifier:
         if not isinstance(hidden, (tuple, list)):
             raise TypeError(f"hidden must be a tuple of layer widths, got {hidden!r}")
         hidden = tuple(check.positive_int(f"hidden[{i}]", h) for i, h in enumerate(hidden))
-        activation = check.choice("activation", self.activation, tuple(ACTIVATIONS))
-        optimizer = check.choice("optimizer", self.optimizer, OPTIMIZERS)
+        activation = registry.get("activation", self.activation).name
+        init = check.choice("init", self.init, INITS)
+        optimizer = registry.get("optimizer", self.optimizer).name
         lr = check.real("lr", self.lr, low=0.0, low_open=True)
         momentum = check.real("momentum", self.momentum, low=0.0, high=1.0, high_open=True)
-        if momentum and optimizer != "sgd":
+        if momentum and "momentum" not in registry.optimizer_arguments(optimizer):
             raise ValueError(f"momentum applies to optimizer='sgd' only, got momentum={momentum} "
                              f"with optimizer={optimizer!r}")
         if isinstance(self.dtype, str):
@@ -337,7 +338,8 @@ class MLPClassifier:
             seed = int(np.random.SeedSequence().entropy % 2 ** 63)
         elif isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
             raise TypeError(f"seed must be a non-negative int or None, got {seed!r}")
-        return {"hidden": hidden, "activation": activation, "optimizer": optimizer, "lr": lr,
+        return {"hidden": hidden, "activation": activation, "init": init,
+                "optimizer": optimizer, "lr": lr,
                 "momentum": momentum, "batch_size": as_batch_size_schedule(self.batch_size),
                 "epochs": check.positive_int("epochs", self.epochs),
                 "schedule": as_schedule(self.schedule), "seed": int(seed), "dtype": dtype,
@@ -345,20 +347,17 @@ class MLPClassifier:
 
     @staticmethod
     def _build_model(n_features, n_classes, config, seed):
-        widths = (n_features,) + config["hidden"] + (n_classes,)
-        layers = []
-        for i in range(len(widths) - 1):
-            layers.append(Dense(widths[i], widths[i + 1]))
-            if i < len(widths) - 2:
-                layers.append(ACTIVATIONS[config["activation"]]())
-        return Sequential(*layers, seed=seed, dtype=config["dtype"])
+        return registry.build_mlp(n_features, config["hidden"], n_classes,
+                                  activation=config["activation"],
+                                  init=config.get("init", "he"), seed=seed,
+                                  dtype=config["dtype"])
 
     @staticmethod
     def _build_optimizer(model, config):
-        if config["optimizer"] == "sgd":
-            return SGD(model.parameters(), lr=config["lr"], momentum=config["momentum"])
-        cls = Adam if config["optimizer"] == "adam" else AdamW
-        return cls(model.parameters(), lr=config["lr"])
+        name = config["optimizer"]
+        hyper = ({"momentum": config["momentum"]}
+                 if "momentum" in registry.optimizer_arguments(name) else {})
+        return registry.build_optimizer(name, model.parameters(), config["lr"], **hyper)
 
     # ---- prediction --------------------------------------------------------------------------
     def _check_fitted(self):

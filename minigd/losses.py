@@ -13,6 +13,7 @@ class SoftmaxCrossEntropy:
     The mean over the batch matches ``torch.nn.CrossEntropyLoss()`` (reduction="mean").
     ``forward`` computes the gradient in the same pass; ``backward`` returns it.
     """
+    name = "softmax_cross_entropy"
 
     def __init__(self):
         self._grad = np.empty((0, 0))

@@ -72,6 +72,7 @@ def _lr(name, value):
 
 class Constant(Schedule):
     """s(t) = lr."""
+    name = "constant"
 
     def __init__(self, lr, unit="epoch"):
         super().__init__(unit)
@@ -83,6 +84,7 @@ class Constant(Schedule):
 
 class StepDecay(Schedule):
     """s(t) = lr * gamma ** floor(t / step_size)   (torch StepLR)."""
+    name = "step"
 
     def __init__(self, lr, step_size, gamma=0.1, unit="epoch"):
         super().__init__(unit)
@@ -96,6 +98,7 @@ class StepDecay(Schedule):
 
 class ExponentialDecay(Schedule):
     """s(t) = lr * gamma ** t   (torch ExponentialLR)."""
+    name = "exponential"
 
     def __init__(self, lr, gamma, unit="epoch"):
         super().__init__(unit)
@@ -112,6 +115,7 @@ class CosineAnnealing(Schedule):
     Past t_max the cosine continues, as torch's does: it climbs back to lr at 2 * t_max and
     repeats with period 2 * t_max (use Chain with a Constant to hold min_lr instead).
     """
+    name = "cosine"
 
     def __init__(self, lr, t_max, min_lr=0.0, unit="epoch"):
         super().__init__(unit)
@@ -133,6 +137,7 @@ class CyclicLR(Schedule):
     s(t) = base_lr + (max_lr - base_lr) * h(x) * scale, where scale is 1 ("triangular"),
     1 / 2 ** (cycle - 1) ("triangular2", cycle counted from 1) or gamma ** t ("exp_range").
     """
+    name = "cyclic"
     MODES = ("triangular", "triangular2", "exp_range")
 
     def __init__(self, base_lr, max_lr, step_size, mode="triangular", gamma=1.0,
@@ -170,6 +175,7 @@ class Warmup(Schedule):
     Same numbers as torch's ChainedScheduler([LinearLR(start_factor, total_iters=warmup_steps),
     inner]). ``warmup_steps`` counts in the inner schedule's unit.
     """
+    name = "warmup"
 
     def __init__(self, schedule, warmup_steps, start_factor=1 / 3):
         if not isinstance(schedule, Schedule):
@@ -194,6 +200,7 @@ class Chain(Schedule):
     steps, then anneals from 0.1 with its own t starting at 0 (torch SequentialLR, optax
     join_schedules). All schedules share one unit.
     """
+    name = "chain"
 
     def __init__(self, schedules, boundaries):
         schedules, boundaries = list(schedules), list(boundaries)

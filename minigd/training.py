@@ -224,6 +224,10 @@ def fit(model, X, y, *, optimizer, epochs, batch_size, loss=None, schedule=None,
     if verbose:
         announce_compilation(print)
         print(_plan_line(iterator, batch_sizes))
+        support = fused.supports(state, loss, callbacks)
+        if support.custom:
+            print(support.reason)          # a user-written layer, loss or optimizer: said once
+    model.train()
     for cb in callbacks:
         cb.on_train_begin(state)
     try:
@@ -285,9 +289,12 @@ def _run_epoch(state, loss, callbacks, verbose, start=0):
     instead (minigd.fused), recording the same history.
     """
     if fused.supports(state, loss, callbacks):
-        return fused.run_epoch(state, _progress(len(state.iterator) - start,
-                                                f"epoch {state.epoch}/{state.epochs}",
-                                                verbose == 1), start)
+        loss_sum, samples, divergence = fused.run_epoch(
+            state, _progress(len(state.iterator) - start, f"epoch {state.epoch}/{state.epochs}",
+                             verbose == 1), start)
+        if divergence is not None:
+            _mark_divergence(state, *divergence)
+        return loss_sum, samples
     kernels = _active_kernels()
     model, optimizer, history, iterator = state.model, state.optimizer, state.history, state.iterator
     per_iteration = [cb for cb in callbacks if cb.per_iteration]
@@ -298,7 +305,7 @@ def _run_epoch(state, loss, callbacks, verbose, start=0):
         for iteration, (xb, yb) in enumerate(iterator.batches(epoch_index, start), start=start + 1):
             lr = state.lr_at(epoch_index, state.step)
             optimizer.lr = lr
-            value = loss._forward_backward(model._forward(xb, kernels), yb, kernels)
+            value = loss._forward_backward(model.forward_batch(xb, kernels), yb, kernels)
             n = len(yb)
             history.record_iteration(epoch=state.epoch, iteration=iteration, step=state.step + 1,
                                      batch_size=n, lr=lr, loss=value)
@@ -306,8 +313,9 @@ def _run_epoch(state, loss, callbacks, verbose, start=0):
             if not math.isfinite(value):
                 _mark_divergence(state, iteration, lr, value, "loss")
                 break
-            model._backward(loss._gradient(), kernels)
-            if not math.isfinite(float(np.dot(model._grads, model._grads))):
+            model.backward_batch(loss._gradient(), kernels=kernels)
+            grads = model.flat_grads
+            if not math.isfinite(float(np.dot(grads, grads))):
                 _mark_divergence(state, iteration, lr, value, "gradient")
                 break
             optimizer.step()
@@ -342,7 +350,7 @@ def _mark_divergence(state, iteration, lr, value, cause):
     history.diverged = True
     history.divergence = {"epoch": state.epoch, "iteration": iteration, "step": state.step + 1,
                           "lr": lr, "loss": str(value), "cause": cause,
-                          "weights_finite": bool(np.isfinite(state.model._values).all())}
+                          "weights_finite": bool(np.isfinite(state.model.flat_values).all())}
 
 
 def _report_divergence(history, on_divergence):
