@@ -11,7 +11,7 @@ from .experiments import (GradientNoiseScale, LRRangeResult, MLPBuilder, NoiseSc
                           noise_scale_from_norms, sweep)
 from .history import History
 from .layers import Dense, Parameter, ReLU, Sigmoid, Tanh
-from .losses import SoftmaxCrossEntropy
+from .losses import Loss, SoftmaxCrossEntropy
 from .metrics import accuracy, evaluate
 from .model import Sequential
 from .optim import SGD, Adam, AdamW, Optimizer
@@ -23,8 +23,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Adam", "AdamW", "BatchIterator", "Callback", "Checkpoint", "Dense", "DivergenceError",
-    "EarlyStopping", "EvaluateEvery", "GradientNoiseScale", "History", "LRRangeResult", "MLPBuilder",
-    "MLPClassifier", "NoiseScaleEstimate", "Optimizer", "Parameter", "ReLU",
+    "EarlyStopping", "EvaluateEvery", "GradientNoiseScale", "History", "LRRangeResult", "Loss",
+    "MLPBuilder", "MLPClassifier", "NoiseScaleEstimate", "Optimizer", "Parameter", "ReLU",
     "ReduceLROnPlateau", "SGD", "Sequential", "Sigmoid", "SoftmaxCrossEntropy", "SweepResult",
     "Tanh", "TrainingState", "accuracy", "datasets", "evaluate", "fit", "get_backend",
     "gradient_noise_scale", "linear_scaling", "load_checkpoint", "lr_range_test",
