@@ -196,6 +196,7 @@ class BatchIterator:
         of X's dtype when it differs, e.g. uint8 pixels). Any other array-like is read as
         ``X[sorted index]`` (h5py and zarr want increasing indices) and put back in order.
         """
+        self._ensure_buffers()
         n = len(index)
         if not isinstance(self.X, np.ndarray):
             order = np.argsort(index, kind="stable")

@@ -142,7 +142,7 @@ class SoftmaxCrossEntropy(Loss):
 
     def value_and_grad(self, outputs, targets):
         """(mean loss, gradient) of logits ``outputs`` against class ids ``targets`` (new array)."""
-        value = self.forward(outputs, targets)
+        value = SoftmaxCrossEntropy.forward(self, outputs, targets)
         return value, self.backward()
 
     def _forward_backward(self, logits, labels, kernels=None):
@@ -174,5 +174,10 @@ class SoftmaxCrossEntropy(Loss):
         return self._gradient().copy()
 
     def fused_role(self):
-        """"softmax_cross_entropy": the fused epoch kernel computes this loss itself."""
+        """"softmax_cross_entropy": the fused epoch kernel computes this loss itself (None for
+        a subclass that overrides the math, which then runs on the per-iteration path)."""
+        cls = type(self)
+        if (cls.value_and_grad_into is not SoftmaxCrossEntropy.value_and_grad_into
+                or cls.value_and_grad is not SoftmaxCrossEntropy.value_and_grad):
+            return None
         return "softmax_cross_entropy"

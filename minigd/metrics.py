@@ -4,7 +4,7 @@ import numpy as np
 from . import _validation as check
 from .backend import kernels as _active_kernels
 from .losses import Loss, SoftmaxCrossEntropy
-from .model import Sequential, chunk_rows
+from .model import Sequential, chunk_rows, evaluating
 
 
 def _check_model(model):
@@ -23,7 +23,8 @@ def check_loss(loss):
 
 
 def evaluate(model, X, y, chunk_size=None, loss=None):
-    """{"loss": mean loss, and the loss's metrics} of ``model`` over all of (X, y).
+    """{"loss": mean loss, and the loss's metrics} of ``model`` over all of (X, y), in eval mode
+    (the model's mode is restored after).
 
     With the default SoftmaxCrossEntropy that is {"loss", "accuracy"} (fraction correct); a loss
     with ``target_kind="values"`` gives {"loss", "mse", "r2"} (see :meth:`minigd.Loss.metrics`).
@@ -51,12 +52,13 @@ def evaluate(model, X, y, chunk_size=None, loss=None):
     outputs = np.empty((n, model.n_outputs), dtype=model.dtype)
     targets_dtype = np.int64 if loss.target_kind == "classes" else model.dtype
     total_loss = 0.0
-    for start in range(0, n, chunk_size):
-        xb = np.ascontiguousarray(X[start:start + chunk_size], dtype=model.dtype)
-        yb = np.ascontiguousarray(y[start:start + chunk_size], dtype=targets_dtype)
-        logits = model._forward(xb, kernels)
-        outputs[start:start + len(yb)] = logits
-        total_loss += loss.value_and_grad_into(logits, yb, grad[:len(yb)], kernels) * len(yb)
+    with evaluating(model):
+        for start in range(0, n, chunk_size):
+            xb = np.ascontiguousarray(X[start:start + chunk_size], dtype=model.dtype)
+            yb = np.ascontiguousarray(y[start:start + chunk_size], dtype=targets_dtype)
+            logits = model.forward_batch(xb, kernels)
+            outputs[start:start + len(yb)] = logits
+            total_loss += loss.value_and_grad_into(logits, yb, grad[:len(yb)], kernels) * len(yb)
     return {"loss": total_loss / n, **loss.metrics(outputs, y)}
 
 

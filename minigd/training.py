@@ -276,6 +276,10 @@ def fit(model, X, y, *, optimizer, epochs, batch_size, loss=None, schedule=None,
     if verbose:
         announce_compilation(print)
         print(_plan_line(iterator, batch_sizes))
+        support = fused.supports(state, loss, callbacks)
+        if support.custom:
+            print(support.reason)          # a user-written layer, loss or optimizer: said once
+    model.train()
     for cb in callbacks:
         cb.on_train_begin(state)
     try:
@@ -341,9 +345,12 @@ def _run_epoch(state, loss, callbacks, verbose, start=0):
     instead (minigd.fused), recording the same history.
     """
     if fused.supports(state, loss, callbacks):
-        return fused.run_epoch(state, _progress(len(state.iterator) - start,
-                                                f"epoch {state.epoch}/{state.epochs}",
-                                                verbose == 1), start)
+        loss_sum, samples, divergence = fused.run_epoch(
+            state, _progress(len(state.iterator) - start, f"epoch {state.epoch}/{state.epochs}",
+                             verbose == 1), start)
+        if divergence is not None:
+            _mark_divergence(state, *divergence)
+        return loss_sum, samples
     kernels = _active_kernels()
     model, optimizer, history, iterator = state.model, state.optimizer, state.history, state.iterator
     grad_buffer = _loss_gradient_buffer(state)
@@ -356,7 +363,7 @@ def _run_epoch(state, loss, callbacks, verbose, start=0):
             lr = state.lr_at(epoch_index, state.step)
             optimizer.lr = lr
             n = len(yb)
-            logits = model._forward(xb, kernels)
+            logits = model.forward_batch(xb, kernels)
             dlogits = grad_buffer[:n]
             value = loss.value_and_grad_into(logits, yb, dlogits, kernels)
             history.record_iteration(epoch=state.epoch, iteration=iteration, step=state.step + 1,
@@ -365,8 +372,9 @@ def _run_epoch(state, loss, callbacks, verbose, start=0):
             if not math.isfinite(value):
                 _mark_divergence(state, iteration, lr, value, "loss")
                 break
-            model._backward(dlogits, kernels)
-            if not math.isfinite(float(np.dot(model._grads, model._grads))):
+            model.backward_batch(dlogits, kernels=kernels)
+            grads = model.flat_grads
+            if not math.isfinite(float(np.dot(grads, grads))):
                 _mark_divergence(state, iteration, lr, value, "gradient")
                 break
             optimizer.step()
@@ -409,7 +417,7 @@ def _mark_divergence(state, iteration, lr, value, cause):
     history.diverged = True
     history.divergence = {"epoch": state.epoch, "iteration": iteration, "step": state.step + 1,
                           "lr": lr, "loss": str(value), "cause": cause,
-                          "weights_finite": bool(np.isfinite(state.model._values).all())}
+                          "weights_finite": bool(np.isfinite(state.model.flat_values).all())}
 
 
 def _report_divergence(history, on_divergence):

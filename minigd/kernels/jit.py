@@ -21,7 +21,7 @@ import threading
 
 import numba
 
-from .jit_config import OPTIONS, parallel_parts
+from .jit_config import OPTIONS, cache_info, parallel_parts
 from .jit_gemm import (NONE, RELU, SIGMOID, TANH, activation, aligned_empty, dense_act_forward,
                        effective_parts, input_grad, matmul_tn, transpose_into)
 
@@ -271,9 +271,8 @@ def adam_update(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, w
 
 # ---- first run ---------------------------------------------------------------------------
 def _dispatchers():
-    """What every training run compiles: the epoch kernel, and the forward pass for evaluation."""
-    from . import jit_epoch
-    return (jit_epoch.train_epoch, _dense_forward, softmax_cross_entropy)
+    """What every training run compiles here: the forward pass and the loss, for evaluation."""
+    return (_dense_forward, softmax_cross_entropy)
 
 
 def _has_cached_code(dispatcher):
@@ -287,6 +286,8 @@ def _has_cached_code(dispatcher):
 def needs_compilation():
     """True when the on-disk cache holds no compiled code for the main kernels yet (first run)."""
     try:
-        return not all(_has_cached_code(d) for d in _dispatchers())
+        # the whole-epoch kernel (jit_epoch imports this module) is looked up by its cache files
+        return (not all(_has_cached_code(d) for d in _dispatchers())
+                or not cache_info()["compiled"])
     except Exception:               # Numba's cache internals changed: do not claim either way
         return False

@@ -37,7 +37,7 @@ from .jit_config import FAST_OPTIONS, MIN_PARALLEL_FLOPS, OPTIONS
 
 _ROWS_PER_CHUNK = 64        # rows of the streamed operand kept hot in L2 per sweep
 ALIGN = 16
-NONE, RELU, TANH, SIGMOID = 0, 1, 2, 3     # activation codes
+from .codes import ACT_NONE as NONE, ACT_RELU as RELU, ACT_SIGMOID as SIGMOID, ACT_TANH as TANH  # noqa: E402,E501
 
 
 @numba.njit(**OPTIONS)
