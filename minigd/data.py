@@ -195,9 +195,14 @@ class BatchIterator:
         An ndarray or memmap is gathered with ``np.take`` into a reused buffer (a staging buffer
         of X's dtype when it differs, e.g. uint8 pixels). Any other array-like is read as
         ``X[sorted index]`` (h5py and zarr want increasing indices) and put back in order.
+        Buffers with more rows than ``index`` (e.g. :meth:`buffers`) get their first
+        ``len(index)`` rows filled. y is gathered the same way (as int64 class ids, or as
+        values of ``dtype``).
         """
         self._ensure_buffers()
         n = len(index)
+        if out_x.shape[0] != n:             # buffers() of a full batch, a shorter index
+            out_x, out_y = out_x[:n], out_y[:n]
         if not isinstance(self.X, np.ndarray):
             order = np.argsort(index, kind="stable")
             out_x[order] = self.X[index[order]]
