@@ -11,7 +11,7 @@ from .experiments import (GradientNoiseScale, LRRangeResult, MLPBuilder, NoiseSc
                           noise_scale_from_norms, sweep)
 from .history import History
 from .layers import Activation, Buffer, Dense, Layer, Parameter, ReLU, Sigmoid, Tanh
-from .losses import SoftmaxCrossEntropy
+from .losses import Loss, SoftmaxCrossEntropy
 from .metrics import accuracy, evaluate
 from .model import Sequential
 from .optim import SGD, Adam, AdamW, Optimizer
@@ -25,7 +25,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Activation", "Adam", "AdamW", "BatchIterator", "Buffer", "Callback", "Chain", "Checkpoint",
     "Constant", "CosineAnnealing", "CyclicLR", "Dense", "DivergenceError", "EarlyStopping",
-    "EvaluateEvery", "ExponentialDecay", "GradientNoiseScale", "History", "LRRangeResult", "Layer",
+    "EvaluateEvery", "ExponentialDecay", "GradientNoiseScale", "History", "LRRangeResult", "Layer", "Loss",
     "MLPBuilder", "MLPClassifier", "NoiseScaleEstimate", "Optimizer", "Parameter", "ReLU",
     "ReduceLROnPlateau", "SGD", "Schedule", "Sequential", "Sigmoid", "SoftmaxCrossEntropy",
     "StepDecay", "SweepResult", "Tanh", "TrainingState", "Warmup", "accuracy", "datasets",

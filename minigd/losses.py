@@ -1,11 +1,126 @@
-"""Softmax cross-entropy, fused with its gradient."""
+"""Losses: the Loss base class (value and gradient, target kind, metrics) and SoftmaxCrossEntropy.
+
+A loss of your own subclasses :class:`Loss`, sets ``target_kind`` and writes
+``value_and_grad(outputs, targets) -> (mean loss, d loss / d outputs)`` in NumPy; ``fit``,
+``evaluate`` and the callbacks then take it like a built-in (it trains on the per-iteration
+path; only SoftmaxCrossEntropy has a fused whole-epoch kernel).
+"""
 import numpy as np
 
 from . import _validation as check
 from .backend import kernels as _active_kernels
 
+TARGET_KINDS = ("classes", "values")
 
-class SoftmaxCrossEntropy:
+
+class Loss:
+    """Base class of every loss: mean over the batch of a per-sample loss of the model's outputs.
+
+    Class attributes
+    ----------------
+    name : str or None, default None
+        Registry name (``"softmax_cross_entropy"``); a subclass may set one.
+    target_kind : {"classes", "values"}, default "values"
+        "classes": targets are integer class ids in [0, n_outputs), shape (N,), gathered as
+        int64. "values": targets are real numbers of shape (N,) (a model with one output) or
+        (N, n_outputs), gathered as floats of the model's dtype; a 1-D y reaches the loss as
+        (batch, 1), so targets always have the outputs' shape.
+    metric_names : tuple of str
+        The keys of :meth:`metrics`: ("accuracy",) for "classes", ("mse", "r2") for "values".
+        ``fit`` records each as ``val_<name>`` per epoch when it has validation data.
+
+    What a subclass writes
+    ----------------------
+    ``value_and_grad(self, outputs, targets) -> (float, ndarray)``: the mean loss of the batch and
+    its gradient with respect to ``outputs`` (same shape as outputs), in NumPy.
+
+    Example
+    -------
+    >>> class MSE(mg.Loss):
+    ...     target_kind = "values"
+    ...     def value_and_grad(self, outputs, targets):
+    ...         diff = outputs - targets
+    ...         return float(np.mean(diff ** 2)), 2 * diff / diff.size
+    """
+
+    name = None
+    target_kind = "values"
+
+    @property
+    def metric_names(self):
+        """Names of the metrics :meth:`metrics` returns (they follow ``target_kind``)."""
+        return ("accuracy",) if self.target_kind == "classes" else ("mse", "r2")
+
+    def value_and_grad(self, outputs, targets):
+        """(mean loss as a float, d loss / d outputs): the math a subclass writes, in NumPy."""
+        raise NotImplementedError(f"{type(self).__name__} must define "
+                                  f"value_and_grad(outputs, targets) -> (float, grad)")
+
+    def value_and_grad_into(self, outputs, targets, grad_out, kernels):
+        """Mean loss (float); writes d loss / d outputs into ``grad_out`` (outputs' shape).
+
+        The engine hook that ``fit`` calls once per iteration with a reused ``grad_out``; the
+        default calls :meth:`value_and_grad` and copies its gradient. ``kernels`` is the active
+        backend's kernel namespace (built-ins use it; the default ignores it).
+        """
+        value, grad = self.value_and_grad(outputs, targets)
+        grad = np.asarray(grad)
+        if grad.shape != grad_out.shape:
+            raise ValueError(f"{type(self).__name__}.value_and_grad returned a gradient of shape "
+                             f"{grad.shape}; it must have the outputs' shape {grad_out.shape}")
+        grad_out[...] = grad
+        return float(value)
+
+    def check_targets(self, y, n_samples, n_outputs, name="y"):
+        """``y`` checked for this loss: int64 class ids (N,) or a real array (N, n_outputs).
+
+        Raises ValueError (TypeError for a wrong dtype) naming the argument, the loss and the
+        form it expects. Values targets are not copied: a (N,) array comes back as an (N, 1)
+        view, a memmap stays a memmap.
+        """
+        try:
+            if self.target_kind == "classes":
+                return check.labels(name, y, n_samples, n_outputs)
+            return check.values(name, y, n_samples, n_outputs)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"{exc}. {self.expected_targets(n_outputs)}") from None
+
+    def expected_targets(self, n_outputs):
+        """One sentence: this loss and the targets it takes (used in error messages)."""
+        if self.target_kind == "classes":
+            return (f"Loss {type(self).__name__} takes integer class ids in [0, {n_outputs}), "
+                    f"shape (N,)")
+        shape = "(N,) or (N, 1)" if n_outputs == 1 else f"(N, {n_outputs})"
+        return (f"Loss {type(self).__name__} takes real-valued targets of shape {shape}, one per "
+                f"model output")
+
+    def metrics(self, outputs, targets):
+        """Dict of the metrics of ``outputs`` against ``targets``, over all the rows given.
+
+        "classes": {"accuracy": fraction whose largest output is the target class}.
+        "values": {"mse": mean squared error over all entries, "r2": coefficient of
+        determination 1 - SSE / SST, both summed over all outputs (sklearn's ``r2_score``,
+        with ``multioutput="variance_weighted"`` for several outputs; NaN for constant
+        targets)}.
+        """
+        if self.target_kind == "classes":
+            correct = np.count_nonzero(outputs.argmax(axis=1) == targets)
+            return {"accuracy": correct / outputs.shape[0]}
+        outputs = np.asarray(outputs, dtype=np.float64)
+        targets = np.asarray(targets, dtype=np.float64).reshape(outputs.shape)
+        sse = float(np.sum((outputs - targets) ** 2))
+        sst = float(np.sum((targets - targets.mean(axis=0)) ** 2))
+        return {"mse": sse / outputs.size, "r2": 1.0 - sse / sst if sst > 0 else float("nan")}
+
+    def fused_role(self):
+        """None: this loss has no fused whole-epoch kernel (only built-ins declare one)."""
+        return None
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+
+class SoftmaxCrossEntropy(Loss):
     """Mean cross-entropy of softmax(logits) against integer class labels.
 
     loss = (1/n) sum_i [ log sum_j exp(z_ij) - z_i,y_i ];   dloss/dz = (softmax(z) - onehot(y)) / n
@@ -15,9 +130,21 @@ class SoftmaxCrossEntropy:
     """
     name = "softmax_cross_entropy"
 
+    name = "softmax_cross_entropy"
+    target_kind = "classes"
+
     def __init__(self):
         self._grad = np.empty((0, 0))
         self._n = None
+
+    def value_and_grad_into(self, outputs, targets, grad_out, kernels):
+        """Mean loss; the gradient goes into ``grad_out`` through the backend's fused kernel."""
+        return kernels.softmax_cross_entropy(outputs, targets, grad_out)
+
+    def value_and_grad(self, outputs, targets):
+        """(mean loss, gradient) of logits ``outputs`` against class ids ``targets`` (new array)."""
+        value = SoftmaxCrossEntropy.forward(self, outputs, targets)
+        return value, self.backward()
 
     def _forward_backward(self, logits, labels, kernels=None):
         """Loss of a batch (float); the gradient stays in a reused buffer, returned by _gradient."""
@@ -26,7 +153,7 @@ class SoftmaxCrossEntropy:
         if self._grad.shape[0] < n or self._grad.shape[1] != k or self._grad.dtype != logits.dtype:
             self._grad = np.empty((max(n, self._grad.shape[0]), k), dtype=logits.dtype)
         self._n = n
-        return kernels.softmax_cross_entropy(logits, labels, self._grad[:n])
+        return self.value_and_grad_into(logits, labels, self._grad[:n], kernels)
 
     def _gradient(self):
         return self._grad[:self._n]
@@ -47,5 +174,11 @@ class SoftmaxCrossEntropy:
             raise RuntimeError("backward() needs a forward() first")
         return self._gradient().copy()
 
-    def __repr__(self):
-        return "SoftmaxCrossEntropy()"
+    def fused_role(self):
+        """"softmax_cross_entropy": the fused epoch kernel computes this loss itself (None for
+        a subclass that overrides the math, which then runs on the per-iteration path)."""
+        cls = type(self)
+        if (cls.value_and_grad_into is not SoftmaxCrossEntropy.value_and_grad_into
+                or cls.value_and_grad is not SoftmaxCrossEntropy.value_and_grad):
+            return None
+        return "softmax_cross_entropy"

@@ -35,8 +35,7 @@ def _base(kind):
     if kind == "activation":
         return layers.Activation
     if kind == "loss":
-        # TODO(merge): the losses branch adds the Loss base; until then the one built-in.
-        return getattr(losses, "Loss", None) or losses.SoftmaxCrossEntropy
+        return losses.Loss
     if kind == "optimizer":
         return optim.Optimizer
     if kind == "schedule":
