@@ -9,8 +9,9 @@ from .estimator import MLPClassifier
 from .experiments import (GradientNoiseScale, LRRangeResult, MLPBuilder, NoiseScaleEstimate,
                           SweepResult, gradient_noise_scale, lr_range_test,
                           noise_scale_from_norms, sweep)
+from .gradcheck import GradcheckResult, gradcheck
 from .history import History
-from .layers import Dense, Parameter, ReLU, Sigmoid, Tanh
+from .layers import Dense, Layer, Parameter, ReLU, Sigmoid, Tanh
 from .losses import Loss, SoftmaxCrossEntropy
 from .metrics import accuracy, evaluate
 from .model import Sequential
@@ -23,11 +24,12 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Adam", "AdamW", "BatchIterator", "Callback", "Checkpoint", "Dense", "DivergenceError",
-    "EarlyStopping", "EvaluateEvery", "GradientNoiseScale", "History", "LRRangeResult", "Loss",
+    "EarlyStopping", "EvaluateEvery", "GradcheckResult", "GradientNoiseScale", "History",
+    "LRRangeResult", "Layer", "Loss",
     "MLPBuilder", "MLPClassifier", "NoiseScaleEstimate", "Optimizer", "Parameter", "ReLU",
     "ReduceLROnPlateau", "SGD", "Sequential", "Sigmoid", "SoftmaxCrossEntropy", "SweepResult",
     "Tanh", "TrainingState", "accuracy", "datasets", "evaluate", "fit", "get_backend",
-    "gradient_noise_scale", "linear_scaling", "load_checkpoint", "lr_range_test",
+    "gradcheck", "gradient_noise_scale", "linear_scaling", "load_checkpoint", "lr_range_test",
     "noise_scale_from_norms", "plot", "save_checkpoint", "schedules", "set_backend",
     "sqrt_scaling", "sweep", "use_backend",
 ]
