@@ -158,7 +158,7 @@ def test_an_int_batch_size_gives_the_same_run_as_a_constant_schedule():
         model = small_model(seed=1)
         mg.fit(model, X, y, optimizer=mg.SGD(model.parameters(), lr=0.1), epochs=2,
                batch_size=batch_size, seed=4, verbose=0)
-        runs.append(model._values.copy())
+        runs.append(model.flat_values.copy())
     np.testing.assert_array_equal(runs[0], runs[1])
     np.testing.assert_array_equal(runs[0], runs[2])
 

@@ -138,7 +138,7 @@ def test_fit_equals_minigd_fit_with_the_same_seed():
     model = mg.Sequential(mg.Dense(4, 8), mg.ReLU(), mg.Dense(8, 3), seed=3)
     history = mg.fit(model, X, y, optimizer=mg.SGD(model.parameters(), lr=0.2, momentum=0.5),
                      epochs=4, batch_size=16, seed=3, verbose=0)
-    np.testing.assert_array_equal(clf.model_._values, model._values)
+    np.testing.assert_array_equal(clf.model_.flat_values, model.flat_values)
     assert clf.history_.iterations == history.iterations       # the epochs table adds timings
     assert clf.n_iter_ == 4 and clf.loss_curve_ == history.epochs["train_loss"]
     assert clf.loss_ == history.epochs["train_loss"][-1]
@@ -266,9 +266,9 @@ def test_partial_fit_reshuffles_each_call_and_is_reproducible():
     def run():
         clf = mg.MLPClassifier(hidden=(8,), batch_size=60, seed=2)
         clf.partial_fit(X, y, classes=np.unique(y))
-        first = clf.model_._values.copy()
+        first = clf.model_.flat_values.copy()
         clf.partial_fit(X, y)
-        return first, clf.model_._values.copy(), clf
+        return first, clf.model_.flat_values.copy(), clf
     a1, a2, clf = run()
     b1, b2, _ = run()
     np.testing.assert_array_equal(a1, b1)
@@ -287,7 +287,7 @@ def test_pickle_round_trip_predicts_the_same_and_keeps_training():
                                   clf.optimizer_.state["momentum_buffer"])
     clf.partial_fit(X, y)
     twin.partial_fit(X, y)
-    np.testing.assert_array_equal(twin.model_._values, clf.model_._values)
+    np.testing.assert_array_equal(twin.model_.flat_values, clf.model_.flat_values)
 
 
 def test_minigd_never_imports_sklearn():
