@@ -39,6 +39,8 @@ class GradcheckResult:
         The worst error of each array checked, ``{"input": ..., "0.weight": ..., ...}``.
     tol : float
         The tolerance ``ok`` compares with.
+    checked : str
+        The class name of the object checked.
     ok : bool
         ``max_error <= tol``; ``bool(result)`` is the same.
     """
@@ -64,7 +66,7 @@ class GradcheckResult:
 
     def _message(self):
         lines = [f"gradcheck of {self.checked} failed: max error {self.max_error:.3g} at "
-                 f"{self.where} > tol {self.tol:g} (backward gave {self.analytic!r}, central "
+                 f"{self.where} > tol {self.tol:g} (analytic gradient {self.analytic!r}, central "
                  f"differences {self.numeric!r})"]
         if not np.isfinite(self.analytic):
             lines.append("the analytic gradient is not finite there: backward must write (not "
@@ -100,7 +102,7 @@ def _numeric(f, array, eps):
     return out
 
 
-def _compare(name, analytic, numeric):
+def _compare(analytic, numeric):
     """(worst error, flat index) of one array."""
     analytic = np.asarray(analytic, dtype=np.float64).reshape(numeric.shape)
     scale = max(1.0, float(np.abs(numeric).max(initial=0.0)))
@@ -203,7 +205,7 @@ def gradcheck(obj, x, y=None, *, eps=1e-6, tol=1e-6, seed=0):
     errors = {}
     for name, array, analytic in arrays:
         numeric = _numeric(f, array, eps)
-        err, i, a, n = _compare(name, analytic, numeric)
+        err, i, a, n = _compare(analytic, numeric)
         errors[name] = err
         if err > worst[0]:
             worst = (err, name + _index(array.shape, i), a[i] if a.size else 0.0,
