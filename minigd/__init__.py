@@ -9,6 +9,7 @@ from .estimator import MLPClassifier
 from .experiments import (GradientNoiseScale, LRRangeResult, MLPBuilder, NoiseScaleEstimate,
                           SweepResult, gradient_noise_scale, lr_range_test,
                           noise_scale_from_norms, sweep)
+from .gradcheck import GradcheckResult, gradcheck
 from .history import History
 from .layers import Activation, Buffer, Dense, Layer, Parameter, ReLU, Sigmoid, Tanh
 from .losses import Loss, SoftmaxCrossEntropy
@@ -25,11 +26,11 @@ __version__ = "0.1.0"
 __all__ = [
     "Activation", "Adam", "AdamW", "BatchIterator", "Buffer", "Callback", "Chain", "Checkpoint",
     "Constant", "CosineAnnealing", "CyclicLR", "Dense", "DivergenceError", "EarlyStopping",
-    "EvaluateEvery", "ExponentialDecay", "GradientNoiseScale", "History", "LRRangeResult", "Layer", "Loss",
+    "EvaluateEvery", "ExponentialDecay", "GradcheckResult", "GradientNoiseScale", "History", "LRRangeResult", "Layer", "Loss",
     "MLPBuilder", "MLPClassifier", "NoiseScaleEstimate", "Optimizer", "Parameter", "ReLU",
     "ReduceLROnPlateau", "SGD", "Schedule", "Sequential", "Sigmoid", "SoftmaxCrossEntropy",
     "StepDecay", "SweepResult", "Tanh", "TrainingState", "Warmup", "accuracy", "datasets",
-    "evaluate", "fit", "get_backend", "gradient_noise_scale", "linear_scaling", "load_checkpoint",
+    "evaluate", "fit", "get_backend", "gradcheck", "gradient_noise_scale", "linear_scaling", "load_checkpoint",
     "lr_range_test", "noise_scale_from_norms", "plot", "registry", "save_checkpoint", "schedules",
     "set_backend", "sqrt_scaling", "sweep", "use_backend",
 ]
