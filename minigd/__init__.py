@@ -16,7 +16,8 @@ from .losses import Loss, SoftmaxCrossEntropy
 from .metrics import accuracy, evaluate
 from .model import Sequential
 from .optim import SGD, Adam, AdamW, Optimizer
-from .schedules import (Chain, Constant, CosineAnnealing, CyclicLR, ExponentialDecay, Schedule,
+from .schedules import (Chain, Constant, CosineAnnealing, CosineWarmRestarts, CyclicLR,
+                        ExponentialDecay, MultiStepDecay, OneCycle, PolynomialDecay, Schedule,
                         StepDecay, Warmup, linear_scaling, sqrt_scaling)
 from .tracking import EvaluateEvery
 from .training import DivergenceError, TrainingState, fit
@@ -25,9 +26,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Activation", "Adam", "AdamW", "BatchIterator", "Buffer", "Callback", "Chain", "Checkpoint",
-    "Constant", "CosineAnnealing", "CyclicLR", "Dense", "DivergenceError", "EarlyStopping",
+    "Constant", "CosineAnnealing", "CosineWarmRestarts", "CyclicLR", "Dense", "DivergenceError", "EarlyStopping",
     "EvaluateEvery", "ExponentialDecay", "GradcheckResult", "GradientNoiseScale", "History", "LRRangeResult", "Layer", "Loss",
-    "MLPBuilder", "MLPClassifier", "NoiseScaleEstimate", "Optimizer", "Parameter", "ReLU",
+    "MLPBuilder", "MLPClassifier", "MultiStepDecay", "NoiseScaleEstimate", "OneCycle", "Optimizer", "Parameter", "PolynomialDecay", "ReLU",
     "ReduceLROnPlateau", "SGD", "Schedule", "Sequential", "Sigmoid", "SoftmaxCrossEntropy",
     "StepDecay", "SweepResult", "Tanh", "TrainingState", "Warmup", "accuracy", "datasets",
     "evaluate", "fit", "get_backend", "gradcheck", "gradient_noise_scale", "linear_scaling", "load_checkpoint",

@@ -262,6 +262,8 @@ class OneCycle(Schedule):
     >>> round(s(29), 6), s.momentum(29)
     (0.1, 0.85)
     """
+
+    name = "onecycle"
     ANNEALS = ("cos", "linear")
 
     def __init__(self, max_lr, total_steps, pct_start=0.3, anneal="cos", div_factor=25.0,
@@ -367,6 +369,8 @@ class CosineWarmRestarts(Schedule):
     [1.0, 0.5, 1.0, 0.854, 0.5, 0.146, 1.0]
     """
 
+    name = "warm-restarts"
+
     def __init__(self, lr, t_0, t_mult=1, min_lr=0.0, unit="epoch"):
         super().__init__(unit)
         self.lr = _lr("lr", lr)
@@ -401,6 +405,8 @@ class MultiStepDecay(Schedule):
     unit : "epoch" (default) or "iteration"
     """
 
+    name = "multistep"
+
     def __init__(self, lr, milestones, gamma=0.1, unit="epoch"):
         super().__init__(unit)
         self.lr = _lr("lr", lr)
@@ -431,6 +437,8 @@ class PolynomialDecay(Schedule):
     power : float > 0, default 1.0
     unit : "epoch" (default) or "iteration"
     """
+
+    name = "poly"
 
     def __init__(self, lr, total_steps, power=1.0, unit="epoch"):
         super().__init__(unit)
