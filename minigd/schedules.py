@@ -37,18 +37,18 @@ def _gamma(value, name="gamma"):
 
 
 class Schedule:
-    """Base class: subclasses define ``_value(t)`` and hold their arguments."""
+    """Base class: subclasses define ``value(t)`` and hold their arguments."""
 
     def __init__(self, unit):
         self.unit = check.choice("unit", unit, UNITS)
 
     def __call__(self, t):
-        return self._value(_check_t(t))
+        return self.value(_check_t(t))
 
     def values(self, steps):
         """np.array of s(0), ..., s(steps - 1)."""
         steps = check.positive_int("steps", steps)
-        return np.array([self._value(t) for t in range(steps)])
+        return np.array([self.value(t) for t in range(steps)])
 
     #: True when ``momentum(t)`` gives values that fit applies (SGD's momentum, Adam's beta1).
     sets_momentum = False
@@ -78,7 +78,7 @@ class Constant(Schedule):
         super().__init__(unit)
         self.lr = _lr("lr", lr)
 
-    def _value(self, t):
+    def value(self, t):
         return self.lr
 
 
@@ -92,7 +92,7 @@ class StepDecay(Schedule):
         self.step_size = check.positive_int("step_size", step_size)
         self.gamma = _gamma(gamma)
 
-    def _value(self, t):
+    def value(self, t):
         return self.lr * self.gamma ** (t // self.step_size)
 
 
@@ -105,7 +105,7 @@ class ExponentialDecay(Schedule):
         self.lr = _lr("lr", lr)
         self.gamma = _gamma(gamma)
 
-    def _value(self, t):
+    def value(self, t):
         return self.lr * self.gamma ** t
 
 
@@ -125,7 +125,7 @@ class CosineAnnealing(Schedule):
         if self.min_lr > self.lr:
             raise ValueError(f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
 
-    def _value(self, t):
+    def value(self, t):
         return self.min_lr + (self.lr - self.min_lr) * (1 + math.cos(math.pi * t / self.t_max)) / 2
 
 
@@ -153,7 +153,7 @@ class CyclicLR(Schedule):
         self.mode = check.choice("mode", mode, self.MODES)
         self.gamma = _gamma(gamma)
 
-    def _value(self, t):
+    def value(self, t):
         total = self.step_size + self.step_size_down
         ratio = self.step_size / total
         cycle = math.floor(1 + t / total)
@@ -186,11 +186,11 @@ class Warmup(Schedule):
         self.start_factor = check.real("start_factor", start_factor, low=0.0, high=1.0,
                                        low_open=True)
 
-    def _value(self, t):
+    def value(self, t):
         factor = 1.0
         if t < self.warmup_steps:
             factor = self.start_factor + (1 - self.start_factor) * t / self.warmup_steps
-        return self.schedule._value(t) * factor
+        return self.schedule.value(t) * factor
 
 
 class Chain(Schedule):
@@ -218,13 +218,13 @@ class Chain(Schedule):
         super().__init__(units.pop())
         self.schedules, self.boundaries = schedules, boundaries
 
-    def _value(self, t):
+    def value(self, t):
         start = 0
         for schedule, boundary in zip(self.schedules, self.boundaries):
             if t < boundary:
-                return schedule._value(t - start)
+                return schedule.value(t - start)
             start = boundary
-        return self.schedules[-1]._value(t - start)
+        return self.schedules[-1].value(t - start)
 
 
 class OneCycle(Schedule):
@@ -324,7 +324,7 @@ class OneCycle(Schedule):
         pct, phase = self._locate(t)
         return self._interpolate(phase[3], phase[4], pct)
 
-    def _value(self, t):
+    def value(self, t):
         pct, phase = self._locate(t)
         return self._interpolate(phase[1], phase[2], pct)
 
@@ -380,7 +380,7 @@ class CosineWarmRestarts(Schedule):
         if self.min_lr > self.lr:
             raise ValueError(f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
 
-    def _value(self, t):
+    def value(self, t):
         t_cur, t_i = t, self.t_0
         if self.t_mult == 1:
             t_cur = t % t_i
@@ -420,7 +420,7 @@ class MultiStepDecay(Schedule):
         self.milestones = milestones
         self.gamma = _gamma(gamma)
 
-    def _value(self, t):
+    def value(self, t):
         return self.lr * self.gamma ** bisect.bisect_right(self.milestones, t)
 
 
@@ -446,7 +446,7 @@ class PolynomialDecay(Schedule):
         self.total_steps = check.positive_int("total_steps", total_steps)
         self.power = check.real("power", power, low=0.0, low_open=True)
 
-    def _value(self, t):
+    def value(self, t):
         return self.lr * (1.0 - min(self.total_steps, t) / self.total_steps) ** self.power
 
 
@@ -507,7 +507,7 @@ class FunctionSchedule(Schedule):
         super().__init__(getattr(fn, "unit", unit))
         self.fn = fn
 
-    def _value(self, t):
+    def value(self, t):
         return check.real(f"schedule({t})", self.fn(t), low=0.0)
 
 
@@ -520,12 +520,12 @@ class BatchSizeSchedule:
     uses s(0)) before the epoch starts; within an epoch it is fixed. Increasing the batch size
     lowers the gradient noise like decaying the lr does (Smith et al. 2017, "Don't decay the
     learning rate, increase the batch size"), with fewer updates per epoch.
-    Subclasses define ``_value(e)``.
+    Subclasses define ``value(e)``.
     """
     unit = "epoch"
 
     def __call__(self, e):
-        return self._value(_check_t(e))
+        return self.value(_check_t(e))
 
     def values(self, epochs):
         """List of s(0), ..., s(epochs - 1)."""
@@ -546,7 +546,7 @@ class ConstantBatchSize(BatchSizeSchedule):
     def __init__(self, batch_size):
         self.batch_size = check.positive_int("batch_size", batch_size)
 
-    def _value(self, e):
+    def value(self, e):
         return self.batch_size
 
 
@@ -583,7 +583,7 @@ class StepBatchSize(BatchSizeSchedule):
                 raise ValueError(f"max_batch_size ({self.max_batch_size}) must be >= batch_size "
                                  f"({self.batch_size})")
 
-    def _value(self, e):
+    def value(self, e):
         k = e // self.step_size
         if isinstance(self.factor, int):
             size = self.batch_size * self.factor ** k
@@ -607,7 +607,7 @@ class FunctionBatchSize(BatchSizeSchedule):
             raise TypeError(f"fn must be callable e -> batch size, got {type(fn).__name__}")
         self.fn = fn
 
-    def _value(self, e):
+    def value(self, e):
         return check.positive_int(f"batch_size({e})", self.fn(e))
 
 
