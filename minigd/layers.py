@@ -304,6 +304,7 @@ def _overrides(layer, base, names):
 
 
 _ENGINE_HOOKS = ("forward_batch", "backward_batch", "allocate")
+_MATH = ("forward", "backward")
 
 
 class Dense(Layer):
@@ -381,7 +382,7 @@ class Dense(Layer):
 
     def fused_role(self):
         """"dense" (the fused kernel runs x @ W + b), unless a subclass replaces the kernels."""
-        return None if _overrides(self, Dense, _ENGINE_HOOKS) else "dense"
+        return None if _overrides(self, Dense, _ENGINE_HOOKS + _MATH) else "dense"
 
     def clone(self):
         return Dense(self.in_features, self.out_features_, init=self.init)
@@ -430,7 +431,7 @@ class Activation(Layer):
 
     def fused_role(self):
         """The activation code, unless a subclass replaces the kernels."""
-        return None if _overrides(self, Activation, _ENGINE_HOOKS) else self.code
+        return None if _overrides(self, Activation, _ENGINE_HOOKS + _MATH) else self.code
 
     def clone(self):
         return type(self)()

@@ -9,6 +9,7 @@ import numpy as np
 
 from . import _validation as check
 from .backend import kernels as _active_kernels
+from .hooks import hooks_apply
 
 TARGET_KINDS = ("classes", "values")
 
@@ -182,3 +183,12 @@ class SoftmaxCrossEntropy(Loss):
                 or cls.value_and_grad is not SoftmaxCrossEntropy.value_and_grad):
             return None
         return "softmax_cross_entropy"
+
+
+def loss_and_grad(loss, outputs, targets, grad_out, kernels):
+    """The engine's call for a loss: ``loss.value_and_grad_into(...)``, except for a subclass of a
+    built-in that rewrote :meth:`Loss.value_and_grad` only, which gets the math it wrote (the
+    rule of :mod:`minigd.hooks`)."""
+    if hooks_apply(type(loss), ("value_and_grad_into",), ("value_and_grad",)):
+        return loss.value_and_grad_into(outputs, targets, grad_out, kernels)
+    return Loss.value_and_grad_into(loss, outputs, targets, grad_out, kernels)

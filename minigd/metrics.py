@@ -3,7 +3,7 @@ import numpy as np
 
 from . import _validation as check
 from .backend import kernels as _active_kernels
-from .losses import Loss, SoftmaxCrossEntropy
+from .losses import Loss, SoftmaxCrossEntropy, loss_and_grad
 from .model import Sequential, chunk_rows, evaluating
 
 
@@ -58,7 +58,7 @@ def evaluate(model, X, y, chunk_size=None, loss=None):
             yb = np.ascontiguousarray(y[start:start + chunk_size], dtype=targets_dtype)
             logits = model.forward_batch(xb, kernels)
             outputs[start:start + len(yb)] = logits
-            total_loss += loss.value_and_grad_into(logits, yb, grad[:len(yb)], kernels) * len(yb)
+            total_loss += loss_and_grad(loss, logits, yb, grad[:len(yb)], kernels) * len(yb)
     return {"loss": total_loss / n, **loss.metrics(outputs, y)}
 
 

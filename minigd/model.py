@@ -6,6 +6,7 @@ import numpy as np
 
 from . import _validation as check
 from .backend import kernels as _active_kernels
+from .hooks import hooks_apply
 from .layers import Layer
 
 DTYPES = (np.float32, np.float64)
@@ -207,7 +208,10 @@ class Sequential:
         kernels = kernels or _active_kernels()
         self._reserve(x.shape[0])
         for layer in self.layers:
-            x = layer.forward_batch(x, kernels)
+            if hooks_apply(type(layer), ("forward_batch",), ("forward",)):
+                x = layer.forward_batch(x, kernels)
+            else:       # a subclass rewrote the math of a built-in: run what it wrote
+                x = Layer.forward_batch(layer, x, kernels)
         self._batch = x.shape[0]
         return x
 
@@ -218,7 +222,11 @@ class Sequential:
         dy = dlogits
         last = len(self.layers) - 1
         for i in range(last, -1, -1):
-            dy = self.layers[i].backward_batch(dy, kernels, need_dx or i > 0)
+            layer = self.layers[i]
+            if hooks_apply(type(layer), ("backward_batch",), ("backward",)):
+                dy = layer.backward_batch(dy, kernels, need_dx or i > 0)
+            else:
+                dy = Layer.backward_batch(layer, dy, kernels, need_dx or i > 0)
         return dy
 
     def _as_input(self, x, name="x"):

@@ -12,6 +12,7 @@ import numpy as np
 
 from . import _validation as check
 from .backend import kernels as _active_kernels
+from .hooks import hooks_apply
 from .kernels import reference
 from .kernels.codes import OPT_ADAM, OPT_SGD
 from .layers import Parameter
@@ -135,10 +136,11 @@ class Optimizer:
         """Apply one update to every parameter from its current gradient.
 
         Built-ins update whole flat buffers through the backend kernels (:meth:`update_flat`);
-        a user subclass that writes only :meth:`update` is called once per parameter.
+        a user subclass that writes only :meth:`update` (of the base class or of a built-in)
+        is called once per parameter (see :mod:`minigd.hooks`).
         """
         self.step_count += 1
-        if type(self).update_flat is Optimizer.update_flat:
+        if not hooks_apply(type(self), ("update_flat",), ("update",)):
             for i, p in enumerate(self.params):
                 lo, hi = self._offsets[i], self._offsets[i + 1]
                 state = {k: v[lo:hi].reshape(p.shape) for k, v in self.state.items()}

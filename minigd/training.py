@@ -13,7 +13,7 @@ from .backend import kernels as _active_kernels
 from .callbacks import Callback, warn_foreign_hooks
 from .data import BatchIterator, iterations_per_epoch
 from .history import History
-from .losses import Loss, SoftmaxCrossEntropy
+from .losses import Loss, SoftmaxCrossEntropy, loss_and_grad
 from .metrics import evaluate
 from .model import Sequential
 from .optim import Optimizer
@@ -365,7 +365,7 @@ def _run_epoch(state, loss, callbacks, verbose, start=0):
             n = len(yb)
             logits = model.forward_batch(xb, kernels)
             dlogits = grad_buffer[:n]
-            value = loss.value_and_grad_into(logits, yb, dlogits, kernels)
+            value = loss_and_grad(loss, logits, yb, dlogits, kernels)
             history.record_iteration(epoch=state.epoch, iteration=iteration, step=state.step + 1,
                                      batch_size=n, lr=lr, loss=value)
             state.iteration, state.current_lr = iteration, lr
