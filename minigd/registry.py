@@ -19,6 +19,8 @@ Functions: :func:`names`, :func:`get`, :func:`build_mlp`, :func:`build_optimizer
 """
 import inspect
 
+import collections
+
 import numpy as np
 
 from . import _validation as check
@@ -44,16 +46,22 @@ def _base(kind):
 
 
 def _classes(kind):
-    """{name: [classes that set it]} for ``kind``, walking the subclasses recursively."""
-    found, seen, todo = {}, set(), [_base(kind)]
+    """{name: [classes that set it]} for ``kind``, walking the subclasses recursively.
+
+    A class defined again under the same module and qualified name (a notebook cell run twice)
+    replaces the older definition instead of clashing with it: ``__subclasses__`` lists classes
+    in the order they were created, so the walk keeps the last one.
+    """
+    found, seen, todo = {}, set(), collections.deque([_base(kind)])
     while todo:
-        cls = todo.pop()
+        cls = todo.popleft()
         if cls in seen:
             continue
         seen.add(cls)
         name = cls.__dict__.get("name")
         if isinstance(name, str) and name:
-            found.setdefault(name, []).append(cls)
+            same = lambda c: (c.__module__, c.__qualname__) == (cls.__module__, cls.__qualname__)
+            found[name] = [c for c in found.get(name, []) if not same(c)] + [cls]
         todo.extend(cls.__subclasses__())
     return found
 

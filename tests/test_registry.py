@@ -153,3 +153,15 @@ def test_the_cli_offers_the_registry_names():
         assert tuple(actions["activation"].choices) == registry.names("activation")
     schedules = {a.dest: a for a in sub.choices["train"]._actions}["schedule"].choices
     assert set(schedules) <= set(registry.names("schedule"))
+
+
+def test_a_class_defined_twice_under_one_name_is_replaced_not_a_clash():
+    import gc
+    made = []
+    for factor in (1.0, 2.0):       # as a notebook cell that is run twice
+        class Rerun(mg.SGD):
+            name = "rerun_test_sgd"
+            scale = factor
+        made.append(Rerun)
+    gc.collect()
+    assert mg.registry.get("optimizer", "rerun_test_sgd") is made[-1]
