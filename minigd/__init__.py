@@ -6,11 +6,13 @@ from .callbacks import Callback, EarlyStopping, ReduceLROnPlateau
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .data import BatchIterator
 from .estimator import MLPClassifier
+from .explore import explore
 from .experiments import (GradientNoiseScale, LRRangeResult, MLPBuilder, NoiseScaleEstimate,
                           SweepResult, gradient_noise_scale, lr_range_test,
                           noise_scale_from_norms, sweep)
 from .history import History
 from .layers import Dense, Parameter, ReLU, Sigmoid, Tanh
+from .liveplot import LivePlot
 from .losses import SoftmaxCrossEntropy
 from .metrics import accuracy, evaluate
 from .model import Sequential
@@ -23,10 +25,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Adam", "AdamW", "BatchIterator", "Callback", "Checkpoint", "Dense", "DivergenceError",
-    "EarlyStopping", "EvaluateEvery", "GradientNoiseScale", "History", "LRRangeResult", "MLPBuilder",
-    "MLPClassifier", "NoiseScaleEstimate", "Optimizer", "Parameter", "ReLU",
+    "EarlyStopping", "EvaluateEvery", "GradientNoiseScale", "History", "LivePlot", "LRRangeResult",
+    "MLPBuilder", "MLPClassifier", "NoiseScaleEstimate", "Optimizer", "Parameter", "ReLU",
     "ReduceLROnPlateau", "SGD", "Sequential", "Sigmoid", "SoftmaxCrossEntropy", "SweepResult",
-    "Tanh", "TrainingState", "accuracy", "datasets", "evaluate", "fit", "get_backend",
+    "Tanh", "TrainingState", "accuracy", "datasets", "evaluate", "explore", "fit", "get_backend",
     "gradient_noise_scale", "linear_scaling", "load_checkpoint", "lr_range_test",
     "noise_scale_from_norms", "plot", "save_checkpoint", "schedules", "set_backend",
     "sqrt_scaling", "sweep", "use_backend",
