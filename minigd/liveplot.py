@@ -131,7 +131,7 @@ class LivePlot(Callback):
 
     @property
     def per_iteration(self):
-        """True only when LivePlot needs a call after every update (``every`` set, in a notebook)."""
+        """True only when a call after every update is needed (``every`` set, in a notebook)."""
         return self.every is not None and self.active is not False
 
     def on_train_begin(self, state):
@@ -245,7 +245,7 @@ class LivePlot(Callback):
     def _render(self):
         from io import BytesIO
         buffer = BytesIO()
-        self.figure.savefig(buffer, format="png", dpi=self.dpi)
+        self.figure.savefig(buffer, format="png", dpi=self.dpi, pil_kwargs={"compress_level": 1})
         return buffer.getvalue()
 
     def __repr__(self):
