@@ -13,6 +13,7 @@ import warnings
 import numpy as np
 
 from . import _validation as check
+from .backend import get_backend
 from .callbacks import Callback
 
 _warned = False  # "not in a notebook" is said once per process
@@ -81,10 +82,12 @@ class LivePlot(Callback):
 
     Parameters
     ----------
-    every : int >= 1 or None, default 10
-        Consider a redraw every ``every`` updates (and at every epoch end). None redraws only at
-        epoch ends: then LivePlot does not override ``on_iteration_end`` in effect, and on the
-        Numba backend ``fit`` keeps its fused one-call epoch (see "Cost" below).
+    every : int >= 1, None or "auto", default "auto"
+        Consider a redraw every ``every`` updates (and at every epoch end). None redraws only
+        at epoch ends; LivePlot then needs no call after each update, so on the Numba backend
+        ``fit`` keeps its fused one-call epoch. An int makes ``fit`` take its per-iteration
+        path, which on the Numba backend is slower at small batches (see "Cost" below).
+        "auto" is 10 on the NumPy backend (per-iteration anyway) and None on Numba.
     smooth : float in [0, 1), default 0.9
         Weight of the past in the moving average of the loss (0: no smoothing).
     min_interval : float >= 0, default 1.0
@@ -113,9 +116,11 @@ class LivePlot(Callback):
     ...                  validation_data=(X_val, y_val), callbacks=[mg.LivePlot()], verbose=0)
     """
 
-    def __init__(self, every=10, smooth=0.9, min_interval=1.0, max_overhead=0.03,
+    def __init__(self, every="auto", smooth=0.9, min_interval=1.0, max_overhead=0.03,
                  figsize=(11, 3.4), dpi=72):
-        self.every = None if every is None else check.positive_int("every", every)
+        if every is not None and every != "auto":
+            every = check.positive_int("every", every)
+        self.every = every
         self.smooth = check.real("smooth", smooth, low=0.0, high=1.0, high_open=True)
         self.min_interval = check.non_negative("min_interval", min_interval)
         self.max_overhead = check.real("max_overhead", max_overhead, low=0.0, high=1.0,
@@ -132,7 +137,12 @@ class LivePlot(Callback):
     @property
     def per_iteration(self):
         """True only when a call after every update is needed (``every`` set, in a notebook)."""
-        return self.every is not None and self.active is not False
+        return self._every() is not None and self.active is not False
+
+    def _every(self):
+        if self.every == "auto":
+            return 10 if get_backend() == "numpy" else None
+        return self.every
 
     def on_train_begin(self, state):
         self.active = _in_notebook()
@@ -142,15 +152,17 @@ class LivePlot(Callback):
         self.redraws, self.draw_seconds = 0, 0.0
         self._smoothed, self._average, self._finite = [], 0.0, 0
         self._since, self._wait, self._last = 0, self.min_interval, -math.inf
-        self._epochs = state.epochs
+        self._epochs, self._period = state.epochs, self._every()
+        started = _clock()
         self._build_figure()
         self._screen = _open_screen(self._render())
+        self._account(started)
 
     def on_iteration_end(self, state):
         if not self.active:
             return
         self._since += 1
-        if self._since >= self.every:
+        if self._since >= self._period:
             self._since = 0
             self._maybe_redraw(state.history)
 
@@ -171,9 +183,12 @@ class LivePlot(Callback):
         started = _clock()
         self._set_data(history)
         self._screen.update(self._render())
+        self.redraws += 1
+        self._account(started)
+
+    def _account(self, started):
         self._last = _clock()
         cost = self._last - started
-        self.redraws += 1
         self.draw_seconds += cost
         self._wait = max(self.min_interval, cost / self.max_overhead)
 
@@ -249,5 +264,5 @@ class LivePlot(Callback):
         return buffer.getvalue()
 
     def __repr__(self):
-        return (f"LivePlot(every={self.every}, smooth={self.smooth}, "
+        return (f"LivePlot(every={self.every!r}, smooth={self.smooth}, "
                 f"min_interval={self.min_interval}, max_overhead={self.max_overhead})")

@@ -181,3 +181,14 @@ def test_arguments_are_checked():
         mg.LivePlot(max_overhead=0)
     with pytest.raises(TypeError, match="figsize"):
         mg.LivePlot(figsize=5)
+
+
+def test_auto_keeps_numbas_fused_epoch(notebook):
+    lp = mg.LivePlot()
+    with mg.use_backend("numba"):
+        assert not lp.per_iteration                     # redrawn at epoch ends
+    with mg.use_backend("numpy"):
+        assert lp.per_iteration                         # every 10 updates
+    with mg.use_backend("numba"):
+        assert mg.LivePlot(every=10).per_iteration
+        assert not mg.LivePlot(every=None).per_iteration
