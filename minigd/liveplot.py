@@ -154,9 +154,11 @@ class LivePlot(Callback):
         self._since, self._wait, self._last = 0, self.min_interval, -math.inf
         self._epochs, self._period = state.epochs, self._every()
         started = _clock()
-        self._build_figure()
+        self._build_figure()                 # one-time cost: counted, but not a redraw's cost
+        built = _clock()
+        self.draw_seconds += built - started
         self._screen = _open_screen(self._render())
-        self._account(started)
+        self._account(built)
 
     def on_iteration_end(self, state):
         if not self.active:
