@@ -20,7 +20,7 @@ CHANGES = [  # (widget, value), applied in order; each is one retrain
     ("hidden", 8), ("hidden", 32), ("batch_size", 8), ("batch_size", 128), ("batch_size", 32),
     ("epochs", 10), ("epochs", 5),
     # corners: the most work the sliders allow
-    ("batch_size", 1), ("epochs", 20), ("hidden", 256), ("batch_size", 1024),
+    ("batch_size", 1), ("epochs", 20), ("hidden", 128), ("batch_size", 1024),
 ]
 
 

@@ -24,7 +24,7 @@ OPTIMIZERS = ("SGD", "SGD + momentum 0.9", "Adam", "AdamW")
 SCHEDULES = ("constant", "step decay", "cosine", "warmup + cosine", "cyclic")
 ACTIVATIONS = {"ReLU": ReLU, "Tanh": Tanh, "Sigmoid": Sigmoid}
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
-HIDDEN_WIDTHS = (2, 4, 8, 16, 32, 64, 128, 256)
+HIDDEN_WIDTHS = (2, 4, 8, 16, 32, 64, 128)
 INSTALL_HINT = 'pip install "minigd[notebook]"'
 
 

@@ -151,14 +151,12 @@ class LivePlot(Callback):
             return
         self.redraws, self.draw_seconds = 0, 0.0
         self._smoothed, self._average, self._finite = [], 0.0, 0
-        self._since, self._wait, self._last = 0, self.min_interval, -math.inf
+        self._since, self._wait, self._last = 0, self.min_interval, _clock()
         self._epochs, self._period = state.epochs, self._every()
         started = _clock()
-        self._build_figure()                 # one-time cost: counted, but not a redraw's cost
-        built = _clock()
-        self.draw_seconds += built - started
-        self._screen = _open_screen(self._render())
-        self._account(built)
+        self._build_figure()   # shown at the first redraw, so a short run draws only once
+        self.draw_seconds += _clock() - started
+        self._screen = None
 
     def on_iteration_end(self, state):
         if not self.active:
@@ -184,11 +182,11 @@ class LivePlot(Callback):
         """Put ``history`` into the lines and update the picture in the notebook now."""
         started = _clock()
         self._set_data(history)
-        self._screen.update(self._render())
+        if self._screen is None:
+            self._screen = _open_screen(self._render())
+        else:
+            self._screen.update(self._render())
         self.redraws += 1
-        self._account(started)
-
-    def _account(self, started):
         self._last = _clock()
         cost = self._last - started
         self.draw_seconds += cost
