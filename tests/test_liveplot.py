@@ -121,10 +121,11 @@ def test_slow_redraws_are_spaced_to_keep_the_overhead_small(data, notebook):
     screen.cost = 0.5                                   # each redraw takes 0.5 s
     lp = mg.LivePlot(every=1, min_interval=0.0, max_overhead=0.05)
     train(data, [Tick(clock, 0.1), lp])                 # 50 s of training
-    # a 0.5 s redraw is followed by >= 10 s without one: 5 in 50 s, plus the final one
-    assert lp.redraws <= 6
+    # a 0.5 s redraw is followed by >= 10 s without one: about 5 in 50 s, plus the final one
+    assert 5 <= lp.redraws <= 7
     assert lp.draw_seconds == pytest.approx(0.5 * lp.redraws)
-    assert lp.draw_seconds / (clock.now - lp.draw_seconds) <= 0.05 + 0.5 / 50
+    # drawing is <= 5% of the time, but for the first redraw and the final one
+    assert lp.draw_seconds / (clock.now - lp.draw_seconds) <= 0.05 + 2 * 0.5 / 50 + 1e-9
 
 
 def test_every_none_redraws_at_epoch_ends_only(data, notebook):
