@@ -37,7 +37,7 @@ class FakeScreen:
         self.images = []
 
     def open(self, png):
-        self.images.append(png)
+        self.update(png)
         return self
 
     def update(self, png):
