@@ -257,10 +257,13 @@ def explore(data=None, *, n_train=1000, n_val=500, lr=0.1, batch_size=32, epochs
         The starting values of the widgets.
     seed : int, default 0; seeds the subset, the weights and the shuffling
 
-    Returns an :class:`Explorer` (display it as a cell's last expression). With the defaults a
-    change takes about 0.1-0.3 s on 2 cores and the Numba backend, up to about 1 s at batch 1
-    and 20 epochs (``python benchmarks/explore_timing.py``); the first run also compiles the
-    Numba kernels once.
+    Returns an :class:`Explorer` (display it as a cell's last expression). Each run trains
+    with the Numba kernels on one thread (faster on problems this small). Seconds per change,
+    measured with ``taskset -c 0,1 python benchmarks/explore_timing.py`` (Numba backend, 2
+    cores shared with other work, load average ~7): 0.51 s median, 0.61 s at most over 19
+    changes at usual settings (about 0.13 s training, the rest drawing); the largest settings
+    take longer: batch 1 x 20 epochs 1.3 s, and with hidden width 128 3.0 s. The first run
+    also compiles the Numba kernels once (or loads them from the cache).
 
     Raises ImportError naming ``pip install "minigd[notebook]"`` when ipywidgets is missing.
     """

@@ -1,4 +1,4 @@
-"""mg.explore: widgets driven from Python retrain and change the plot; ipywidgets stays optional."""
+"""mg.explore: widgets set from Python retrain and change the plot; ipywidgets stays optional."""
 import os
 import subprocess
 import sys
@@ -100,7 +100,8 @@ def test_missing_ipywidgets_names_the_extra(monkeypatch):
 
 def test_importing_minigd_does_not_import_ipywidgets():
     code = ("import sys, minigd; "
-            "print(sorted(m for m in ('ipywidgets', 'IPython', 'matplotlib') if m in sys.modules))")
+            "print(sorted(m for m in ('ipywidgets', 'IPython', 'matplotlib') "
+            "if m in sys.modules))")
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                           timeout=300)
