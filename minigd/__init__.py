@@ -6,12 +6,14 @@ from .callbacks import Callback, EarlyStopping, ReduceLROnPlateau
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .data import BatchIterator
 from .estimator import MLPClassifier
+from .explore import explore
 from .experiments import (GradientNoiseScale, LRRangeResult, MLPBuilder, NoiseScaleEstimate,
                           SweepResult, gradient_noise_scale, lr_range_test,
                           noise_scale_from_norms, sweep)
 from .gradcheck import GradcheckResult, gradcheck
 from .history import History
 from .layers import Activation, Buffer, Dense, Layer, Parameter, ReLU, Sigmoid, Tanh
+from .liveplot import LivePlot
 from .losses import Loss, SoftmaxCrossEntropy
 from .metrics import accuracy, evaluate
 from .model import Sequential
@@ -26,12 +28,14 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Activation", "Adam", "AdamW", "BatchIterator", "Buffer", "Callback", "Chain", "Checkpoint",
-    "Constant", "CosineAnnealing", "CosineWarmRestarts", "CyclicLR", "Dense", "DivergenceError", "EarlyStopping",
-    "EvaluateEvery", "ExponentialDecay", "GradcheckResult", "GradientNoiseScale", "History", "LRRangeResult", "Layer", "Loss",
-    "MLPBuilder", "MLPClassifier", "MultiStepDecay", "NoiseScaleEstimate", "OneCycle", "Optimizer", "Parameter", "PolynomialDecay", "ReLU",
-    "ReduceLROnPlateau", "SGD", "Schedule", "Sequential", "Sigmoid", "SoftmaxCrossEntropy",
-    "StepDecay", "SweepResult", "Tanh", "TrainingState", "Warmup", "accuracy", "datasets",
-    "evaluate", "fit", "get_backend", "gradcheck", "gradient_noise_scale", "linear_scaling", "load_checkpoint",
-    "lr_range_test", "noise_scale_from_norms", "plot", "registry", "save_checkpoint", "schedules",
-    "set_backend", "sqrt_scaling", "sweep", "use_backend",
+    "Constant", "CosineAnnealing", "CosineWarmRestarts", "CyclicLR", "Dense", "DivergenceError",
+    "EarlyStopping", "EvaluateEvery", "ExponentialDecay", "GradcheckResult", "GradientNoiseScale",
+    "History", "LRRangeResult", "Layer", "LivePlot", "Loss", "MLPBuilder", "MLPClassifier",
+    "MultiStepDecay", "NoiseScaleEstimate", "OneCycle", "Optimizer", "Parameter",
+    "PolynomialDecay", "ReLU", "ReduceLROnPlateau", "SGD", "Schedule", "Sequential", "Sigmoid",
+    "SoftmaxCrossEntropy", "StepDecay", "SweepResult", "Tanh", "TrainingState", "Warmup",
+    "accuracy", "datasets", "evaluate", "explore", "fit", "get_backend", "gradcheck",
+    "gradient_noise_scale", "linear_scaling", "load_checkpoint", "lr_range_test",
+    "noise_scale_from_norms", "plot", "registry", "save_checkpoint", "schedules", "set_backend",
+    "sqrt_scaling", "sweep", "use_backend",
 ]
