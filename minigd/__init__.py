@@ -12,7 +12,7 @@ from .experiments import (GradientNoiseScale, LRRangeResult, MLPBuilder, NoiseSc
 from .gradcheck import GradcheckResult, gradcheck
 from .history import History
 from .layers import Activation, Buffer, Dense, Layer, Parameter, ReLU, Sigmoid, Tanh
-from .losses import Loss, SoftmaxCrossEntropy
+from .losses import Loss, MSELoss, SoftmaxCrossEntropy
 from .metrics import accuracy, evaluate
 from .model import Sequential
 from .optim import SGD, Adam, AdamW, Optimizer
@@ -28,7 +28,7 @@ __all__ = [
     "Activation", "Adam", "AdamW", "BatchIterator", "Buffer", "Callback", "Chain", "Checkpoint",
     "Constant", "CosineAnnealing", "CosineWarmRestarts", "CyclicLR", "Dense", "DivergenceError", "EarlyStopping",
     "EvaluateEvery", "ExponentialDecay", "GradcheckResult", "GradientNoiseScale", "History", "LRRangeResult", "Layer", "Loss",
-    "MLPBuilder", "MLPClassifier", "MultiStepDecay", "NoiseScaleEstimate", "OneCycle", "Optimizer", "Parameter", "PolynomialDecay", "ReLU",
+    "MLPBuilder", "MLPClassifier", "MSELoss", "MultiStepDecay", "NoiseScaleEstimate", "OneCycle", "Optimizer", "Parameter", "PolynomialDecay", "ReLU",
     "ReduceLROnPlateau", "SGD", "Schedule", "Sequential", "Sigmoid", "SoftmaxCrossEntropy",
     "StepDecay", "SweepResult", "Tanh", "TrainingState", "Warmup", "accuracy", "datasets",
     "evaluate", "fit", "get_backend", "gradcheck", "gradient_noise_scale", "linear_scaling", "load_checkpoint",
