@@ -5,7 +5,7 @@ from .backend import get_backend, set_backend, use_backend
 from .callbacks import Callback, EarlyStopping, ReduceLROnPlateau
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .data import BatchIterator
-from .estimator import MLPClassifier
+from .estimator import MLPClassifier, MLPRegressor
 from .experiments import (GradientNoiseScale, LRRangeResult, MLPBuilder, NoiseScaleEstimate,
                           SweepResult, gradient_noise_scale, lr_range_test,
                           noise_scale_from_norms, sweep)
@@ -28,7 +28,7 @@ __all__ = [
     "Activation", "Adam", "AdamW", "BatchIterator", "Buffer", "Callback", "Chain", "Checkpoint",
     "Constant", "CosineAnnealing", "CosineWarmRestarts", "CyclicLR", "Dense", "DivergenceError", "EarlyStopping",
     "EvaluateEvery", "ExponentialDecay", "GradcheckResult", "GradientNoiseScale", "History", "LRRangeResult", "Layer", "Loss",
-    "MLPBuilder", "MLPClassifier", "MSELoss", "MultiStepDecay", "NoiseScaleEstimate", "OneCycle", "Optimizer", "Parameter", "PolynomialDecay", "ReLU",
+    "MLPBuilder", "MLPClassifier", "MLPRegressor", "MSELoss", "MultiStepDecay", "NoiseScaleEstimate", "OneCycle", "Optimizer", "Parameter", "PolynomialDecay", "ReLU",
     "ReduceLROnPlateau", "SGD", "Schedule", "Sequential", "Sigmoid", "SoftmaxCrossEntropy",
     "StepDecay", "SweepResult", "Tanh", "TrainingState", "Warmup", "accuracy", "datasets",
     "evaluate", "fit", "get_backend", "gradcheck", "gradient_noise_scale", "linear_scaling", "load_checkpoint",
