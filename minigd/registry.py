@@ -6,7 +6,7 @@ subclass does not inherit its parent's name) and derives from the base of its ki
     kind          base                      built-in names
     "layer"       minigd.Layer              dense, relu, sigmoid, tanh
     "activation"  minigd.Activation         relu, sigmoid, tanh
-    "loss"        minigd.Loss               softmax_cross_entropy
+    "loss"        minigd.Loss               mse, softmax_cross_entropy
     "optimizer"   minigd.Optimizer          adam, adamw, sgd
     "schedule"    minigd.schedules.Schedule chain, constant, cosine, cyclic, exponential, ...
 
@@ -15,7 +15,8 @@ that sets ``name = "mine"`` is available as soon as its class statement has run;
 table to edit and no decorator. This module imports the base modules, never the reverse.
 
 Functions: :func:`names`, :func:`get`, :func:`build_mlp`, :func:`build_optimizer`,
-:func:`optimizer_arguments`.
+:func:`optimizer_arguments`, :func:`build_schedule` (a schedule by name for a run: the CLI's
+--schedule and the estimators' ``schedule="name"``), :func:`schedule_arguments`.
 """
 import inspect
 
