@@ -148,3 +148,20 @@ def test_bad_numbers_are_rejected_when_parsed(flag, value, capsys):
     with pytest.raises(SystemExit) as info:
         build_parser().parse_args(["train", flag, value])
     assert info.value.code == 2 and f"argument {flag}" in capsys.readouterr().err
+
+
+def test_build_schedule_by_name_checks_its_arguments():
+    build = mg.registry.build_schedule
+    assert build("poly", 0.1, epochs=4, updates_per_epoch=[3, 3, 2, 2],
+                 unit="iteration").total_steps == 10
+    assert build("onecycle", 0.1, epochs=2, updates_per_epoch=5).total_steps == 10
+    assert build("cyclic", 0.1, epochs=2, updates_per_epoch=5, max_lr=0.5).max_lr == 0.5
+    with pytest.raises(TypeError, match="'poly' does not take 'milestones'; it takes "
+                                        "total_steps, power, unit"):
+        build("poly", 0.1, epochs=2, updates_per_epoch=5, milestones=[1])
+    with pytest.raises(ValueError, match="wraps other schedules"):
+        build("warmup", 0.1, epochs=2, updates_per_epoch=5)
+    with pytest.raises(ValueError, match="3 entries for 2 epochs"):
+        build("cosine", 0.1, epochs=2, updates_per_epoch=[1, 2, 3])
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        build("linear", 0.1, epochs=2, updates_per_epoch=5)
