@@ -1,7 +1,8 @@
 """MLPClassifier and MLPRegressor: scikit-learn compatible estimators built on ``minigd.fit``.
 
 Both share one base class (the parameters, training, partial_fit, pickling, prediction plumbing);
-the classifier adds labels and probabilities, the regressor real-valued targets and R². They follow scikit-learn's estimator contract by duck typing -- ``get_params`` / ``set_params``,
+the classifier adds labels and probabilities, the regressor real-valued targets and R². They
+follow scikit-learn's estimator contract by duck typing -- ``get_params`` / ``set_params``,
 constructor arguments stored unchanged and checked in ``fit``, fitted attributes ending in ``_``,
 ``classes_`` (classifier), ``n_features_in_``, ``_estimator_type`` -- so they work in
 ``GridSearchCV``, ``cross_val_score`` and ``Pipeline`` without minigd importing scikit-learn.
@@ -16,8 +17,8 @@ import numpy as np
 
 from . import _validation as check
 from . import registry
-from .history import History
 from .data import iterations_per_epoch
+from .history import History
 from .layers import INITS
 from .losses import MSELoss, SoftmaxCrossEntropy
 from .schedules import as_batch_size_schedule, as_schedule

@@ -187,7 +187,8 @@ class SoftmaxCrossEntropy(Loss):
 class MSELoss(Loss):
     """Mean squared error over all elements, as ``torch.nn.MSELoss()`` (reduction="mean").
 
-    loss = (1 / (N k)) sum_ij (outputs_ij - targets_ij)^2;   dloss/doutputs = 2 (outputs - targets) / (N k)
+    loss = (1 / (N k)) sum_ij (o_ij - t_ij)^2,   d loss / d o = 2 (o - t) / (N k)   (o the
+    outputs, t the targets)
 
     Targets are real numbers of shape (N,) for a model with one output or (N, k) for k outputs
     (``target_kind = "values"``); ``fit`` and ``evaluate`` record ``mse`` and ``r2`` with it.

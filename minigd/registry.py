@@ -182,7 +182,7 @@ def schedule_arguments(name):
 
 
 def build_schedule(name, lr, *, epochs, updates_per_epoch, **options):
-    """The lr schedule called ``name`` for a run of ``epochs`` epochs, peaking or starting at ``lr``.
+    """The lr schedule called ``name`` for a run of ``epochs`` epochs, starting (or peaking) at lr.
 
     What the CLI's ``--schedule`` and the estimators' ``schedule="name"`` build. ``options`` are
     the schedule's own keyword arguments (``milestones=[5, 8]``, ``pct_start=0.25``, ...); the

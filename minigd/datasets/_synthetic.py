@@ -13,8 +13,9 @@ def make_regression(n_samples=1000, n_features=10, n_targets=1, noise=0.1, seed=
 
         y_j = a_j + sin(2 b_j) + noise * e_j,   a_j = X @ w_j / sqrt(F),   b_j = X @ u_j / sqrt(F)
 
-    with F = n_features, w_j and u_j standard normal (drawn from ``seed``) and e_j standard normal. A perfect model scores
-    R² = var(signal) / (var(signal) + noise²); with n_features=16 and seed 0 the signal's
+    with F = n_features, w_j and u_j standard normal (drawn from ``seed``) and e_j standard
+    normal. A perfect model scores R² = var(signal) / (var(signal) + noise²); with
+    n_features=16 and seed 0 the signal's
     variance is about 1.6, so that is about 0.994 at noise 0.1, while the best linear model
     (least squares) reaches only about 0.86: the sine is what a hidden layer has to learn.
 
