@@ -5,19 +5,19 @@ from .backend import get_backend, set_backend, use_backend
 from .callbacks import Callback, EarlyStopping, ReduceLROnPlateau
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .data import BatchIterator
-from .estimator import MLPClassifier
-from .explore import explore
+from .estimator import MLPClassifier, MLPRegressor
 from .experiments import (GradientNoiseScale, LRRangeResult, MLPBuilder, NoiseScaleEstimate,
-                          SweepResult, gradient_noise_scale, lr_range_test,
-                          noise_scale_from_norms, sweep)
+                          SweepResult, gradient_noise_scale, lr_range_test, noise_scale_from_norms,
+                          sweep)
+from .explore import explore
 from .gradcheck import GradcheckResult, gradcheck
 from .history import History
 from .layers import Activation, Buffer, Dense, Layer, Parameter, ReLU, Sigmoid, Tanh
 from .liveplot import LivePlot
-from .losses import Loss, SoftmaxCrossEntropy
+from .losses import Loss, MSELoss, SoftmaxCrossEntropy
 from .metrics import accuracy, evaluate
 from .model import Sequential
-from .optim import SGD, Adam, AdamW, Optimizer
+from .optim import Adam, AdamW, Optimizer, SGD
 from .schedules import (Chain, Constant, CosineAnnealing, CosineWarmRestarts, CyclicLR,
                         ExponentialDecay, MultiStepDecay, OneCycle, PolynomialDecay, Schedule,
                         StepDecay, Warmup, linear_scaling, sqrt_scaling)
@@ -31,10 +31,10 @@ __all__ = [
     "Constant", "CosineAnnealing", "CosineWarmRestarts", "CyclicLR", "Dense", "DivergenceError",
     "EarlyStopping", "EvaluateEvery", "ExponentialDecay", "GradcheckResult", "GradientNoiseScale",
     "History", "LRRangeResult", "Layer", "LivePlot", "Loss", "MLPBuilder", "MLPClassifier",
-    "MultiStepDecay", "NoiseScaleEstimate", "OneCycle", "Optimizer", "Parameter",
-    "PolynomialDecay", "ReLU", "ReduceLROnPlateau", "SGD", "Schedule", "Sequential", "Sigmoid",
-    "SoftmaxCrossEntropy", "StepDecay", "SweepResult", "Tanh", "TrainingState", "Warmup",
-    "accuracy", "datasets", "evaluate", "explore", "fit", "get_backend", "gradcheck",
+    "MLPRegressor", "MSELoss", "MultiStepDecay", "NoiseScaleEstimate", "OneCycle", "Optimizer",
+    "Parameter", "PolynomialDecay", "ReLU", "ReduceLROnPlateau", "SGD", "Schedule", "Sequential",
+    "Sigmoid", "SoftmaxCrossEntropy", "StepDecay", "SweepResult", "Tanh", "TrainingState",
+    "Warmup", "accuracy", "datasets", "evaluate", "explore", "fit", "get_backend", "gradcheck",
     "gradient_noise_scale", "linear_scaling", "load_checkpoint", "lr_range_test",
     "noise_scale_from_norms", "plot", "registry", "save_checkpoint", "schedules", "set_backend",
     "sqrt_scaling", "sweep", "use_backend",

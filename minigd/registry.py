@@ -6,7 +6,7 @@ subclass does not inherit its parent's name) and derives from the base of its ki
     kind          base                      built-in names
     "layer"       minigd.Layer              dense, relu, sigmoid, tanh
     "activation"  minigd.Activation         relu, sigmoid, tanh
-    "loss"        minigd.Loss               softmax_cross_entropy
+    "loss"        minigd.Loss               mse, softmax_cross_entropy
     "optimizer"   minigd.Optimizer          adam, adamw, sgd
     "schedule"    minigd.schedules.Schedule chain, constant, cosine, cyclic, exponential, ...
 
@@ -15,7 +15,8 @@ that sets ``name = "mine"`` is available as soon as its class statement has run;
 table to edit and no decorator. This module imports the base modules, never the reverse.
 
 Functions: :func:`names`, :func:`get`, :func:`build_mlp`, :func:`build_optimizer`,
-:func:`optimizer_arguments`.
+:func:`optimizer_arguments`, :func:`build_schedule` (a schedule by name for a run: the CLI's
+--schedule and the estimators' ``schedule="name"``), :func:`schedule_arguments`.
 """
 import inspect
 
@@ -157,3 +158,92 @@ def build_optimizer(name, params, lr, **hyper):
             raise TypeError(f"optimizer {name!r} does not take {key!r}; it takes "
                             f"{', '.join(accepted) or 'no hyperparameters'} besides lr")
     return cls(params, lr=lr, **hyper)
+
+
+# The schedules build_schedule makes by name: the argument that takes the lr, and the defaults
+# that depend on the run: epochs E, updates per epoch U (a list), and the run's length N in the
+# schedule's unit (E per epoch, the total of U per iteration).
+_SCHEDULE_RUN_DEFAULTS = {
+    "constant": ("lr", lambda E, U, N: {}),
+    "step": ("lr", lambda E, U, N: {"step_size": 3}),
+    "exponential": ("lr", lambda E, U, N: {"gamma": 0.9}),
+    "cosine": ("lr", lambda E, U, N: {"t_max": N}),
+    "cyclic": ("base_lr", lambda E, U, N: {"step_size": 2 * U[0]}),
+    "onecycle": ("max_lr", lambda E, U, N: {"total_steps": N}),
+    "warm-restarts": ("lr", lambda E, U, N: {"t_0": max(1, N // 3)}),
+    "multistep": ("lr", lambda E, U, N: {"milestones": sorted({max(1, N // 2),
+                                                                max(1, 3 * N // 4)})}),
+    "poly": ("lr", lambda E, U, N: {"total_steps": N}),
+}
+
+
+def schedule_arguments(name):
+    """The keyword arguments schedule ``name`` takes besides its lr, in order.
+
+    >>> registry.schedule_arguments("multistep")
+    ('milestones', 'gamma', 'unit')
+    """
+    cls = get("schedule", name)
+    params = [p for p in inspect.signature(cls).parameters.values()
+              if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    return tuple(p.name for p in params[1:])
+
+
+def build_schedule(name, lr, *, epochs, updates_per_epoch, **options):
+    """The lr schedule called ``name`` for a run of ``epochs`` epochs, starting (or peaking) at lr.
+
+    What the CLI's ``--schedule`` and the estimators' ``schedule="name"`` build. ``options`` are
+    the schedule's own keyword arguments (``milestones=[5, 8]``, ``pct_start=0.25``, ...); the
+    ones not given get defaults from the run:
+
+    ==============  ===========================================================================
+    constant        Constant(lr)
+    step            StepDecay(lr, step_size=3, gamma=0.1), per epoch
+    exponential     ExponentialDecay(lr, gamma=0.9), per epoch
+    cosine          CosineAnnealing(lr, t_max=epochs, min_lr=0), per epoch
+    cyclic          CyclicLR(base_lr=lr, max_lr=10 lr, step_size=2 epochs of updates)
+    onecycle        OneCycle(max_lr=lr, total_steps=every update of the run), per update
+    warm-restarts   CosineWarmRestarts(lr, t_0=max(1, epochs // 3), t_mult=1), per epoch
+    multistep       MultiStepDecay(lr, milestones at 1/2 and 3/4 of the epochs, gamma=0.1)
+    poly            PolynomialDecay(lr, total_steps=epochs, power=1.0), per epoch
+    ==============  ===========================================================================
+
+    A ``unit="iteration"`` (or ``"epoch"`` for onecycle) option counts those run lengths in
+    updates (or epochs) instead.
+
+    Parameters
+    ----------
+    name : str, one of the names above (``names("schedule")`` lists every registered one)
+    lr : float > 0, the schedule's starting (or peak, for onecycle and cyclic's base) lr
+    epochs : int >= 1, the epochs of the run
+    updates_per_epoch : int >= 1, or a sequence of one int per epoch (a batch-size schedule)
+    **options : the schedule's other keyword arguments; one it does not take is a TypeError
+        naming it and listing those it takes.
+    """
+    cls = get("schedule", name)
+    if name not in _SCHEDULE_RUN_DEFAULTS:
+        raise ValueError(f"schedule {name!r} cannot be built by name from a run (it wraps other "
+                         f"schedules); build it yourself, e.g. mg.schedules."
+                         f"{cls.__name__}(...), and pass the object")
+    epochs = check.positive_int("epochs", epochs)
+    if isinstance(updates_per_epoch, (int, np.integer)) and not isinstance(updates_per_epoch,
+                                                                            bool):
+        updates = [check.positive_int("updates_per_epoch", updates_per_epoch)] * epochs
+    else:
+        updates = [check.positive_int(f"updates_per_epoch[{i}]", u)
+                   for i, u in enumerate(updates_per_epoch)]
+        if len(updates) != epochs:
+            raise ValueError(f"updates_per_epoch has {len(updates)} entries for {epochs} epochs")
+    accepted = schedule_arguments(name)
+    for key in options:
+        if key not in accepted:
+            raise TypeError(f"schedule {name!r} does not take {key!r}; it takes "
+                            f"{', '.join(accepted) or 'nothing'} besides its lr")
+    lr_argument, run_defaults = _SCHEDULE_RUN_DEFAULTS[name]
+    unit = options.get("unit", inspect.signature(cls).parameters["unit"].default)
+    length = sum(updates) if unit == "iteration" else epochs
+    arguments = run_defaults(epochs, updates, length)
+    if name == "cyclic":
+        arguments["max_lr"] = 10 * lr
+    arguments.update(options)
+    return cls(**{lr_argument: lr}, **arguments)

@@ -112,7 +112,7 @@ IGNORED = [
     (["lr-find", "--optimizer", "adam", "--momentum", "0.5"], "--momentum applies"),
     (["noise-scale", "--optimizer", "adamw", "--nesterov"], "--nesterov applies"),
     (["train", "--schedule", "cosine", "--gamma", "0.5"], "--gamma is used by --schedule step or "
-                                                          "exponential only"),
+                                                          "exponential or multistep only"),
     (["train", "--schedule", "cosine", "--max-lr", "1"], "--max-lr is used by --schedule cyclic"),
     (["train", "--schedule", "cosine", "--step-size", "2"], "--step-size is used by --schedule "
                                                             "step or cyclic only"),

@@ -5,13 +5,13 @@ argparse prefixes a failed check with the flag, so ``minigd train --batch-size 0
 before any data is loaded. Every subcommand (train, lr-find, noise-scale, sweep) uses these.
 
 Types: positive_int, nonnegative_int, positive_float, nonnegative_float, fraction,
-decay_factor, threshold_or_zero, hidden_sizes, data_source, subset_size, n_jobs,
-positive_ints, positive_floats, nonnegative_ints.
+open_fraction, decay_factor, threshold_or_zero, hidden_sizes, data_source, subset_size, n_jobs,
+positive_ints, positive_floats, nonnegative_ints, milestones.
 
 Shared flags: add_data_arguments (--data, --data-dir, optionally --validation-split),
 add_model_arguments (--hidden, --activation, --init, --dtype), add_optimizer_arguments
 (--optimizer, --lr, --momentum, --nesterov, --weight-decay), add_schedule_arguments
-(--schedule, --step-size, --gamma, --min-lr, --max-lr, --warmup), add_backend_argument
+(--schedule and the flags of each schedule, SCHEDULE_FLAGS, and --warmup), add_backend_argument
 (--backend). check_arguments / check_optimizer_flags reject flags the choice would ignore.
 The optimizer and activation choices are the names in :mod:`minigd.registry`.
 """
@@ -79,6 +79,22 @@ def fraction(text):
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text!r}")
     return value
+
+
+def open_fraction(text):
+    """A number in (0, 1) (OneCycle's pct_start)."""
+    value = _float(text, "a number in (0, 1)")
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1), got {text!r}")
+    return value
+
+
+def milestones(text):
+    """Comma-separated strictly increasing integers >= 0: ``"5,8"`` -> [5, 8] (epochs)."""
+    values = _values(nonnegative_int, text)
+    if values != sorted(values):
+        raise argparse.ArgumentTypeError(f"must increase, got {text!r}: sort them")
+    return values
 
 
 def decay_factor(text):
@@ -220,10 +236,18 @@ def add_optimizer_arguments(opt, with_lr=True):
                      help="L2 (SGD, Adam) or decoupled (AdamW) weight decay (default: 0)")
 
 
-# The schedule flags each --schedule reads (cli.common.make_schedule fills their defaults); any
+# The schedule flags each --schedule reads (registry.build_schedule fills their defaults); any
 # other one given is an error. The classes come from registry.get("schedule", name).
 SCHEDULE_FLAGS = {"constant": (), "step": ("step_size", "gamma"), "exponential": ("gamma",),
-                  "cosine": ("min_lr",), "cyclic": ("max_lr", "step_size")}
+                  "cosine": ("min_lr",), "cyclic": ("max_lr", "step_size"),
+                  "onecycle": ("pct_start", "anneal", "div_factor", "final_div_factor",
+                               "three_phase", "base_momentum", "max_momentum",
+                               "no_cycle_momentum"),
+                  "warm-restarts": ("t0", "t_mult", "min_lr"),
+                  "multistep": ("milestones", "gamma"),
+                  "poly": ("power",)}
+# Each schedule flag's keyword argument of the schedule class (the same name when not listed).
+SCHEDULE_KEYWORDS = {"t0": "t_0", "no_cycle_momentum": "cycle_momentum"}
 
 
 def add_schedule_arguments(opt):
@@ -232,15 +256,53 @@ def add_schedule_arguments(opt):
                      help="lr schedule: step (x gamma every --step-size epochs), exponential "
                           "(x gamma per epoch), cosine (to --min-lr over all epochs), cyclic "
                           "(triangular between --lr and --max-lr, half-cycle --step-size "
-                          "iterations) (default: constant)")
+                          "iterations), onecycle (per update: up to --lr over the first "
+                          "--pct-start of the run, then down to --lr / div / final-div, "
+                          "momentum cycled the other way; torch OneCycleLR), warm-restarts "
+                          "(cosine to --min-lr, restarting every --t0 epochs, periods x "
+                          "--t-mult), multistep (x gamma at each of --milestones epochs), poly "
+                          "(lr (1 - t / epochs) ** --power, 0 at the end) (default: constant)")
     opt.add_argument("--step-size", type=positive_int, default=None,
                      help="step and cyclic only. step: epochs per decay (default: 3); cyclic: "
                           "iterations per half cycle (default: 2 epochs' worth)")
     opt.add_argument("--gamma", type=decay_factor, default=None,
-                     help="step and exponential only: decay factor in (0, 1] (default: 0.1 for "
-                          "step, 0.9 for exponential)")
+                     help="step, exponential and multistep only: decay factor in (0, 1] "
+                          "(default: 0.1 for step and multistep, 0.9 for exponential)")
     opt.add_argument("--min-lr", type=nonnegative_float, default=None,
-                     help="cosine only: the floor the lr anneals to (default: 0)")
+                     help="cosine and warm-restarts only: the floor the lr anneals to "
+                          "(default: 0)")
+    opt.add_argument("--pct-start", type=open_fraction, default=None,
+                     help="onecycle only: fraction of the updates spent rising, in (0, 1) "
+                          "(default: 0.3)")
+    opt.add_argument("--anneal", choices=("cos", "linear"), default=None,
+                     help="onecycle only: the shape of each phase (default: cos)")
+    opt.add_argument("--div-factor", type=positive_float, default=None,
+                     help="onecycle only: the first lr is --lr / DIV (default: 25)")
+    opt.add_argument("--final-div-factor", type=positive_float, default=None,
+                     help="onecycle only: the last lr is the first / FINAL_DIV (default: 1e4)")
+    opt.add_argument("--three-phase", action="store_true", default=None,
+                     help="onecycle only: fall back to the first lr before the final "
+                          "annealing (default: off)")
+    opt.add_argument("--base-momentum", type=fraction, default=None,
+                     help="onecycle only: the momentum (SGD) or beta1 (Adam) at the lr peak "
+                          "(default: 0.85)")
+    opt.add_argument("--max-momentum", type=fraction, default=None,
+                     help="onecycle only: the momentum or beta1 at the start and end "
+                          "(default: 0.95)")
+    opt.add_argument("--no-cycle-momentum", action="store_true", default=None,
+                     help="onecycle only: leave the momentum alone (default: cycle it)")
+    opt.add_argument("--t0", type=positive_int, default=None,
+                     help="warm-restarts only: epochs of the first period (default: a third "
+                          "of --epochs, at least 1)")
+    opt.add_argument("--t-mult", type=positive_int, default=None,
+                     help="warm-restarts only: each period is T_MULT times the one before "
+                          "(default: 1)")
+    opt.add_argument("--milestones", type=milestones, default=None,
+                     help="multistep only: comma-separated epochs at which the lr is "
+                          "multiplied by --gamma, increasing, below --epochs (default: half "
+                          "and three quarters of --epochs)")
+    opt.add_argument("--power", type=positive_float, default=None,
+                     help="poly only: the exponent of the decay (default: 1, linear)")
     opt.add_argument("--max-lr", type=positive_float, default=None,
                      help="cyclic only: the peak lr (default: 10 x --lr)")
     opt.add_argument("--warmup", type=nonnegative_int, default=0,
@@ -286,18 +348,47 @@ def check_schedule_flags(args):
     --min-lr / --max-lr against --lr. Raises ValueError saying why."""
     schedule = args.schedule
     used = SCHEDULE_FLAGS[schedule]
-    for dest in ("step_size", "gamma", "min_lr", "max_lr"):
-        if getattr(args, dest) is not None and dest not in used:
+    every = sorted({dest for flags in SCHEDULE_FLAGS.values() for dest in flags})
+    for dest in every:
+        if getattr(args, dest, None) is not None and dest not in used:
             users = [s for s, flags in SCHEDULE_FLAGS.items() if dest in flags]
             raise ValueError(f"{_flag(dest)} is used by --schedule {' or '.join(users)} only; "
                              f"--schedule {schedule} would ignore it: drop it or change "
                              f"--schedule")
     if args.min_lr is None:
         args.min_lr = 0.0
-    if schedule == "cosine" and args.min_lr > args.lr:
+    if schedule in ("cosine", "warm-restarts") and args.min_lr > args.lr:
         raise ValueError(f"--min-lr ({args.min_lr:g}) must not exceed --lr ({args.lr:g})")
+    if schedule == "onecycle":
+        if getattr(args, "warmup", 0):
+            raise ValueError("--schedule onecycle warms up by itself (over --pct-start of the "
+                             "updates): drop --warmup")
+        if args.no_cycle_momentum and (args.base_momentum is not None
+                                       or args.max_momentum is not None):
+            raise ValueError("--base-momentum and --max-momentum set the momentum cycle, which "
+                             "--no-cycle-momentum turns off: drop one or the other")
+        low = 0.85 if args.base_momentum is None else args.base_momentum
+        high = 0.95 if args.max_momentum is None else args.max_momentum
+        if low > high:
+            raise ValueError(f"--base-momentum ({low:g}) must not exceed --max-momentum "
+                             f"({high:g})")
+    epochs = getattr(args, "epochs", None)
+    if schedule == "multistep" and args.milestones and epochs is not None \
+            and args.milestones[-1] >= epochs:
+        raise ValueError(f"--milestones {args.milestones[-1]} is not below --epochs {epochs}: "
+                         f"a milestone at or past the last epoch never changes the lr; drop it "
+                         f"or raise --epochs")
     if schedule == "cyclic" and args.max_lr is not None and args.max_lr < args.lr:
         raise ValueError(f"--max-lr ({args.max_lr:g}) must not be below --lr ({args.lr:g})")
+    return args
+
+
+def check_task_flags(args):
+    """Reject --data mnist with --task regression (MNIST's targets are class ids)."""
+    if getattr(args, "task", None) == "regression" and getattr(args, "data", None) == "mnist":
+        raise ValueError("--data mnist holds class ids, not real-valued targets: --task "
+                         "regression takes --data sample (datasets.make_regression) or an .npz "
+                         "file with real y")
     return args
 
 
@@ -314,6 +405,13 @@ def check_arguments(args):
     """
     if getattr(args, "command", None) not in CHECKED_COMMANDS:
         return args
+    check_task_flags(args)
+    if (getattr(args, "schedule", None) == "onecycle" and getattr(args, "momentum", None)
+            is not None and not getattr(args, "no_cycle_momentum", None)):
+        raise ValueError("--momentum would be replaced every update by --schedule onecycle's "
+                         "momentum cycle (--max-momentum 0.95 down to --base-momentum 0.85 and "
+                         "back): set those instead, or add --no-cycle-momentum to keep "
+                         "--momentum")
     if getattr(args, "optimizer", None) is not None and hasattr(args, "momentum"):
         check_optimizer_flags(args)
     if getattr(args, "schedule", None) is not None:

@@ -8,9 +8,10 @@ import numpy as np
 from .. import registry
 
 
-def load_npz(path):
+def load_npz(path, task="classification"):
     """(X, y, X_test, y_test) from an .npz file with arrays X and y (X_test, y_test optional,
-    else None); read with allow_pickle=False. Raises ValueError naming the file and the fix."""
+    else None); read with allow_pickle=False. y holds class ids, or real targets (N,) or
+    (N, k) for ``task="regression"``. Raises ValueError naming the file and the fix."""
     from .. import _validation as check
     how = "save your data with np.savez(path, X=X, y=y) (optionally X_test=..., y_test=...)"
     try:
@@ -37,15 +38,17 @@ def load_npz(path):
                     raise ValueError(f"--data {path}: array {key!r} cannot be read without "
                                      f"pickle ({error}); store numbers only") from None
     try:
+        targets = check.values if task == "regression" else check.labels
         X = check.features(f"{path}: X", arrays["X"])
-        y = check.labels(f"{path}: y", arrays["y"], X.shape[0])
+        y = targets(f"{path}: y", arrays["y"], X.shape[0])
         if "X_test" not in arrays:
             return X, y, None, None
         X_test = check.features(f"{path}: X_test", arrays["X_test"])
         if X_test.shape[1] != X.shape[1]:
             raise ValueError(f"{path}: X_test has {X_test.shape[1]} features but X has "
                              f"{X.shape[1]}")
-        y_test = check.labels(f"{path}: y_test", arrays["y_test"], X_test.shape[0])
+        y_test = targets(f"{path}: y_test", arrays["y_test"], X_test.shape[0],
+                         *([y.shape[1]] if task == "regression" else []))
     except (TypeError, ValueError) as error:
         raise ValueError(f"--data {error}") from None
     return X, y, X_test, y_test
@@ -54,11 +57,34 @@ def load_npz(path):
 def load_data(args):
     """(X, y, X_test, y_test) for --data: the bundled sample, full MNIST or the user's .npz."""
     from .. import datasets
+    task = getattr(args, "task", "classification")
+    if task == "regression":
+        if args.data == "sample":
+            return regression_sample()
+        return load_npz(args.data, task)
     if args.data == "sample":
         return datasets.load_mnist_sample()
     if args.data == "mnist":
         return datasets.load_mnist(data_dir=args.data_dir)
     return load_npz(args.data)
+
+
+REGRESSION_SAMPLE = dict(n_samples=10000, n_features=16, noise=0.1, seed=0)
+
+
+def regression_sample():
+    """(X, y, X_test, y_test): ``datasets.make_regression(**REGRESSION_SAMPLE)`` split 8000 / 2000,
+    what ``minigd train --task regression`` trains on with ``--data sample``."""
+    from .. import datasets
+    X, y = datasets.make_regression(**REGRESSION_SAMPLE)
+    return X[:8000], y[:8000], X[8000:], y[8000:]
+
+
+def n_outputs_of(task, y, y_test):
+    """The model's output width: the number of classes, or of target columns for regression."""
+    if task == "regression":
+        return 1 if y.ndim == 1 else y.shape[1]
+    return n_classes_of(y, y_test)
 
 
 def n_classes_of(y, y_test):
@@ -102,20 +128,42 @@ def make_optimizer(args, params, lr=None):
                                     **optimizer_options(args))
 
 
+def updates_per_epoch(args, n_samples):
+    """Updates in one epoch of ``n_samples`` rows: ceil(N / --batch-size), floor with
+    --drop-last, over --accumulate micro-batches per update when that flag exists."""
+    from ..data import iterations_per_epoch
+    group = args.batch_size * (getattr(args, "accumulate", None) or 1)
+    return max(1, iterations_per_epoch(n_samples, group, getattr(args, "drop_last", False)))
+
+
+def schedule_options(args):
+    """The keyword arguments of --schedule that its flags give (the flags not given are left
+    to registry.build_schedule's defaults)."""
+    from .args import SCHEDULE_FLAGS, SCHEDULE_KEYWORDS
+    options = {}
+    for dest in SCHEDULE_FLAGS[args.schedule]:
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        if dest == "no_cycle_momentum":
+            value = not value
+        options[SCHEDULE_KEYWORDS.get(dest, dest)] = value
+    return options
+
+
 def make_schedule(args, iterations_per_epoch):
-    """The --schedule (None for constant without warmup) with --warmup in front of it."""
+    """The --schedule (None for constant without warmup) with --warmup in front of it.
+
+    ``iterations_per_epoch`` is the number of updates per epoch (see :func:`updates_per_epoch`);
+    the schedule is ``registry.build_schedule(--schedule, --lr, ...)`` with the flags' options.
+    """
     lr, name = args.lr, args.schedule
     if name == "constant":
         schedule = None
     else:
-        arguments = {
-            "step": lambda: dict(lr=lr, step_size=args.step_size or 3, gamma=args.gamma or 0.1),
-            "exponential": lambda: dict(lr=lr, gamma=args.gamma or 0.9),
-            "cosine": lambda: dict(lr=lr, t_max=args.epochs, min_lr=args.min_lr or 0.0),
-            "cyclic": lambda: dict(base_lr=lr, max_lr=args.max_lr or 10 * lr,
-                                   step_size=args.step_size or 2 * iterations_per_epoch),
-        }[name]()
-        schedule = registry.get("schedule", name)(**arguments)
+        schedule = registry.build_schedule(name, lr, epochs=args.epochs,
+                                           updates_per_epoch=iterations_per_epoch,
+                                           **schedule_options(args))
     if args.warmup:
         if schedule is None:
             schedule = registry.get("schedule", "constant")(lr)

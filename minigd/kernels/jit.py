@@ -176,6 +176,24 @@ def softmax_cross_entropy(logits, labels, grad):
     return total_loss / count
 
 
+@numba.njit(**OPTIONS)
+def mse_loss(outputs, targets, grad):
+    """Mean squared error over all elements (torch MSELoss); grad = 2 (outputs - targets) / size.
+
+    One pass: each difference is squared into the sum (kept in the outputs' dtype, as the NumPy
+    reference's dot product is) and scaled into the gradient.
+    """
+    n, k = outputs.shape
+    size = n * k
+    total = grad.dtype.type(0)
+    scale = grad.dtype.type(2.0 / size)
+    for i in range(n):
+        for j in range(k):
+            d = outputs[i, j] - targets[i, j]
+            total += d * d
+            grad[i, j] = d * scale
+    return total / grad.dtype.type(size)
+
 # ---- optimizers ---------------------------------------------------------------------------------
 # Each update is one pass over the flat buffers. The parallel form is a plain ``prange`` over
 # elements: Numba's own chunking keeps the loop vectorised, where hand-cut ranges measured
