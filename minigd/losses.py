@@ -148,9 +148,7 @@ class SoftmaxCrossEntropy(Loss):
         copy (rows >= 0 summing to 1 within 1e-4); ValueError/TypeError otherwise."""
         if getattr(y, "ndim", np.ndim(y)) != 2:
             return super().check_targets(y, n_samples, n_outputs, name)
-        expected = (f"{type(self).__name__} takes integer class ids in [0, {n_outputs}) of "
-                    f"shape (N,), or class probabilities of shape (N, {n_outputs}) whose rows "
-                    f"are >= 0 and sum to 1")
+        expected = self.expected_targets(n_outputs)
         try:
             y = check.values(name, y, n_samples, n_outputs)
         except (TypeError, ValueError) as exc:
@@ -166,6 +164,12 @@ class SoftmaxCrossEntropy(Loss):
                 raise ValueError(f"{name} row {row} sums to {block[row - start].sum():.6g}, not "
                                  f"1. {expected}")
         return y
+
+    def expected_targets(self, n_outputs):
+        """One sentence: the targets this loss takes (class ids or class probabilities)."""
+        return (f"Loss {type(self).__name__} takes integer class ids in [0, {n_outputs}) of "
+                f"shape (N,), or class probabilities of shape (N, {n_outputs}) whose rows are "
+                f">= 0 and sum to 1")
 
     def value_and_grad_into(self, outputs, targets, grad_out, kernels):
         """Mean loss; the gradient goes into ``grad_out`` through the backend's fused kernel

@@ -203,7 +203,8 @@ def add_model_arguments(p):
                        help="Dropout(P) after each hidden activation, P in [0, 1) (default: 0, "
                             "none)")
     model.add_argument("--batch-norm", action="store_true",
-                       help="BatchNorm between each hidden Dense layer and its activation")
+                       help="BatchNorm between each hidden Dense layer and its activation "
+                            "(default: off)")
     return model
 
 
