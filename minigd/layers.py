@@ -636,11 +636,72 @@ class BatchNorm(Layer):
         return (self._invstd / n) * (n * dxhat - dxhat.sum(axis=0)
                                      - self._xhat * (dxhat * self._xhat).sum(axis=0))
 
+    def allocate(self, capacity, in_features, dtype):
+        rows = lambda: np.empty((capacity, self.num_features), dtype=dtype)
+        self._out, self._dx, self._xhat_buf, self._tmp = rows(), rows(), rows(), rows()
+        vector = lambda: np.empty(self.num_features, dtype=dtype)
+        self._mean, self._var, self._inv, self._s1, self._s2 = (vector() for _ in range(5))
+
     def forward_batch(self, x, kernels):
-        return np.ascontiguousarray(self.forward(x), dtype=x.dtype)
+        """As :meth:`forward`, into buffers reused from batch to batch (no allocation)."""
+        self._check(x)
+        n = x.shape[0]
+        xhat, tmp, inv = self._xhat_buf[:n], self._tmp[:n], self._inv
+        rm, rv = self.running_mean.value, self.running_var.value
+        if self.training:
+            mean, var, m = self._mean, self._var, self.momentum
+            np.mean(x, axis=0, out=mean)
+            np.subtract(x, mean, out=xhat)
+            np.multiply(xhat, xhat, out=tmp)
+            np.sum(tmp, axis=0, out=var)
+            var /= n
+            np.multiply(mean, m, out=self._s1)
+            rm *= 1.0 - m
+            rm += self._s1
+            np.multiply(var, m * n / (n - 1), out=self._s1)
+            rv *= 1.0 - m
+            rv += self._s1
+        else:
+            np.subtract(x, rm, out=xhat)
+            var = rv
+        np.add(var, self.eps, out=inv)
+        np.sqrt(inv, out=inv)
+        np.divide(1.0, inv, out=inv)
+        xhat *= inv
+        self._xhat, self._invstd = xhat, inv
+        out = self._out[:n]
+        if self.affine:
+            np.multiply(xhat, self.weight.value, out=out)
+            out += self.bias.value
+        else:
+            out[...] = xhat
+        return out
 
     def backward_batch(self, dy, kernels, need_dx):
-        return np.ascontiguousarray(self.backward(dy), dtype=dy.dtype)
+        """As :meth:`backward`, into reused buffers."""
+        n = dy.shape[0]
+        xhat, tmp, dx = self._xhat, self._tmp[:n], self._dx[:n]
+        if self.affine:
+            np.multiply(dy, xhat, out=tmp)
+            np.sum(tmp, axis=0, out=self.weight.grad)
+            np.sum(dy, axis=0, out=self.bias.grad)
+            np.multiply(dy, self.weight.value, out=dx)
+        else:
+            dx[...] = dy
+        if not self.training:
+            dx *= self._invstd
+            return dx
+        s1, s2 = self._s1, self._s2
+        np.sum(dx, axis=0, out=s1)
+        np.multiply(dx, xhat, out=tmp)
+        np.sum(tmp, axis=0, out=s2)
+        dx *= n
+        dx -= s1
+        np.multiply(xhat, s2, out=tmp)
+        dx -= tmp
+        np.multiply(self._invstd, 1.0 / n, out=s1)
+        dx *= s1
+        return dx
 
     def clone(self):
         return BatchNorm(self.num_features, momentum=self.momentum, eps=self.eps,

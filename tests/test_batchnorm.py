@@ -108,3 +108,25 @@ def test_torch_batchnorm_network_30_sgd_steps_float64():
     net.eval()
     np.testing.assert_allclose(model.predict_logits(X), net(Xt).detach().numpy(), **tol)
     assert abs(state["1.running_var"] - 1).max() > 0.1       # the stats did move
+
+
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("training", [True, False])
+def test_engine_path_matches_the_numpy_path(affine, training):
+    rng = np.random.default_rng(5)
+    x = rng.normal(2.0, 3.0, size=(9, 4))
+    dy = rng.normal(size=(9, 4))
+    a, b = (mg.Sequential(mg.BatchNorm(4, affine=affine), seed=0, dtype=np.float64)
+            for _ in range(2))
+    for model in (a, b):
+        model.buffers()[1].value[...] = 1.5
+        model.train(training)
+    fast = a.forward_batch(x).copy()
+    dx_fast = a.backward_batch(dy, need_dx=True).copy()
+    slow = b.layers[0].forward(x)
+    dx_slow = b.layers[0].backward(dy)
+    np.testing.assert_allclose(fast, slow, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dx_fast, dx_slow, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(a.flat_grads, b.flat_grads, rtol=1e-12, atol=1e-12)
+    for (_, p), (_, q) in zip(a.named_buffers(), b.named_buffers()):
+        np.testing.assert_allclose(p.value, q.value, rtol=1e-12)
