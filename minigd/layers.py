@@ -477,7 +477,9 @@ class Dropout(Layer):
     seeded from the model's seed when the model is built.
 
     Cost: Dropout has no fused kernel, so ``fit`` runs one Python iteration per update for a
-    model holding it (see ``benchmarks/blocks.py`` for the epoch time against the fused path).
+    model holding it. ``benchmarks/blocks.py`` (784-128-10, batch 64, MNIST sample, numba, a
+    loaded 2-core machine): 0.34 s/epoch fused, 0.82 s per-iteration without Dropout, 0.74 s
+    with Dropout(0.2): about 2x the fused epoch, almost all of it the per-iteration path.
 
     Parameters
     ----------
@@ -565,7 +567,9 @@ class BatchNorm(Layer):
     a ValueError, as in torch.
 
     Cost: BatchNorm has no fused kernel, so ``fit`` runs one Python iteration per update for a
-    model holding it (see ``benchmarks/blocks.py``).
+    model holding it. ``benchmarks/blocks.py`` (784-128-10, batch 64, MNIST sample, numba, a
+    loaded 2-core machine): 0.34 s/epoch fused, 0.65 s with BatchNorm, 0.88 s with BatchNorm
+    and Dropout: about 2-2.5x the fused epoch, almost all of it the per-iteration path.
 
     Parameters
     ----------
