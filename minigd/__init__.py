@@ -12,7 +12,8 @@ from .experiments import (GradientNoiseScale, LRRangeResult, MLPBuilder, NoiseSc
 from .explore import explore
 from .gradcheck import GradcheckResult, gradcheck
 from .history import History
-from .layers import Activation, Buffer, Dense, Layer, Parameter, ReLU, Sigmoid, Tanh
+from .layers import (Activation, BatchNorm, Buffer, Dense, Dropout, Flatten, Layer, Parameter,
+                     ReLU, Sigmoid, Tanh)
 from .liveplot import LivePlot
 from .losses import Loss, MSELoss, SoftmaxCrossEntropy
 from .metrics import accuracy, evaluate
@@ -27,15 +28,16 @@ from .training import DivergenceError, TrainingState, fit
 __version__ = "0.1.0"
 
 __all__ = [
-    "Activation", "Adam", "AdamW", "BatchIterator", "Buffer", "Callback", "Chain", "Checkpoint",
-    "Constant", "CosineAnnealing", "CosineWarmRestarts", "CyclicLR", "Dense", "DivergenceError",
-    "EarlyStopping", "EvaluateEvery", "ExponentialDecay", "GradcheckResult", "GradientNoiseScale",
-    "History", "LRRangeResult", "Layer", "LivePlot", "Loss", "MLPBuilder", "MLPClassifier",
-    "MLPRegressor", "MSELoss", "MultiStepDecay", "NoiseScaleEstimate", "OneCycle", "Optimizer",
-    "Parameter", "PolynomialDecay", "ReLU", "ReduceLROnPlateau", "SGD", "Schedule", "Sequential",
-    "Sigmoid", "SoftmaxCrossEntropy", "StepDecay", "SweepResult", "Tanh", "TrainingState",
-    "Warmup", "accuracy", "datasets", "evaluate", "explore", "fit", "get_backend", "gradcheck",
-    "gradient_noise_scale", "linear_scaling", "load_checkpoint", "lr_range_test",
-    "noise_scale_from_norms", "plot", "registry", "save_checkpoint", "schedules", "set_backend",
-    "sqrt_scaling", "sweep", "use_backend",
+    "Activation", "Adam", "AdamW", "BatchIterator", "BatchNorm", "Buffer", "Callback", "Chain",
+    "Checkpoint", "Constant", "CosineAnnealing", "CosineWarmRestarts", "CyclicLR", "Dense",
+    "DivergenceError", "Dropout", "EarlyStopping", "EvaluateEvery", "ExponentialDecay", "Flatten",
+    "GradcheckResult", "GradientNoiseScale", "History", "LRRangeResult", "Layer", "LivePlot",
+    "Loss", "MLPBuilder", "MLPClassifier", "MLPRegressor", "MSELoss", "MultiStepDecay",
+    "NoiseScaleEstimate", "OneCycle", "Optimizer", "Parameter", "PolynomialDecay", "ReLU",
+    "ReduceLROnPlateau", "SGD", "Schedule", "Sequential", "Sigmoid", "SoftmaxCrossEntropy",
+    "StepDecay", "SweepResult", "Tanh", "TrainingState", "Warmup", "accuracy", "datasets",
+    "evaluate", "explore", "fit", "get_backend", "gradcheck", "gradient_noise_scale",
+    "linear_scaling", "load_checkpoint", "lr_range_test", "noise_scale_from_norms", "plot",
+    "registry", "save_checkpoint", "schedules", "set_backend", "sqrt_scaling", "sweep",
+    "use_backend",
 ]

@@ -25,7 +25,15 @@ from .schedules import as_batch_size_schedule, as_schedule
 from .training import fit as _fit
 
 _PARAMS = ("hidden", "activation", "init", "optimizer", "lr", "momentum", "batch_size", "epochs",
-           "schedule", "schedule_options", "seed", "dtype", "verbose")
+           "schedule", "schedule_options", "seed", "dtype", "verbose", "dropout", "batch_norm")
+
+
+def _block_options(dropout, batch_norm):
+    """{"dropout": float in [0, 1), "batch_norm": bool}, checked (ValueError/TypeError)."""
+    if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) \
+            or not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be a float in [0, 1), got {dropout!r}")
+    return {"dropout": float(dropout), "batch_norm": check.boolean("batch_norm", batch_norm)}
 
 
 class DataConversionWarning(UserWarning):
@@ -322,14 +330,16 @@ class _MLPEstimator:
                 "optimizer": optimizer, "lr": lr, "momentum": momentum, "batch_size": batch_size,
                 "epochs": epochs, "schedule": schedule,
                 "schedule_options": dict(options or {}), "seed": int(seed), "dtype": dtype,
-                "verbose": check.choice("verbose", self.verbose, (0, 1, 2))}
+                "verbose": check.choice("verbose", self.verbose, (0, 1, 2)),
+                **_block_options(self.dropout, self.batch_norm)}
 
     @staticmethod
     def _build_model(n_features, n_outputs, config, seed):
         return registry.build_mlp(n_features, config["hidden"], n_outputs,
                                   activation=config["activation"],
                                   init=config.get("init", "he"), seed=seed,
-                                  dtype=config["dtype"])
+                                  dtype=config["dtype"], dropout=config.get("dropout", 0.0),
+                                  batch_norm=config.get("batch_norm", False))
 
     @staticmethod
     def _build_optimizer(model, config):
@@ -389,6 +399,8 @@ class MLPClassifier(_MLPEstimator):
         one seed give bit-identical models (None: fresh entropy per fit)
     dtype : "float32" (default) or "float64"
     verbose : 0 (default), 1 or 2, as ``minigd.fit``
+    dropout : float in [0, 1), default 0.0; a Dropout after each hidden activation
+    batch_norm : bool, default False; a BatchNorm before each hidden activation
 
     Attributes after fit: classes_, n_features_in_, model_ (the Sequential), optimizer_,
     history_ (the minigd History), n_iter_ (epochs trained), loss_curve_ (train loss per epoch),
@@ -409,7 +421,7 @@ class MLPClassifier(_MLPEstimator):
 
     def __init__(self, hidden=(128,), activation="relu", optimizer="sgd", lr=0.1, momentum=0.0,
                  batch_size=64, epochs=10, schedule=None, seed=None, dtype="float32", verbose=0,
-                 init="he", schedule_options=None):
+                 init="he", schedule_options=None, dropout=0.0, batch_norm=False):
         self._store(locals())
 
     def __sklearn_tags__(self):
@@ -526,6 +538,8 @@ class MLPRegressor(_MLPEstimator):
         one seed give bit-identical models (None: fresh entropy per fit)
     dtype : "float32" (default) or "float64"
     verbose : 0 (default), 1 or 2, as ``minigd.fit``
+    dropout : float in [0, 1), default 0.0; a Dropout after each hidden activation
+    batch_norm : bool, default False; a BatchNorm before each hidden activation
 
     Attributes after fit: n_features_in_, n_outputs_, model_ (the Sequential), optimizer_,
     history_ (the minigd History), n_iter_ (epochs trained), loss_curve_ (train MSE per epoch),
@@ -546,7 +560,8 @@ class MLPRegressor(_MLPEstimator):
 
     def __init__(self, hidden=(100,), activation="relu", optimizer="adam", lr=0.001,
                  momentum=0.0, batch_size=32, epochs=100, schedule=None, seed=None,
-                 dtype="float32", verbose=0, init="he", schedule_options=None):
+                 dtype="float32", verbose=0, init="he", schedule_options=None, dropout=0.0,
+                 batch_norm=False):
         self._store(locals())
 
     def __sklearn_tags__(self):

@@ -120,7 +120,7 @@ def test_clone_and_params_round_trip():
     assert params["hidden"] == (16, 8) and params["lr"] == 0.03 and params["seed"] == 5
     assert set(params) == {"hidden", "activation", "init", "optimizer", "lr", "momentum",
                            "batch_size", "epochs", "schedule", "schedule_options", "seed",
-                           "dtype", "verbose"}
+                           "dtype", "verbose", "dropout", "batch_norm"}
     twin = clone(clf)
     assert twin is not clf and twin.get_params()["hidden"] == (16, 8)
     assert repr(twin) == ("MLPClassifier(hidden=(16, 8), lr=0.03, schedule=StepDecay(unit='epoch', "

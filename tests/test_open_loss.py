@@ -166,7 +166,9 @@ def test_memmap_float_targets_are_gathered_not_copied(tmp_path):
     (MSE(), np.full((120, 2), np.nan), r"NaN.*Loss MSE"),
     (MyCrossEntropy(), np.full(120, 2), r"class id 2 but the model has 2 outputs.*Loss "
                                         r"MyCrossEntropy takes integer class ids in \[0, 2\)"),
-    (mg.SoftmaxCrossEntropy(), np.zeros((120, 2)), r"must be 1-D.*Loss SoftmaxCrossEntropy"),
+    (mg.SoftmaxCrossEntropy(), np.zeros((120, 2)), r"row 0 sums to 0, not 1.*SoftmaxCrossEntropy "
+                                                   r"takes integer class ids.*or class probab"),
+    (mg.SoftmaxCrossEntropy(), np.zeros((120, 2, 1)), r"must be 1-D.*Loss SoftmaxCrossEntropy"),
 ])
 def test_bad_targets_name_the_loss_and_the_expected_form(loss, y, match):
     X, _ = regression_data()
