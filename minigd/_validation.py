@@ -176,3 +176,34 @@ def labels(name, y, n_samples=None, n_classes=None):
         raise ValueError(f"{name} has class id {high} but the model has {n_classes} outputs "
                          f"(ids must be in [0, {n_classes - 1}])")
     return y
+
+
+def values(name, y, n_samples=None, n_outputs=None):
+    """Real-valued targets of shape (n,) or (n, n_outputs), finite, returned without copying.
+
+    A 1-D y (one output) comes back as an (n, 1) view, so targets have the outputs' shape.
+    """
+    _reject_tensor(name, y)
+    if not hasattr(y, "shape") or not hasattr(y, "dtype"):
+        y = _as_array(name, y)
+    if y.dtype == np.bool_ or not (np.issubdtype(y.dtype, np.integer)
+                                   or np.issubdtype(y.dtype, np.floating)):
+        raise TypeError(f"{name} must hold real numbers, got dtype {y.dtype}")
+    if len(y.shape) not in (1, 2):
+        raise ValueError(f"{name} must be 1-D (N,) or 2-D (N, outputs), got shape "
+                         f"{tuple(y.shape)}")
+    if n_samples is not None and y.shape[0] != n_samples:
+        raise ValueError(f"{name} has {y.shape[0]} targets but X has {n_samples} samples")
+    if y.shape[0] == 0:
+        raise ValueError(f"{name} is empty")
+    y = np.asarray(y) if not isinstance(y, np.ndarray) else y
+    if y.ndim == 1:
+        y = y.reshape(-1, 1)
+    if n_outputs is not None and y.shape[1] != n_outputs:
+        raise ValueError(f"{name} has {y.shape[1]} target column(s) but the model has "
+                         f"{n_outputs} outputs")
+    if np.issubdtype(y.dtype, np.floating):
+        bad = _first_non_finite_row(y)
+        if bad is not None:
+            raise ValueError(f"{name} contains NaN or inf (first in row {bad})")
+    return y

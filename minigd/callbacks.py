@@ -10,6 +10,7 @@ import math
 import warnings
 
 from . import _validation as check
+from .losses import Loss
 
 
 class Callback:
@@ -72,6 +73,48 @@ def warn_foreign_hooks(callback):
 
 
 MONITORS = ("val_loss", "val_accuracy", "train_loss")
+MAXIMIZED = ("accuracy", "r2")     # metrics where higher is better (mode="auto" picks "max")
+
+
+def _loss_classes(cls=Loss):
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _loss_classes(sub)
+
+
+def known_monitors():
+    """Every name an epoch can record for the losses defined so far: train_loss, val_loss and
+    val_<metric> for each metric of each Loss class (the built-ins' and yours)."""
+    names = ["train_loss", "val_loss"]
+    for cls in [Loss, *_loss_classes()]:
+        try:
+            metrics = cls.__new__(cls).metric_names
+        except Exception:           # a metric_names property that needs __init__: check later
+            continue
+        names += [f"val_{m}" for m in metrics if f"val_{m}" not in names]
+    return tuple(names)
+
+
+def _check_monitor(monitor):
+    """A str naming a value some loss records; the exact check is at the start of fit."""
+    if not isinstance(monitor, str):
+        raise TypeError(f"monitor must be a str such as 'val_loss', got {type(monitor).__name__}")
+    known = known_monitors()
+    if monitor not in known:
+        raise ValueError(f"monitor must be one of the values an epoch records: {known}, got "
+                         f"{monitor!r}")
+    return monitor
+
+
+def check_recorded(monitor, state):
+    """ValueError unless this run's epochs record ``monitor`` (listing what they record), or
+    when it is a validation value and fit has no validation_data."""
+    recorded = state.history.monitorable
+    if monitor not in recorded:
+        raise ValueError(f"monitor={monitor!r} is not recorded by this run (loss "
+                         f"{type(state.loss).__name__}); its epochs record {recorded}")
+    if monitor.startswith("val_") and not state.has_validation:
+        raise ValueError(f"monitor={monitor!r} needs validation_data in fit()")
 
 
 def _monitored(state, monitor):
@@ -84,7 +127,7 @@ def _monitored(state, monitor):
 def _mode(monitor, mode):
     check.choice("mode", mode, ("auto", "min", "max"))
     if mode == "auto":
-        return "max" if "accuracy" in monitor else "min"
+        return "max" if any(monitor.endswith(m) for m in MAXIMIZED) else "min"
     return mode
 
 
@@ -98,11 +141,13 @@ class EarlyStopping(Callback):
 
     Parameters
     ----------
-    monitor : {"val_loss", "val_accuracy", "train_loss"}, default "val_loss"
+    monitor : str, default "val_loss": any value the epoch records: "train_loss", "val_loss",
+        or "val_<metric>" of the loss ("val_accuracy"; "val_mse", "val_r2" for regression).
+        Checked against the loss's record when fit starts (ValueError listing the names).
     patience : int >= 1, default 5
     min_delta : float >= 0, default 0
     restore_best : bool, default True
-    mode : {"auto", "min", "max"}, default "auto"
+    mode : {"auto", "min", "max"}, default "auto" ("max" for accuracy and r2, else "min")
 
     ``update(value) -> bool`` feeds one epoch's value by hand (True when it is the new best),
     for use and testing without training.
@@ -110,7 +155,7 @@ class EarlyStopping(Callback):
 
     def __init__(self, monitor="val_loss", patience=5, min_delta=0.0, restore_best=True,
                  mode="auto"):
-        self.monitor = check.choice("monitor", monitor, MONITORS)
+        self.monitor = _check_monitor(monitor)
         self.patience = check.positive_int("patience", patience)
         self.min_delta = check.non_negative("min_delta", min_delta)
         self.restore_best = check.boolean("restore_best", restore_best)
@@ -145,7 +190,20 @@ class EarlyStopping(Callback):
         return False
 
     def on_train_begin(self, state):
+        check_recorded(self.monitor, state)
         self.reset()
+
+    def state_dict(self):
+        """Counters, best value and (with restore_best) the best weights, for checkpoints."""
+        return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait,
+                "stopped_epoch": self.stopped_epoch, "should_stop": self.should_stop,
+                "_epoch": self._epoch, "best_weights": self.best_weights}
+
+    def load_state_dict(self, state):
+        """Continue from :meth:`state_dict`'s values."""
+        self.best, self.best_epoch, self.wait = state["best"], state["best_epoch"], state["wait"]
+        self.stopped_epoch, self.should_stop = state["stopped_epoch"], state["should_stop"]
+        self._epoch, self.best_weights = state["_epoch"], state["best_weights"]
 
     def on_epoch_end(self, state):
         self._epoch = state.epoch - 1
@@ -179,7 +237,7 @@ class ReduceLROnPlateau(Callback):
 
     def __init__(self, monitor="val_loss", factor=0.1, patience=10, threshold=1e-4,
                  threshold_mode="rel", cooldown=0, min_lr=0.0, eps=1e-8, mode="auto"):
-        self.monitor = check.choice("monitor", monitor, MONITORS)
+        self.monitor = _check_monitor(monitor)
         self.factor = check.real("factor", factor, low=0.0, high=1.0, low_open=True,
                                  high_open=True)
         self.patience = check.non_negative_int("patience", patience)
@@ -226,7 +284,19 @@ class ReduceLROnPlateau(Callback):
         return lr
 
     def on_train_begin(self, state):
+        check_recorded(self.monitor, state)
         self.reset()
+
+    def state_dict(self):
+        """Best value, counters and the reductions so far, for checkpoints."""
+        return {"best": self.best, "num_bad_epochs": self.num_bad_epochs,
+                "cooldown_counter": self.cooldown_counter, "reductions": list(self.reductions)}
+
+    def load_state_dict(self, state):
+        """Continue from :meth:`state_dict`'s values."""
+        self.best, self.num_bad_epochs = state["best"], state["num_bad_epochs"]
+        self.cooldown_counter = state["cooldown_counter"]
+        self.reductions = [tuple(r) for r in state["reductions"]]
 
     def on_epoch_end(self, state):
         lr = state.current_lr

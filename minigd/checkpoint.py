@@ -1,4 +1,5 @@
-"""Checkpoints: model, optimizer, history and training position in one ``.npz``, without pickle.
+"""The checkpoint file format: model, optimizer, history, training position and callback state in
+one ``.npz``, without pickle. (``fit``'s resume machinery lives in :mod:`minigd.resume`.)
 
 A checkpoint is an ``np.savez`` archive read back with ``np.load(allow_pickle=False)``:
 
@@ -24,9 +25,8 @@ import zipfile
 
 import numpy as np
 
-from . import _validation as check
 from ._io import atomic_open
-from .callbacks import Callback, EarlyStopping, ReduceLROnPlateau
+from .callbacks import Callback
 from .history import History
 from .layers import Dense
 from .model import Sequential
@@ -36,14 +36,6 @@ FORMAT = "minigd-checkpoint"
 VERSION = 1
 _INT_FIELDS = ("epoch", "iteration", "step", "batch_size")
 _FLOAT_FIELDS = ("lr", "loss")
-_POSITION = {"epochs_done", "iteration", "step", "epochs", "lr_scale", "current_lr", "base_lr",
-             "stop_training", "iterator"}
-_ITERATOR_FACTS = {"seed", "batch_size", "shuffle", "drop_last", "n_samples", "n_features"}
-_CALLBACK_FIELDS = {
-    EarlyStopping: ("best", "best_epoch", "wait", "stopped_epoch", "should_stop", "_epoch",
-                    "best_weights"),
-    ReduceLROnPlateau: ("best", "num_bad_epochs", "cooldown_counter", "reductions"),
-}
 
 
 # ---- writing --------------------------------------------------------------------------------
@@ -61,9 +53,10 @@ def save_checkpoint(path, model, optimizer=None, *, history=None, training=None,
     history : History or None, default None
     training : JSON-serialisable dict or None, default None (``fit`` stores its position here)
     callbacks : iterable of Callback, default ()
-        EarlyStopping and ReduceLROnPlateau save their counters (and best weights); a callback
-        of your own is saved when it has ``state_dict()`` (JSON values and numpy arrays) and
-        ``load_state_dict(d)``; others hold no state worth saving and are skipped.
+        Each callback with ``state_dict()`` (JSON values, numpy arrays, dicts of arrays) and
+        ``load_state_dict(d)`` is saved: EarlyStopping and ReduceLROnPlateau (counters, best
+        weights) and any of your own; others hold no state worth saving and are skipped
+        (:func:`stateful_callbacks`).
 
     Example
     -------
@@ -71,7 +64,7 @@ def save_checkpoint(path, model, optimizer=None, *, history=None, training=None,
     >>> ckpt = mg.load_checkpoint("run.npz")
     >>> ckpt.restore(model, optimizer)
     """
-    path = _check_path(path)
+    path = check_path(path)
     if not isinstance(model, Sequential):
         raise TypeError(f"model must be a minigd Sequential, got {type(model).__name__}")
     if optimizer is not None:
@@ -97,8 +90,8 @@ def save_checkpoint(path, model, optimizer=None, *, history=None, training=None,
     if history is not None:
         meta["history"], history_arrays = _encode_history(history)
         arrays.update(history_arrays)
-    for i, cb in enumerate(c for c in callbacks if _is_stateful(c)):
-        encoded = _encode(_callback_state(cb), f"callbacks/{i}", arrays)
+    for i, cb in enumerate(stateful_callbacks(callbacks)):
+        encoded = _encode(dict(cb.state_dict()), f"callbacks/{i}", arrays)
         meta["callbacks"].append({"type": type(cb).__name__, "state": encoded})
     try:
         text = json.dumps(meta, default=_json_scalar)
@@ -127,7 +120,8 @@ def _json_scalar(value):
     raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
 
 
-def _check_path(path):
+def check_path(path):
+    """``path`` as a str (os.fspath); TypeError unless it is a str or os.PathLike."""
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
     return os.fspath(path)
@@ -149,25 +143,21 @@ def _digest(metadata, arrays):
 
 
 def _encode_history(history):
+    state = history.state_dict()
     arrays = {}
     for field in _INT_FIELDS + _FLOAT_FIELDS:
         dtype = np.int64 if field in _INT_FIELDS else np.float64
-        arrays[f"history/{field}"] = np.asarray(history.iterations[field], dtype=dtype)
-    meta = {"epochs": history.epochs, "diverged": history.diverged,
-            "divergence": history.divergence, "stopped_early": history.stopped_early}
+        arrays[f"history/{field}"] = np.asarray(state["iterations"][field], dtype=dtype)
+    meta = {"epochs": state["epochs"], "diverged": state["diverged"],
+            "divergence": state["divergence"], "stopped_early": state["stopped_early"]}
     return meta, arrays
 
 
-def _is_stateful(cb):
-    return type(cb) in _CALLBACK_FIELDS or (callable(getattr(cb, "state_dict", None))
-                                            and callable(getattr(cb, "load_state_dict", None)))
-
-
-def _callback_state(cb):
-    fields = _CALLBACK_FIELDS.get(type(cb))
-    if fields is None:
-        return dict(cb.state_dict())
-    return {name: getattr(cb, name) for name in fields}
+def stateful_callbacks(callbacks):
+    """The callbacks a checkpoint saves, in order: those with callable ``state_dict`` and
+    ``load_state_dict`` (EarlyStopping, ReduceLROnPlateau, and yours that define both)."""
+    return [cb for cb in callbacks if callable(getattr(cb, "state_dict", None))
+            and callable(getattr(cb, "load_state_dict", None))]
 
 
 def _encode(state, prefix, arrays):
@@ -275,7 +265,7 @@ def load_checkpoint(path):
     >>> ckpt = mg.load_checkpoint("run.npz")
     >>> ckpt.restore(model, optimizer); ckpt.history
     """
-    path = _check_path(path)
+    path = check_path(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
@@ -437,122 +427,3 @@ def _decode_history(meta, arrays):
     return History.from_dict({"iterations": iterations, "epochs": meta["epochs"],
                               "diverged": meta["diverged"], "divergence": meta["divergence"],
                               "stopped_early": meta["stopped_early"]})
-
-
-# ---- fit(checkpoint=..., resume=..., checkpoint_every=...) ------------------------------------
-def _iterator_facts(iterator):
-    return {"seed": iterator.seed, "batch_size": iterator.batch_size, "shuffle": iterator.shuffle,
-            "drop_last": iterator.drop_last, "n_samples": iterator.n_samples,
-            "n_features": int(iterator.X.shape[1])}
-
-
-class _Checkpointer(Callback):
-    """fit's saver: at the end of every epoch and, with ``every``, after every ``every`` updates.
-
-    Runs after the user's callbacks, so a save holds their state after the epoch.
-    """
-
-    def __init__(self, path, every, callbacks):
-        self.path, self.every, self.callbacks = path, every, callbacks
-        self.pending = None
-
-    @property
-    def per_iteration(self):
-        return self.every is not None
-
-    def on_train_begin(self, state):
-        if self.pending:
-            stateful = [cb for cb in self.callbacks if _is_stateful(cb)]
-            for cb, saved in zip(stateful, self.pending):
-                _load_callback_state(cb, saved["state"])
-        self.pending = None
-
-    def on_iteration_end(self, state):
-        if state.step % self.every == 0 and state.iteration < len(state.iterator):
-            self.save(state, epochs_done=state.epoch - 1, iteration=state.iteration)
-
-    def on_epoch_end(self, state):
-        self.save(state, epochs_done=state.epoch, iteration=0)
-
-    def save(self, state, epochs_done, iteration):
-        schedule = state.schedule
-        training = {"epochs_done": epochs_done, "iteration": iteration, "step": state.step,
-                    "epochs": state.epochs, "lr_scale": state.lr_scale,
-                    "current_lr": state.current_lr, "base_lr": state.base_lr,
-                    "stop_training": bool(state.stop_training),
-                    "schedule": None if schedule is None else repr(schedule),
-                    "schedule_t": None if schedule is None else (
-                        epochs_done if schedule.unit == "epoch" else state.step),
-                    "iterator": _iterator_facts(state.iterator)}
-        save_checkpoint(self.path, state.model, state.optimizer, history=state.history,
-                        training=training, callbacks=self.callbacks)
-
-
-def _load_callback_state(cb, state):
-    if type(cb) not in _CALLBACK_FIELDS:
-        cb.load_state_dict(state)
-        return
-    for name, value in state.items():
-        if name == "reductions":
-            value = [tuple(r) for r in value]
-        setattr(cb, name, value)
-
-
-def checkpoint_callback(state, callbacks, path, resume, every, seed, verbose):
-    """fit's checkpoint options: check them, resume ``state`` from ``path`` when asked, and
-    return the saving callback (None without a path). Nothing changes when a check fails."""
-    resume = check.boolean("resume", resume)
-    if every is not None:
-        every = check.positive_int("checkpoint_every", every)
-    if path is None:
-        if resume or every is not None:
-            raise ValueError("resume and checkpoint_every need checkpoint=<path>")
-        return None
-    path = _check_path(path)
-    saver = _Checkpointer(path, every, callbacks)
-    if not resume:
-        return saver
-    if not os.path.exists(path):
-        if verbose:
-            print(f"no checkpoint at {path}: starting from epoch 1")
-        return saver
-    ckpt = load_checkpoint(path)
-    t = ckpt.training
-    if not isinstance(t, dict) or not _POSITION <= set(t) or ckpt.history is None:
-        raise ValueError(f"checkpoint {path} holds no training position (it was not written by "
-                         f"fit); load it with mg.load_checkpoint and restore() instead")
-    if not (isinstance(t["iterator"], dict) and _ITERATOR_FACTS <= set(t["iterator"])
-            and all(_is_int(t[k]) and t[k] >= 0 for k in ("epochs_done", "iteration", "step"))):
-        raise ValueError(f"checkpoint {path} holds a malformed training position")
-    _check_same_run(path, t, state, seed)
-    stateful = [type(cb).__name__ for cb in callbacks if _is_stateful(cb)]
-    if stateful != [c["type"] for c in ckpt.callbacks]:
-        raise ValueError(f"checkpoint {path} was written with callbacks "
-                         f"{[c['type'] for c in ckpt.callbacks]}, this call has {stateful}")
-    ckpt.restore(state.model, state.optimizer)
-    state.history, state.epoch, state.step = ckpt.history, t["epochs_done"], t["step"]
-    state.start_iteration = state.iteration = t["iteration"]
-    state.lr_scale = t["lr_scale"]
-    state.current_lr, state.base_lr = t["current_lr"], t["base_lr"]
-    state.stop_training = t["stop_training"]
-    state.iterator.seed = t["iterator"]["seed"]
-    saver.pending = ckpt.callbacks
-    if verbose:
-        print(f"resumed from {path}: {t['epochs_done']} epochs + {t['iteration']} iterations "
-              f"done ({t['step']} updates)")
-    return saver
-
-
-def _check_same_run(path, t, state, seed):
-    saved, now = t["iterator"], _iterator_facts(state.iterator)
-    if seed is not None and seed != saved["seed"]:
-        raise ValueError(f"checkpoint {path} was written with seed={saved['seed']}, this call "
-                         f"has seed={seed}: pass the same seed (or None) to resume")
-    for key in ("batch_size", "shuffle", "drop_last", "n_samples", "n_features"):
-        if saved[key] != now[key]:
-            raise ValueError(f"checkpoint {path} was written with {key}={saved[key]}, this call "
-                             f"has {key}={now[key]}: resuming needs the same data and batching")
-    needed = t["epochs_done"] + (1 if t["iteration"] else 0)
-    if state.epochs < needed:
-        raise ValueError(f"epochs={state.epochs} but checkpoint {path} is already into epoch "
-                         f"{needed}: epochs is the total number of epochs, pass epochs >= {needed}")

@@ -51,7 +51,8 @@ class BatchIterator:
     Parameters
     ----------
     X : array-like of shape (N, features)  (ndarray, memmap, or any integer-array indexable)
-    y : array-like of shape (N,), integer class ids
+    y : array-like of shape (N,): integer class ids; with ``target_kind="values"`` real numbers
+        of shape (N,) or (N, k) (an ndarray or memmap, only indexed, never copied)
     batch_size : int >= 1
     shuffle : bool, default True
     drop_last : bool, default False
@@ -64,6 +65,9 @@ class BatchIterator:
         The older spelling, kept for compatibility: ``copy=True`` is the default behaviour,
         ``copy=False`` means ``reuse_buffers=True``. Passing both so that they contradict
         (``copy=True`` with ``reuse_buffers=True``, or both False) is a ValueError.
+    target_kind : {"classes", "values"}, default "classes"
+        "classes": each ``yb`` is int64 of shape (batch,). "values" (a regression loss's
+        targets): each ``yb`` is (batch, k) in ``dtype``, a 1-D y giving k = 1.
 
     Example
     -------
@@ -73,11 +77,17 @@ class BatchIterator:
     """
 
     def __init__(self, X, y, batch_size, shuffle=True, drop_last=False, seed=None,
-                 dtype=np.float32, copy=None, validate=True, reuse_buffers=None):
+                 dtype=np.float32, copy=None, validate=True, reuse_buffers=None,
+                 target_kind="classes"):
+        self.target_kind = check.choice("target_kind", target_kind, ("classes", "values"))
         if validate:
             X = check.features("X", X)
-            y = check.labels("y", y, X.shape[0])
-        self.X, self.y = X, np.asarray(y)
+            y = (check.labels("y", y, X.shape[0]) if self.target_kind == "classes"
+                 else check.values("y", y, X.shape[0]))
+        y = np.asarray(y)
+        if self.target_kind == "values" and y.ndim == 1:
+            y = y.reshape(-1, 1)
+        self.X, self.y = X, y
         self.batch_size = check.positive_int("batch_size", batch_size)
         self.shuffle = check.boolean("shuffle", shuffle)
         self.drop_last = check.boolean("drop_last", drop_last)
@@ -85,11 +95,12 @@ class BatchIterator:
         self.seed = _seed_or_fresh(seed)
         self.dtype = check.float_dtype("dtype", dtype)
         self.n_samples = int(X.shape[0])
-        self._check_drop_last(self.batch_size)
+        self.check_batch_size(self.batch_size)
         self.epoch = 0
-        self._rows, self._xbuf, self._ybuf, self._stage = 0, None, None, None
+        self._rows, self._xbuf, self._ybuf, self._stage, self._ystage = 0, None, None, None, None
 
-    def _check_drop_last(self, batch_size):
+    def check_batch_size(self, batch_size):
+        """Raise ValueError when ``batch_size`` with drop_last leaves no batch of this data."""
         if self.drop_last and batch_size > self.n_samples:
             raise ValueError(f"batch_size={batch_size} with drop_last=True leaves no batch "
                              f"from {self.n_samples} samples")
@@ -101,7 +112,7 @@ class BatchIterator:
         the batch buffers are reallocated only when the batch grows past their size.
         """
         batch_size = check.positive_int("batch_size", batch_size)
-        self._check_drop_last(batch_size)
+        self.check_batch_size(batch_size)
         self.batch_size = batch_size
 
     def __len__(self):
@@ -146,16 +157,37 @@ class BatchIterator:
         """``not reuse_buffers`` (the older spelling)."""
         return not self.reuse_buffers
 
-    def _ensure_buffers(self):
+    @property
+    def target_dtype(self):
+        """dtype of a gathered ``yb``: int64 for class ids, ``dtype`` for values."""
+        return np.dtype(np.int64) if self.target_kind == "classes" else self.dtype
+
+    def _target_shape(self, rows):
+        return (rows,) if self.target_kind == "classes" else (rows, self.y.shape[1])
+
+    def _ensure_buffers(self, always=False):
         rows = min(self.batch_size, self.n_samples)
-        if self._rows >= rows:
+        if self._rows >= rows and (self._xbuf is not None or not always):
             return
-        self._rows = rows
-        if self.reuse_buffers:
+        self._rows = max(rows, self._rows)
+        rows = self._rows
+        if self.reuse_buffers or always:
             self._xbuf = np.empty((rows, self.X.shape[1]), dtype=self.dtype)
-            self._ybuf = np.empty(rows, dtype=np.int64)
+            self._ybuf = np.empty(self._target_shape(rows), dtype=self.target_dtype)
         converts = isinstance(self.X, np.ndarray) and self.X.dtype != self.dtype
         self._stage = np.empty((rows, self.X.shape[1]), dtype=self.X.dtype) if converts else None
+        self._ystage = (np.empty(self._target_shape(rows), dtype=self.y.dtype)
+                        if self.y.dtype != self.target_dtype else None)
+
+    def buffers(self):
+        """(xb, yb): the two buffers of ``min(batch_size, N)`` rows that ``gather`` can fill.
+
+        Allocated on first use and reused (also when ``reuse_buffers`` is False), so a caller
+        that draws its own indices gathers without allocating: ``it.gather(index, *it.buffers())``
+        fills the first ``len(index)`` rows.
+        """
+        self._ensure_buffers(always=True)
+        return self._xbuf, self._ybuf
 
     def gather(self, index, out_x, out_y):
         """Copy rows ``index`` of X and y into ``out_x``/``out_y`` (converting X's dtype).
@@ -163,8 +195,14 @@ class BatchIterator:
         An ndarray or memmap is gathered with ``np.take`` into a reused buffer (a staging buffer
         of X's dtype when it differs, e.g. uint8 pixels). Any other array-like is read as
         ``X[sorted index]`` (h5py and zarr want increasing indices) and put back in order.
+        Buffers with more rows than ``index`` (e.g. :meth:`buffers`) get their first
+        ``len(index)`` rows filled. y is gathered the same way (as int64 class ids, or as
+        values of ``dtype``).
         """
+        self._ensure_buffers()
         n = len(index)
+        if out_x.shape[0] != n:             # buffers() of a full batch, a shorter index
+            out_x, out_y = out_x[:n], out_y[:n]
         if not isinstance(self.X, np.ndarray):
             order = np.argsort(index, kind="stable")
             out_x[order] = self.X[index[order]]
@@ -174,7 +212,12 @@ class BatchIterator:
             stage = self._stage[:n]
             np.take(self.X, index, axis=0, out=stage)
             out_x[...] = stage
-        np.take(self.y, index, out=out_y)
+        if self._ystage is None:
+            np.take(self.y, index, axis=0, out=out_y)
+        else:
+            stage = self._ystage[:n]
+            np.take(self.y, index, axis=0, out=stage)
+            out_y[...] = stage
 
     def batches(self, epoch, start=0):
         """Yield (xb, yb) for epoch ``epoch`` (0-based), from iteration ``start`` (0-based) on.
@@ -200,9 +243,27 @@ class BatchIterator:
                 xb, yb = self._xbuf[:len(index)], self._ybuf[:len(index)]
             else:
                 xb = np.empty((len(index), self.X.shape[1]), dtype=self.dtype)
-                yb = np.empty(len(index), dtype=np.int64)
+                yb = np.empty(self._target_shape(len(index)), dtype=self.target_dtype)
             self.gather(index, xb, yb)
             yield xb, yb
+
+    def state_dict(self):
+        """What identifies this iterator's batches (JSON values): seed, batch_size, shuffle,
+        drop_last, n_samples, n_features. With the epoch number it fixes every batch."""
+        return {"seed": self.seed, "batch_size": self.batch_size, "shuffle": self.shuffle,
+                "drop_last": self.drop_last, "n_samples": self.n_samples,
+                "n_features": int(self.X.shape[1])}
+
+    def load_state_dict(self, state):
+        """Continue a saved iterator over the same data: checks batching and data size, then
+        takes the saved seed, so ``permutation(e)`` is the saved run's. ValueError when the
+        saved batching or data differ (nothing changes then)."""
+        now = self.state_dict()
+        for key in ("batch_size", "shuffle", "drop_last", "n_samples", "n_features"):
+            if state[key] != now[key]:
+                raise ValueError(f"the saved iterator has {key}={state[key]}, this one has "
+                                 f"{key}={now[key]}: resuming needs the same data and batching")
+        self.seed = check.seed("seed", state["seed"])
 
     def __iter__(self):
         epoch = self.epoch

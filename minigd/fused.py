@@ -6,9 +6,14 @@ runs one Python iteration per update with the same kernels and the same results:
 - the backend is ``"numba"`` and ``minigd.fused.ENABLED`` is True (set it False to compare);
 - no callback overrides ``on_iteration_end`` (a callback that needs Python after every update,
   such as a live plot, uses the per-iteration path: slower at small batches, same history);
-- the model is a stack of Dense layers, each optionally followed by one ReLU, Tanh or Sigmoid;
-- the optimizer is SGD, Adam or AdamW over all of ``model.parameters()`` in order, the loss is
-  SoftmaxCrossEntropy, and X is a NumPy array (an ``np.memmap`` included) of a real dtype.
+- every layer declares a fused role (:meth:`minigd.Layer.fused_role`): the model is a stack of
+  Dense layers, each optionally followed by one activation (ReLU, Tanh, Sigmoid);
+- the optimizer declares a fused update (:meth:`minigd.Optimizer.fused_update`: SGD, Adam,
+  AdamW) and covers all of ``model.parameters()`` in order; the loss is SoftmaxCrossEntropy;
+  X is a NumPy array (an ``np.memmap`` included) of a real dtype.
+
+:func:`supports` says which condition failed; ``fit`` prints that reason once when a user-written
+layer, loss or optimizer keeps the epoch on the per-iteration path.
 
 Nothing is traded for the speed: the learning rate of every iteration is computed up front
 from the schedule (schedules are pure functions of the step, see
@@ -19,39 +24,50 @@ paths give bit-identical results. X is never copied: each batch is gathered from
 converted to the model dtype) inside the kernel. The progress bar moves once per epoch; an
 interrupt (Ctrl-C) is handled when the epoch's call returns.
 """
+from collections import namedtuple
+
 import numpy as np
 
 from . import _validation as check
 from .backend import get_backend
-from .layers import Dense, ReLU, Sigmoid, Tanh
 from .losses import SoftmaxCrossEntropy
-from .optim import SGD, Adam, AdamW
 
 ENABLED = True
-_ACTIVATIONS = {ReLU: 1, Tanh: 2, Sigmoid: 3}
 
 
 def layer_spec(model):
-    """(dims (L, 2), weight offsets, bias offsets, activation codes) of a supported stack;
-    None for any other model."""
+    """(dims (L, 2), weight offsets, bias offsets, activation codes) of a stack the fused kernel
+    runs, read from each layer's ``fused_role()``; None for any other model."""
+    return _layer_spec(model)[0]
+
+
+def _layer_spec(model):
+    """(spec or None, reason): as layer_spec, with the reason a model is not supported."""
     dims, w_offsets, b_offsets, acts = [], [], [], []
-    layers = model.layers
+    roles = [layer.fused_role() for layer in model.layers]
+    for layer, role in zip(model.layers, roles):
+        if role is None:
+            return None, (f"layer {type(layer).__name__} has no fused kernel: training runs one "
+                          f"Python iteration per update")
+    kept = [i for i, role in enumerate(roles) if role != "identity"]   # Flatten: nothing to run
+    layers, roles = [model.layers[i] for i in kept], [roles[i] for i in kept]
     i = 0
-    while i < len(layers):
-        dense = layers[i]
-        if type(dense) is not Dense:
-            return None
-        act = 0
-        if i + 1 < len(layers) and type(layers[i + 1]) in _ACTIVATIONS:
-            act = _ACTIVATIONS[type(layers[i + 1])]
+    while i < len(roles):
+        if roles[i] != "dense":
+            return None, (f"layer {kept[i]} ({type(layers[i]).__name__}) does not follow a Dense "
+                          f"layer: the fused kernel runs Dense layers each optionally followed "
+                          f"by one activation")
+        dense, act = layers[i], 0
+        if i + 1 < len(roles) and roles[i + 1] != "dense":
+            act = roles[i + 1]
             i += 1
         i += 1
-        dims.append((dense.in_features, dense.out_features_))
-        w_offsets.append(dense.weight._flat[2])
-        b_offsets.append(dense.bias._flat[2])
+        dims.append((dense.in_features, dense.out_features(dense.in_features)))
+        w_offsets.append(dense.weight.offset)
+        b_offsets.append(dense.bias.offset)
         acts.append(act)
     as_int = lambda values: np.array(values, dtype=np.int64)
-    return as_int(dims).reshape(-1, 2), as_int(w_offsets), as_int(b_offsets), as_int(acts)
+    return (as_int(dims).reshape(-1, 2), as_int(w_offsets), as_int(b_offsets), as_int(acts)), None
 
 
 def _supported_input(X):
@@ -59,16 +75,53 @@ def _supported_input(X):
                                                    X.dtype in (np.float32, np.float64))
 
 
+def _loss_role(loss):
+    """The loss's fused role; a loss class without ``fused_role`` runs fused only when it is
+    the built-in SoftmaxCrossEntropy."""
+    if callable(getattr(loss, "fused_role", None)):
+        return loss.fused_role()
+    return "softmax_cross_entropy" if type(loss) is SoftmaxCrossEntropy else None
+
+
+class Support(namedtuple("Support", "ok reason")):
+    """(ok, reason) from :func:`supports`; true when ok. ``reason`` says why not (else None)."""
+
+    def __bool__(self):
+        return bool(self.ok)
+
+    @property
+    def custom(self):
+        """True when a user-written layer, loss or optimizer (no fused kernel) is the reason."""
+        return self.reason is not None and "has no fused kernel" in self.reason
+
+
 def supports(state, loss, callbacks):
-    """True when this epoch can run fused (conditions in the module docstring)."""
+    """Support(ok, reason): whether this epoch can run fused (conditions in the module
+    docstring) and, when not, why in one sentence."""
     model, optimizer = state.model, state.optimizer
-    return (ENABLED and get_backend() == "numba"
-            and not any(cb.per_iteration for cb in callbacks)
-            and type(loss) is SoftmaxCrossEntropy
-            and type(optimizer) in (SGD, Adam, AdamW)
-            and optimizer._flat is not None and optimizer._flat[0] is model._values
-            and _supported_input(state.iterator.X)
-            and layer_spec(model) is not None)
+    if not ENABLED:
+        return Support(False, "minigd.fused.ENABLED is False")
+    if get_backend() != "numba":
+        return Support(False, f"the {get_backend()} backend runs one Python iteration per update")
+    hooked = [type(cb).__name__ for cb in callbacks if cb.per_iteration]
+    if hooked:
+        return Support(False, f"callback {hooked[0]} needs Python after every update")
+    if _loss_role(loss) != "softmax_cross_entropy":
+        return Support(False, f"loss {type(loss).__name__} has no fused kernel: training runs "
+                              f"one Python iteration per update")
+    if state.iterator.target_kind != "classes":
+        return Support(False, "class-probability targets (N, C) train one Python iteration "
+                              "per update")
+    if optimizer.fused_update() is None:
+        return Support(False, f"optimizer {type(optimizer).__name__} has no fused kernel: "
+                              f"training runs one Python iteration per update")
+    if optimizer.flat is None or optimizer.flat[0] is not model.flat_values:
+        return Support(False, "the optimizer does not cover all of model.parameters() in order")
+    if not _supported_input(state.iterator.X):
+        return Support(False, f"X of type {type(state.iterator.X).__name__} and dtype "
+                              f"{state.iterator.X.dtype} is gathered in Python")
+    spec, reason = _layer_spec(model)
+    return Support(spec is not None, reason)
 
 
 def learning_rates(state, epoch_index, count):
@@ -110,31 +163,18 @@ def _round_up(n, multiple=16):
     return -(-n // multiple) * multiple
 
 
-def _optimizer_arrays(optimizer):
-    if type(optimizer) is SGD:
-        from .kernels.jit_epoch import SGD as kind
-        hyper = [optimizer.momentum, optimizer.dampening, float(optimizer.nesterov),
-                 optimizer.weight_decay]
-        names = ("momentum_buffer",)
-    else:
-        from .kernels.jit_epoch import ADAM as kind
-        hyper = [optimizer.betas[0], optimizer.betas[1], optimizer.eps, optimizer.weight_decay,
-                 float(optimizer.decoupled)]
-        names = ("exp_avg", "exp_avg_sq")
-    return kind, np.array(hyper, dtype=np.float64), names
-
-
 def run_epoch(state, bar, start=0):
     """Run epoch ``state.epoch`` fused from iteration ``start`` (0-based; > 0 when resuming);
-    record it in the history; return (loss sum, samples) of the updates applied.
+    record it in the history; return (loss sum, samples, divergence) of the updates applied.
 
     ``loss sum`` is the sum of batch loss times batch size, as the per-iteration path returns
-    it. ``bar`` is a tqdm-like progress bar, closed on return.
+    it; ``divergence`` is None, or (iteration, lr, loss, cause) of the update that was not
+    applied (the caller marks it in the history). ``bar`` is a tqdm-like progress bar, closed
+    on return.
     """
     from .kernels import autotune, jit_epoch  # imported here: `import minigd` stays Numba-free
     from .kernels.jit_config import parallel_parts
     from .kernels.jit_gemm import aligned_empty
-    from .training import _mark_divergence
 
     model, optimizer, history = state.model, state.optimizer, state.history
     iterator = state.iterator
@@ -146,36 +186,40 @@ def run_epoch(state, bar, start=0):
 
     dims, w_offsets, b_offsets, acts = layer_spec(model)
     dtype, batch = model.dtype, iterator.batch_sizes()[0]
-    kind, hyper, names = _optimizer_arrays(optimizer)
-    values = aligned_empty(model._values.shape, dtype)
-    grads = aligned_empty(model._grads.shape, dtype)
-    states = [aligned_empty(model._values.shape, dtype) for _ in names]
-    jit_epoch.to_kernel_layout(model._values, values, dims, w_offsets)
-    jit_epoch.to_kernel_layout(model._grads, grads, dims, w_offsets)
+    code, hyper, names = optimizer.fused_update()
+    flat_values, flat_grads = model.flat_values, model.flat_grads
+    values = aligned_empty(flat_values.shape, dtype)
+    grads = aligned_empty(flat_grads.shape, dtype)
+    states = [aligned_empty(flat_values.shape, dtype) for _ in names]
+    jit_epoch.to_kernel_layout(flat_values, values, dims, w_offsets)
+    jit_epoch.to_kernel_layout(flat_grads, grads, dims, w_offsets)
     for kernel_state, name in zip(states, names):
         jit_epoch.to_kernel_layout(optimizer.state[name], kernel_state, dims, w_offsets)
+    state1 = states[0] if states else np.empty(0, dtype=dtype)
     state2 = states[1] if len(states) > 1 else np.empty(0, dtype=dtype)
     a_offsets = np.concatenate([[0], np.cumsum([_round_up(batch * w) for w in dims[:, 1]])])
     a_offsets = a_offsets.astype(np.int64)
-    workspace = aligned_empty(a_offsets[-1], dtype)
-    deltas = aligned_empty(2 * _round_up(batch * int(dims[:, 1].max())), dtype)
-    xbuf = aligned_empty((batch, iterator.X.shape[1]), dtype)
-    ybuf = np.empty(batch, dtype=np.int64)
     losses = np.zeros(max(n_run, 1), dtype=np.float64)
-    order = np.ascontiguousarray(iterator.permutation(epoch_index), dtype=np.int64)
-    y = np.ascontiguousarray(iterator.y, dtype=np.int64)
+    data = jit_epoch.Data(iterator.X, np.ascontiguousarray(iterator.y, dtype=np.int64),
+                          np.ascontiguousarray(iterator.permutation(epoch_index), dtype=np.int64),
+                          iterator.batch_size)
+    net = jit_epoch.Network(values, grads, dims, w_offsets, b_offsets, acts)
+    update = jit_epoch.Update(code, np.asarray(hyper, dtype=np.float64), state1, state2,
+                              optimizer.step_count, np.array(lrs[:n_run], dtype=np.float64))
+    work = jit_epoch.Workspace(
+        aligned_empty((batch, iterator.X.shape[1]), dtype), np.empty(batch, dtype=np.int64),
+        aligned_empty(a_offsets[-1], dtype), a_offsets,
+        aligned_empty(2 * _round_up(batch * int(dims[:, 1].max())), dtype), losses)
 
+    divergence = None
     parts = parallel_parts()
     products = autotune.epoch_products(dims, iterator.batch_size, sizes, dtype, parts)
     try:
         with autotune.blas_threads_limited(products):
             count, status = (0, jit_epoch.COMPLETED) if n_run == 0 else jit_epoch.train_epoch(
-                iterator.X, y, order, iterator.batch_size, start, n_run, values, grads,
-                states[0], state2, dims, w_offsets, b_offsets, acts, kind, hyper,
-                optimizer.step_count, np.array(lrs[:n_run], dtype=np.float64), xbuf, ybuf,
-                workspace, a_offsets, deltas, losses, parts, products)
-        jit_epoch.from_kernel_layout(values, model._values, dims, w_offsets)
-        jit_epoch.from_kernel_layout(grads, model._grads, dims, w_offsets)
+                data, net, update, work, start, n_run, parts, products)
+        jit_epoch.from_kernel_layout(values, flat_values, dims, w_offsets)
+        jit_epoch.from_kernel_layout(grads, flat_grads, dims, w_offsets)
         for kernel_state, name in zip(states, names):
             jit_epoch.from_kernel_layout(kernel_state, optimizer.state[name], dims, w_offsets)
 
@@ -201,11 +245,11 @@ def run_epoch(state, bar, start=0):
         bar.update(applied)
         if diverged:
             cause = "loss" if status == jit_epoch.LOSS_DIVERGED else "gradient"
-            _mark_divergence(state, start + count, lrs[count - 1], losses[-1], cause)
+            divergence = (start + count, lrs[count - 1], losses[-1], cause)
         elif invalid is not None:
             optimizer.lr = lrs[invalid]     # raises the optimizer's own error, as the loop would
         elif error is not None:
             raise error
     finally:
         bar.close()
-    return loss_sum, samples
+    return loss_sum, samples, divergence

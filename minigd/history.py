@@ -9,6 +9,22 @@ ITERATION_KEYS = ("epoch", "iteration", "step", "batch_size", "lr", "loss")
 EPOCH_KEYS = ("epoch", "train_loss", "val_loss", "val_accuracy", "seconds", "samples_per_second")
 
 
+def epoch_keys(metric_names=("accuracy",)):
+    """The per-epoch record's keys for a loss with ``metric_names``: epoch, train_loss,
+    val_loss, val_<metric> for each metric, seconds, samples_per_second."""
+    return (("epoch", "train_loss", "val_loss") + tuple(f"val_{m}" for m in metric_names)
+            + ("seconds", "samples_per_second"))
+
+
+def _metric_names(keys):
+    """The metric names of an epoch table with ``keys`` (its val_<metric> columns)."""
+    base = set(epoch_keys(()))
+    if not base <= set(keys) or not all(k in base or k.startswith("val_") for k in keys):
+        raise ValueError(f"history epochs must have keys {epoch_keys(())} and val_<metric> "
+                         f"columns, got {sorted(keys)}")
+    return tuple(k[4:] for k in keys if k not in base)
+
+
 def _json_number(value):
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
@@ -22,14 +38,20 @@ class History:
     step (updates so far, from 1), batch_size, lr (in effect for that update), loss (of that
     batch, before the update).
     ``epochs``: one entry per epoch: epoch, train_loss (sample-weighted mean of the epoch's batch
-    losses), val_loss and val_accuracy (None without validation data), seconds,
+    losses), val_loss and one val_<metric> per metric of the loss (val_accuracy for
+    classification, val_mse and val_r2 for regression; None without validation data), seconds,
     samples_per_second.
     ``diverged`` is True when a non-finite loss stopped the run; ``divergence`` then says where.
+
+    Parameters
+    ----------
+    metric_names : tuple of str, default ("accuracy",): the loss's ``metric_names``
     """
 
-    def __init__(self):
+    def __init__(self, metric_names=("accuracy",)):
+        self.metric_names = tuple(metric_names)
         self.iterations = {key: [] for key in ITERATION_KEYS}
-        self.epochs = {key: [] for key in EPOCH_KEYS}
+        self.epochs = {key: [] for key in epoch_keys(self.metric_names)}
         self.diverged = False
         self.divergence = None
         self.stopped_early = False
@@ -39,8 +61,18 @@ class History:
             self.iterations[key].append(values[key])
 
     def record_epoch(self, **values):
-        for key in EPOCH_KEYS:
+        """Append one epoch; ``values`` holds every key of ``epochs``."""
+        missing = [key for key in self.epochs if key not in values]
+        if missing:
+            raise ValueError(f"record_epoch needs {list(self.epochs)}; missing {missing}")
+        for key in self.epochs:
             self.epochs[key].append(values[key])
+
+    @property
+    def monitorable(self):
+        """The recorded per-epoch values a callback can monitor: train_loss, val_loss, val_*."""
+        return tuple(k for k in self.epochs if k not in ("epoch", "seconds",
+                                                         "samples_per_second"))
 
     @property
     def n_iterations(self):
@@ -59,20 +91,39 @@ class History:
 
     @classmethod
     def from_dict(cls, data):
-        history = cls()
-        for table, keys in (("iterations", ITERATION_KEYS), ("epochs", EPOCH_KEYS)):
+        """A History from :meth:`to_dict`'s form (non-finite numbers may be strings)."""
+        history = cls(_metric_names(list(data["epochs"])))
+        history.load_state_dict(data)
+        return history
+
+    def state_dict(self):
+        """Both tables (copies of their lists) and the divergence and early-stop records."""
+        return {"iterations": {k: list(v) for k, v in self.iterations.items()},
+                "epochs": {k: list(v) for k, v in self.epochs.items()},
+                "diverged": self.diverged, "divergence": self.divergence,
+                "stopped_early": self.stopped_early}
+
+    def load_state_dict(self, data):
+        """Replace this history's records with ``data`` (:meth:`state_dict` or :meth:`to_dict`
+        form; the epoch table may hold other val_<metric> columns). ValueError when the
+        tables' keys or lengths are wrong; nothing changes then."""
+        tables = {}
+        for table, keys in (("iterations", ITERATION_KEYS), ("epochs", None)):
             source = data[table]
+            if keys is None:
+                keys = epoch_keys(_metric_names(list(source)))
             if set(source) != set(keys):
                 raise ValueError(f"history {table} must have keys {keys}, got {sorted(source)}")
             lengths = {len(v) for v in source.values()}
             if len(lengths) > 1:
                 raise ValueError(f"history {table} lists have different lengths {sorted(lengths)}")
-            getattr(history, table).update({k: [float(v) if isinstance(v, str) else v
-                                                for v in source[k]] for k in keys})
-        history.diverged = bool(data.get("diverged", False))
-        history.divergence = data.get("divergence")
-        history.stopped_early = bool(data.get("stopped_early", False))
-        return history
+            tables[table] = {k: [float(v) if isinstance(v, str) else v for v in source[k]]
+                             for k in keys}
+        self.iterations, self.epochs = tables["iterations"], tables["epochs"]
+        self.metric_names = _metric_names(list(self.epochs))
+        self.diverged = bool(data.get("diverged", False))
+        self.divergence = data.get("divergence")
+        self.stopped_early = bool(data.get("stopped_early", False))
 
     def to_json(self, path):
         """Write both tables and the divergence record as JSON (atomically)."""

@@ -6,17 +6,46 @@ active backend. State uses torch's names (``momentum_buffer``, ``exp_avg``, ``ex
 usual ``model.parameters()``) the update is one pass over one vector.
 """
 import numbers
+from collections import namedtuple
 
 import numpy as np
 
 from . import _validation as check
 from .backend import kernels as _active_kernels
+from .hooks import hooks_apply
+from .kernels import reference
+from .kernels.codes import OPT_ADAM, OPT_SGD
 from .layers import Parameter
 from .schedules import BatchSizeSchedule, Schedule
 
 
+def _owner(array):
+    """The array that owns ``array``'s memory (itself when it is not a view)."""
+    while array.base is not None and isinstance(array.base, np.ndarray):
+        array = array.base
+    return array
+
+
+FusedUpdate = namedtuple("FusedUpdate", "code hyperparameters state_names")
+
+
 class Optimizer:
-    """Base class: parameter bookkeeping, ``lr``, ``zero_grad``, ``state_dict``."""
+    """Base class: parameter bookkeeping, ``lr``, ``step``, ``zero_grad``, ``state_dict``.
+
+    A user-written optimizer sets ``state_names`` and writes :meth:`update` for one parameter
+    in NumPy; it trains with ``fit`` on the per-iteration path and saves in checkpoints. With
+    hyperparameters beyond lr, it overrides :meth:`hyperparameters` and
+    :meth:`set_hyperparameters` too. Built-ins update the whole flat buffer through the backend
+    kernels (:meth:`update_flat`) and declare :meth:`fused_update`. ``name`` (str or None) is
+    the registry name of the class.
+
+    Example: sign-SGD, p <- p - lr * sign(grad)::
+
+        class SignSGD(mg.Optimizer):
+            def update(self, value, grad, state, lr):
+                value -= lr * np.sign(grad)
+    """
+    name = None
     state_names = ()
 
     def __init__(self, params, lr):
@@ -53,16 +82,23 @@ class Optimizer:
     @staticmethod
     def _flat_view(params):
         """(values, grads) of the model buffer when params cover it exactly and in order, else None."""
-        flats = [getattr(p, "_flat", None) for p in params]
-        if any(f is None for f in flats) or any(f[0] is not flats[0][0] for f in flats):
+        if any(p.offset is None for p in params):
             return None
-        values, grads = flats[0][0], flats[0][1]
+        values, grads = _owner(params[0].value), _owner(params[0].grad)
         offset = 0
-        for p, f in zip(params, flats):
-            if f[2] != offset:
+        for p in params:
+            if p.offset != offset or _owner(p.value) is not values or _owner(p.grad) is not grads:
                 return None
             offset += p.size
-        return (values, grads) if offset == values.size else None
+        if values.ndim != 1 or grads.ndim != 1 or offset != values.size:
+            return None
+        return values, grads
+
+    @property
+    def flat(self):
+        """(flat values, flat grads) when the params are a whole model's flat buffers in order
+        (the usual ``model.parameters()``): every update is then one pass; else None."""
+        return self._flat
 
     @property
     def lr(self):
@@ -88,7 +124,7 @@ class Optimizer:
                 p.grad.fill(0)
 
     def _slices(self):
-        """(param 1-D, grad 1-D, {state name: 1-D}) per update call."""
+        """(param 1-D, grad 1-D, {state name: 1-D}) per flat update call."""
         if self._flat is not None:
             yield self._flat[0], self._flat[1], self.state
             return
@@ -97,14 +133,59 @@ class Optimizer:
             yield p.value.reshape(-1), p.grad.reshape(-1), {k: v[lo:hi] for k, v in self.state.items()}
 
     def step(self):
-        """Apply one update to every parameter from its current gradient."""
-        kernels = _active_kernels()
+        """Apply one update to every parameter from its current gradient.
+
+        Built-ins update whole flat buffers through the backend kernels (:meth:`update_flat`);
+        a user subclass that writes only :meth:`update` (of the base class or of a built-in)
+        is called once per parameter (see :mod:`minigd.hooks`).
+        """
         self.step_count += 1
+        if not hooks_apply(type(self), ("update_flat",), ("update",)):
+            for i, p in enumerate(self.params):
+                lo, hi = self._offsets[i], self._offsets[i + 1]
+                state = {k: v[lo:hi].reshape(p.shape) for k, v in self.state.items()}
+                self.update(p.value, p.grad, state, self.lr)
+            return
+        kernels = _active_kernels()
         for value, grad, state in self._slices():
-            self._update(kernels, value, grad, state)
+            self.update_flat(value, grad, state, self.lr, kernels)
+
+    def update(self, value, grad, state, lr):
+        """Update one parameter in place (NumPy): what a user-written optimizer provides.
+
+        ``value``, ``grad`` and each ``state[name]`` (one per name in ``state_names``, zeros
+        before the first step) are arrays of the parameter's shape, updated in place;
+        ``self.step_count`` is the 1-based number of this step.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement "
+                                  f"update(value, grad, state, lr)")
+
+    def update_flat(self, value, grad, state, lr, kernels):
+        """Engine hook: update 1-D arrays (a whole flat buffer, or one parameter's) in place
+        with the backend ``kernels``. Built-ins implement it; the base class has none."""
+        raise NotImplementedError
+
+    def fused_update(self):
+        """How the fused whole-epoch kernel runs this update: None (it does not: the default,
+        so a user-written optimizer trains one Python iteration per update), or
+        ``FusedUpdate(code, hyperparameters, state_names)``: the update's code in
+        :mod:`minigd.kernels.codes`, its hyperparameters as a float64 array in the order the
+        kernel reads them, and the names of the state arrays it updates, in order."""
+        return None
+
+    def _replaces_update(self, base):
+        """True when a subclass of ``base`` replaces its math (then it does not run fused)."""
+        return any(getattr(type(self), n) is not getattr(base, n)
+                   for n in ("update", "update_flat"))
 
     def hyperparameters(self):
+        """{name: value} of the hyperparameters (saved by state_dict); the base has lr only."""
         return {"lr": self.lr}
+
+    def set_hyperparameters(self, lr):
+        """Check and set the hyperparameters as :meth:`hyperparameters` gives them (used by
+        load_state_dict). A subclass with more hyperparameters overrides both."""
+        self.lr = lr
 
     def state_dict(self):
         """{"type", "hyperparameters", "step", "state": {"<param index>.<name>": array}} (copies)."""
@@ -155,8 +236,8 @@ class Optimizer:
             if key.endswith("exp_avg_sq") and np.any(value < 0):
                 raise ValueError(f"optimizer state[{key!r}] must be >= 0 (a mean of squares)")
         probe = type(self).__new__(type(self))
-        probe._set_hyperparameters(**hyper)
-        self._set_hyperparameters(**hyper)
+        probe.set_hyperparameters(**hyper)
+        self.set_hyperparameters(**hyper)
         self.step_count = int(step)
         for i, p in enumerate(self.params):
             lo, hi = self._offsets[i], self._offsets[i + 1]
@@ -187,14 +268,15 @@ class SGD(Optimizer):
     Note: this is torch's momentum form (lr multiplies the buffer), not Sutskever's
     (where the buffer holds lr * g).
     """
+    name = "sgd"
     state_names = ("momentum_buffer",)
 
     def __init__(self, params, lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
-        self._set_hyperparameters(lr=lr, momentum=momentum, dampening=dampening,
+        self.set_hyperparameters(lr=lr, momentum=momentum, dampening=dampening,
                                   nesterov=nesterov, weight_decay=weight_decay)
         super().__init__(params, lr)
 
-    def _set_hyperparameters(self, lr, momentum, dampening, nesterov, weight_decay):
+    def set_hyperparameters(self, lr, momentum, dampening, nesterov, weight_decay):
         self.lr = lr
         self.momentum = check.real("momentum", momentum, low=0.0, high=1.0, high_open=True)
         self.dampening = check.real("dampening", dampening, low=0.0, high=1.0)
@@ -208,9 +290,20 @@ class SGD(Optimizer):
         return {"lr": self.lr, "momentum": self.momentum, "dampening": self.dampening,
                 "nesterov": self.nesterov, "weight_decay": self.weight_decay}
 
-    def _update(self, kernels, value, grad, state):
-        kernels.sgd_update(value, grad, state["momentum_buffer"], self.lr, self.momentum,
+    def update(self, value, grad, state, lr):
+        """One step on one parameter (NumPy reference kernel)."""
+        self.update_flat(value.reshape(-1), grad.reshape(-1),
+                         {k: v.reshape(-1) for k, v in state.items()}, lr, reference)
+
+    def update_flat(self, value, grad, state, lr, kernels):
+        kernels.sgd_update(value, grad, state["momentum_buffer"], lr, self.momentum,
                            self.dampening, self.nesterov, self.weight_decay, self.step_count == 1)
+
+    def fused_update(self):
+        if self._replaces_update(SGD):
+            return None
+        hyper = [self.momentum, self.dampening, float(self.nesterov), self.weight_decay]
+        return FusedUpdate(OPT_SGD, np.array(hyper, dtype=np.float64), self.state_names)
 
 
 class Adam(Optimizer):
@@ -231,14 +324,15 @@ class Adam(Optimizer):
     eps : float > 0, default 1e-8
     weight_decay : float >= 0, default 0
     """
+    name = "adam"
     state_names = ("exp_avg", "exp_avg_sq")
     decoupled = False
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-        self._set_hyperparameters(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+        self.set_hyperparameters(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
         super().__init__(params, lr)
 
-    def _set_hyperparameters(self, lr, betas, eps, weight_decay):
+    def set_hyperparameters(self, lr, betas, eps, weight_decay):
         self.lr = lr
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
@@ -251,10 +345,21 @@ class Adam(Optimizer):
         return {"lr": self.lr, "betas": list(self.betas), "eps": self.eps,
                 "weight_decay": self.weight_decay}
 
-    def _update(self, kernels, value, grad, state):
+    def update(self, value, grad, state, lr):
+        """One step on one parameter (NumPy reference kernel)."""
+        self.update_flat(value.reshape(-1), grad.reshape(-1),
+                         {k: v.reshape(-1) for k, v in state.items()}, lr, reference)
+
+    def update_flat(self, value, grad, state, lr, kernels):
         kernels.adam_update(value, grad, state["exp_avg"], state["exp_avg_sq"], self.step_count,
-                            self.lr, self.betas[0], self.betas[1], self.eps, self.weight_decay,
+                            lr, self.betas[0], self.betas[1], self.eps, self.weight_decay,
                             self.decoupled)
+
+    def fused_update(self):
+        if self._replaces_update(Adam):
+            return None
+        hyper = [self.betas[0], self.betas[1], self.eps, self.weight_decay, float(self.decoupled)]
+        return FusedUpdate(OPT_ADAM, np.array(hyper, dtype=np.float64), self.state_names)
 
 
 class AdamW(Adam):
@@ -263,6 +368,7 @@ class AdamW(Adam):
     p <- p (1 - lr * weight_decay), then the Adam step without weight decay in the gradient.
     Default weight_decay 1e-2, as torch.
     """
+    name = "adamw"
     decoupled = True
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):

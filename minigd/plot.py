@@ -68,18 +68,30 @@ def _epoch_end_steps(history):
     return np.array([ends[e] for e in history.epochs["epoch"] if e in ends])
 
 
-def schedule(schedule, steps, ax=None, label=None):
-    """Plot lr = schedule(t) for t = 0 .. steps - 1; returns the Axes."""
+def schedule(schedule, steps, ax=None, label=None, momentum=None):
+    """Plot lr = schedule(t) for t = 0 .. steps - 1; returns the Axes.
+
+    ``momentum``: also plot schedule.momentum(t), dashed, on a right-hand axis (default: when the
+    schedule sets the momentum, as OneCycle does); that twin Axes is ``ax.figure.axes[-1]``.
+    """
     schedule = as_schedule(schedule)
     if schedule is None:
         raise TypeError("schedule must be a minigd schedule or a callable, got None")
     steps = check.positive_int("steps", steps)
+    momentum = schedule.sets_momentum if momentum is None else check.boolean("momentum", momentum)
+    if momentum and not schedule.sets_momentum:
+        raise ValueError(f"momentum=True, but {schedule!r} does not set the momentum")
     plt = _pyplot()
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 3))
     ax.plot(np.arange(steps), schedule.values(steps), label=label or repr(schedule)[:60])
     ax.set_xlabel(f"t ({schedule.unit}s)")
     ax.set_ylabel("lr")
+    if momentum:
+        twin = ax.twinx()
+        twin.plot(np.arange(steps), [schedule.momentum(t) for t in range(steps)], "--",
+                  color="tab:gray", label="momentum")
+        twin.set_ylabel("momentum")
     return ax
 
 

@@ -5,11 +5,17 @@
 The schedules with a ``torch.optim.lr_scheduler`` counterpart give its numbers:
 StepDecay = StepLR, ExponentialDecay = ExponentialLR, CosineAnnealing = CosineAnnealingLR,
 CyclicLR = CyclicLR (cycle_momentum=False), Warmup = ChainedScheduler(LinearLR, ...),
-Chain = SequentialLR.
+Chain = SequentialLR, OneCycle = OneCycleLR (with its momentum cycling),
+CosineWarmRestarts = CosineAnnealingWarmRestarts, MultiStepDecay = MultiStepLR,
+PolynomialDecay = PolynomialLR.
+
+``s.momentum(t)`` is None for every schedule except OneCycle, whose ``sets_momentum`` is True:
+fit then sets SGD's momentum or Adam's beta1 to ``s.momentum(t)`` before each update.
 
 Batch-size schedules (``BatchSizeSchedule``: ConstantBatchSize, StepBatchSize, FunctionBatchSize)
 are per-epoch functions ``B = s(e)`` passed to ``fit(..., batch_size=s)``.
 """
+import bisect
 import math
 import numbers
 
@@ -31,18 +37,26 @@ def _gamma(value, name="gamma"):
 
 
 class Schedule:
-    """Base class: subclasses define ``_value(t)`` and hold their arguments."""
+    """Base class: subclasses define ``value(t)`` and hold their arguments."""
 
     def __init__(self, unit):
         self.unit = check.choice("unit", unit, UNITS)
 
     def __call__(self, t):
-        return self._value(_check_t(t))
+        return self.value(_check_t(t))
 
     def values(self, steps):
         """np.array of s(0), ..., s(steps - 1)."""
         steps = check.positive_int("steps", steps)
-        return np.array([self._value(t) for t in range(steps)])
+        return np.array([self.value(t) for t in range(steps)])
+
+    #: True when ``momentum(t)`` gives values that fit applies (SGD's momentum, Adam's beta1).
+    sets_momentum = False
+
+    def momentum(self, t):
+        """The momentum of step t (SGD's momentum, Adam's beta1); None: this schedule leaves it."""
+        _check_t(t)
+        return None
 
     def _args(self):
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}
@@ -58,17 +72,19 @@ def _lr(name, value):
 
 class Constant(Schedule):
     """s(t) = lr."""
+    name = "constant"
 
     def __init__(self, lr, unit="epoch"):
         super().__init__(unit)
         self.lr = _lr("lr", lr)
 
-    def _value(self, t):
+    def value(self, t):
         return self.lr
 
 
 class StepDecay(Schedule):
     """s(t) = lr * gamma ** floor(t / step_size)   (torch StepLR)."""
+    name = "step"
 
     def __init__(self, lr, step_size, gamma=0.1, unit="epoch"):
         super().__init__(unit)
@@ -76,19 +92,20 @@ class StepDecay(Schedule):
         self.step_size = check.positive_int("step_size", step_size)
         self.gamma = _gamma(gamma)
 
-    def _value(self, t):
+    def value(self, t):
         return self.lr * self.gamma ** (t // self.step_size)
 
 
 class ExponentialDecay(Schedule):
     """s(t) = lr * gamma ** t   (torch ExponentialLR)."""
+    name = "exponential"
 
     def __init__(self, lr, gamma, unit="epoch"):
         super().__init__(unit)
         self.lr = _lr("lr", lr)
         self.gamma = _gamma(gamma)
 
-    def _value(self, t):
+    def value(self, t):
         return self.lr * self.gamma ** t
 
 
@@ -98,6 +115,7 @@ class CosineAnnealing(Schedule):
     Past t_max the cosine continues, as torch's does: it climbs back to lr at 2 * t_max and
     repeats with period 2 * t_max (use Chain with a Constant to hold min_lr instead).
     """
+    name = "cosine"
 
     def __init__(self, lr, t_max, min_lr=0.0, unit="epoch"):
         super().__init__(unit)
@@ -107,7 +125,7 @@ class CosineAnnealing(Schedule):
         if self.min_lr > self.lr:
             raise ValueError(f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
 
-    def _value(self, t):
+    def value(self, t):
         return self.min_lr + (self.lr - self.min_lr) * (1 + math.cos(math.pi * t / self.t_max)) / 2
 
 
@@ -119,6 +137,7 @@ class CyclicLR(Schedule):
     s(t) = base_lr + (max_lr - base_lr) * h(x) * scale, where scale is 1 ("triangular"),
     1 / 2 ** (cycle - 1) ("triangular2", cycle counted from 1) or gamma ** t ("exp_range").
     """
+    name = "cyclic"
     MODES = ("triangular", "triangular2", "exp_range")
 
     def __init__(self, base_lr, max_lr, step_size, mode="triangular", gamma=1.0,
@@ -134,7 +153,7 @@ class CyclicLR(Schedule):
         self.mode = check.choice("mode", mode, self.MODES)
         self.gamma = _gamma(gamma)
 
-    def _value(self, t):
+    def value(self, t):
         total = self.step_size + self.step_size_down
         ratio = self.step_size / total
         cycle = math.floor(1 + t / total)
@@ -156,6 +175,7 @@ class Warmup(Schedule):
     Same numbers as torch's ChainedScheduler([LinearLR(start_factor, total_iters=warmup_steps),
     inner]). ``warmup_steps`` counts in the inner schedule's unit.
     """
+    name = "warmup"
 
     def __init__(self, schedule, warmup_steps, start_factor=1 / 3):
         if not isinstance(schedule, Schedule):
@@ -166,11 +186,11 @@ class Warmup(Schedule):
         self.start_factor = check.real("start_factor", start_factor, low=0.0, high=1.0,
                                        low_open=True)
 
-    def _value(self, t):
+    def value(self, t):
         factor = 1.0
         if t < self.warmup_steps:
             factor = self.start_factor + (1 - self.start_factor) * t / self.warmup_steps
-        return self.schedule._value(t) * factor
+        return self.schedule.value(t) * factor
 
 
 class Chain(Schedule):
@@ -180,6 +200,7 @@ class Chain(Schedule):
     steps, then anneals from 0.1 with its own t starting at 0 (torch SequentialLR, optax
     join_schedules). All schedules share one unit.
     """
+    name = "chain"
 
     def __init__(self, schedules, boundaries):
         schedules, boundaries = list(schedules), list(boundaries)
@@ -197,13 +218,236 @@ class Chain(Schedule):
         super().__init__(units.pop())
         self.schedules, self.boundaries = schedules, boundaries
 
-    def _value(self, t):
+    def value(self, t):
         start = 0
         for schedule, boundary in zip(self.schedules, self.boundaries):
             if t < boundary:
-                return schedule._value(t - start)
+                return schedule.value(t - start)
             start = boundary
-        return self.schedules[-1]._value(t - start)
+        return self.schedules[-1].value(t - start)
+
+
+class OneCycle(Schedule):
+    """One-cycle policy (Smith & Topin 2019), as torch OneCycleLR with cycle_momentum=True.
+
+    The lr rises from ``initial_lr = max_lr / div_factor`` to ``max_lr`` over the first
+    ``pct_start * total_steps - 1`` steps, then falls to ``min_lr = initial_lr /
+    final_div_factor`` at step ``total_steps - 1``; the momentum moves the opposite way, from
+    ``max_momentum`` down to ``base_momentum`` at the lr peak and back up. ``three_phase=True``
+    falls back to initial_lr at step ``2 * pct_start * total_steps - 2`` first, then to min_lr
+    with the momentum held at max_momentum (the paper's version). Each phase interpolates with
+    ``anneal``: "cos" gives end + (start - end) * (1 + cos(pi * pct)) / 2, "linear" gives
+    start + (end - start) * pct, pct the fraction of the phase done (torch's arithmetic).
+
+    ``s(t)`` is the lr and ``s.momentum(t)`` the momentum (SGD's momentum, Adam's beta1) of step
+    t = 0 .. total_steps - 1; a t past the cycle is a ValueError, as torch's stepping past
+    total_steps is (torch also computes t = total_steps, which no update uses).
+
+    Parameters
+    ----------
+    max_lr : float > 0, the peak lr
+    total_steps : int >= 1, the number of steps in the cycle (the updates of the run)
+    pct_start : float in (0, 1), default 0.3, the fraction of the cycle spent rising
+    anneal : "cos" (default) or "linear" (torch's anneal_strategy)
+    div_factor : float > 0, default 25.0
+    final_div_factor : float > 0, default 1e4
+    three_phase : bool, default False
+    base_momentum, max_momentum : floats in [0, 1), defaults 0.85 and 0.95, base <= max
+    cycle_momentum : bool, default True; False leaves the momentum alone (momentum(t) is None)
+    unit : "iteration" (default, as torch) or "epoch"
+
+    Example
+    -------
+    >>> s = OneCycle(0.1, total_steps=100)
+    >>> round(s(29), 6), s.momentum(29)
+    (0.1, 0.85)
+    """
+
+    name = "onecycle"
+    ANNEALS = ("cos", "linear")
+
+    def __init__(self, max_lr, total_steps, pct_start=0.3, anneal="cos", div_factor=25.0,
+                 final_div_factor=1e4, three_phase=False, base_momentum=0.85, max_momentum=0.95,
+                 cycle_momentum=True, unit="iteration"):
+        super().__init__(unit)
+        self.max_lr = check.real("max_lr", max_lr, low=0.0, low_open=True)
+        self.total_steps = check.positive_int("total_steps", total_steps)
+        self.pct_start = check.real("pct_start", pct_start, low=0.0, high=1.0, low_open=True,
+                                    high_open=True)
+        self.anneal = check.choice("anneal", anneal, self.ANNEALS)
+        self.div_factor = check.real("div_factor", div_factor, low=0.0, low_open=True)
+        self.final_div_factor = check.real("final_div_factor", final_div_factor, low=0.0,
+                                           low_open=True)
+        self.three_phase = check.boolean("three_phase", three_phase)
+        self.base_momentum = check.real("base_momentum", base_momentum, low=0.0, high=1.0,
+                                        high_open=True)
+        self.max_momentum = check.real("max_momentum", max_momentum, low=0.0, high=1.0,
+                                       high_open=True)
+        if self.base_momentum > self.max_momentum:
+            raise ValueError(f"base_momentum ({self.base_momentum}) must not exceed max_momentum "
+                             f"({self.max_momentum})")
+        self.cycle_momentum = check.boolean("cycle_momentum", cycle_momentum)
+        peak = float(self.pct_start * self.total_steps) - 1
+        if peak == 0:  # torch's OneCycleLR divides by zero at step 0 here
+            raise ValueError(f"pct_start * total_steps = {self.pct_start} * {self.total_steps} is "
+                             f"1, a rising phase of zero steps: change pct_start or total_steps")
+        low, top = self.initial_lr, self.max_lr
+        m_low, m_top = self.base_momentum, self.max_momentum
+        if self.three_phase:  # (end_step, start_lr, end_lr, start_momentum, end_momentum)
+            self._phases = ((peak, low, top, m_top, m_low),
+                            (float(2 * self.pct_start * self.total_steps) - 2, top, low, m_low,
+                             m_top),
+                            (self.total_steps - 1, low, self.min_lr, m_top, m_top))
+        else:
+            self._phases = ((peak, low, top, m_top, m_low),
+                            (self.total_steps - 1, top, self.min_lr, m_low, m_top))
+
+    @property
+    def initial_lr(self):
+        """The lr of step 0: max_lr / div_factor."""
+        return self.max_lr / self.div_factor
+
+    @property
+    def min_lr(self):
+        """The lr of the last step: initial_lr / final_div_factor."""
+        return self.initial_lr / self.final_div_factor
+
+    @property
+    def sets_momentum(self):
+        return self.cycle_momentum
+
+    def momentum(self, t):
+        """The momentum of step t (SGD's momentum, Adam's beta1); None if cycle_momentum=False."""
+        t = _check_t(t)
+        if not self.cycle_momentum:
+            return None
+        pct, phase = self._locate(t)
+        return self._interpolate(phase[3], phase[4], pct)
+
+    def value(self, t):
+        pct, phase = self._locate(t)
+        return self._interpolate(phase[1], phase[2], pct)
+
+    def _locate(self, t):
+        """(fraction of the phase done, phase) of step t, found as torch's get_lr finds it."""
+        if t >= self.total_steps:
+            raise ValueError(f"t = {t} is past the end of {self!r}, which covers t = 0 .. "
+                             f"{self.total_steps - 1}: set total_steps to the number of "
+                             f"{self.unit}s of the run")
+        start = 0.0
+        for i, phase in enumerate(self._phases):
+            end = phase[0]
+            if t <= end or i == len(self._phases) - 1:
+                return (t - start) / (end - start), phase
+            start = end
+
+    def _interpolate(self, start, end, pct):
+        if self.anneal == "cos":
+            return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
+        return (end - start) * pct + start
+
+
+class CosineWarmRestarts(Schedule):
+    """Cosine annealing with warm restarts (SGDR), as torch CosineAnnealingWarmRestarts.
+
+    s(t) = min_lr + (lr - min_lr) * (1 + cos(pi * t_cur / t_i)) / 2, where the first period has
+    t_i = t_0 steps, each later one t_mult times the one before, and t_cur counts the steps
+    since the last restart. At a restart the lr jumps back to lr. With t_mult = 1 that is
+    t_cur = t mod t_0. Integer steps only (torch's stepping with no epoch argument).
+
+    Parameters
+    ----------
+    lr : float >= 0, the lr at each restart
+    t_0 : int >= 1, the length of the first period
+    t_mult : int >= 1, default 1, the growth factor of the period
+    min_lr : float in [0, lr], default 0
+    unit : "epoch" (default) or "iteration"
+
+    Example
+    -------
+    >>> CosineWarmRestarts(1.0, t_0=2, t_mult=2).values(7).round(3).tolist()
+    [1.0, 0.5, 1.0, 0.854, 0.5, 0.146, 1.0]
+    """
+
+    name = "warm-restarts"
+
+    def __init__(self, lr, t_0, t_mult=1, min_lr=0.0, unit="epoch"):
+        super().__init__(unit)
+        self.lr = _lr("lr", lr)
+        self.t_0 = check.positive_int("t_0", t_0)
+        self.t_mult = check.positive_int("t_mult", t_mult)
+        self.min_lr = _lr("min_lr", min_lr)
+        if self.min_lr > self.lr:
+            raise ValueError(f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
+
+    def value(self, t):
+        t_cur, t_i = t, self.t_0
+        if self.t_mult == 1:
+            t_cur = t % t_i
+        else:
+            while t_cur >= t_i:
+                t_cur -= t_i
+                t_i *= self.t_mult
+        return self.min_lr + (self.lr - self.min_lr) * (1 + math.cos(math.pi * t_cur / t_i)) / 2
+
+
+class MultiStepDecay(Schedule):
+    """s(t) = lr * gamma ** (number of milestones <= t)   (torch MultiStepLR).
+
+    ``MultiStepDecay(0.1, milestones=[30, 80])`` gives 0.1 for t < 30, 0.01 for 30 <= t < 80
+    and 0.001 from t = 80 on.
+
+    Parameters
+    ----------
+    lr : float >= 0, the lr before the first milestone
+    milestones : strictly increasing ints >= 0 (may be empty)
+    gamma : float in (0, 1], default 0.1, the factor at each milestone
+    unit : "epoch" (default) or "iteration"
+    """
+
+    name = "multistep"
+
+    def __init__(self, lr, milestones, gamma=0.1, unit="epoch"):
+        super().__init__(unit)
+        self.lr = _lr("lr", lr)
+        if isinstance(milestones, (str, bytes)) or not hasattr(milestones, "__iter__"):
+            raise TypeError(f"milestones must be a list of ints, got {milestones!r}")
+        milestones = tuple(check.non_negative_int(f"milestones[{i}]", m)
+                           for i, m in enumerate(milestones))
+        if any(b <= a for a, b in zip(milestones, milestones[1:])):
+            raise ValueError(f"milestones must increase strictly, got {list(milestones)}: "
+                             f"sort them and drop repeats")
+        self.milestones = milestones
+        self.gamma = _gamma(gamma)
+
+    def value(self, t):
+        return self.lr * self.gamma ** bisect.bisect_right(self.milestones, t)
+
+
+class PolynomialDecay(Schedule):
+    """s(t) = lr * (1 - min(t, total_steps) / total_steps) ** power   (torch PolynomialLR).
+
+    The lr reaches 0 at t = total_steps and stays 0 after it (torch's PolynomialLR has no end
+    lr and no cycling); power = 1 is a linear decay.
+
+    Parameters
+    ----------
+    lr : float >= 0, the lr at t = 0
+    total_steps : int >= 1, the step at which the lr reaches 0 (torch's total_iters)
+    power : float > 0, default 1.0
+    unit : "epoch" (default) or "iteration"
+    """
+
+    name = "poly"
+
+    def __init__(self, lr, total_steps, power=1.0, unit="epoch"):
+        super().__init__(unit)
+        self.lr = _lr("lr", lr)
+        self.total_steps = check.positive_int("total_steps", total_steps)
+        self.power = check.real("power", power, low=0.0, low_open=True)
+
+    def value(self, t):
+        return self.lr * (1.0 - min(self.total_steps, t) / self.total_steps) ** self.power
 
 
 def _scaling_args(lr, batch_size, base_batch_size):
@@ -263,7 +507,7 @@ class FunctionSchedule(Schedule):
         super().__init__(getattr(fn, "unit", unit))
         self.fn = fn
 
-    def _value(self, t):
+    def value(self, t):
         return check.real(f"schedule({t})", self.fn(t), low=0.0)
 
 
@@ -276,12 +520,12 @@ class BatchSizeSchedule:
     uses s(0)) before the epoch starts; within an epoch it is fixed. Increasing the batch size
     lowers the gradient noise like decaying the lr does (Smith et al. 2017, "Don't decay the
     learning rate, increase the batch size"), with fewer updates per epoch.
-    Subclasses define ``_value(e)``.
+    Subclasses define ``value(e)``.
     """
     unit = "epoch"
 
     def __call__(self, e):
-        return self._value(_check_t(e))
+        return self.value(_check_t(e))
 
     def values(self, epochs):
         """List of s(0), ..., s(epochs - 1)."""
@@ -302,7 +546,7 @@ class ConstantBatchSize(BatchSizeSchedule):
     def __init__(self, batch_size):
         self.batch_size = check.positive_int("batch_size", batch_size)
 
-    def _value(self, e):
+    def value(self, e):
         return self.batch_size
 
 
@@ -339,7 +583,7 @@ class StepBatchSize(BatchSizeSchedule):
                 raise ValueError(f"max_batch_size ({self.max_batch_size}) must be >= batch_size "
                                  f"({self.batch_size})")
 
-    def _value(self, e):
+    def value(self, e):
         k = e // self.step_size
         if isinstance(self.factor, int):
             size = self.batch_size * self.factor ** k
@@ -363,7 +607,7 @@ class FunctionBatchSize(BatchSizeSchedule):
             raise TypeError(f"fn must be callable e -> batch size, got {type(fn).__name__}")
         self.fn = fn
 
-    def _value(self, e):
+    def value(self, e):
         return check.positive_int(f"batch_size({e})", self.fn(e))
 
 

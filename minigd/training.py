@@ -11,13 +11,14 @@ from . import fused
 from .backend import announce_compilation
 from .backend import kernels as _active_kernels
 from .callbacks import Callback, warn_foreign_hooks
-from .checkpoint import checkpoint_callback
 from .data import BatchIterator, iterations_per_epoch
 from .history import History
-from .losses import SoftmaxCrossEntropy
+from .layers import Layer
+from .losses import Loss, SoftmaxCrossEntropy, loss_and_grad
 from .metrics import evaluate
 from .model import Sequential
 from .optim import Optimizer
+from .resume import checkpoint_callback
 from .schedules import ConstantBatchSize, as_batch_size_schedule, as_schedule
 
 DIVERGENCE_POLICIES = ("warn", "raise")
@@ -39,21 +40,55 @@ class TrainingState:
     step (updates applied so far), current_lr (lr of the latest update), lr_scale (multiplies
     the scheduled lr; ReduceLROnPlateau lowers it), stop_training (set True to stop after this
     epoch), batch_schedule (None for a fixed batch size, else sets the batch size per epoch),
-    start_iteration (iterations of the next epoch already done, when resuming).
+    start_iteration (iterations of the next epoch already done, when resuming), loss (the
+    Loss being minimised), has_validation (True when fit has validation_data),
+    epoch_finished (False while epoch ``epoch`` still has iterations to run).
     """
 
     def __init__(self, model, optimizer, history, iterator, epochs, schedule, base_lr,
-                 batch_schedule=None):
+                 batch_schedule=None, loss=None, has_validation=False):
         self.model, self.optimizer, self.history = model, optimizer, history
         self.iterator, self.epochs, self.schedule = iterator, epochs, schedule
         self.base_lr, self.batch_schedule = base_lr, batch_schedule
+        self.loss = SoftmaxCrossEntropy() if loss is None else loss
+        self.has_validation = bool(has_validation)
         self.epoch = 0
+        self.epoch_finished = True
         self.iteration = 0
         self.step = 0
         self.lr_scale = 1.0
         self.current_lr = base_lr
         self.stop_training = False
         self.start_iteration = 0
+
+    def state_dict(self):
+        """The run's position and lr state as JSON values (what a checkpoint's ``training`` holds).
+
+        epochs_done and iteration (of the epoch in progress; 0 between epochs), step, epochs,
+        lr_scale, current_lr, base_lr, stop_training, the schedule (its repr) and its position
+        schedule_t (epochs done or updates done, in the schedule's unit), and the loss's name.
+        """
+        done = self.epoch if self.epoch_finished else self.epoch - 1
+        iteration = 0 if self.epoch_finished else self.iteration
+        schedule = self.schedule
+        return {"epochs_done": done, "iteration": iteration, "step": self.step,
+                "epochs": self.epochs, "lr_scale": self.lr_scale,
+                "current_lr": self.current_lr, "base_lr": self.base_lr,
+                "stop_training": bool(self.stop_training),
+                "schedule": None if schedule is None else repr(schedule),
+                "schedule_t": None if schedule is None else (
+                    done if schedule.unit == "epoch" else self.step),
+                "loss": type(self.loss).__name__}
+
+    def load_state_dict(self, state):
+        """Continue from :meth:`state_dict`'s position (``epochs`` stays this run's total)."""
+        done, iteration = state["epochs_done"], state["iteration"]
+        self.epoch = done + 1 if iteration else done
+        self.epoch_finished = not iteration
+        self.iteration = self.start_iteration = iteration
+        self.step = state["step"]
+        self.lr_scale, self.stop_training = state["lr_scale"], state["stop_training"]
+        self.current_lr, self.base_lr = state["current_lr"], state["base_lr"]
 
     def lr_at(self, epoch_index, step):
         """Learning rate for the update after ``step`` updates, in epoch ``epoch_index`` (0-based)."""
@@ -63,7 +98,7 @@ class TrainingState:
         return self.schedule(t) * self.lr_scale
 
 
-def _check_model_and_optimizer(model, optimizer, loss):
+def _check_model_and_optimizer(model, optimizer):
     if not isinstance(model, Sequential):
         raise TypeError(f"model must be a minigd Sequential, got {type(model).__name__}")
     if not isinstance(optimizer, Optimizer):
@@ -73,8 +108,18 @@ def _check_model_and_optimizer(model, optimizer, loss):
     if not all(id(p) in owned for p in optimizer.params):
         raise ValueError("optimizer was built for another model's parameters: pass "
                          "model.parameters() of this model")
-    if not isinstance(loss, SoftmaxCrossEntropy):
-        raise TypeError(f"loss must be SoftmaxCrossEntropy, got {type(loss).__name__}")
+
+
+def _check_loss(loss):
+    if loss is None:
+        return SoftmaxCrossEntropy()
+    if not isinstance(loss, Loss):
+        raise TypeError(f"loss must be a minigd Loss (SoftmaxCrossEntropy, or a subclass of "
+                        f"mg.Loss with value_and_grad), got {type(loss).__name__}")
+    if loss.target_kind not in ("classes", "values"):
+        raise ValueError(f"{type(loss).__name__}.target_kind must be 'classes' or 'values', "
+                         f"got {loss.target_kind!r}")
+    return loss
 
 
 def _check_callbacks(callbacks):
@@ -126,13 +171,14 @@ def _warn_if_inputs_unscaled(X):
                   UserWarning, stacklevel=3)
 
 
-def _check_validation(validation_data, model):
+def _check_validation(validation_data, model, loss):
     if validation_data is None:
         return None
     if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
         raise TypeError("validation_data must be a pair (X_val, y_val)")
-    X_val = check.features("validation_data[0]", validation_data[0], model.n_features)
-    y_val = check.labels("validation_data[1]", validation_data[1], X_val.shape[0], model.n_outputs)
+    X_val = model.check_input(validation_data[0], "validation_data[0]")
+    y_val = loss.check_targets(validation_data[1], X_val.shape[0], model.n_outputs,
+                               name="validation_data[1]")
     return X_val, y_val
 
 
@@ -159,16 +205,21 @@ def fit(model, X, y, *, optimizer, epochs, batch_size, loss=None, schedule=None,
     ----------
     model : Sequential
     X : array-like (N, features), float; may be an np.memmap (only indexed, never copied)
-    y : array-like (N,), integer class ids in [0, model.n_outputs)
+    y : targets of the loss: integer class ids in [0, model.n_outputs), shape (N,), for a
+        classification loss; real values of shape (N,) or (N, n_outputs) for a loss with
+        ``target_kind="values"`` (may be an np.memmap: gathered per batch, never copied).
+        Bad targets give a ValueError naming the loss and the form it takes.
     optimizer : SGD, Adam or AdamW built on ``model.parameters()``
     epochs : int >= 1
     batch_size : int >= 1, or a batch-size schedule (StepBatchSize, callable epoch -> int)
         evaluated before each epoch (from 0); every value is checked before training starts
-    loss : SoftmaxCrossEntropy, default a new one
+    loss : Loss, default a new SoftmaxCrossEntropy. Any subclass of mg.Loss; one without a fused
+        kernel trains on the per-iteration path (fit says so once with verbose).
     schedule : minigd schedule or callable t -> lr, default None (constant lr)
     shuffle, drop_last : bool, as BatchIterator
     seed : int or None, seeds the shuffling (the permutation of epoch e depends on seed and e)
-    validation_data : (X_val, y_val) or None; adds val_loss and val_accuracy to each epoch
+    validation_data : (X_val, y_val) or None; adds val_loss and the loss's metrics to each
+        epoch (val_accuracy; val_mse and val_r2 for a regression loss), evaluated in eval mode
     callbacks : list of Callback (EarlyStopping, ReduceLROnPlateau, ...); a single Callback is
         accepted too. A hook fit never calls (Keras' ``on_batch_end``, ...) warns once.
     verbose : 0 silent, 1 plan + progress bar + a line per epoch, 2 no progress bar; 1 and 2
@@ -197,33 +248,39 @@ def fit(model, X, y, *, optimizer, epochs, batch_size, loss=None, schedule=None,
     >>> history = mg.fit(model, X, y, optimizer=mg.SGD(model.parameters(), lr=0.1),
     ...                  epochs=5, batch_size=64, seed=0)
     """
-    loss = SoftmaxCrossEntropy() if loss is None else loss
-    _check_model_and_optimizer(model, optimizer, loss)
+    loss = _check_loss(loss)
+    _check_model_and_optimizer(model, optimizer)
     epochs = check.positive_int("epochs", epochs)
     verbose = check.choice("verbose", verbose, (0, 1, 2))
     on_divergence = check.choice("on_divergence", on_divergence, DIVERGENCE_POLICIES)
     schedule = as_schedule(schedule)
     callbacks = _check_callbacks(callbacks)
-    X = check.features("X", X, model.n_features)
-    y = check.labels("y", y, X.shape[0], model.n_outputs)
-    validation = _check_validation(validation_data, model)
+    X = model.check_input(X, "X")
+    y = loss.check_targets(y, X.shape[0], model.n_outputs)
+    validation = _check_validation(validation_data, model, loss)
     _warn_if_inputs_unscaled(X)
     batch_schedule = as_batch_size_schedule(batch_size)
     batch_sizes = batch_schedule.values(epochs)
     iterator = BatchIterator(X, y, batch_sizes[0], shuffle=shuffle, drop_last=drop_last, seed=seed,
-                             dtype=model.dtype, validate=False, reuse_buffers=True)
+                             dtype=model.dtype, validate=False, reuse_buffers=True,
+                             target_kind="classes" if y.ndim == 1 else "values")
     for size in batch_sizes:
-        iterator._check_drop_last(size)
+        iterator.check_batch_size(size)
 
-    history = History()
+    history = History(loss.metric_names)
     state = TrainingState(model, optimizer, history, iterator, epochs, schedule, optimizer.lr,
-                          None if isinstance(batch_schedule, ConstantBatchSize) else batch_schedule)
+                          None if isinstance(batch_schedule, ConstantBatchSize) else batch_schedule,
+                          loss=loss, has_validation=validation is not None)
     saver = checkpoint_callback(state, callbacks, checkpoint, resume, checkpoint_every, seed,
                                 verbose)
     callbacks += [saver] if saver is not None else []
     if verbose:
         announce_compilation(print)
         print(_plan_line(iterator, batch_sizes))
+        support = fused.supports(state, loss, callbacks)
+        if support.custom:
+            print(support.reason)          # a user-written layer, loss or optimizer: said once
+    model.train()
     for cb in callbacks:
         cb.on_train_begin(state)
     try:
@@ -237,13 +294,15 @@ def fit(model, X, y, *, optimizer, epochs, batch_size, loss=None, schedule=None,
 
 def _train(state, loss, validation, callbacks, verbose, on_divergence):
     history, model = state.history, state.model
-    for epoch in range(state.epoch + 1, state.epochs + 1):
+    first = state.epoch + 1 if state.epoch_finished else state.epoch
+    for epoch in range(first, state.epochs + 1):
         if state.stop_training:
             return
         state.epoch = epoch
         if state.batch_schedule is not None:
             state.iterator.set_batch_size(state.batch_schedule(epoch - 1))
         start, state.start_iteration = state.start_iteration, 0
+        state.iteration, state.epoch_finished = start, False
         for cb in callbacks:
             cb.on_epoch_begin(state)
         started = time.perf_counter()
@@ -252,10 +311,12 @@ def _train(state, loss, validation, callbacks, verbose, on_divergence):
         if history.diverged:
             _report_divergence(history, on_divergence)
             return
-        val = evaluate(model, *validation) if validation is not None else None
+        state.epoch_finished = True
+        val = evaluate(model, *validation, loss=loss) if validation is not None else None
+        metrics = {f"val_{name}": None if val is None else val[name]
+                   for name in loss.metric_names}
         history.record_epoch(epoch=epoch, train_loss=_epoch_train_loss(history, epoch),
-                             val_loss=None if val is None else val["loss"],
-                             val_accuracy=None if val is None else val["accuracy"],
+                             val_loss=None if val is None else val["loss"], **metrics,
                              seconds=seconds, samples_per_second=samples / seconds)
         if verbose:
             print(_epoch_line(history, state.epochs))
@@ -285,29 +346,40 @@ def _run_epoch(state, loss, callbacks, verbose, start=0):
     instead (minigd.fused), recording the same history.
     """
     if fused.supports(state, loss, callbacks):
-        return fused.run_epoch(state, _progress(len(state.iterator) - start,
-                                                f"epoch {state.epoch}/{state.epochs}",
-                                                verbose == 1), start)
+        loss_sum, samples, divergence = fused.run_epoch(
+            state, _progress(len(state.iterator) - start, f"epoch {state.epoch}/{state.epochs}",
+                             verbose == 1), start)
+        if divergence is not None:
+            _mark_divergence(state, *divergence)
+        return loss_sum, samples
     kernels = _active_kernels()
     model, optimizer, history, iterator = state.model, state.optimizer, state.history, state.iterator
+    grad_buffer = _loss_gradient_buffer(state)
     per_iteration = [cb for cb in callbacks if cb.per_iteration]
     epoch_index = state.epoch - 1
+    seeded = [(i, layer) for i, layer in enumerate(model.layers)
+              if type(layer).reseed is not Layer.reseed]      # Dropout: masks by (seeds, step)
     loss_sum, samples = 0.0, 0
     bar = _progress(len(iterator), f"epoch {state.epoch}/{state.epochs}", verbose == 1)
     try:
         for iteration, (xb, yb) in enumerate(iterator.batches(epoch_index, start), start=start + 1):
             lr = state.lr_at(epoch_index, state.step)
             optimizer.lr = lr
-            value = loss._forward_backward(model._forward(xb, kernels), yb, kernels)
             n = len(yb)
+            for i, layer in seeded:
+                layer.reseed((model.seed, iterator.seed, state.step, i))
+            logits = model.forward_batch(xb, kernels)
+            dlogits = grad_buffer[:n]
+            value = loss_and_grad(loss, logits, yb, dlogits, kernels)
             history.record_iteration(epoch=state.epoch, iteration=iteration, step=state.step + 1,
                                      batch_size=n, lr=lr, loss=value)
             state.iteration, state.current_lr = iteration, lr
             if not math.isfinite(value):
                 _mark_divergence(state, iteration, lr, value, "loss")
                 break
-            model._backward(loss._gradient(), kernels)
-            if not math.isfinite(float(np.dot(model._grads, model._grads))):
+            model.backward_batch(dlogits, kernels=kernels)
+            grads = model.flat_grads
+            if not math.isfinite(float(np.dot(grads, grads))):
                 _mark_divergence(state, iteration, lr, value, "gradient")
                 break
             optimizer.step()
@@ -320,6 +392,14 @@ def _run_epoch(state, loss, callbacks, verbose, start=0):
     finally:
         bar.close()
     return loss_sum, samples
+
+
+def _loss_gradient_buffer(state):
+    """The reused d loss / d outputs buffer: rows for the largest batch, the model's dtype."""
+    rows = min(state.iterator.batch_size, state.iterator.n_samples)
+    if state.batch_schedule is not None:
+        rows = min(max(state.batch_schedule.values(state.epochs)), state.iterator.n_samples)
+    return np.empty((rows, state.model.n_outputs), dtype=state.model.dtype)
 
 
 def _plan_line(iterator, batch_sizes):
@@ -342,7 +422,7 @@ def _mark_divergence(state, iteration, lr, value, cause):
     history.diverged = True
     history.divergence = {"epoch": state.epoch, "iteration": iteration, "step": state.step + 1,
                           "lr": lr, "loss": str(value), "cause": cause,
-                          "weights_finite": bool(np.isfinite(state.model._values).all())}
+                          "weights_finite": bool(np.isfinite(state.model.flat_values).all())}
 
 
 def _report_divergence(history, on_divergence):
@@ -364,5 +444,10 @@ def _epoch_line(history, epochs):
     e = history.epochs
     text = f"epoch {e['epoch'][-1]}/{epochs}  train_loss {e['train_loss'][-1]:.4f}"
     if e["val_loss"][-1] is not None:
-        text += f"  val_loss {e['val_loss'][-1]:.4f}  val_acc {100 * e['val_accuracy'][-1]:.2f}%"
+        text += f"  val_loss {e['val_loss'][-1]:.4f}"
+        for key in e:
+            if key == "val_accuracy":
+                text += f"  val_acc {100 * e[key][-1]:.2f}%"
+            elif key.startswith("val_") and key != "val_loss":
+                text += f"  {key} {e[key][-1]:.4g}"
     return text + f"  {e['seconds'][-1]:.2f} s  {e['samples_per_second'][-1]:,.0f} samples/s"

@@ -86,7 +86,7 @@ def main(argv=None):
     kill_at = tuple(int(v) for v in args.kill_at.split(":")) if args.kill_at else None
     model, history, ran = train(args.epochs, args.optimizer, args.checkpoint, args.resume,
                                 args.every, kill_at)
-    np.savez(args.out, weights=model._values,
+    np.savez(args.out, weights=model.flat_values,
              history=np.frombuffer(json.dumps(history.to_dict()).encode(), dtype=np.uint8),
              ran=np.asarray(ran, dtype=np.int64))
 

@@ -212,8 +212,8 @@ def assert_runs_agree(a, b, rtol=RUN_RTOL, atol=RUN_ATOL):
         assert hist_a.iterations[key] == hist_b.iterations[key], key
     np.testing.assert_allclose(hist_b.iterations["loss"], hist_a.iterations["loss"], rtol=rtol)
     np.testing.assert_allclose(hist_b.epochs["train_loss"], hist_a.epochs["train_loss"], rtol=rtol)
-    np.testing.assert_allclose(model_b._values, model_a._values, rtol=rtol, atol=atol)
-    np.testing.assert_allclose(model_b._grads, model_a._grads, rtol=rtol, atol=atol)
+    np.testing.assert_allclose(model_b.flat_values, model_a.flat_values, rtol=rtol, atol=atol)
+    np.testing.assert_allclose(model_b.flat_grads, model_a.flat_grads, rtol=rtol, atol=atol)
     assert opt_a.step_count == opt_b.step_count == hist_a.iterations["step"][-1]
     assert opt_a.lr == opt_b.lr
     for name in opt_a.state:
@@ -255,8 +255,8 @@ def assert_bit_identical(a, b):
     (model_a, opt_a, hist_a), (model_b, opt_b, hist_b) = a, b
     assert hist_a.iterations == hist_b.iterations
     assert hist_a.epochs["train_loss"] == hist_b.epochs["train_loss"]
-    assert model_a._values.tobytes() == model_b._values.tobytes()
-    assert model_a._grads.tobytes() == model_b._grads.tobytes()
+    assert model_a.flat_values.tobytes() == model_b.flat_values.tobytes()
+    assert model_a.flat_grads.tobytes() == model_b.flat_grads.tobytes()
     assert opt_a.step_count == opt_b.step_count and opt_a.lr == opt_b.lr
     for name in opt_a.state:
         assert opt_a.state[name].tobytes() == opt_b.state[name].tobytes(), name
@@ -287,8 +287,8 @@ def test_float32_fused_epoch_stays_close_to_numpy(tmp_path):
         with mg.use_backend(backend):
             history = mg.fit(model, X, y, optimizer=opt, epochs=2, batch_size=16, seed=0, verbose=0)
         runs.append((model, history))
-    assert runs[1][0]._values.dtype == np.float32
-    np.testing.assert_allclose(runs[1][0]._values, runs[0][0]._values, rtol=1e-4, atol=1e-5)
+    assert runs[1][0].flat_values.dtype == np.float32
+    np.testing.assert_allclose(runs[1][0].flat_values, runs[0][0].flat_values, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(runs[1][1].iterations["loss"], runs[0][1].iterations["loss"],
                                rtol=1e-4)
 
@@ -297,7 +297,7 @@ def test_same_seed_same_backend_is_bit_identical(tmp_path, monkeypatch):
     for enabled in (True, False):
         monkeypatch.setattr(fused, "ENABLED", enabled)
         a, b = (train("sgd_nesterov_relu_tanh", tmp_path) for _ in range(2))
-        assert np.array_equal(a[0]._values, b[0]._values)
+        assert np.array_equal(a[0].flat_values, b[0].flat_values)
         assert np.array_equal(a[1].state["momentum_buffer"], b[1].state["momentum_buffer"])
         assert a[2].to_dict() | {"epochs": None} == b[2].to_dict() | {"epochs": None}
         assert a[2].epochs["train_loss"] == b[2].epochs["train_loss"]
@@ -312,7 +312,7 @@ def test_thread_count_does_not_change_the_fused_result(monkeypatch):
                               dtype=np.float64)
         opt = mg.Adam(model.parameters(), lr=1e-2)
         history = mg.fit(model, X, y, optimizer=opt, epochs=1, batch_size=64, seed=0, verbose=0)
-        results.append((model._values.copy(), history.iterations["loss"]))
+        results.append((model.flat_values.copy(), history.iterations["loss"]))
     for values, losses in results[1:]:
         assert np.array_equal(values, results[0][0]) and losses == results[0][1]
 
@@ -331,7 +331,7 @@ def test_divergence_stops_at_the_same_update_on_both_paths(scale, lr, cause):
         with mg.use_backend(backend), pytest.warns(RuntimeWarning, match="diverged"):
             history = mg.fit(model, X, y, optimizer=opt, epochs=3, batch_size=8, seed=0,
                              verbose=0)
-        outcomes.append((history, model._values.copy(), opt.step_count))
+        outcomes.append((history, model.flat_values.copy(), opt.step_count))
     (h_np, w_np, steps_np), (h_nb, w_nb, steps_nb) = outcomes
     assert h_np.diverged and h_nb.diverged
     assert h_nb.divergence["cause"] == h_np.divergence["cause"] == cause

@@ -18,7 +18,7 @@ def run_script(name, out):
                MPLBACKEND="Agg")
     done = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", name), "--quick",
                            "--out", str(out)], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     return done.stdout
 

@@ -49,7 +49,7 @@ def reference(optimizer):
     if optimizer not in _REFERENCE:
         model, history, ran = train(4, optimizer)
         assert ran == [1, 2, 3, 4]
-        _REFERENCE[optimizer] = model._values.copy(), json.loads(json.dumps(comparable(history)))
+        _REFERENCE[optimizer] = model.flat_values.copy(), json.loads(json.dumps(comparable(history)))
     return _REFERENCE[optimizer]
 
 
@@ -246,7 +246,7 @@ def test_save_and_load_round_trip_a_diverged_history(tmp_path):
     other = mg.Sequential(mg.Dense(20, 8), mg.ReLU(), mg.Dense(8, 3), seed=9, dtype=np.float64)
     other_opt = mg.Adam(other.parameters())
     ckpt.restore(other, other_opt)
-    assert_bit_identical(other._values, model._values)
+    assert_bit_identical(other.flat_values, model.flat_values)
     assert other_opt.step_count == opt.step_count and other_opt.lr == 1e300
     for name in opt.state:
         assert_bit_identical(other_opt.state[name], opt.state[name])
@@ -279,14 +279,14 @@ def test_resume_into_a_different_run_is_rejected_and_changes_nothing(tmp_path, c
     change = dict(change)
     model, opt = _fresh(change.pop("arch", (20, 8, 3)), change.pop("dtype", np.float32),
                         change.pop("optimizer", mg.SGD))
-    before, opt_before = model._values.copy(), opt.state_dict()
+    before, opt_before = model.flat_values.copy(), opt.state_dict()
     X, y, _, _ = data()
     n = change.pop("n_samples", 600)
     args = dict(epochs=4, batch_size=64, seed=3, verbose=0, checkpoint=path, resume=True)
     args.update(change)
     with pytest.raises(ValueError, match=match):
         mg.fit(model, X[:n], y[:n], optimizer=opt, **args)
-    assert_bit_identical(model._values, before)
+    assert_bit_identical(model.flat_values, before)
     after = opt.state_dict()
     assert after["step"] == opt_before["step"] and after["hyperparameters"] == \
         opt_before["hyperparameters"]
@@ -301,7 +301,7 @@ def test_resume_with_seed_none_uses_the_saved_seed(tmp_path):
     X, y, _, _ = data()
     history = mg.fit(model, X, y, optimizer=opt, epochs=3, batch_size=64, seed=None, verbose=0,
                      checkpoint=tmp_path / "c.npz", resume=True)
-    assert_bit_identical(model._values, ref_model._values)
+    assert_bit_identical(model.flat_values, ref_model.flat_values)
     assert comparable(history) == comparable(ref_history)
 
 
@@ -312,7 +312,7 @@ def test_resume_without_a_file_starts_fresh_and_a_finished_run_does_nothing(tmp_
     again = mg.fit(model2, *data()[:2], optimizer=opt2, epochs=2, batch_size=64, seed=3,
                    verbose=0, checkpoint=tmp_path / "c.npz", resume=True)
     assert comparable(again) == comparable(history)
-    assert_bit_identical(model2._values, model._values)
+    assert_bit_identical(model2.flat_values, model.flat_values)
     assert opt2.step_count == opt.step_count == 20
 
 
@@ -333,10 +333,10 @@ def test_early_stopping_state_survives_a_resume(tmp_path):
     model, history, stopper = run(30, tmp_path / "c.npz", resume=True)
     assert history.stopped_early and stopper.stopped_epoch == ref_stopper.stopped_epoch
     assert (stopper.best, stopper.best_epoch) == (ref_stopper.best, ref_stopper.best_epoch)
-    assert_bit_identical(model._values, ref_model._values)
+    assert_bit_identical(model.flat_values, ref_model.flat_values)
     assert comparable(history) == comparable(ref_history)
     model2, history2, _ = run(30, tmp_path / "c.npz", resume=True)  # finished: nothing to do
-    assert_bit_identical(model2._values, ref_model._values)
+    assert_bit_identical(model2.flat_values, ref_model.flat_values)
     assert comparable(history2) == comparable(ref_history)
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import minigd as mg
-from minigd import cli_args
+from minigd.cli import args as cli_args
 from minigd.cli import build_parser, check_arguments, load_npz, main
 
 OWN_COMMANDS = ("train", "lr-find", "noise-scale")
@@ -66,9 +66,10 @@ def test_batch_size_zero_from_the_shell_is_a_clean_error():
     assert "Traceback" not in result.stderr and "ZeroDivisionError" not in result.stderr
 
 
-@pytest.mark.parametrize("command", OWN_COMMANDS)
+@pytest.mark.parametrize("command", OWN_COMMANDS + ("sweep",))
 def test_every_numeric_flag_has_a_checking_type(command):
-    checks = {getattr(cli_args, name) for name in dir(cli_args) if not name.startswith("_")}
+    checks = {getattr(cli_args, name) for name in dir(cli_args)
+              if not name.startswith("_") and callable(getattr(cli_args, name))}
     for action in subparser(command)._actions:
         assert action.type not in (int, float), action.dest
         if action.type is not None:
@@ -88,10 +89,17 @@ def test_cli_args_functions_raise_argparse_errors():
     assert cli_args.positive_int("7") == 7
     assert cli_args.fraction("0.5") == 0.5
     assert cli_args.hidden_sizes("64,32") == [64, 32]
+    assert cli_args.positive_ints("32, 128") == [32, 128]
+    assert cli_args.nonnegative_ints("0,1") == [0, 1]
+    for function, text in [(cli_args.positive_ints, "32,32"), (cli_args.positive_floats, ",")]:
+        with pytest.raises(argparse.ArgumentTypeError, match="repeated|at least one"):
+            function(text)
     for function, text in [(cli_args.positive_int, "0"), (cli_args.nonnegative_int, "-1"),
                            (cli_args.positive_float, "0"), (cli_args.nonnegative_float, "-inf"),
                            (cli_args.fraction, "1.0"), (cli_args.decay_factor, "0"),
-                           (cli_args.threshold_or_zero, "1")]:
+                           (cli_args.threshold_or_zero, "1"), (cli_args.subset_size, "1"),
+                           (cli_args.n_jobs, "0"), (cli_args.n_jobs, "-2"),
+                           (cli_args.positive_ints, "32,0"), (cli_args.positive_floats, "nan")]:
         with pytest.raises(argparse.ArgumentTypeError, match="must be"):
             function(text)
 
@@ -104,7 +112,7 @@ IGNORED = [
     (["lr-find", "--optimizer", "adam", "--momentum", "0.5"], "--momentum applies"),
     (["noise-scale", "--optimizer", "adamw", "--nesterov"], "--nesterov applies"),
     (["train", "--schedule", "cosine", "--gamma", "0.5"], "--gamma is used by --schedule step or "
-                                                          "exponential only"),
+                                                          "exponential or multistep only"),
     (["train", "--schedule", "cosine", "--max-lr", "1"], "--max-lr is used by --schedule cyclic"),
     (["train", "--schedule", "cosine", "--step-size", "2"], "--step-size is used by --schedule "
                                                             "step or cyclic only"),

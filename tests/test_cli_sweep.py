@@ -48,7 +48,9 @@ def test_bad_numbers_fail_at_parse_time_naming_the_flag(flag, value, capsys):
 @pytest.mark.parametrize("args, words", [
     (["--lrs", "0.1", "--base-lr", "0.2"], "--base-lr only applies with --scaling"),
     (["--base-batch-size", "64"], "--base-batch-size only applies with --scaling"),
-    (["--optimizer", "adam", "--momentum", "0.9"], "--momentum only applies to --optimizer sgd"),
+    (["--optimizer", "adam", "--momentum", "0.9"], "--momentum applies to --optimizer sgd only"),
+    (["--optimizer", "adamw", "--nesterov"], "--nesterov applies to --optimizer sgd only"),
+    (["--nesterov"], "--nesterov needs --momentum > 0"),
     (["--joblib-backend", "dask"], "--dask-workers N starts a local one"),
     (["--dask-workers", "2", "--joblib-backend", "loky"], "drop --joblib-backend loky"),
 ])
@@ -74,6 +76,22 @@ def test_optimizer_and_init_flags_reach_the_cells(tmp_path):
     assert "init='xavier'" in a.config["build_model"] and "init='he'" in b.config["build_model"]
     assert a.column("train_loss") != b.column("train_loss")
     assert main(SMALL + ["--scaling", "sqrt", "--quiet", "--out", str(tmp_path / "c")]) == 2
+
+
+def test_sweep_shares_the_data_flags_of_train(tmp_path):
+    """--data takes the user's .npz (no X_test needed) and --nesterov reaches the cells."""
+    import numpy as np
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 90)
+    X = (rng.normal(size=(90, 5)) + 2 * np.eye(3, 5)[y]).astype(np.float32)
+    np.savez(tmp_path / "own.npz", X=X, y=y)
+    assert main(["sweep", "--data", str(tmp_path / "own.npz"), "--batch-sizes", "30",
+                 "--lrs", "0.1", "--epochs", "1", "--hidden", "4", "--backend", "numpy",
+                 "--momentum", "0.5", "--nesterov", "--quiet", "--out", str(tmp_path / "o")]) == 0
+    result = SweepResult.from_json(tmp_path / "o" / "sweep.json")
+    assert result.config["optimizer_kwargs"] == {"weight_decay": 0.0, "momentum": 0.5,
+                                                 "nesterov": True}
+    assert "(5, 4, 3)" in result.config["build_model"] and len(result) == 1
 
 
 def test_storage_rerun_resumes(tmp_path, capsys):

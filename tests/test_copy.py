@@ -39,8 +39,8 @@ def is_consistent(model):
         if isinstance(layer, mg.Dense):
             assert id(layer.weight) in views and id(layer.bias) in views
     for p in model.parameters():
-        assert np.shares_memory(p.value, model._values)
-        assert np.shares_memory(p.grad, model._grads)
+        assert np.shares_memory(p.value, model.flat_values)
+        assert np.shares_memory(p.grad, model.flat_grads)
     return True
 
 
@@ -50,10 +50,10 @@ def test_copy_trains_predicts_and_saves_like_the_original(kind, tmp_path):
     original = build()
     twin = COPIES[kind](original)
     assert twin is not original and is_consistent(twin)
-    np.testing.assert_array_equal(twin._values, original._values)
+    np.testing.assert_array_equal(twin.flat_values, original.flat_values)
     train(original, X, y)
     train(twin, X, y)
-    np.testing.assert_array_equal(twin._values, original._values)
+    np.testing.assert_array_equal(twin.flat_values, original.flat_values)
     for (k1, a), (k2, b) in zip(original.state_dict().items(), twin.state_dict().items()):
         assert k1 == k2
         np.testing.assert_array_equal(a, b)
@@ -73,14 +73,14 @@ def test_copy_and_original_are_independent(kind):
     X, y = blobs()
     original = build()
     original.predict(X)                                   # allocates the batch buffers
-    before = original._values.copy()
+    before = original.flat_values.copy()
     twin = COPIES[kind](original)
-    assert not np.shares_memory(twin._values, original._values)
+    assert not np.shares_memory(twin.flat_values, original.flat_values)
     train(twin, X, y)
-    np.testing.assert_array_equal(original._values, before)
-    twin_after = twin._values.copy()
+    np.testing.assert_array_equal(original.flat_values, before)
+    twin_after = twin.flat_values.copy()
     train(original, X, y)
-    np.testing.assert_array_equal(twin._values, twin_after)
+    np.testing.assert_array_equal(twin.flat_values, twin_after)
 
 
 @pytest.mark.parametrize("kind", COPIES)
@@ -121,7 +121,7 @@ def test_deepcopy_of_model_and_optimizer_together_keeps_them_linked():
     assert [id(p) for p in opt2.params] == [id(p) for p in model2.parameters()]
     mg.fit(model, X, y, optimizer=opt, epochs=1, batch_size=32, seed=8)
     mg.fit(model2, X, y, optimizer=opt2, epochs=1, batch_size=32, seed=8)
-    np.testing.assert_array_equal(model2._values, model._values)
+    np.testing.assert_array_equal(model2.flat_values, model.flat_values)
 
 
 def test_old_style_pickle_state_still_loads():
@@ -130,8 +130,8 @@ def test_old_style_pickle_state_still_loads():
     old = dict(model.__dict__)
     twin = mg.Sequential.__new__(mg.Sequential)
     twin.__setstate__(old)
-    assert is_consistent(twin) and not np.shares_memory(twin._values, model._values)
-    np.testing.assert_array_equal(twin._values, model._values)
+    assert is_consistent(twin) and not np.shares_memory(twin.flat_values, model.flat_values)
+    np.testing.assert_array_equal(twin.flat_values, model.flat_values)
 
 
 @pytest.mark.parametrize("kind", ["deepcopy", "pickle"])
@@ -154,7 +154,7 @@ def test_estimator_copies_train_and_predict_like_the_original(kind, fitted):
         assert not hasattr(twin, "model_")
         clf.fit(X, y)
         twin.fit(X, y)
-    np.testing.assert_array_equal(twin.model_._values, clf.model_._values)
+    np.testing.assert_array_equal(twin.model_.flat_values, clf.model_.flat_values)
     np.testing.assert_array_equal(twin.predict(X), clf.predict(X))
     assert twin.score(X, y) > 0.9
 

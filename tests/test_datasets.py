@@ -469,7 +469,8 @@ def test_load_mnist_argument_errors(tmp_path):
 
 def test_public_api():
     assert sorted(datasets.__all__) == sorted(
-        ["load_mnist_sample", "load_mnist", "read_idx", "write_idx", "DatasetUnavailableError"]
+        ["load_mnist_sample", "load_mnist", "read_idx", "write_idx", "DatasetUnavailableError",
+         "make_regression"]
     )
     assert issubclass(datasets.DatasetUnavailableError, OSError)
     for name in datasets.__all__:

@@ -35,7 +35,7 @@ def _run(backend, seed=5, dtype=np.float32, optimizer="adam"):
                          callbacks=[mg.ReduceLROnPlateau(patience=0)])
     d = history.to_dict()
     d["epochs"] = {k: v for k, v in d["epochs"].items() if k not in TIMING}
-    return model._values.copy(), opt.state_dict(), d
+    return model.flat_values.copy(), opt.state_dict(), d
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -27,10 +27,10 @@ class _Snapshots(mg.Callback):
         self.weights = {}
 
     def on_train_begin(self, state):
-        self.weights[0] = state.model._values.copy()
+        self.weights[0] = state.model.flat_values.copy()
 
     def on_iteration_end(self, state):
-        self.weights[state.step] = state.model._values.copy()
+        self.weights[state.step] = state.model.flat_values.copy()
 
 
 def _fit(dtype=np.float32, callbacks=(), on_divergence="warn", **args):
@@ -59,7 +59,7 @@ def test_divergence_stops_before_the_poisoned_update_and_says_where(dtype):
     assert not math.isfinite(losses[-1]) and all(map(math.isfinite, losses[:-1]))
     assert history.iterations["lr"][-1] == WILD and history.iterations["epoch"][-1] == 2
     assert history.epochs["epoch"] == [1]
-    assert np.isfinite(model._values).all()
+    assert np.isfinite(model.flat_values).all()
 
     snapshots = _Snapshots()
     with pytest.warns(RuntimeWarning, match="diverged"):
@@ -68,7 +68,7 @@ def test_divergence_stops_before_the_poisoned_update_and_says_where(dtype):
     assert watched_history.divergence == d
     before = snapshots.weights[d["step"] - 1]
     assert max(snapshots.weights) == d["step"] - 1
-    assert model._values.tobytes() == before.tobytes()
+    assert model.flat_values.tobytes() == before.tobytes()
 
 
 def test_on_divergence_raise_carries_the_facts_and_the_history():
@@ -86,13 +86,13 @@ def test_on_divergence_raise_carries_the_facts_and_the_history():
 def test_diverging_from_the_first_update_keeps_the_initial_weights():
     model = mg.Sequential(mg.Dense(20, 16), mg.ReLU(), mg.Dense(16, 3), seed=1)
     model.load_state_dict({k: v * np.float32(1e20) for k, v in model.state_dict().items()})
-    initial = model._values.copy()  # finite weights, but the logits overflow float32 at once
+    initial = model.flat_values.copy()  # finite weights, but the logits overflow float32 at once
     X, y = _data()
     with pytest.warns(RuntimeWarning, match="epoch 1, iteration 1"):
         history = mg.fit(model, X, y, optimizer=mg.SGD(model.parameters(), lr=0.1), epochs=2,
                          batch_size=32, verbose=0, seed=0)
     assert history.n_iterations == 1 and history.n_epochs == 0
-    assert model._values.tobytes() == initial.tobytes()
+    assert model.flat_values.tobytes() == initial.tobytes()
 
 
 def test_the_last_checkpoint_before_divergence_is_kept_and_resumable(tmp_path):

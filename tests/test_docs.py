@@ -271,10 +271,8 @@ def test_extending_examples_train(tmp_path):
     layer = LeakyReLU(0.1)
     model = mg.Sequential(mg.Dense(4, 3), layer, mg.Dense(3, 2), seed=0)
     z = np.array([[-1.0, 2.0, 0.5]], dtype=np.float32)
-    model._reserve(1)
-    np.testing.assert_allclose(layer._forward(z, None), [[-0.1, 2.0, 0.5]], rtol=1e-6)
-    np.testing.assert_allclose(layer._backward(np.ones_like(z), None, True), [[0.1, 1.0, 1.0]],
-                               rtol=1e-6)
+    np.testing.assert_allclose(layer.forward(z), [[-0.1, 2.0, 0.5]], rtol=1e-6)
+    np.testing.assert_allclose(layer.backward(np.ones_like(z)), [[0.1, 1.0, 1.0]], rtol=1e-6)
     rng = np.random.default_rng(0)
     X = rng.normal(size=(64, 4)).astype(np.float32)
     y = (X[:, 0] > 0).astype(np.int64)

@@ -118,8 +118,9 @@ def test_clone_and_params_round_trip():
     clf = mg.MLPClassifier(hidden=(16, 8), lr=0.03, schedule=StepDecay(0.03, 2), seed=5)
     params = clf.get_params()
     assert params["hidden"] == (16, 8) and params["lr"] == 0.03 and params["seed"] == 5
-    assert set(params) == {"hidden", "activation", "optimizer", "lr", "momentum", "batch_size",
-                           "epochs", "schedule", "seed", "dtype", "verbose"}
+    assert set(params) == {"hidden", "activation", "init", "optimizer", "lr", "momentum",
+                           "batch_size", "epochs", "schedule", "schedule_options", "seed",
+                           "dtype", "verbose", "dropout", "batch_norm"}
     twin = clone(clf)
     assert twin is not clf and twin.get_params()["hidden"] == (16, 8)
     assert repr(twin) == ("MLPClassifier(hidden=(16, 8), lr=0.03, schedule=StepDecay(unit='epoch', "
@@ -138,7 +139,7 @@ def test_fit_equals_minigd_fit_with_the_same_seed():
     model = mg.Sequential(mg.Dense(4, 8), mg.ReLU(), mg.Dense(8, 3), seed=3)
     history = mg.fit(model, X, y, optimizer=mg.SGD(model.parameters(), lr=0.2, momentum=0.5),
                      epochs=4, batch_size=16, seed=3, verbose=0)
-    np.testing.assert_array_equal(clf.model_._values, model._values)
+    np.testing.assert_array_equal(clf.model_.flat_values, model.flat_values)
     assert clf.history_.iterations == history.iterations       # the epochs table adds timings
     assert clf.n_iter_ == 4 and clf.loss_curve_ == history.epochs["train_loss"]
     assert clf.loss_ == history.epochs["train_loss"][-1]
@@ -178,6 +179,21 @@ def test_no_hidden_layer_is_logistic_regression_and_adam_works():
     assert clf.score(X, y) > 0.9
 
 
+def test_init_reaches_the_network():
+    """The estimator builds through minigd.registry.build_mlp, its ``init`` included."""
+    X, y = blobs()
+    networks = {}
+    for init in ("he", "xavier", "torch"):
+        clf = mg.MLPClassifier(hidden=(8,), init=init, lr=1e-30, epochs=1, seed=3,
+                               dtype="float64").fit(X, y)
+        same = mg.registry.build_mlp(X.shape[1], (8,), 3, init=init, seed=3, dtype=np.float64)
+        for key, value in same.state_dict().items():      # lr 1e-30: the weights stay put
+            np.testing.assert_allclose(clf.model_.state_dict()[key], value, rtol=0, atol=1e-20)
+        networks[init] = clf.model_.state_dict()["0.weight"]
+    assert not np.array_equal(networks["he"], networks["xavier"])
+    assert not np.allclose(networks["torch"], networks["xavier"])
+
+
 def test_batch_size_schedule_and_lr_schedule_pass_through():
     X, y = blobs(100)
     clf = mg.MLPClassifier(hidden=(8,), epochs=3, batch_size=StepBatchSize(10, 1, 5),
@@ -192,6 +208,7 @@ def test_parameters_are_checked_in_fit_not_in_init():
              ({"hidden": "8"}, TypeError, "hidden"),
              ({"activation": "gelu"}, ValueError, "activation"),
              ({"optimizer": "rmsprop"}, ValueError, "optimizer"),
+             ({"init": "glorot"}, ValueError, "init"),
              ({"lr": 0.0}, ValueError, "lr"),
              ({"momentum": 0.9, "optimizer": "adam"}, ValueError, "momentum"),
              ({"epochs": 0}, ValueError, "epochs"),
@@ -266,9 +283,9 @@ def test_partial_fit_reshuffles_each_call_and_is_reproducible():
     def run():
         clf = mg.MLPClassifier(hidden=(8,), batch_size=60, seed=2)
         clf.partial_fit(X, y, classes=np.unique(y))
-        first = clf.model_._values.copy()
+        first = clf.model_.flat_values.copy()
         clf.partial_fit(X, y)
-        return first, clf.model_._values.copy(), clf
+        return first, clf.model_.flat_values.copy(), clf
     a1, a2, clf = run()
     b1, b2, _ = run()
     np.testing.assert_array_equal(a1, b1)
@@ -287,7 +304,7 @@ def test_pickle_round_trip_predicts_the_same_and_keeps_training():
                                   clf.optimizer_.state["momentum_buffer"])
     clf.partial_fit(X, y)
     twin.partial_fit(X, y)
-    np.testing.assert_array_equal(twin.model_._values, clf.model_._values)
+    np.testing.assert_array_equal(twin.model_.flat_values, clf.model_.flat_values)
 
 
 def test_minigd_never_imports_sklearn():

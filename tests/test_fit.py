@@ -75,7 +75,7 @@ def test_fit_matches_a_hand_written_loop(backend):
             reference.backward(loss.backward())
             opt.step()
     np.testing.assert_allclose(history.iterations["loss"], losses, rtol=1e-12)
-    np.testing.assert_allclose(model._values, reference._values, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(model.flat_values, reference.flat_values, rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize("schedule,expected", [
@@ -100,7 +100,7 @@ def test_same_seed_gives_bit_identical_runs(backend):
         model = small_model(dtype=np.float32)
         history = mg.fit(model, X, y, optimizer=mg.Adam(model.parameters(), lr=0.01), epochs=2,
                          batch_size=8, seed=5, verbose=0)
-        runs.append((model._values.copy(), history.iterations["loss"]))
+        runs.append((model.flat_values.copy(), history.iterations["loss"]))
     np.testing.assert_array_equal(runs[0][0], runs[1][0])
     assert runs[0][1] == runs[1][1]
 
@@ -111,7 +111,7 @@ def relu_model(seed=0):
 
 class Snapshot(mg.Callback):
     def on_iteration_end(self, state):
-        self.last = state.model._values.copy()
+        self.last = state.model.flat_values.copy()
 
 
 @pytest.mark.filterwarnings("ignore:X is far from unit scale")   # X * 10, on purpose
@@ -127,8 +127,8 @@ def test_divergence_stops_before_the_poisoned_update(lr, backend):
     assert d["step"] == history.n_iterations and d["lr"] == lr
     if d["cause"] == "loss":
         assert not math.isfinite(history.iterations["loss"][-1])
-    assert np.all(np.isfinite(model._values))
-    np.testing.assert_array_equal(model._values, snapshot.last)
+    assert np.all(np.isfinite(model.flat_values))
+    np.testing.assert_array_equal(model.flat_values, snapshot.last)
 
 
 @pytest.mark.filterwarnings("ignore:X is far from unit scale")
@@ -207,12 +207,12 @@ def test_history_exports_round_trip(tmp_path):
 def test_fit_rejects_bad_arguments_before_training(kwargs, exc, match):
     X, y = small_problem()
     model = small_model()
-    before = model._values.copy()
+    before = model.flat_values.copy()
     args = dict(optimizer=mg.SGD(model.parameters(), lr=0.1), epochs=1, batch_size=10, verbose=0)
     args.update(kwargs)
     with pytest.raises(exc, match=match):
         mg.fit(model, X, y, **args)
-    np.testing.assert_array_equal(model._values, before)
+    np.testing.assert_array_equal(model.flat_values, before)
 
 
 def test_fit_rejects_an_optimizer_of_another_model():

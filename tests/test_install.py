@@ -43,8 +43,9 @@ def numba_files(folder):
 
 def test_readme_install_order_leaves_a_working_install(tmp_path):
     commands = readme_setup_commands()
-    assert len(commands) == 2, commands
-    install, editable = commands
+    # the two commands come first; a later block shows what CI installs on top of them
+    assert len(commands) >= 2, commands
+    install, editable = commands[:2]
     assert editable.endswith(PYTEST_STEP), editable
     # Step 2 of the README ends by running the test suite. Running it here would run this test
     # again inside itself; the suite is what is running now, so stop after the install.

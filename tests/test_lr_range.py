@@ -199,10 +199,10 @@ def test_suggest_skips_warmup_and_blow_up_like_fastai():
 def test_user_model_is_untouched_bit_for_bit():
     X, y = blobs()
     model = small_model()
-    values, grads = model._values.copy(), model._grads.copy()
+    values, grads = model.flat_values.copy(), model.flat_grads.copy()
     mg.lr_range_test(model, X, y, num_iter=30, batch_size=32, seed=0, start_lr=1e-3, end_lr=10)
-    assert model._values.tobytes() == values.tobytes()
-    assert model._grads.tobytes() == grads.tobytes()
+    assert model.flat_values.tobytes() == values.tobytes()
+    assert model.flat_grads.tobytes() == grads.tobytes()
 
 
 def test_same_seed_agrees_exactly_and_another_seed_differs():

@@ -73,7 +73,7 @@ def test_fit_on_a_uint8_memmap_equals_fit_on_the_converted_array(tmp_path):
         opt = mg.SGD(model.parameters(), lr=1e-4, momentum=0.9)
         history = mg.fit(model, source, y, optimizer=opt, epochs=2, batch_size=32, seed=3,
                          verbose=0)
-        results.append((model._values.tobytes(), history.iterations["loss"]))
+        results.append((model.flat_values.tobytes(), history.iterations["loss"]))
     assert results[0] == results[1] == results[2]
     assert isinstance(mm, np.memmap) and mm.dtype == np.uint8  # used in place, not replaced
 

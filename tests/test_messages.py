@@ -137,7 +137,7 @@ def test_torch_tensors_say_convert_with_numpy():
     torch = pytest.importorskip("torch")
     X, y = problem()
     m = model()
-    before = m._values.copy()
+    before = m.flat_values.copy()
     with pytest.raises(TypeError, match=r"X is a torch Tensor.* convert with X\.numpy\(\)"):
         train(m, torch.from_numpy(X), y)
     with pytest.raises(TypeError, match=r"y is a torch Tensor.* convert with y\.numpy\(\)"):
@@ -146,7 +146,7 @@ def test_torch_tensors_say_convert_with_numpy():
         train(m, X, y, validation_data=(torch.from_numpy(X), y))
     with pytest.raises(TypeError, match=r"X is a torch Tensor"):
         mg.accuracy(m, torch.from_numpy(X), y)
-    np.testing.assert_array_equal(m._values, before)
+    np.testing.assert_array_equal(m.flat_values, before)
     train(m, torch.from_numpy(X).numpy(), torch.from_numpy(y).numpy())   # the fix works
 
 

@@ -15,7 +15,7 @@ def test_shapes_dtypes_and_parameter_views():
     assert all(p.dtype == np.float32 for p in params)
     assert model.num_parameters() == 6 * 5 + 5 + 5 * 3 + 3
     params[0].value[0, 0] = 42.0
-    assert model._values[0] == 42.0
+    assert model.flat_values[0] == 42.0
     out = model(np.ones((4, 6)))
     assert out.shape == (4, 3) and out.dtype == np.float32
     assert mlp(dtype=np.float64)(np.ones((2, 6))).dtype == np.float64
@@ -37,9 +37,9 @@ def test_forward_returns_a_new_array():
 
 
 def test_same_seed_same_weights_other_seed_differs():
-    np.testing.assert_array_equal(mlp(3)._values, mlp(3)._values)
-    assert not np.array_equal(mlp(3)._values, mlp(4)._values)
-    np.testing.assert_allclose(mlp(3, np.float64)._values, mlp(3)._values, rtol=1e-6)
+    np.testing.assert_array_equal(mlp(3).flat_values, mlp(3).flat_values)
+    assert not np.array_equal(mlp(3).flat_values, mlp(4).flat_values)
+    np.testing.assert_allclose(mlp(3, np.float64).flat_values, mlp(3).flat_values, rtol=1e-6)
 
 
 def test_he_init_statistics():
@@ -56,7 +56,7 @@ def test_state_dict_round_trip_and_copies():
     state["0.weight"][...] = 0
     assert not np.all(a.parameters()[0].value == 0)
     b.load_state_dict(a.state_dict())
-    np.testing.assert_array_equal(a._values, b._values)
+    np.testing.assert_array_equal(a.flat_values, b.flat_values)
 
 
 @pytest.mark.parametrize("mutate,exc,match", [
@@ -68,12 +68,12 @@ def test_state_dict_round_trip_and_copies():
 ])
 def test_load_state_dict_rejects_and_changes_nothing(mutate, exc, match):
     model = mlp()
-    before = model._values.copy()
+    before = model.flat_values.copy()
     state = mlp(9).state_dict()
     mutate(state)
     with pytest.raises(exc, match=match):
         model.load_state_dict(state)
-    np.testing.assert_array_equal(model._values, before)
+    np.testing.assert_array_equal(model.flat_values, before)
 
 
 def test_load_state_dict_reads_an_npz_and_any_mapping(tmp_path):
@@ -83,15 +83,15 @@ def test_load_state_dict_reads_an_npz_and_any_mapping(tmp_path):
     np.savez(path, **a.state_dict())                    # as `minigd train` writes model.npz
     with np.load(path, allow_pickle=False) as archive:
         b.load_state_dict(archive)
-    np.testing.assert_array_equal(a._values, b._values)
+    np.testing.assert_array_equal(a.flat_values, b.flat_values)
     c = mlp(3)
     c.load_state_dict(types.MappingProxyType(a.state_dict()))
-    np.testing.assert_array_equal(a._values, c._values)
+    np.testing.assert_array_equal(a.flat_values, c.flat_values)
     np.savez(path, **{**a.state_dict(), "extra": np.zeros(1)})
-    before = c._values.copy()
+    before = c.flat_values.copy()
     with np.load(path) as archive, pytest.raises(ValueError, match="unexpected"):
         mlp(3).load_state_dict(archive)
-    np.testing.assert_array_equal(c._values, before)
+    np.testing.assert_array_equal(c.flat_values, before)
     with pytest.raises(TypeError, match="mapping"):
         c.load_state_dict(list(a.state_dict().items()))
 
@@ -109,7 +109,7 @@ def test_predict_and_accuracy():
 def test_clone_is_independent():
     model = mlp()
     copy = model.clone()
-    np.testing.assert_array_equal(copy._values, model._values)
+    np.testing.assert_array_equal(copy.flat_values, model.flat_values)
     copy.parameters()[0].value[...] = 0
     assert not np.all(model.parameters()[0].value == 0)
 

@@ -106,10 +106,10 @@ def test_user_model_is_untouched():
     rng = np.random.default_rng(2)
     X, y = rng.normal(size=(50, 5)), rng.integers(0, 3, size=50)
     model = mg.Sequential(mg.Dense(5, 8), mg.Tanh(), mg.Dense(8, 3), seed=0)
-    values, grads = model._values.copy(), model._grads.copy()
+    values, grads = model.flat_values.copy(), model.flat_grads.copy()
     mg.gradient_noise_scale(model, X, y, 4, 40, n_pairs=3, seed=0)
-    assert model._values.tobytes() == values.tobytes()
-    assert model._grads.tobytes() == grads.tobytes()
+    assert model.flat_values.tobytes() == values.tobytes()
+    assert model.flat_grads.tobytes() == grads.tobytes()
 
 
 def mnist_model(seed=0):
@@ -153,7 +153,7 @@ def test_callback_records_at_start_and_every_epoch_without_disturbing_training()
     assert not tracker.per_iteration
     model, history = train([tracker])
     plain, _ = train()
-    assert model._values.tobytes() == plain._values.tobytes()
+    assert model.flat_values.tobytes() == plain.flat_values.tobytes()
     r = tracker.records
     assert r["epoch"] == [0, 1, 2]
     assert r["step"] == [0, 10, 20]

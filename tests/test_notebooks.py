@@ -1,7 +1,7 @@
 """The teaching notebooks: each runs top to bottom in a fresh kernel, uses only the public API,
 and is committed with its outputs and in step with notebooks/build_notebooks.py.
 
-Executing all eight takes about a minute on 2 cores; deselect with ``-m "not notebooks"``.
+Executing all eight takes about two minutes on 2 cores; deselect with ``-m "not notebooks"``.
 """
 import importlib.util
 import os
@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
 CELL_TIMEOUT = 900
-THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                    "NUMBA_NUM_THREADS")
 PRIVATE_NAMES = [re.compile(p) for p in (r"mg\._", r"from minigd\.", r"import minigd\.",
                                          r"\._[a-z]")]
 
@@ -43,8 +44,8 @@ def load_build_script():
 def kernel_environment():
     """The test process's environment, with the minigd it imported first on the kernel's path.
 
-    BLAS/OpenMP threads default to 1, as in build_notebooks.py: the matrices are small and
-    several threads per kernel only contend on a shared 2-core machine.
+    BLAS/OpenMP/Numba threads default to 1, as in build_notebooks.py: the matrices are small
+    and several threads per kernel only contend on a shared 2-core machine.
     """
     env = dict(os.environ)
     package_parent = str(Path(minigd.__file__).resolve().parent.parent)
@@ -119,3 +120,49 @@ def test_private_name_patterns_catch_what_they_should():
         assert any(p.search(source) for p in PRIVATE_NAMES), source
     for source in ("import minigd as mg", "mg.plot.compare(runs)", "history.iterations"):
         assert not any(p.search(source) for p in PRIVATE_NAMES), source
+
+
+# Notebooks that compare settings or make choices (issue 13): their claims are asserts the build
+# runs, their comparisons have seeds, and the test set is touched once, at the end.
+CHECKED = ("01", "02", "03", "04", "05", "07", "08")
+SEEDED = ("02", "04", "05", "07")
+CHOOSING = ("01", "02", "03", "04", "05", "07")
+
+
+def built_cells(number):
+    build = load_build_script()
+    name = next(n for n in build.NOTEBOOKS if n.startswith(number))
+    return build.make_notebook(build.NOTEBOOKS[name]()).cells
+
+
+@pytest.mark.parametrize("number", CHECKED)
+def test_claims_are_asserts_and_quoted_numbers_come_from_the_run(number):
+    sources = [c.source for c in built_cells(number) if c.cell_type == "code"]
+    assert any(re.search(r"^\s*assert ", s, re.M) for s in sources), f"{number}: no claim checked"
+    assert any("say(f" in s for s in sources), f"{number}: no sentence built from the run"
+
+
+@pytest.mark.parametrize("number", SEEDED)
+def test_comparisons_run_five_seeds(number):
+    sources = "\n".join(c.source for c in built_cells(number) if c.cell_type == "code")
+    assert "range(5)" in sources and re.search(r"seeds=SEEDS|for seed in SEEDS", sources)
+
+
+@pytest.mark.parametrize("number", CHOOSING)
+def test_choices_use_validation_and_the_test_set_comes_last(number):
+    cells = [c.source for c in built_cells(number) if c.cell_type == "code"]
+    assert "X_val" in "\n".join(cells)
+    uses = [i for i, s in enumerate(cells[1:], start=1) if "X_test" in s]
+    assert len(uses) <= 1, f"{number}: the test set is used in {len(uses)} cells"
+    if uses:
+        later = "\n".join(cells[uses[0] + 1:])
+        assert "mg.sweep" not in later and "EvaluateEvery" not in later and "mg.fit" not in later
+
+
+@pytest.mark.parametrize("number", CHECKED)
+def test_every_built_code_cell_is_valid_python(number):
+    import ast
+    for cell in built_cells(number):
+        if cell.cell_type == "code":
+            ast.parse("\n".join(line for line in cell.source.splitlines()
+                                if not line.startswith("%")))

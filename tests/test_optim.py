@@ -122,12 +122,12 @@ def test_optimizer_state_dict_round_trip_continues_identically(backend):
     opt_b = mg.Adam(model_b.parameters(), lr=0.5)
     opt_b.load_state_dict(opt_a.state_dict())
     assert opt_b.lr == 0.01 and opt_b.step_count == 3
-    g = rng.normal(size=model_a._values.shape)
-    model_a._grads[...] = g
-    model_b._grads[...] = g
+    g = rng.normal(size=model_a.flat_values.shape)
+    model_a.flat_grads[...] = g
+    model_b.flat_grads[...] = g
     opt_a.step()
     opt_b.step()
-    np.testing.assert_array_equal(model_a._values, model_b._values)
+    np.testing.assert_array_equal(model_a.flat_values, model_b.flat_values)
 
 
 def test_optimizer_load_state_dict_rejects_mismatch():

@@ -160,7 +160,7 @@ def test_fused_epoch_with_padded_batches_is_bit_identical_to_per_iteration(batch
             history = mg.fit(model, X, y, optimizer=mg.SGD(model.parameters(), lr=0.1),
                              epochs=2, batch_size=batch_size, seed=0, verbose=0,
                              callbacks=callbacks)
-        runs.append((model._values.copy(), history.iterations["loss"]))
+        runs.append((model.flat_values.copy(), history.iterations["loss"]))
     assert len(fused_epochs) == 2, "the first run is fused, the second per-iteration"
     assert runs[0][1] == runs[1][1]
     assert runs[0][0].tobytes() == runs[1][0].tobytes()

@@ -244,18 +244,18 @@ def test_features_are_checked_at_every_entry_point_and_a_rejected_fit_changes_no
     ok = good_features(X)
     model = _model()
     opt = mg.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    weights, state = model._values.copy(), opt.state_dict()
+    weights, state = model.flat_values.copy(), opt.state_dict()
     y = np.zeros(len(X) if X.ndim else 1, dtype=np.int64)
     expect(lambda: model.predict(X), ok, "X")
     expect(lambda: model.forward(X), ok, "x")
     expect(lambda: mg.evaluate(model, X, y), ok, "X")
     expect(lambda: mg.accuracy(model, X, y), ok, "X")
     expect(lambda: mg.BatchIterator(X, y, batch_size=4), good_features(X, width=None), "X")
-    assert model._values.tobytes() == weights.tobytes()
+    assert model.flat_values.tobytes() == weights.tobytes()
     if not ok:
         expect(lambda: mg.fit(model, X, y, optimizer=opt, epochs=1, batch_size=4, verbose=0),
                False, "X")
-        assert model._values.tobytes() == weights.tobytes()
+        assert model.flat_values.tobytes() == weights.tobytes()
         assert opt.state_dict()["step"] == state["step"] == 0
 
 
@@ -297,14 +297,14 @@ def test_labels_are_checked_and_a_rejected_fit_changes_nothing(y):
     X = _data(10)[0]
     model = _model()
     opt = mg.Adam(model.parameters())
-    weights = model._values.copy()
+    weights = model.flat_values.copy()
     expect(lambda: mg.evaluate(model, X, y), ok, "y")
     expect(lambda: mg.accuracy(model, X, y), ok, "y")
     expect(lambda: mg.SoftmaxCrossEntropy().forward(np.zeros((10, 3)), y), ok, "y")
     if not ok:
         expect(lambda: mg.fit(model, X, y, optimizer=opt, epochs=1, batch_size=4, verbose=0),
                False, "y")
-        assert model._values.tobytes() == weights.tobytes() and opt.step_count == 0
+        assert model.flat_values.tobytes() == weights.tobytes() and opt.step_count == 0
     else:
         mg.fit(model, X, y, optimizer=opt, epochs=1, batch_size=4, verbose=0)
         assert opt.step_count == 3
@@ -337,7 +337,7 @@ MUTATIONS = ["none", "drop", "extra", "shape", "dtype", "nan", "list", "values"]
 @given(st.sampled_from(MUTATIONS), st.integers(0, 3), st.data())
 def test_model_load_state_dict_is_all_or_nothing(mutation, which, data):
     model = _model()
-    before = model._values.copy()
+    before = model.flat_values.copy()
     state = model.state_dict()
     key = sorted(state)[which]
     new = {k: v + np.float32(1) for k, v in state.items()}
@@ -361,7 +361,7 @@ def test_model_load_state_dict_is_all_or_nothing(mutation, which, data):
     if ok:
         assert all(np.array_equal(model.state_dict()[k], new[k]) for k in new)
     else:
-        assert model._values.tobytes() == before.tobytes()
+        assert model.flat_values.tobytes() == before.tobytes()
 
 
 OPT_MUTATIONS = ["none", "type", "missing", "step_negative", "step_bool", "hyper_bad",

@@ -5,10 +5,13 @@
 * :func:`load_mnist` -- the full 60,000 / 10,000 MNIST set, downloaded once
   into a local cache and verified.
 * :func:`read_idx`, :func:`write_idx` -- the IDX file format MNIST uses.
+* :func:`make_regression` -- a synthetic nonlinear regression set made offline from a seed
+  (what ``minigd train --task regression`` trains on).
 """
 
 from ._idx import read_idx, write_idx
 from ._mnist import DatasetUnavailableError, load_mnist, load_mnist_sample
+from ._synthetic import make_regression
 
 __all__ = [
     "load_mnist_sample",
@@ -16,4 +19,5 @@ __all__ = [
     "read_idx",
     "write_idx",
     "DatasetUnavailableError",
+    "make_regression",
 ]

@@ -10,12 +10,11 @@ from .. import _validation as check
 from .._io import atomic_open
 from ..backend import kernels as _active_kernels
 from ..data import BatchIterator
-from ..losses import SoftmaxCrossEntropy
 from ..model import Sequential
-from ..optim import SGD, Adam, AdamW, Optimizer
+from ..optim import Optimizer
+from ..registry import build_optimizer
 
 MODES = ("exp", "linear")
-OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
 RULES = ("steepest", "min_div_10", "valley")
 MAIN_RULE = "min_div_10"
 STOP_REASONS = ("completed", "diverged", "non-finite")
@@ -194,8 +193,7 @@ class LRRangeResult:
 # ---- the test ------------------------------------------------------------------------------------
 def _make_optimizer(optimizer, params, lr):
     if isinstance(optimizer, str):
-        key = check.choice("optimizer", optimizer.lower(), tuple(OPTIMIZERS))
-        return OPTIMIZERS[key](params, lr=lr)
+        return build_optimizer(optimizer.lower(), params, lr)     # ValueError: unknown name
     if isinstance(optimizer, Optimizer):
         raise TypeError("optimizer must be 'sgd', 'adam', 'adamw' or a factory params -> "
                         "Optimizer (e.g. lambda params: mg.SGD(params, lr=0.1, momentum=0.9)), "
@@ -301,7 +299,7 @@ def lr_range_test(model, X, y, *, optimizer="sgd", start_lr=1e-6, end_lr=10.0, n
 def _run(model, optimizer, iterator, lrs, smooth, diverge_threshold, progress):
     """One update per lr; returns (losses, smoothed losses, stop reason)."""
     kernels = _active_kernels()
-    loss = SoftmaxCrossEntropy()
+    grad = np.empty((iterator.batch_size, model.n_outputs), dtype=model.dtype)
     num_iter = len(lrs)
     losses, smoothed = np.empty(num_iter), np.empty(num_iter)
     avg, best, i = 0.0, math.inf, 0
@@ -310,14 +308,16 @@ def _run(model, optimizer, iterator, lrs, smooth, diverge_threshold, progress):
         with np.errstate(over="ignore", invalid="ignore"):      # a blow-up is expected, and caught
             for xb, yb in _cycle(iterator, num_iter):
                 optimizer.lr = lrs[i]
-                value = loss._forward_backward(model._forward(xb, kernels), yb, kernels)
+                logits = model.forward_batch(xb, kernels)
+                dlogits = grad[:len(yb)]        # softmax cross-entropy and its gradient, one pass
+                value = kernels.softmax_cross_entropy(logits, yb, dlogits)
                 avg = smooth * avg + (1 - smooth) * value
                 losses[i], smoothed[i] = value, avg / (1 - smooth ** (i + 1))
                 i += 1
                 bar.update()
                 if not math.isfinite(value):
                     return losses[:i], smoothed[:i], "non-finite"
-                model._backward(loss._gradient(), kernels)
+                model.backward_batch(dlogits, kernels=kernels)
                 optimizer.step()
                 best = min(best, smoothed[i - 1])
                 if diverge_threshold is not None and smoothed[i - 1] > diverge_threshold * best:

@@ -13,7 +13,6 @@ from .._io import atomic_open
 from ..backend import kernels as _active_kernels
 from ..callbacks import Callback
 from ..data import BatchIterator, _seed_or_fresh
-from ..losses import SoftmaxCrossEntropy
 from ..model import Sequential
 
 
@@ -107,16 +106,19 @@ class _GradientProbe:
 
     def __init__(self, model, X, y, small_batch, big_batch):
         self.model = model.clone()
-        self.loss = SoftmaxCrossEntropy()
         self.small_batch, self.big_batch = small_batch, big_batch
         self.data = BatchIterator(X, y, big_batch, shuffle=False, seed=0, dtype=model.dtype,
                                   validate=False, reuse_buffers=True)
-        self.data._ensure_buffers()
+        self.xbuf = np.empty((big_batch, self.data.X.shape[1]), dtype=model.dtype)
+        self.ybuf = np.empty(big_batch, dtype=np.int64)
+        self.grad = np.empty((big_batch, model.n_outputs), dtype=model.dtype)
 
     def _squared_norm(self, xb, yb, kernels):
-        value = self.loss._forward_backward(self.model._forward(xb, kernels), yb, kernels)
-        self.model._backward(self.loss._gradient(), kernels)
-        grads = self.model._grads
+        logits = self.model.forward_batch(xb, kernels)
+        dlogits = self.grad[:len(yb)]         # softmax cross-entropy and its gradient, one pass
+        value = kernels.softmax_cross_entropy(logits, yb, dlogits)
+        self.model.backward_batch(dlogits, kernels=kernels)
+        grads = self.model.flat_grads
         return float(np.dot(grads, grads)), value
 
     def measure(self, model, n_pairs, rng, bar=None):
@@ -126,10 +128,10 @@ class _GradientProbe:
         first small_batch of them, so the two norms are positively correlated, which lowers
         the variance of their difference (both estimators stay unbiased).
         """
-        self.model._values[...] = model._values
+        self.model.flat_values[...] = model.flat_values
         kernels = _active_kernels()
         small, big, losses = np.empty(n_pairs), np.empty(n_pairs), np.empty(n_pairs)
-        xbuf, ybuf = self.data._xbuf, self.data._ybuf
+        xbuf, ybuf = self.xbuf, self.ybuf
         for i in range(n_pairs):
             index = rng.integers(0, self.data.n_samples, size=self.big_batch)
             self.data.gather(index, xbuf, ybuf)

@@ -25,13 +25,13 @@ import warnings
 import numpy as np
 
 from .. import _validation as check
+from .. import registry
 from .._io import atomic_open
 from ..backend import get_backend, use_backend
 from ..history import History
-from ..layers import Dense, ReLU, Sigmoid, Tanh
 from ..metrics import evaluate
 from ..model import Sequential
-from ..optim import SGD, Adam, AdamW, Optimizer
+from ..optim import Optimizer
 from ..schedules import linear_scaling, sqrt_scaling
 from ..training import fit
 from .sweep_storage import SweepStorage, data_fingerprint, sweep_key
@@ -39,45 +39,49 @@ from .sweep_storage import SweepStorage, data_fingerprint, sweep_key
 COLUMNS = ("batch_size", "lr", "seed", "train_loss", "val_loss", "val_accuracy",
            "train_accuracy", "updates", "epochs", "seconds", "diverged")
 SCALINGS = {"linear": linear_scaling, "sqrt": sqrt_scaling}
-OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
-ACTIVATIONS = {"relu": ReLU, "tanh": Tanh, "sigmoid": Sigmoid}
 
 
 class MLPBuilder:
     """A picklable ``build_model``: ``MLPBuilder((784, 128, 10))(seed)`` returns
-    ``Sequential(Dense(784, 128), ReLU(), Dense(128, 10), seed=seed)``.
+    ``Sequential(Dense(784, 128), ReLU(), Dense(128, 10), seed=seed)``, built by
+    :func:`minigd.registry.build_mlp`.
 
     Parameters
     ----------
     widths : sequence of int >= 1, input width, hidden widths, number of classes (at least 2)
-    activation : "relu" (default), "tanh" or "sigmoid", between the Dense layers
+    activation : "relu" (default), "tanh", "sigmoid" or any ``registry.names("activation")``,
+        between the Dense layers
     dtype : "float32" (default) or "float64"
     init : weight initialisation of the Dense layers, default "he"
+    dropout : float in [0, 1), default 0.0; batch_norm : bool, default False (as build_mlp)
 
     A lambda works as ``build_model`` too (joblib and Dask ship it with cloudpickle); a builder
     object also has a readable repr, which ``SweepResult.config`` records.
     """
 
-    def __init__(self, widths, activation="relu", dtype="float32", init="he"):
+    def __init__(self, widths, activation="relu", dtype="float32", init="he", dropout=0.0,
+                 batch_norm=False):
         widths = tuple(widths)
         if len(widths) < 2:
             raise ValueError(f"widths needs an input and an output width, got {widths!r}")
         self.widths = tuple(check.positive_int(f"widths[{i}]", w) for i, w in enumerate(widths))
-        self.activation = check.choice("activation", activation, tuple(ACTIVATIONS))
+        self.activation = registry.get("activation", activation).name
         self.dtype = check.choice("dtype", str(np.dtype(dtype)), ("float32", "float64"))
         self.init = init
+        self.dropout, self.batch_norm = dropout, batch_norm
+        registry.build_mlp(1, [1], 2, dropout=dropout, batch_norm=batch_norm)   # checks them
 
     def __call__(self, seed):
-        layers = []
-        for i in range(len(self.widths) - 1):
-            layers.append(Dense(self.widths[i], self.widths[i + 1], init=self.init))
-            if i < len(self.widths) - 2:
-                layers.append(ACTIVATIONS[self.activation]())
-        return Sequential(*layers, seed=seed, dtype=self.dtype)
+        return registry.build_mlp(self.widths[0], self.widths[1:-1], self.widths[-1],
+                                  activation=self.activation, init=self.init, seed=seed,
+                                  dtype=self.dtype, dropout=self.dropout,
+                                  batch_norm=self.batch_norm)
 
     def __repr__(self):
+        extra = (f", dropout={self.dropout!r}" if self.dropout else "") + \
+                (", batch_norm=True" if self.batch_norm else "")
         return (f"MLPBuilder({self.widths!r}, activation={self.activation!r}, "
-                f"dtype={self.dtype!r}, init={self.init!r})")
+                f"dtype={self.dtype!r}, init={self.init!r}{extra})")
 
 
 class SweepResult:
@@ -496,19 +500,18 @@ def _int_list(name, values, low=1):
 def _check_optimizer(optimizer, optimizer_kwargs):
     """Check optimizer and optimizer_kwargs; return the kwargs as a plain dict (or None)."""
     if isinstance(optimizer, str):
-        check.choice("optimizer", optimizer, tuple(OPTIMIZERS))
+        registry.get("optimizer", optimizer)
     elif not callable(optimizer):
-        raise TypeError(f"optimizer must be 'sgd', 'adam', 'adamw' or a factory "
+        raise TypeError(f"optimizer must be a name {registry.names('optimizer')} or a factory "
                         f"(params, lr) -> Optimizer, got {optimizer!r}")
     if optimizer_kwargs is None:
         return None
     if not isinstance(optimizer, str):
-        raise ValueError("optimizer_kwargs applies to a named optimizer ('sgd', 'adam', "
-                         "'adamw'); a factory takes its own arguments")
+        raise ValueError(f"optimizer_kwargs applies to a named optimizer "
+                         f"{registry.names('optimizer')}; a factory takes its own arguments")
     if not isinstance(optimizer_kwargs, dict):
         raise TypeError(f"optimizer_kwargs must be a dict, got {optimizer_kwargs!r}")
-    cls = OPTIMIZERS[optimizer]
-    accepted = [n for n in inspect.signature(cls).parameters if n not in ("params", "lr")]
+    accepted = list(registry.optimizer_arguments(optimizer))
     for name, value in optimizer_kwargs.items():
         if name not in accepted:
             raise ValueError(f"optimizer_kwargs: {optimizer!r} takes {accepted}, not {name!r}")
@@ -516,8 +519,9 @@ def _check_optimizer(optimizer, optimizer_kwargs):
             raise TypeError(f"optimizer_kwargs[{name!r}] must be a number, bool or pair, "
                             f"got {value!r}")
     kwargs = {k: (list(v) if isinstance(v, tuple) else v) for k, v in optimizer_kwargs.items()}
-    probe = Sequential(Dense(1, 2), seed=0)
-    cls(probe.parameters(), lr=1e-3, **_optimizer_args(kwargs))   # ValueError names the argument
+    probe = registry.build_mlp(1, (), 2, seed=0)
+    registry.build_optimizer(optimizer, probe.parameters(), 1e-3,
+                             **_optimizer_args(kwargs))          # ValueError names the argument
     return kwargs
 
 
@@ -575,8 +579,8 @@ def run_cell(cell, *, build_model, X, y, epochs, optimizer, validation_data, ker
             raise TypeError(f"build_model({seed}) must return a minigd Sequential, got "
                             f"{type(model).__name__}")
         if isinstance(optimizer, str):
-            opt = OPTIMIZERS[optimizer](model.parameters(), lr=lr,
-                                        **_optimizer_args(optimizer_kwargs))
+            opt = registry.build_optimizer(optimizer, model.parameters(), lr,
+                                           **_optimizer_args(optimizer_kwargs))
         else:
             opt = optimizer(model.parameters(), lr)
             if not isinstance(opt, Optimizer):

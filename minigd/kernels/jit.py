@@ -21,8 +21,8 @@ import threading
 
 import numba
 
-from .jit_config import OPTIONS, parallel_parts
 from . import autotune
+from .jit_config import OPTIONS, cache_info, parallel_parts
 from .jit_gemm import (BLAS, NONE, RELU, SIGMOID, TANH, activation, aligned_empty,
                        dense_act_forward, effective_parts, input_grad, matmul_tn, transpose_into,
                        weight_grad_t)
@@ -191,6 +191,24 @@ def softmax_cross_entropy(logits, labels, grad):
     return total_loss / count
 
 
+@numba.njit(**OPTIONS)
+def mse_loss(outputs, targets, grad):
+    """Mean squared error over all elements (torch MSELoss); grad = 2 (outputs - targets) / size.
+
+    One pass: each difference is squared into the sum (kept in the outputs' dtype, as the NumPy
+    reference's dot product is) and scaled into the gradient.
+    """
+    n, k = outputs.shape
+    size = n * k
+    total = grad.dtype.type(0)
+    scale = grad.dtype.type(2.0 / size)
+    for i in range(n):
+        for j in range(k):
+            d = outputs[i, j] - targets[i, j]
+            total += d * d
+            grad[i, j] = d * scale
+    return total / grad.dtype.type(size)
+
 # ---- optimizers ---------------------------------------------------------------------------------
 # Each update is one pass over the flat buffers. The parallel form is a plain ``prange`` over
 # elements: Numba's own chunking keeps the loop vectorised, where hand-cut ranges measured
@@ -286,9 +304,8 @@ def adam_update(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, w
 
 # ---- first run ---------------------------------------------------------------------------
 def _dispatchers():
-    """What every training run compiles: the epoch kernel, and the forward pass for evaluation."""
-    from . import jit_epoch
-    return (jit_epoch.train_epoch, _dense_forward, softmax_cross_entropy)
+    """What every training run compiles here: the forward pass and the loss, for evaluation."""
+    return (_dense_forward, softmax_cross_entropy)
 
 
 def _has_cached_code(dispatcher):
@@ -302,6 +319,8 @@ def _has_cached_code(dispatcher):
 def needs_compilation():
     """True when the on-disk cache holds no compiled code for the main kernels yet (first run)."""
     try:
-        return not all(_has_cached_code(d) for d in _dispatchers())
+        # the whole-epoch kernel (jit_epoch imports this module) is looked up by its cache files
+        return (not all(_has_cached_code(d) for d in _dispatchers())
+                or not cache_info()["compiled"])
     except Exception:               # Numba's cache internals changed: do not claim either way
         return False

@@ -16,16 +16,31 @@ dimension; minigd.fused converts the flat buffers at the start and end of every 
 keeps ``model`` in its public layout between epochs. The update is elementwise, so the layout
 does not change its result.
 """
+from collections import namedtuple
+
 import numba
 import numpy as np
 
+from .codes import COMPLETED, GRADIENT_DIVERGED, LOSS_DIVERGED, OPT_ADAM, OPT_SGD  # noqa: F401
 from .jit import adam_step, column_sums, sgd_step, softmax_cross_entropy
 from .jit_config import FAST_OPTIONS, OPTIONS
 from .jit_gemm import (activation_mask, dense_act_forward, effective_parts, input_grad, split,
                        tn_product)
 
-SGD, ADAM = 0, 1
-COMPLETED, LOSS_DIVERGED, GRADIENT_DIVERGED = 0, 1, 2
+Data = namedtuple("Data", "X y order batch_size")
+Data.__doc__ = """X (N, features) any real dtype; y (N,) int64; order (N,) int64: the epoch's
+permutation; batch_size: rows per full batch."""
+Network = namedtuple("Network", "values grads dims w_offsets b_offsets acts")
+Network.__doc__ = """values, grads: flat buffers in kernel layout; dims (L, 2) int64: in/out of
+each dense layer; w_offsets, b_offsets (L,): where its weight and bias start in the flat buffers;
+acts (L,): the activation code after dense l (minigd.kernels.codes)."""
+Update = namedtuple("Update", "code hyper state1 state2 step0 lrs")
+Update.__doc__ = """code: the optimizer's update (codes.OPT_*, from Optimizer.fused_update);
+hyper: its float64 hyperparameters in the order the class declares; state1, state2: flat state
+buffers in kernel layout (state2 empty when unused); step0: updates so far; lrs (n,) float64."""
+Workspace = namedtuple("Workspace", "xbuf ybuf abuf a_offsets dbuf losses")
+Workspace.__doc__ = """xbuf (B, features), ybuf (B,) int64: the gathered batch; abuf with
+a_offsets: each layer's activations; dbuf: two back-propagated deltas; losses (n,) float64."""
 
 
 @numba.njit(**OPTIONS)
@@ -88,26 +103,23 @@ def _matrix(flat, offset, rows, cols):
 
 
 @numba.njit(**OPTIONS)
-def train_epoch(X, y, order, batch_size, first, n_iterations, values, grads, state1, state2,
-                dims, w_offsets, b_offsets, acts, kind, hyper, step0, lrs,
-                xbuf, ybuf, abuf, a_offsets, dbuf, losses, parts, products):
+def train_epoch(data, net, update, work, first, n_iterations, parts, products):
     """Run up to ``n_iterations`` updates, the epoch's iterations ``first``, ``first + 1``, ...;
-    return (iterations recorded in ``losses``, status).
+    return (iterations recorded in ``work.losses``, status).
 
     status is COMPLETED, or LOSS_DIVERGED / GRADIENT_DIVERGED when the last recorded
-    iteration stopped the epoch before its update.
-
-    X (N, features) any real dtype; y (N,) int64; order: the epoch's permutation.
-    values/grads/state1/state2: flat buffers in kernel layout (state2 unused by SGD).
-    dims (L, 2) in/out per dense layer; w_offsets, b_offsets into the flat buffers; acts[l]
-    the activation after dense l (0 none, 1 relu, 2 tanh, 3 sigmoid).
-    kind SGD: hyper = (momentum, dampening, nesterov, weight_decay);
-    kind ADAM: hyper = (beta1, beta2, eps, weight_decay, decoupled). step0: updates so far.
-    xbuf (B, features), ybuf (B,), abuf/dbuf: workspaces; losses (n_iterations,) float64.
-    products (2, L, 2) int64: the backward products' implementations (jit_gemm.OWN/BLAS) of
-    layer l, [0] for full batches and [1] for a shorter last one, [..., 0] the weight gradient
-    and [..., 1] the input gradient (minigd.kernels.autotune.epoch_products).
+    iteration stopped the epoch before its update. ``data``, ``net``, ``update`` and ``work``
+    are the named tuples :class:`Data`, :class:`Network`, :class:`Update` and
+    :class:`Workspace`. Optimizer codes: OPT_SGD with hyper = (momentum, dampening, nesterov,
+    weight_decay); OPT_ADAM with hyper = (beta1, beta2, eps, weight_decay, decoupled).
+    ``products`` (2, L, 2) int64: the backward products' implementations (codes.PRODUCT_OWN /
+    PRODUCT_BLAS) of layer l, [0] for full batches and [1] for a shorter last one, [..., 0] the
+    weight gradient and [..., 1] the input gradient (minigd.kernels.autotune.epoch_products).
     """
+    X, y, order, batch_size = data
+    values, grads, dims, w_offsets, b_offsets, acts = net
+    kind, hyper, state1, state2, step0, lrs = update
+    xbuf, ybuf, abuf, a_offsets, dbuf, losses = work
     n_layers = dims.shape[0]
     N = order.shape[0]
     squares = np.zeros(max(parts, 1), dtype=values.dtype)
@@ -155,7 +167,7 @@ def train_epoch(X, y, order, batch_size, first, n_iterations, values, grads, sta
             return t + 1, GRADIENT_DIVERGED
 
         step = step0 + t + 1
-        if kind == SGD:
+        if kind == OPT_SGD:
             sgd_step(values, grads, state1, lrs[t], hyper[0], hyper[1], hyper[2] != 0,
                      hyper[3], step == 1, parts)
         else:

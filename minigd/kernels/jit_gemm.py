@@ -43,8 +43,8 @@ from .jit_config import FAST_OPTIONS, MIN_PARALLEL_FLOPS, OPTIONS
 
 _ROWS_PER_CHUNK = 64        # rows of the streamed operand kept hot in L2 per sweep
 ALIGN = 16
-NONE, RELU, TANH, SIGMOID = 0, 1, 2, 3     # activation codes
-OWN, BLAS = 0, 1                           # product implementations (minigd.kernels.autotune)
+from .codes import ACT_NONE as NONE, ACT_RELU as RELU, ACT_SIGMOID as SIGMOID, ACT_TANH as TANH  # noqa: E402,E501
+from .codes import PRODUCT_BLAS as BLAS, PRODUCT_OWN as OWN  # noqa: E402  (minigd.kernels.autotune)
 
 
 @numba.njit(**OPTIONS)

@@ -86,6 +86,16 @@ def softmax_cross_entropy(logits, labels, grad):
     return loss
 
 
+def mse_loss(outputs, targets, grad):
+    """Mean squared error over all elements (torch MSELoss); grad = 2 (outputs - targets) / size.
+
+    loss = mean_ij (outputs_ij - targets_ij)^2, summed in the outputs' dtype.
+    """
+    np.subtract(outputs, targets, out=grad)
+    loss = float(np.vdot(grad, grad) / grad.dtype.type(grad.size))
+    grad *= grad.dtype.type(2.0 / grad.size)
+    return loss
+
 def sgd_update(param, grad, momentum_buffer, lr, momentum, dampening, nesterov, weight_decay,
                first_step):
     """One torch.optim.SGD step on 1-D views, in place.

@@ -67,13 +67,14 @@ class WarmStart(Callback):
         self.active = False
         self.switched_at = None         # the epoch that first ran on Numba
 
-    def begin(self, model, optimizer, X, y, batch_size, sizes=None):
+    def begin(self, model, optimizer, X, y, batch_size, sizes=None, loss=None):
         """Start the background compile and switch to NumPy, if the Numba kernels are not
-        compiled yet (callable before ``fit``; ``sizes``: the epoch's batch sizes)."""
+        compiled yet (callable before ``fit``; ``sizes``: the epoch's batch sizes; ``loss``:
+        the run's loss, default SoftmaxCrossEntropy)."""
         if self.process is not None or not enabled() or backend.get_backend() != "numba" \
                 or kernels_ready():
             return
-        self.process = start_compile(model, optimizer, X, y, batch_size, sizes)
+        self.process = start_compile(model, optimizer, X, y, batch_size, sizes, loss)
         if self.process is None:
             return
         backend.set_backend("numpy")
@@ -83,7 +84,8 @@ class WarmStart(Callback):
 
     def on_train_begin(self, state):
         it = state.iterator
-        self.begin(state.model, state.optimizer, it.X, it.y, it.batch_size, it.batch_sizes())
+        self.begin(state.model, state.optimizer, it.X, it.y, it.batch_size, it.batch_sizes(),
+                   state.loss)
 
     def _finished(self):
         code = self.process.poll()
@@ -106,7 +108,7 @@ class WarmStart(Callback):
             self.active = False
 
 
-def start_compile(model, optimizer, X, y, batch_size, sizes=None):
+def start_compile(model, optimizer, X, y, batch_size, sizes=None, loss=None):
     """Start the background compile of the kernels a run of ``model`` needs; the Popen, or None
     when the model cannot be sent (it is then left to compile in the foreground)."""
     batch = int(batch_size)
@@ -116,7 +118,8 @@ def start_compile(model, optimizer, X, y, batch_size, sizes=None):
     job = {"model": model, "optimizer": type(optimizer), "lr": float(optimizer.lr),
            "rows": rows, "batch": batch,
            "x_dtype": np.dtype(X.dtype).str, "features": int(X.shape[1]),
-           "x_readonly": not X.flags.writeable, "y_dtype": np.dtype(y.dtype).str}
+           "x_readonly": not X.flags.writeable, "y_dtype": np.dtype(y.dtype).str,
+           "y_shape": tuple(int(n) for n in np.shape(y)[1:]), "loss": loss}
     try:
         payload = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception:
@@ -144,12 +147,16 @@ def compile_job(job):
     X = rng.random((job["rows"], job["features"])).astype(np.dtype(job["x_dtype"]))
     if job["x_readonly"]:
         X.flags.writeable = False
-    y = np.zeros(job["rows"], dtype=np.dtype(job["y_dtype"]))      # class 0: valid for any model
+    # class 0 (or zero values / probabilities): valid targets for any model and loss
+    y = np.zeros((job["rows"],) + tuple(job.get("y_shape", ())), dtype=np.dtype(job["y_dtype"]))
+    loss = job.get("loss")
+    if y.ndim == 2 and (loss is None or isinstance(loss, mg.SoftmaxCrossEntropy)):
+        y[:, 0] = 1                     # class-probability targets: all mass on class 0
     with mg.use_backend("numba"):
         model = job["model"]
         optimizer = job["optimizer"](model.parameters(), lr=job["lr"])
         mg.fit(model, X, y, optimizer=optimizer, epochs=1, batch_size=job["batch"],
-               validation_data=(X, y), verbose=0)
+               loss=loss, validation_data=(X, y), verbose=0)
     autotune.compile_candidates(model.dtype)
 
 

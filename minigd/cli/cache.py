@@ -13,7 +13,7 @@ def _megabytes(n_bytes):
 
 def info_command(args):
     """Print where the kernel cache is, its size, and whether the kernels are compiled here."""
-    from .kernels import jit_config
+    from ..kernels import jit_config
     info = jit_config.cache_info()
     if info["directory"] is None:
         print(f"kernel cache: off ({info['disabled_reason']})")
@@ -30,7 +30,7 @@ def info_command(args):
     else:
         print(f"compiled for this CPU ({info['cpu']}): no, the next training run compiles "
               "them (about a minute)")
-    from .kernels import autotune
+    from ..kernels import autotune
     choices = autotune.cached_choices()
     print(f"matrix products measured for this machine ({autotune.machine_key()}): "
           f"{len(choices)} in {autotune.cache_path()}")
@@ -42,7 +42,7 @@ def info_command(args):
 
 def clear_command(args):
     """Delete every compiled minigd kernel of this user (only Numba's cache files)."""
-    from .kernels import jit_config
+    from ..kernels import jit_config
     root = jit_config.kernels_root()
     if root is None:
         print("kernel cache: no home directory, nothing to clear")

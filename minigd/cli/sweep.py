@@ -5,71 +5,14 @@ after a kill skips the stored cells ("resuming: k of n cells done"). ``--dask-wo
 the cells on a local Dask cluster of N one-thread worker processes; ``--dask-scheduler ADDRESS``
 on an existing cluster (``dask scheduler`` / ``dask worker ADDRESS``).
 """
-import argparse
 import contextlib
 import math
 import os
 
-from .cli import ACTIVATIONS, OPTIMIZERS, _hidden, load_data, split_validation
+from . import args as A
+from .common import load_data, n_classes_of, optimizer_options, split_validation
 
 OUTPUTS = "sweep.csv, sweep.json, heatmap.png, curves.png"
-
-
-# TODO(merge): use minigd.cli_args -- these parse-time validators duplicate its checks until the
-# two branches are merged.
-def _number(kind, low=None, high=None, low_open=False, high_open=True, nonzero=False):
-    """An argparse type: ``kind`` (int or float) within [low, high) (bounds as given)."""
-    words = {int: "an int", float: "a number"}[kind]
-
-    def bounds():
-        parts = []
-        if low is not None:
-            parts.append(f"{'>' if low_open else '>='} {low:g}")
-        if high is not None:
-            parts.append(f"{'<' if high_open else '<='} {high:g}")
-        if nonzero:
-            parts.append("not 0")
-        return " and ".join(parts)
-
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {words}, got {text!r}") from None
-        bad = ((kind is float and not math.isfinite(value))
-               or (low is not None and (value <= low if low_open else value < low))
-               or (high is not None and (value >= high if high_open else value > high))
-               or (nonzero and value == 0))
-        if bad:
-            raise argparse.ArgumentTypeError(f"must be {words} {bounds()}, got {text!r}")
-        return value
-    parse.__name__ = words
-    return parse
-
-
-def _list_of(item, name):
-    """An argparse type: comma separated values, each parsed by ``item``."""
-    def parse(text):
-        values = []
-        for part in (p.strip() for p in text.split(",")):
-            if part:
-                try:
-                    values.append(item(part))
-                except argparse.ArgumentTypeError as error:
-                    raise argparse.ArgumentTypeError(f"{name} takes comma-separated values: "
-                                                     f"{error}") from None
-        if not values:
-            raise argparse.ArgumentTypeError(f"{name} needs at least one value")
-        if len(set(values)) != len(values):
-            raise argparse.ArgumentTypeError(f"{name} has repeated values: {text!r}")
-        return values
-    return parse
-
-
-POSITIVE_INT = _number(int, low=1)
-POSITIVE = _number(float, low=0, low_open=True)
-NON_NEGATIVE = _number(float, low=0)
-FRACTION = _number(float, low=0, high=1)
 
 
 def register(subparsers):
@@ -81,52 +24,31 @@ def register(subparsers):
                     "write " + OUTPUTS + " to --out. With --storage, every finished cell is "
                     "saved at once and a rerun of the same command resumes.")
     grid = p.add_argument_group("grid")
-    grid.add_argument("--batch-sizes", type=_list_of(POSITIVE_INT, "--batch-sizes"),
-                      default=[32, 128, 512], help="comma separated ints >= 1 "
-                                                   "(default 32,128,512)")
-    grid.add_argument("--lrs", type=_list_of(POSITIVE, "--lrs"), default=None,
+    grid.add_argument("--batch-sizes", type=A.positive_ints, default=[32, 128, 512],
+                      help="comma separated ints >= 1 (default: 32,128,512)")
+    grid.add_argument("--lrs", type=A.positive_floats, default=None,
                       help="learning rates > 0, comma separated; every batch size meets every "
-                           "lr (default 0.03,0.1,0.3 unless --scaling)")
+                           "lr (default: 0.03,0.1,0.3 unless --scaling)")
     grid.add_argument("--scaling", choices=("linear", "sqrt"), default=None,
                       help="instead of --lrs: lr = base_lr * B / base_batch (linear) or "
-                           "* sqrt(B / base_batch) (sqrt) (default none: use --lrs)")
-    grid.add_argument("--base-lr", type=POSITIVE, default=None,
-                      help="lr at --base-batch-size; only with --scaling (default 0.1)")
-    grid.add_argument("--base-batch-size", type=POSITIVE_INT, default=None,
-                      help="batch size of --base-lr; only with --scaling (default the smallest "
-                           "batch size)")
-    grid.add_argument("--seeds", type=_list_of(_number(int, low=0), "--seeds"), default=[0],
+                           "* sqrt(B / base_batch) (sqrt) (default: none, use --lrs)")
+    grid.add_argument("--base-lr", type=A.positive_float, default=None,
+                      help="lr at --base-batch-size; only with --scaling (default: 0.1)")
+    grid.add_argument("--base-batch-size", type=A.positive_int, default=None,
+                      help="batch size of --base-lr; only with --scaling (default: the "
+                           "smallest batch size)")
+    grid.add_argument("--seeds", type=A.nonnegative_ints, default=[0],
                       help="seeds per cell (ints >= 0), comma separated; the heatmap averages "
-                           "them (default 0)")
-    grid.add_argument("--epochs", type=POSITIVE_INT, default=3,
-                      help="epochs per cell (default 3)")
-    opt = p.add_argument_group("optimizer")
-    opt.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd",
-                     help="optimizer of every cell (default sgd)")
-    opt.add_argument("--momentum", type=_number(float, low=0, high=1), default=None,
-                     help="SGD momentum in [0, 1); --optimizer sgd only (default 0)")
-    opt.add_argument("--weight-decay", type=NON_NEGATIVE, default=0.0,
-                     help="L2 (sgd, adam) or decoupled (adamw) weight decay >= 0 (default 0)")
-    data = p.add_argument_group("data and model")
-    data.add_argument("--data", choices=("sample", "mnist"), default="sample",
-                      help="'sample': the bundled MNIST sample (default); 'mnist': the full set")
-    data.add_argument("--data-dir", default=None,
-                      help="cache directory for --data mnist (default $MINIGD_DATA or ~/.cache)")
-    data.add_argument("--subset", type=_number(int, low=2), default=None,
-                      help="train on the first N >= 2 training rows only (default all)")
-    data.add_argument("--validation-split", type=FRACTION, default=0.1,
-                      help="fraction in [0, 1) of the training rows held out for val "
-                           "loss/accuracy (default 0.1; 0 turns validation off)")
-    data.add_argument("--hidden", type=_hidden, default=[128],
-                      help="hidden layer widths, comma separated (default 128)")
-    data.add_argument("--activation", choices=ACTIVATIONS, default="relu",
-                      help="hidden activation (default relu)")
-    data.add_argument("--init", choices=("he", "xavier", "torch"), default="he",
-                      help="weight initialisation (default he)")
-    data.add_argument("--dtype", choices=("float32", "float64"), default="float32",
-                      help="floating point type of weights and batches (default float32)")
+                           "them (default: 0)")
+    grid.add_argument("--epochs", type=A.positive_int, default=3,
+                      help="epochs per cell (default: 3)")
+    A.add_optimizer_arguments(p.add_argument_group("optimizer"), with_lr=False)
+    data = A.add_data_arguments(p, validation_split=True)
+    data.add_argument("--subset", type=A.subset_size, default=None,
+                      help="train on the first N >= 2 training rows only (default: all)")
+    A.add_model_arguments(p)
     run = p.add_argument_group("run")
-    run.add_argument("--n-jobs", type=_number(int, low=-1, nonzero=True), default=None,
+    run.add_argument("--n-jobs", type=A.n_jobs, default=None,
                      help="cells run in parallel, one process and one BLAS thread each; -1: "
                           "every core (default 1: serially here; with --dask-*: -1, every "
                           "worker thread)")
@@ -134,7 +56,7 @@ def register(subparsers):
                      help="joblib backend for --n-jobs, e.g. loky, threading (default loky "
                           "processes; 'dask' is set by --dask-workers or --dask-scheduler)")
     dask = run.add_mutually_exclusive_group()
-    dask.add_argument("--dask-workers", type=POSITIVE_INT, default=None, metavar="N",
+    dask.add_argument("--dask-workers", type=A.positive_int, default=None, metavar="N",
                       help="start a local Dask cluster of N one-thread worker processes and "
                            "run the cells on it (default none)")
     dask.add_argument("--dask-scheduler", default=None, metavar="ADDRESS",
@@ -143,8 +65,7 @@ def register(subparsers):
     run.add_argument("--storage", default=None, metavar="PATH",
                      help="SQLite file that keeps every finished cell; rerunning the same "
                           "command resumes (default none: nothing kept)")
-    run.add_argument("--backend", choices=("numba", "numpy"), default=None,
-                     help="kernels (default $MINIGD_BACKEND or the library default)")
+    A.add_backend_argument(run)
     run.add_argument("--value", default="val_accuracy",
                      choices=("val_accuracy", "val_loss", "train_loss", "train_accuracy",
                               "updates", "seconds"),
@@ -165,9 +86,7 @@ def check_flags(args):
         if value is not None and args.scaling is None:
             raise ValueError(f"{flag} only applies with --scaling linear|sqrt (it anchors the "
                              f"lr rule); with a fixed grid give the rates with --lrs")
-    if args.momentum is not None and args.optimizer != "sgd":
-        raise ValueError(f"--momentum only applies to --optimizer sgd; {args.optimizer} keeps "
-                         f"its own moving averages")
+    A.check_optimizer_flags(args)
     dask = args.dask_workers is not None or args.dask_scheduler is not None
     if dask and args.joblib_backend not in (None, "dask"):
         raise ValueError(f"--dask-workers/--dask-scheduler run the cells on Dask; drop "
@@ -210,20 +129,19 @@ def sweep_command(args):
     if args.backend:
         mg.set_backend(args.backend)
     X, y, _, y_test = load_data(args)
-    n_classes = int(max(y.max(), y_test.max())) + 1
+    n_classes = n_classes_of(y, y_test)
     if args.subset is not None:
         X, y = X[:args.subset], y[:args.subset]
     X, y, validation = split_validation(X, y, args.validation_split)
     if args.value.startswith("val_") and validation is None:
         raise ValueError(f"--value {args.value} needs --validation-split > 0")
     build = mg.MLPBuilder([X.shape[1]] + args.hidden + [n_classes], activation=args.activation,
-                          dtype=args.dtype, init=args.init)
+                          dtype=args.dtype, init=args.init, dropout=args.dropout,
+                          batch_norm=args.batch_norm)
     grid = (dict(scaling=args.scaling, base_lr=0.1 if args.base_lr is None else args.base_lr,
                  base_batch_size=args.base_batch_size) if args.scaling
             else dict(lrs=args.lrs or [0.03, 0.1, 0.3]))
-    options = {"weight_decay": args.weight_decay}
-    if args.optimizer == "sgd":
-        options["momentum"] = args.momentum or 0.0
+    options = optimizer_options(args)
     n_lrs = 1 if args.scaling else len(grid["lrs"])
     cells = len(args.batch_sizes) * n_lrs * len(args.seeds)
     with dask_cluster(args, say) as (backend, n_jobs):

@@ -1,12 +1,10 @@
 """Command line experiments: ``minigd lr-find`` and ``minigd noise-scale``."""
 import json
 import os
-import types
 import warnings
 
-from . import cli_args as A
-from .cli import (add_data_arguments, add_model_arguments, add_optimizer_arguments, load_data,
-                  make_model, make_optimizer, n_classes_of)
+from . import args as A
+from .common import load_data, make_model, make_optimizer, n_classes_of
 
 
 def register(subparsers):
@@ -65,20 +63,19 @@ def register(subparsers):
 
 
 def _add_data_and_model_arguments(p):
-    add_data_arguments(p)
-    add_model_arguments(p)
+    A.add_data_arguments(p)
+    A.add_model_arguments(p)
 
 
 def _add_optimizer_arguments(p, with_lr):
-    add_optimizer_arguments(p.add_argument_group("optimizer"), with_lr=with_lr)
+    A.add_optimizer_arguments(p.add_argument_group("optimizer"), with_lr=with_lr)
 
 
 def _add_run_arguments(p, out, files):
     run = p.add_argument_group("run")
     run.add_argument("--seed", type=A.nonnegative_int, default=0,
                      help="seeds the weights and the batch draws (default: 0)")
-    run.add_argument("--backend", choices=("numba", "numpy"), default=None,
-                     help="kernels (default: $MINIGD_BACKEND or numba)")
+    A.add_backend_argument(run)
     run.add_argument("--out", default=out, help=f"directory for {files} (default: ./{out})")
     run.add_argument("--quiet", action="store_true", help="print only the result (default: off)")
 
@@ -100,7 +97,7 @@ def _setup(args):
 
 
 def _write_json(path, data):
-    from ._io import atomic_open
+    from .._io import atomic_open
     with atomic_open(path, "w") as handle:
         json.dump(data, handle, indent=1)
 
@@ -109,8 +106,7 @@ def lr_find_command(args):
     mg, say, X, y, model = _setup(args)
 
     def optimizer(params):
-        shim = types.SimpleNamespace(parameters=lambda: params)
-        return make_optimizer(types.SimpleNamespace(**vars(args), lr=args.start_lr), shim)
+        return make_optimizer(args, params, lr=args.start_lr)
 
     say(f"lr range test: {args.num_iter} updates, lr {args.start_lr:g} -> {args.end_lr:g} "
         f"({args.mode}), batch {args.batch_size}, {args.optimizer}")
@@ -145,7 +141,7 @@ def noise_scale_command(args):
         tracker.start(model, X, y)
         tracker.measure(model, epoch=0, step=0)
     else:
-        optimizer = make_optimizer(args, model)
+        optimizer = make_optimizer(args, model.parameters())
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             history = mg.fit(model, X, y, optimizer=optimizer, epochs=args.epochs,
