@@ -24,9 +24,10 @@ shows the choices.
 
 Determinism: with a given choice, results are bit-identical run to run on one machine (the
 choice is looked up, not re-measured, so it does not change between runs; deleting
-``autotune.json``, whose path ``minigd cache info`` prints, or a new machine measures again). The fused epoch and the per-iteration path use the same
-choice, so they stay bit-identical. Different machines (or BLAS builds) may choose differently,
-and so may differ in the last bits. ``MINIGD_PRODUCTS=own`` (or ``blas``) overrides the choice.
+``autotune.json``, whose path ``minigd cache info`` prints, or a new machine measures again).
+The fused epoch and the per-iteration path use the same choice, so they stay bit-identical.
+Different machines (or BLAS builds) may choose differently, and so may differ in the last bits.
+``MINIGD_PRODUCTS=own`` (or ``blas``) overrides the choice.
 """
 import contextlib
 import functools

@@ -1,4 +1,4 @@
-"""Matrix products for the Numba backend: register-blocked loops, and BLAS called from compiled code.
+"""Matrix products for the Numba backend: register-blocked loops, and BLAS from compiled code.
 
 Two loop shapes cover every product of a dense layer (forward, weight gradient, input gradient):
 

@@ -23,9 +23,9 @@ Numba run, nor to another warm-started run. ``minigd train`` warm-starts only wh
 chosen (no ``--backend``, no ``MINIGD_BACKEND``); ``--backend numba`` or ``MINIGD_WARM_START=0``
 compile first and keep every run bit-identical.
 
-The model and the optimizer's class reach the background process pickled through its stdin (no file is
-written); a model that cannot be pickled, or a background process that fails, leaves the run on
-the NumPy backend to its end.
+The model, the loss and the optimizer's class reach the background process pickled through its
+stdin (no file is written); a model that cannot be pickled, or a background process that fails,
+leaves the run on the NumPy backend to its end.
 """
 import os
 import pickle
@@ -139,6 +139,7 @@ def compile_job(job):
     """The background process: one epoch with the Numba backend on random rows of the run's
     dtypes, and an evaluation, so that every kernel the run needs is compiled and cached."""
     import minigd as mg
+
     from . import autotune
     # the products are measured by the training process once it switches, not here, where
     # this compile's own load would skew the timings; the compiled code does not depend on it
