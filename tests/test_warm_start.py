@@ -114,3 +114,36 @@ def test_the_background_job_is_picklable_and_compiles(monkeypatch, data):
     assert np.array_equal(model.parameters()[0].value,
                           mg.Sequential(mg.Dense(12, 8), mg.Tanh(), mg.Dense(8, 3),
                                         seed=0).parameters()[0].value)
+
+
+def test_the_background_job_carries_the_loss_and_the_target_shape(monkeypatch):
+    """A regression run's job compiles with its own loss on value targets of its shape."""
+    import pickle
+    rng = np.random.default_rng(1)
+    X, y = rng.random((40, 6), dtype=np.float32), rng.random((40, 2), dtype=np.float32)
+    model = mg.Sequential(mg.Dense(6, 4), mg.ReLU(), mg.Dense(4, 2), seed=0)
+    sent = {}
+
+    class Popen:
+        def __init__(self, command, **kwargs):
+            self.stdin = self
+
+        def write(self, payload):
+            sent["job"] = pickle.loads(payload)
+
+        def close(self):
+            pass
+    monkeypatch.setattr(warm_start.subprocess, "Popen", Popen)
+    optimizer = mg.SGD(model.parameters(), lr=0.1)
+    assert warm_start.start_compile(model, optimizer, X, y, 16, loss=mg.MSELoss()) is not None
+    job = sent["job"]
+    assert isinstance(job["loss"], mg.MSELoss) and job["y_shape"] == (2,)
+    assert job["rows"] == 16 + 8 and job["y_dtype"] == "<f4"
+    from minigd.kernels import autotune
+    monkeypatch.setenv(autotune.ENV, "auto")
+    fits = []
+    real_fit = mg.fit
+    monkeypatch.setattr(mg, "fit", lambda *a, **k: fits.append((a, k)) or real_fit(*a, **k))
+    warm_start.compile_job(job)
+    (args, kwargs), = fits
+    assert isinstance(kwargs["loss"], mg.MSELoss) and args[2].shape == (24, 2)
