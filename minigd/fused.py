@@ -167,7 +167,7 @@ def run_epoch(state, bar, start=0):
     applied (the caller marks it in the history). ``bar`` is a tqdm-like progress bar, closed
     on return.
     """
-    from .kernels import jit_epoch          # imported here: `import minigd` stays Numba-free
+    from .kernels import jit_epoch, jit_optim   # imported here: `import minigd` stays Numba-free
     from .kernels.jit_config import parallel_parts
     from .kernels.jit_gemm import aligned_empty
 
@@ -181,17 +181,23 @@ def run_epoch(state, bar, start=0):
 
     dims, w_offsets, b_offsets, acts = layer_spec(model)
     dtype, batch = model.dtype, iterator.batch_sizes()[0]
-    code, hyper, names = optimizer.fused_update()
+    name, hyper, names = optimizer.fused_update()
     flat_values, flat_grads = model.flat_values, model.flat_grads
     values = aligned_empty(flat_values.shape, dtype)
     grads = aligned_empty(flat_grads.shape, dtype)
-    states = [aligned_empty(flat_values.shape, dtype) for _ in names]
+    names = list(names)
+    states = [np.empty(0, dtype=dtype) if n is None else aligned_empty(flat_values.shape, dtype)
+              for n in names]
     jit_epoch.to_kernel_layout(flat_values, values, dims, w_offsets)
     jit_epoch.to_kernel_layout(flat_grads, grads, dims, w_offsets)
-    for kernel_state, name in zip(states, names):
-        jit_epoch.to_kernel_layout(optimizer.state[name], kernel_state, dims, w_offsets)
-    state1 = states[0] if states else np.empty(0, dtype=dtype)
-    state2 = states[1] if len(states) > 1 else np.empty(0, dtype=dtype)
+    for kernel_state, state_name in zip(states, names):
+        if state_name is not None:
+            jit_epoch.to_kernel_layout(optimizer.state[state_name], kernel_state, dims,
+                                       w_offsets)
+    if len(states) > 3:
+        raise ValueError(f"fused_update of {type(optimizer).__name__} names {len(states)} "
+                         f"state arrays; the fused kernel takes at most 3")
+    state1, state2, state3 = (states + [np.empty(0, dtype=dtype)] * 3)[:3]
     a_offsets = np.concatenate([[0], np.cumsum([_round_up(batch * w) for w in dims[:, 1]])])
     a_offsets = a_offsets.astype(np.int64)
     losses = np.zeros(max(n_run, 1), dtype=np.float64)
@@ -199,8 +205,8 @@ def run_epoch(state, bar, start=0):
                           np.ascontiguousarray(iterator.permutation(epoch_index), dtype=np.int64),
                           iterator.batch_size)
     net = jit_epoch.Network(values, grads, dims, w_offsets, b_offsets, acts)
-    update = jit_epoch.Update(code, np.asarray(hyper, dtype=np.float64), state1, state2,
-                              optimizer.step_count, np.array(lrs[:n_run], dtype=np.float64))
+    update = jit_epoch.Update(jit_optim.CODES[name], np.asarray(hyper, dtype=np.float64),
+                              state1, state2, state3, optimizer.step_count, np.array(lrs[:n_run], dtype=np.float64))
     work = jit_epoch.Workspace(
         aligned_empty((batch, iterator.X.shape[1]), dtype), np.empty(batch, dtype=np.int64),
         aligned_empty(a_offsets[-1], dtype), a_offsets,
@@ -212,8 +218,10 @@ def run_epoch(state, bar, start=0):
             data, net, update, work, start, n_run, parallel_parts())
         jit_epoch.from_kernel_layout(values, flat_values, dims, w_offsets)
         jit_epoch.from_kernel_layout(grads, flat_grads, dims, w_offsets)
-        for kernel_state, name in zip(states, names):
-            jit_epoch.from_kernel_layout(kernel_state, optimizer.state[name], dims, w_offsets)
+        for kernel_state, state_name in zip(states, names):
+            if state_name is not None:
+                jit_epoch.from_kernel_layout(kernel_state, optimizer.state[state_name], dims,
+                                             w_offsets)
 
         diverged = status != jit_epoch.COMPLETED
         applied = count - 1 if diverged else count

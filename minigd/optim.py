@@ -13,7 +13,6 @@ import numpy as np
 from . import _validation as check
 from .backend import kernels as _active_kernels
 from .kernels import reference
-from .kernels.codes import OPT_ADAM, OPT_SGD
 from .layers import Parameter
 from .schedules import BatchSizeSchedule, Schedule
 
@@ -166,9 +165,10 @@ class Optimizer:
     def fused_update(self):
         """How the fused whole-epoch kernel runs this update: None (it does not: the default,
         so a user-written optimizer trains one Python iteration per update), or
-        ``FusedUpdate(code, hyperparameters, state_names)``: the update's code in
-        :mod:`minigd.kernels.codes`, its hyperparameters as a float64 array in the order the
-        kernel reads them, and the names of the state arrays it updates, in order."""
+        ``FusedUpdate(code, hyperparameters, state_names)``: the update's name in
+        :data:`minigd.kernels.jit_optim.CODES`, its hyperparameters as a float64 array in the
+        order the kernel reads them, and the names of the state arrays it updates, in order
+        (at most 3; None for a slot the update leaves unused)."""
         return None
 
     def _replaces_update(self, base):
@@ -301,7 +301,7 @@ class SGD(Optimizer):
         if self._replaces_update(SGD):
             return None
         hyper = [self.momentum, self.dampening, float(self.nesterov), self.weight_decay]
-        return FusedUpdate(OPT_SGD, np.array(hyper, dtype=np.float64), self.state_names)
+        return FusedUpdate("sgd", np.array(hyper, dtype=np.float64), self.state_names)
 
 
 class Adam(Optimizer):
@@ -357,7 +357,7 @@ class Adam(Optimizer):
         if self._replaces_update(Adam):
             return None
         hyper = [self.betas[0], self.betas[1], self.eps, self.weight_decay, float(self.decoupled)]
-        return FusedUpdate(OPT_ADAM, np.array(hyper, dtype=np.float64), self.state_names)
+        return FusedUpdate("adam", np.array(hyper, dtype=np.float64), self.state_names)
 
 
 class AdamW(Adam):

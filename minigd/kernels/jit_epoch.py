@@ -21,9 +21,10 @@ from collections import namedtuple
 import numba
 import numpy as np
 
-from .codes import COMPLETED, GRADIENT_DIVERGED, LOSS_DIVERGED, OPT_ADAM, OPT_SGD  # noqa: F401
-from .jit import adam_step, column_sums, sgd_step, softmax_cross_entropy
+from .codes import COMPLETED, GRADIENT_DIVERGED, LOSS_DIVERGED  # noqa: F401
+from .jit import column_sums, softmax_cross_entropy
 from .jit_config import FAST_OPTIONS, OPTIONS
+from .jit_optim import fused_step
 from .jit_gemm import (activation_mask, dense_act_forward, effective_parts, input_grad, split,
                        tn_rows)
 
@@ -34,10 +35,10 @@ Network = namedtuple("Network", "values grads dims w_offsets b_offsets acts")
 Network.__doc__ = """values, grads: flat buffers in kernel layout; dims (L, 2) int64: in/out of
 each dense layer; w_offsets, b_offsets (L,): where its weight and bias start in the flat buffers;
 acts (L,): the activation code after dense l (minigd.kernels.codes)."""
-Update = namedtuple("Update", "code hyper state1 state2 step0 lrs")
-Update.__doc__ = """code: the optimizer's update (codes.OPT_*, from Optimizer.fused_update);
-hyper: its float64 hyperparameters in the order the class declares; state1, state2: flat state
-buffers in kernel layout (state2 empty when unused); step0: updates so far; lrs (n,) float64."""
+Update = namedtuple("Update", "code hyper state1 state2 state3 step0 lrs")
+Update.__doc__ = """code: the optimizer's update (jit_optim.CODES of the name Optimizer.fused_update
+declares); hyper: its float64 hyperparameters in the order the class declares; state1..state3:
+flat state buffers in kernel layout (empty when unused); step0: updates so far; lrs (n,) float64."""
 Workspace = namedtuple("Workspace", "xbuf ybuf abuf a_offsets dbuf losses")
 Workspace.__doc__ = """xbuf (B, features), ybuf (B,) int64: the gathered batch; abuf with
 a_offsets: each layer's activations; dbuf: two back-propagated deltas; losses (n,) float64."""
@@ -109,12 +110,11 @@ def train_epoch(data, net, update, work, first, n_iterations, parts):
     status is COMPLETED, or LOSS_DIVERGED / GRADIENT_DIVERGED when the last recorded
     iteration stopped the epoch before its update. ``data``, ``net``, ``update`` and ``work``
     are the named tuples :class:`Data`, :class:`Network`, :class:`Update` and
-    :class:`Workspace`. Optimizer codes: OPT_SGD with hyper = (momentum, dampening, nesterov,
-    weight_decay); OPT_ADAM with hyper = (beta1, beta2, eps, weight_decay, decoupled).
+    :class:`Workspace`. The update is :func:`minigd.kernels.jit_optim.fused_step`.
     """
     X, y, order, batch_size = data
     values, grads, dims, w_offsets, b_offsets, acts = net
-    kind, hyper, state1, state2, step0, lrs = update
+    kind, hyper, state1, state2, state3, step0, lrs = update
     xbuf, ybuf, abuf, a_offsets, dbuf, losses = work
     n_layers = dims.shape[0]
     N = order.shape[0]
@@ -161,12 +161,7 @@ def train_epoch(data, net, update, work, first, n_iterations, parts):
             return t + 1, GRADIENT_DIVERGED
 
         step = step0 + t + 1
-        if kind == OPT_SGD:
-            sgd_step(values, grads, state1, lrs[t], hyper[0], hyper[1], hyper[2] != 0,
-                     hyper[3], step == 1, parts)
-        else:
-            adam_step(values, grads, state1, state2, step, lrs[t], hyper[0], hyper[1],
-                      hyper[2], hyper[3], hyper[4] != 0, parts)
+        fused_step(kind, hyper, state1, state2, state3, step, lrs[t], values, grads, parts)
     return n_iterations, COMPLETED
 
 
