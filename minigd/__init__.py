@@ -15,7 +15,7 @@ from .layers import Activation, Buffer, Dense, Layer, Parameter, ReLU, Sigmoid, 
 from .losses import Loss, SoftmaxCrossEntropy
 from .metrics import accuracy, evaluate
 from .model import Sequential
-from .optim import SGD, Adam, AdamW, Optimizer
+from .optim import SGD, Adam, AdamW, Optimizer, RMSprop
 from .schedules import (Chain, Constant, CosineAnnealing, CosineWarmRestarts, CyclicLR,
                         ExponentialDecay, MultiStepDecay, OneCycle, PolynomialDecay, Schedule,
                         StepDecay, Warmup, linear_scaling, sqrt_scaling)
@@ -29,7 +29,7 @@ __all__ = [
     "Constant", "CosineAnnealing", "CosineWarmRestarts", "CyclicLR", "Dense", "DivergenceError", "EarlyStopping",
     "EvaluateEvery", "ExponentialDecay", "GradcheckResult", "GradientNoiseScale", "History", "LRRangeResult", "Layer", "Loss",
     "MLPBuilder", "MLPClassifier", "MultiStepDecay", "NoiseScaleEstimate", "OneCycle", "Optimizer", "Parameter", "PolynomialDecay", "ReLU",
-    "ReduceLROnPlateau", "SGD", "Schedule", "Sequential", "Sigmoid", "SoftmaxCrossEntropy",
+    "RMSprop", "ReduceLROnPlateau", "SGD", "Schedule", "Sequential", "Sigmoid", "SoftmaxCrossEntropy",
     "StepDecay", "SweepResult", "Tanh", "TrainingState", "Warmup", "accuracy", "datasets",
     "evaluate", "fit", "get_backend", "gradcheck", "gradient_noise_scale", "linear_scaling", "load_checkpoint",
     "lr_range_test", "noise_scale_from_norms", "plot", "registry", "save_checkpoint", "schedules",

@@ -371,3 +371,99 @@ class AdamW(Adam):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+
+
+class RMSprop(Optimizer):
+    """RMSprop with torch.optim.RMSprop's conventions (Hinton's lecture 6e; Graves' centered form).
+
+    g = grad + weight_decay * p
+    v <- alpha v + (1 - alpha) g^2                                   (state "square_avg")
+    centered: a <- lerp(a, g, 1 - alpha) (state "grad_avg");  d = sqrt(v - a^2) + eps
+    else:     d = sqrt(v) + eps
+    momentum > 0: b <- momentum b + g / d;  p <- p - lr b          (state "momentum_buffer")
+    else:         p <- p - lr g / d
+
+    State, as torch: ``square_avg`` always, ``momentum_buffer`` when momentum > 0, ``grad_avg``
+    when centered; all start at zero.
+
+    Parameters
+    ----------
+    params : iterable of Parameter
+    lr : float >= 0, default 1e-2
+    alpha : float in [0, 1], default 0.99 (smoothing of the squared gradient)
+    eps : float > 0, default 1e-8
+    weight_decay : float >= 0, default 0 (L2 penalty added to the gradient)
+    momentum : float in [0, 1), default 0
+    centered : bool, default False (normalise by the gradient's estimated variance)
+    """
+    name = "rmsprop"
+
+    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
+                 centered=False):
+        self.set_hyperparameters(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
+                                  momentum=momentum, centered=centered)
+        self.state_names = tuple(n for n in self._slots() if n is not None)
+        super().__init__(params, lr)
+
+    def _slots(self):
+        return ("square_avg", "momentum_buffer" if self.momentum > 0 else None,
+                "grad_avg" if self.centered else None)
+
+    def set_hyperparameters(self, lr, alpha, eps, weight_decay, momentum, centered):
+        self.lr = lr
+        alpha = check.real("alpha", alpha, low=0.0, high=1.0)
+        eps = check.real("eps", eps, low=0.0, low_open=True)
+        weight_decay = check.non_negative("weight_decay", weight_decay)
+        momentum = check.real("momentum", momentum, low=0.0, high=1.0, high_open=True)
+        centered = check.boolean("centered", centered)
+        if "state_names" in self.__dict__ and (
+                (momentum > 0) != (self.momentum > 0) or centered != self.centered):
+            raise ValueError(f"momentum={momentum}, centered={centered} needs other state than "
+                             f"this RMSprop holds (momentum={self.momentum}, centered="
+                             f"{self.centered}): create a new RMSprop")
+        self.alpha, self.eps, self.weight_decay = alpha, eps, weight_decay
+        self.momentum, self.centered = momentum, centered
+
+    def hyperparameters(self):
+        return {"lr": self.lr, "alpha": self.alpha, "eps": self.eps,
+                "weight_decay": self.weight_decay, "momentum": self.momentum,
+                "centered": self.centered}
+
+    def update(self, value, grad, state, lr):
+        """One step on one parameter (NumPy reference)."""
+        self.update_flat(value.reshape(-1), grad.reshape(-1),
+                         {k: v.reshape(-1) for k, v in state.items()}, lr, reference)
+
+    def update_flat(self, value, grad, state, lr, kernels):
+        square_avg = state["square_avg"]
+        buf, grad_avg = state.get("momentum_buffer"), state.get("grad_avg")
+        if kernels is not reference:
+            from .kernels import jit_optim      # here: `import minigd` stays Numba-free
+            jit_optim.rmsprop_update(value, grad, square_avg, buf, grad_avg, lr, self.alpha,
+                                     self.eps, self.weight_decay, self.momentum, self.centered)
+            return
+        g = grad + self.weight_decay * value if self.weight_decay != 0 else grad
+        square_avg *= self.alpha
+        square_avg += (1 - self.alpha) * g * g
+        if self.centered:
+            w = 1 - self.alpha                  # torch.lerp's two forms
+            if w < 0.5:
+                grad_avg += w * (g - grad_avg)
+            else:
+                grad_avg[:] = g - (g - grad_avg) * (1 - w)
+            avg = np.sqrt(square_avg - grad_avg * grad_avg)
+        else:
+            avg = np.sqrt(square_avg)
+        avg += self.eps
+        if self.momentum > 0:
+            buf *= self.momentum
+            buf += g / avg
+            value -= lr * buf
+        else:
+            value -= lr * (g / avg)
+
+    def fused_update(self):
+        if self._replaces_update(RMSprop):
+            return None
+        hyper = [self.alpha, self.eps, self.weight_decay, self.momentum, float(self.centered)]
+        return FusedUpdate("rmsprop", np.array(hyper, dtype=np.float64), self._slots())

@@ -6,10 +6,13 @@ class calls on the Numba backend) and its code in :data:`CODES`. An optimizer cl
 the name in :meth:`minigd.Optimizer.fused_update`; :mod:`minigd.fused` looks the code up here.
 Adding an optimizer touches this module and the class only.
 """
+import math
+
 import numba
 
 from .jit import adam_step, sgd_step
-from .jit_config import OPTIONS
+from .jit_config import OPTIONS, parallel_parts
+from .jit_gemm import effective_parts
 
 SGD, ADAM = 0, 1
 CODES = {"sgd": SGD, "adam": ADAM}
@@ -22,7 +25,8 @@ def fused_step(code, hyper, state1, state2, state3, step, lr, values, grads, par
     ``state3`` its state buffers in that order (empty when unused), ``step`` counts from 1.
 
     sgd: hyper = (momentum, dampening, nesterov, weight_decay); adam: hyper = (beta1, beta2,
-    eps, weight_decay, decoupled).
+    eps, weight_decay, decoupled); rmsprop: hyper = (alpha, eps, weight_decay, momentum,
+    centered).
     """
     if code == SGD:
         sgd_step(values, grads, state1, lr, hyper[0], hyper[1], hyper[2] != 0, hyper[3],
@@ -30,3 +34,72 @@ def fused_step(code, hyper, state1, state2, state3, step, lr, values, grads, par
     elif code == ADAM:
         adam_step(values, grads, state1, state2, step, lr, hyper[0], hyper[1], hyper[2],
                   hyper[3], hyper[4] != 0, parts)
+    elif code == RMSPROP:
+        rmsprop_step(values, grads, state1, state2, state3, lr, hyper[0], hyper[1], hyper[2],
+                     hyper[3], hyper[4] != 0, parts)
+
+
+# ---- RMSprop (minigd.RMSprop) ---------------------------------------------------------------
+RMSPROP = 2
+CODES["rmsprop"] = RMSPROP
+
+
+@numba.njit(inline="always", **OPTIONS)
+def _rmsprop_element(p, g, v, b, a, lr, alpha, one_alpha, w, eps, wd, weight_decay, mu,
+                     momentum, centered):
+    """(new p, v, b, a) of one element: minigd.RMSprop.update_flat (NumPy), term by term."""
+    if weight_decay != 0:
+        g = g + wd * p
+    v = v * alpha + one_alpha * g * g
+    if centered:
+        a = a + w * (g - a) if w < 0.5 else g - (g - a) * (1 - w)
+        d = math.sqrt(v - a * a) + eps
+    else:
+        d = math.sqrt(v) + eps
+    if momentum > 0:
+        b = b * mu + g / d
+        return p - lr * b, v, b, a
+    return p - lr * (g / d), v, b, a
+
+
+@numba.njit(parallel=True, **OPTIONS)
+def rmsprop_step(param, grad, square_avg, buf, grad_avg, lr, alpha, eps, weight_decay, momentum,
+                 centered, parts):
+    """torch.optim.RMSprop over whole 1-D buffers, in place; ``buf`` (momentum > 0) and
+    ``grad_avg`` (centered) may be empty when unused."""
+    dt = param.dtype.type
+    lr_, alpha_, one_alpha, w = dt(lr), dt(alpha), dt(1 - alpha), dt(1 - alpha)
+    eps_, wd, mu = dt(eps), dt(weight_decay), dt(momentum)
+    zero = dt(0)
+    if effective_parts(parts, 8 * param.shape[0]) == 1:
+        for i in range(param.shape[0]):
+            p, v, b, a = _rmsprop_element(
+                param[i], grad[i], square_avg[i], buf[i] if momentum > 0 else zero,
+                grad_avg[i] if centered else zero, lr_, alpha_, one_alpha, w, eps_, wd,
+                weight_decay, mu, momentum, centered)
+            param[i], square_avg[i] = p, v
+            if momentum > 0:
+                buf[i] = b
+            if centered:
+                grad_avg[i] = a
+        return
+    for i in numba.prange(param.shape[0]):
+        p, v, b, a = _rmsprop_element(
+            param[i], grad[i], square_avg[i], buf[i] if momentum > 0 else zero,
+            grad_avg[i] if centered else zero, lr_, alpha_, one_alpha, w, eps_, wd,
+            weight_decay, mu, momentum, centered)
+        param[i], square_avg[i] = p, v
+        if momentum > 0:
+            buf[i] = b
+        if centered:
+            grad_avg[i] = a
+
+
+def rmsprop_update(param, grad, square_avg, buf, grad_avg, lr, alpha, eps, weight_decay,
+                   momentum, centered):
+    """One torch.optim.RMSprop step on 1-D views, in place (``buf``/``grad_avg`` None when
+    unused)."""
+    empty = param[:0]
+    rmsprop_step(param, grad, square_avg, empty if buf is None else buf,
+                 empty if grad_avg is None else grad_avg, float(lr), float(alpha), float(eps),
+                 float(weight_decay), float(momentum), bool(centered), parallel_parts())
