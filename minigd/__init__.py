@@ -15,7 +15,7 @@ from .layers import Activation, Buffer, Dense, Layer, Parameter, ReLU, Sigmoid, 
 from .losses import Loss, SoftmaxCrossEntropy
 from .metrics import accuracy, evaluate
 from .model import Sequential
-from .optim import SGD, Adam, AdamW, Optimizer, RMSprop
+from .optim import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop
 from .schedules import (Chain, Constant, CosineAnnealing, CosineWarmRestarts, CyclicLR,
                         ExponentialDecay, MultiStepDecay, OneCycle, PolynomialDecay, Schedule,
                         StepDecay, Warmup, linear_scaling, sqrt_scaling)
@@ -25,7 +25,7 @@ from .training import DivergenceError, TrainingState, fit
 __version__ = "0.1.0"
 
 __all__ = [
-    "Activation", "Adam", "AdamW", "BatchIterator", "Buffer", "Callback", "Chain", "Checkpoint",
+    "Activation", "Adagrad", "Adam", "AdamW", "BatchIterator", "Buffer", "Callback", "Chain", "Checkpoint",
     "Constant", "CosineAnnealing", "CosineWarmRestarts", "CyclicLR", "Dense", "DivergenceError", "EarlyStopping",
     "EvaluateEvery", "ExponentialDecay", "GradcheckResult", "GradientNoiseScale", "History", "LRRangeResult", "Layer", "Loss",
     "MLPBuilder", "MLPClassifier", "MultiStepDecay", "NoiseScaleEstimate", "OneCycle", "Optimizer", "Parameter", "PolynomialDecay", "ReLU",

@@ -467,3 +467,68 @@ class RMSprop(Optimizer):
             return None
         hyper = [self.alpha, self.eps, self.weight_decay, self.momentum, float(self.centered)]
         return FusedUpdate("rmsprop", np.array(hyper, dtype=np.float64), self._slots())
+
+
+class Adagrad(Optimizer):
+    """Adagrad (Duchi et al.) with torch.optim.Adagrad's conventions.
+
+    g = grad + weight_decay * p;   t = step count from 1
+    clr = lr / (1 + (t - 1) * lr_decay)
+    s <- s + g^2                                  (state "sum", starting at
+    p <- p - clr * g / (sqrt(s) + eps)             initial_accumulator_value)
+
+    Parameters
+    ----------
+    params : iterable of Parameter
+    lr : float >= 0, default 1e-2
+    lr_decay : float >= 0, default 0
+    weight_decay : float >= 0, default 0 (L2 penalty added to the gradient)
+    initial_accumulator_value : float >= 0, default 0 (the starting value of "sum")
+    eps : float > 0, default 1e-10
+    """
+    name = "adagrad"
+    state_names = ("sum",)
+
+    def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
+                 initial_accumulator_value=0.0, eps=1e-10):
+        self.set_hyperparameters(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
+                                  initial_accumulator_value=initial_accumulator_value, eps=eps)
+        super().__init__(params, lr)
+        self.state["sum"].fill(self.initial_accumulator_value)
+
+    def set_hyperparameters(self, lr, lr_decay, weight_decay, initial_accumulator_value, eps):
+        self.lr = lr
+        self.lr_decay = check.non_negative("lr_decay", lr_decay)
+        self.weight_decay = check.non_negative("weight_decay", weight_decay)
+        self.initial_accumulator_value = check.non_negative("initial_accumulator_value",
+                                                            initial_accumulator_value)
+        self.eps = check.real("eps", eps, low=0.0, low_open=True)
+
+    def hyperparameters(self):
+        return {"lr": self.lr, "lr_decay": self.lr_decay, "weight_decay": self.weight_decay,
+                "initial_accumulator_value": self.initial_accumulator_value, "eps": self.eps}
+
+    def update(self, value, grad, state, lr):
+        """One step on one parameter (NumPy reference)."""
+        self.update_flat(value.reshape(-1), grad.reshape(-1),
+                         {k: v.reshape(-1) for k, v in state.items()}, lr, reference)
+
+    def update_flat(self, value, grad, state, lr, kernels):
+        total = state["sum"]
+        if kernels is not reference:
+            from .kernels import jit_optim      # here: `import minigd` stays Numba-free
+            jit_optim.adagrad_update(value, grad, total, self.step_count, lr, self.lr_decay,
+                                     self.weight_decay, self.eps)
+            return
+        g = grad + self.weight_decay * value if self.weight_decay != 0 else grad
+        clr = lr / (1 + (self.step_count - 1) * self.lr_decay)
+        total += g * g
+        std = np.sqrt(total)
+        std += self.eps
+        value -= clr * (g / std)
+
+    def fused_update(self):
+        if self._replaces_update(Adagrad):
+            return None
+        hyper = [self.lr_decay, self.weight_decay, self.eps]
+        return FusedUpdate("adagrad", np.array(hyper, dtype=np.float64), self.state_names)

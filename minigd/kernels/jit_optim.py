@@ -26,7 +26,7 @@ def fused_step(code, hyper, state1, state2, state3, step, lr, values, grads, par
 
     sgd: hyper = (momentum, dampening, nesterov, weight_decay); adam: hyper = (beta1, beta2,
     eps, weight_decay, decoupled); rmsprop: hyper = (alpha, eps, weight_decay, momentum,
-    centered).
+    centered); adagrad: hyper = (lr_decay, weight_decay, eps).
     """
     if code == SGD:
         sgd_step(values, grads, state1, lr, hyper[0], hyper[1], hyper[2] != 0, hyper[3],
@@ -37,6 +37,8 @@ def fused_step(code, hyper, state1, state2, state3, step, lr, values, grads, par
     elif code == RMSPROP:
         rmsprop_step(values, grads, state1, state2, state3, lr, hyper[0], hyper[1], hyper[2],
                      hyper[3], hyper[4] != 0, parts)
+    elif code == ADAGRAD:
+        adagrad_step(values, grads, state1, step, lr, hyper[0], hyper[1], hyper[2], parts)
 
 
 # ---- RMSprop (minigd.RMSprop) ---------------------------------------------------------------
@@ -103,3 +105,38 @@ def rmsprop_update(param, grad, square_avg, buf, grad_avg, lr, alpha, eps, weigh
     rmsprop_step(param, grad, square_avg, empty if buf is None else buf,
                  empty if grad_avg is None else grad_avg, float(lr), float(alpha), float(eps),
                  float(weight_decay), float(momentum), bool(centered), parallel_parts())
+
+
+# ---- Adagrad (minigd.Adagrad) ---------------------------------------------------------------
+ADAGRAD = 3
+CODES["adagrad"] = ADAGRAD
+
+
+@numba.njit(inline="always", **OPTIONS)
+def _adagrad_element(p, g, s, clr, eps, wd, weight_decay):
+    """(new p, s) of one element: minigd.Adagrad.update_flat (NumPy), term by term."""
+    if weight_decay != 0:
+        g = g + wd * p
+    s = s + g * g
+    return p - clr * (g / (math.sqrt(s) + eps)), s
+
+
+@numba.njit(parallel=True, **OPTIONS)
+def adagrad_step(param, grad, state_sum, step, lr, lr_decay, weight_decay, eps, parts):
+    """torch.optim.Adagrad over whole 1-D buffers, in place (``step`` counts from 1)."""
+    dt = param.dtype.type
+    clr, eps_, wd = dt(lr / (1 + (step - 1) * lr_decay)), dt(eps), dt(weight_decay)
+    if effective_parts(parts, 6 * param.shape[0]) == 1:
+        for i in range(param.shape[0]):
+            param[i], state_sum[i] = _adagrad_element(param[i], grad[i], state_sum[i], clr, eps_,
+                                                      wd, weight_decay)
+        return
+    for i in numba.prange(param.shape[0]):
+        param[i], state_sum[i] = _adagrad_element(param[i], grad[i], state_sum[i], clr, eps_, wd,
+                                                  weight_decay)
+
+
+def adagrad_update(param, grad, state_sum, step, lr, lr_decay, weight_decay, eps):
+    """One torch.optim.Adagrad step on 1-D views, in place."""
+    adagrad_step(param, grad, state_sum, int(step), float(lr), float(lr_decay),
+                 float(weight_decay), float(eps), parallel_parts())
