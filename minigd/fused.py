@@ -201,16 +201,19 @@ def run_epoch(state, bar, start=0):
     a_offsets = np.concatenate([[0], np.cumsum([_round_up(batch * w) for w in dims[:, 1]])])
     a_offsets = a_offsets.astype(np.int64)
     losses = np.zeros(max(n_run, 1), dtype=np.float64)
+    norms = np.zeros(max(n_run, 1), dtype=np.float64)
     data = jit_epoch.Data(iterator.X, np.ascontiguousarray(iterator.y, dtype=np.int64),
                           np.ascontiguousarray(iterator.permutation(epoch_index), dtype=np.int64),
                           iterator.batch_size)
     net = jit_epoch.Network(values, grads, dims, w_offsets, b_offsets, acts)
     update = jit_epoch.Update(jit_optim.CODES[name], np.asarray(hyper, dtype=np.float64),
-                              state1, state2, state3, optimizer.step_count, np.array(lrs[:n_run], dtype=np.float64))
+                              state1, state2, state3, optimizer.step_count,
+                              np.array(lrs[:n_run], dtype=np.float64),
+                              -1.0 if state.grad_clip is None else float(state.grad_clip))
     work = jit_epoch.Workspace(
         aligned_empty((batch, iterator.X.shape[1]), dtype), np.empty(batch, dtype=np.int64),
         aligned_empty(a_offsets[-1], dtype), a_offsets,
-        aligned_empty(2 * _round_up(batch * int(dims[:, 1].max())), dtype), losses)
+        aligned_empty(2 * _round_up(batch * int(dims[:, 1].max())), dtype), losses, norms)
 
     divergence = None
     try:
@@ -226,6 +229,9 @@ def run_epoch(state, bar, start=0):
         diverged = status != jit_epoch.COMPLETED
         applied = count - 1 if diverged else count
         losses = losses[:count].tolist()
+        norms = norms[:count].tolist()
+        if status == jit_epoch.LOSS_DIVERGED:
+            norms[-1] = None                # no backward pass ran for that iteration
         table = history.iterations
         table["epoch"].extend([state.epoch] * count)
         table["iteration"].extend(range(start + 1, start + count + 1))
@@ -233,6 +239,7 @@ def run_epoch(state, bar, start=0):
         table["batch_size"].extend(sizes[:count])
         table["lr"].extend(lrs[:count])
         table["loss"].extend(losses)
+        table["grad_norm"].extend(norms)
         optimizer.step_count += applied
         state.step += applied
         loss_sum, samples = 0.0, 0

@@ -8,7 +8,7 @@ import numpy as np
 
 from . import _validation as check
 from . import fused
-from .backend import announce_compilation
+from .backend import announce_compilation, get_backend
 from .backend import kernels as _active_kernels
 from .callbacks import Callback, warn_foreign_hooks
 from .data import BatchIterator, iterations_per_epoch
@@ -41,7 +41,8 @@ class TrainingState:
     epoch), batch_schedule (None for a fixed batch size, else sets the batch size per epoch),
     start_iteration (iterations of the next epoch already done, when resuming), loss (the
     Loss being minimised), has_validation (True when fit has validation_data),
-    epoch_finished (False while epoch ``epoch`` still has iterations to run).
+    epoch_finished (False while epoch ``epoch`` still has iterations to run), grad_clip (None,
+    or the max global gradient norm of fit(grad_clip=...)).
     """
 
     def __init__(self, model, optimizer, history, iterator, epochs, schedule, base_lr,
@@ -59,6 +60,7 @@ class TrainingState:
         self.current_lr = base_lr
         self.stop_training = False
         self.start_iteration = 0
+        self.grad_clip = None
 
     def state_dict(self):
         """The run's position and lr state as JSON values (what a checkpoint's ``training`` holds).
@@ -192,7 +194,8 @@ def _progress(total, description, enabled):
 
 def fit(model, X, y, *, optimizer, epochs, batch_size, loss=None, schedule=None, shuffle=True,
         drop_last=False, seed=None, validation_data=None, callbacks=(), verbose=1,
-        on_divergence="warn", checkpoint=None, resume=False, checkpoint_every=None):
+        on_divergence="warn", checkpoint=None, resume=False, checkpoint_every=None,
+        grad_clip=None):
     """Train ``model`` on (X, y) with mini-batch gradient descent; return its History.
 
     One epoch is one pass over the data in ``ceil(N / batch_size)`` iterations (``floor`` with
@@ -239,6 +242,11 @@ def fit(model, X, y, *, optimizer, epochs, batch_size, loss=None, schedule=None,
         ``epochs`` is the total: a checkpoint after epoch 2 with epochs=4 runs epochs 3 and 4.
     checkpoint_every : int >= 1 or None, default None
         Also save after every that many updates, so a kill mid-epoch loses little.
+    grad_clip : float > 0 or None, default None
+        Clip the global L2 norm of the gradient to it before each update, as
+        ``torch.nn.utils.clip_grad_norm_(params, grad_clip)``: the gradient is multiplied by
+        ``grad_clip / (norm + 1e-6)`` when that is below 1. Whether or not it is set,
+        ``history.iterations["grad_norm"]`` records every update's norm before clipping.
 
     Example
     -------
@@ -253,6 +261,8 @@ def fit(model, X, y, *, optimizer, epochs, batch_size, loss=None, schedule=None,
     verbose = check.choice("verbose", verbose, (0, 1, 2))
     on_divergence = check.choice("on_divergence", on_divergence, DIVERGENCE_POLICIES)
     schedule = as_schedule(schedule)
+    if grad_clip is not None:
+        grad_clip = check.real("grad_clip", grad_clip, low=0.0, low_open=True)
     callbacks = _check_callbacks(callbacks)
     X = check.features("X", X, model.n_features)
     y = loss.check_targets(y, X.shape[0], model.n_outputs)
@@ -270,6 +280,7 @@ def fit(model, X, y, *, optimizer, epochs, batch_size, loss=None, schedule=None,
     state = TrainingState(model, optimizer, history, iterator, epochs, schedule, optimizer.lr,
                           None if isinstance(batch_schedule, ConstantBatchSize) else batch_schedule,
                           loss=loss, has_validation=validation is not None)
+    state.grad_clip = grad_clip
     saver = checkpoint_callback(state, callbacks, checkpoint, resume, checkpoint_every, seed,
                                 verbose)
     callbacks += [saver] if saver is not None else []
@@ -354,6 +365,7 @@ def _run_epoch(state, loss, callbacks, verbose, start=0):
     kernels = _active_kernels()
     model, optimizer, history, iterator = state.model, state.optimizer, state.history, state.iterator
     grad_buffer = _loss_gradient_buffer(state)
+    grad_norm = _grad_norm_function(state)
     per_iteration = [cb for cb in callbacks if cb.per_iteration]
     epoch_index = state.epoch - 1
     loss_sum, samples = 0.0, 0
@@ -366,17 +378,22 @@ def _run_epoch(state, loss, callbacks, verbose, start=0):
             logits = model.forward_batch(xb, kernels)
             dlogits = grad_buffer[:n]
             value = loss.value_and_grad_into(logits, yb, dlogits, kernels)
-            history.record_iteration(epoch=state.epoch, iteration=iteration, step=state.step + 1,
-                                     batch_size=n, lr=lr, loss=value)
             state.iteration, state.current_lr = iteration, lr
+            row = dict(epoch=state.epoch, iteration=iteration, step=state.step + 1,
+                       batch_size=n, lr=lr, loss=value)
             if not math.isfinite(value):
+                history.record_iteration(**row, grad_norm=None)
                 _mark_divergence(state, iteration, lr, value, "loss")
                 break
             model.backward_batch(dlogits, kernels=kernels)
             grads = model.flat_grads
-            if not math.isfinite(float(np.dot(grads, grads))):
+            norm = grad_norm(grads, n)
+            history.record_iteration(**row, grad_norm=norm)
+            if not math.isfinite(norm):
                 _mark_divergence(state, iteration, lr, value, "gradient")
                 break
+            if state.grad_clip is not None:
+                clip_gradient(grads, norm, state.grad_clip)
             optimizer.step()
             state.step += 1
             loss_sum += value * n
@@ -387,6 +404,30 @@ def _run_epoch(state, loss, callbacks, verbose, start=0):
     finally:
         bar.close()
     return loss_sum, samples
+
+
+def clip_gradient(grads, norm, max_norm):
+    """torch.nn.utils.clip_grad_norm_ on a flat gradient whose global L2 norm is ``norm``:
+    grads *= max_norm / (norm + 1e-6) when that is below 1 (in place)."""
+    coef = max_norm / (norm + 1e-6)
+    if coef < 1.0:
+        grads *= grads.dtype.type(coef)
+
+
+def _grad_norm_function(state):
+    """f(flat grads, batch rows) -> the gradient's global L2 norm (a float; inf or nan when
+    the sum of squares overflows in the model dtype). For a model the fused kernel runs, on the
+    Numba backend, the sum is the fused kernel's own (same order, same bits)."""
+    spec = fused.layer_spec(state.model) if get_backend() == "numba" else None
+    if spec is None:
+        return lambda grads, n: math.sqrt(float(np.dot(grads, grads)))
+    from .kernels import jit_epoch       # here: `import minigd` stays Numba-free
+    from .kernels.jit_config import parallel_parts
+    dims, w_offsets, b_offsets, _ = spec
+    scratch = np.empty(int((dims[:, 0] * dims[:, 1]).max()), dtype=state.model.dtype)
+    parts = parallel_parts()
+    return lambda grads, n: math.sqrt(float(jit_epoch.grad_squares(
+        grads, scratch, dims, w_offsets, b_offsets, n, parts)))
 
 
 def _loss_gradient_buffer(state):
