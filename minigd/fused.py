@@ -176,6 +176,9 @@ def run_epoch(state, bar, start=0):
     epoch_index = state.epoch - 1
     sizes = iterator.batch_sizes()[start:]
     lrs, error = learning_rates(state, epoch_index, len(sizes))
+    momenta = [state.momentum_at(epoch_index, state.step + i) for i in range(len(lrs))]
+    if not momenta or momenta[0] is None:
+        momenta = []
     invalid = _first_invalid(lrs)
     n_run = len(lrs) if invalid is None else invalid
 
@@ -209,7 +212,9 @@ def run_epoch(state, bar, start=0):
     update = jit_epoch.Update(jit_optim.CODES[name], np.asarray(hyper, dtype=np.float64),
                               state1, state2, state3, optimizer.step_count,
                               np.array(lrs[:n_run], dtype=np.float64),
-                              -1.0 if state.grad_clip is None else float(state.grad_clip))
+                              -1.0 if state.grad_clip is None else float(state.grad_clip),
+                              np.array(momenta[:n_run], dtype=np.float64),
+                              -1 if optimizer.momentum_index is None else optimizer.momentum_index)
     work = jit_epoch.Workspace(
         aligned_empty((batch, iterator.X.shape[1]), dtype), np.empty(batch, dtype=np.int64),
         aligned_empty(a_offsets[-1], dtype), a_offsets,
@@ -240,6 +245,9 @@ def run_epoch(state, bar, start=0):
         table["lr"].extend(lrs[:count])
         table["loss"].extend(losses)
         table["grad_norm"].extend(norms)
+        if momenta:
+            table.setdefault("momentum", [None] * (len(table["step"]) - count))
+            table["momentum"].extend(momenta[:count])
         optimizer.step_count += applied
         state.step += applied
         loss_sum, samples = 0.0, 0
@@ -249,6 +257,8 @@ def run_epoch(state, bar, start=0):
         if count:
             state.iteration, state.current_lr = start + count, lrs[count - 1]
             optimizer.lr = lrs[count - 1]
+            if momenta:
+                optimizer.set_momentum(momenta[count - 1])
         bar.update(applied)
         if diverged:
             cause = "loss" if status == jit_epoch.LOSS_DIVERGED else "gradient"

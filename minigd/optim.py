@@ -45,6 +45,9 @@ class Optimizer:
     """
     name = None
     state_names = ()
+    #: where the momentum a schedule sets (:meth:`set_momentum`) sits in ``fused_update()``'s
+    #: hyperparameters; None: the optimizer has none
+    momentum_index = None
 
     def __init__(self, params, lr):
         if callable(getattr(params, "parameters", None)):
@@ -171,6 +174,13 @@ class Optimizer:
         (at most 3; None for a slot the update leaves unused)."""
         return None
 
+    def set_momentum(self, value):
+        """Set the momentum a schedule cycles (``schedule.momentum(t)``, e.g. OneCycle): SGD's
+        momentum, Adam's beta1, RMSprop's momentum. The base class has none: TypeError."""
+        raise TypeError(f"{type(self).__name__} has no momentum a schedule can set: use SGD, "
+                        f"Adam, AdamW or RMSprop(momentum > 0), or a schedule that leaves the "
+                        f"momentum alone (e.g. OneCycle(..., cycle_momentum=False))")
+
     def _replaces_update(self, base):
         """True when a subclass of ``base`` replaces its math (then it does not run fused)."""
         return any(getattr(type(self), n) is not getattr(base, n)
@@ -268,6 +278,7 @@ class SGD(Optimizer):
     """
     name = "sgd"
     state_names = ("momentum_buffer",)
+    momentum_index = 0
 
     def __init__(self, params, lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
         self.set_hyperparameters(lr=lr, momentum=momentum, dampening=dampening,
@@ -283,6 +294,13 @@ class SGD(Optimizer):
         if self.nesterov and (self.momentum == 0 or self.dampening != 0):
             raise ValueError("nesterov=True needs momentum > 0 and dampening = 0 "
                              f"(got momentum={self.momentum}, dampening={self.dampening})")
+
+    def set_momentum(self, value):
+        """Set ``momentum`` (what a schedule with ``sets_momentum`` cycles)."""
+        momentum = check.real("momentum", value, low=0.0, high=1.0, high_open=True)
+        if self.nesterov and momentum == 0:
+            raise ValueError("nesterov=True needs momentum > 0, got momentum=0")
+        self.momentum = momentum
 
     def hyperparameters(self):
         return {"lr": self.lr, "momentum": self.momentum, "dampening": self.dampening,
@@ -325,6 +343,7 @@ class Adam(Optimizer):
     name = "adam"
     state_names = ("exp_avg", "exp_avg_sq")
     decoupled = False
+    momentum_index = 0
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         self.set_hyperparameters(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
@@ -338,6 +357,11 @@ class Adam(Optimizer):
                       check.real("betas[1]", betas[1], low=0.0, high=1.0, high_open=True))
         self.eps = check.real("eps", eps, low=0.0, low_open=True)
         self.weight_decay = check.non_negative("weight_decay", weight_decay)
+
+    def set_momentum(self, value):
+        """Set beta1 (what a schedule with ``sets_momentum`` cycles, as torch's OneCycleLR)."""
+        self.betas = (check.real("momentum", value, low=0.0, high=1.0, high_open=True),
+                      self.betas[1])
 
     def hyperparameters(self):
         return {"lr": self.lr, "betas": list(self.betas), "eps": self.eps,
@@ -397,6 +421,7 @@ class RMSprop(Optimizer):
     centered : bool, default False (normalise by the gradient's estimated variance)
     """
     name = "rmsprop"
+    momentum_index = 3
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
                  centered=False):
@@ -423,6 +448,15 @@ class RMSprop(Optimizer):
                              f"{self.centered}): create a new RMSprop")
         self.alpha, self.eps, self.weight_decay = alpha, eps, weight_decay
         self.momentum, self.centered = momentum, centered
+
+    def set_momentum(self, value):
+        """Set ``momentum`` (what a schedule with ``sets_momentum`` cycles); needs an RMSprop
+        built with momentum > 0 (it holds the momentum buffer)."""
+        momentum = check.real("momentum", value, low=0.0, high=1.0, high_open=True)
+        if not self.momentum > 0 or not momentum > 0:
+            raise ValueError(f"a schedule that sets the momentum needs RMSprop(momentum > 0) "
+                             f"and momenta > 0 (got {self.momentum} and {momentum})")
+        self.momentum = momentum
 
     def hyperparameters(self):
         return {"lr": self.lr, "alpha": self.alpha, "eps": self.eps,

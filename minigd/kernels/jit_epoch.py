@@ -39,11 +39,13 @@ Network = namedtuple("Network", "values grads dims w_offsets b_offsets acts")
 Network.__doc__ = """values, grads: flat buffers in kernel layout; dims (L, 2) int64: in/out of
 each dense layer; w_offsets, b_offsets (L,): where its weight and bias start in the flat buffers;
 acts (L,): the activation code after dense l (minigd.kernels.codes)."""
-Update = namedtuple("Update", "code hyper state1 state2 state3 step0 lrs max_norm")
+Update = namedtuple("Update", "code hyper state1 state2 state3 step0 lrs max_norm momenta "
+                                 "momentum_index")
 Update.__doc__ = """code: the optimizer's update (jit_optim.CODES of the name Optimizer.fused_update
 declares); hyper: its float64 hyperparameters in the order the class declares; state1..state3:
 flat state buffers in kernel layout (empty when unused); max_norm: clip the gradient's global
-norm to it (<= 0: no clipping); step0: updates so far; lrs (n,) float64."""
+norm to it (<= 0: no clipping); momenta (n,) float64 or empty: hyper[momentum_index] of each
+update (a schedule's momentum); step0: updates so far; lrs (n,) float64."""
 Workspace = namedtuple("Workspace", "xbuf ybuf abuf a_offsets dbuf losses norms")
 Workspace.__doc__ = """xbuf (B, features), ybuf (B,) int64: the gathered batch; abuf with
 a_offsets: each layer's activations; dbuf: two back-propagated deltas; losses, norms (n,)
@@ -155,7 +157,7 @@ def train_epoch(data, net, update, work, first, n_iterations, parts):
     """
     X, y, order, batch_size = data
     values, grads, dims, w_offsets, b_offsets, acts = net
-    kind, hyper, state1, state2, state3, step0, lrs, max_norm = update
+    kind, hyper, state1, state2, state3, step0, lrs, max_norm, momenta, momentum_index = update
     xbuf, ybuf, abuf, a_offsets, dbuf, losses, norms = work
     n_layers = dims.shape[0]
     N = order.shape[0]
@@ -206,6 +208,8 @@ def train_epoch(data, net, update, work, first, n_iterations, parts):
             clip_grads(grads, norms[t], max_norm)
 
         step = step0 + t + 1
+        if momenta.shape[0] > 0:
+            hyper[momentum_index] = momenta[t]
         fused_step(kind, hyper, state1, state2, state3, step, lrs[t], values, grads, parts)
     return n_iterations, COMPLETED
 
