@@ -167,3 +167,19 @@ def test_registry_and_validation():
     with pytest.raises(ValueError, match="new RMSprop"):
         opt.set_hyperparameters(lr=0.1, alpha=0.9, eps=1e-8, weight_decay=0, momentum=0.9,
                                 centered=False)
+
+
+@pytest.mark.parametrize("name", ["rmsprop", "adagrad"])
+def test_by_name_in_estimator_lr_range_test_and_sweep(name):
+    X, y = _data(n=120)
+    clf = mg.MLPClassifier(hidden=(8,), optimizer=name, lr=0.01, batch_size=16, epochs=2,
+                           random_state=0) if "random_state" in mg.MLPClassifier().get_params() \
+        else mg.MLPClassifier(hidden=(8,), optimizer=name, lr=0.01, batch_size=16, epochs=2)
+    clf.fit(X, y)
+    assert 0 <= clf.score(X, y) <= 1
+    result = mg.lr_range_test(_model(dtype=np.float32), X, y, optimizer=name, num_iter=10,
+                              batch_size=16, seed=0)
+    assert len(result.lr) == len(result.loss) > 0
+    table = mg.sweep(lambda: _model(dtype=np.float32), X, y, batch_sizes=[16], lrs=[0.01],
+                     epochs=1, optimizer=name)
+    assert len(table.table) == 1 and table.table[0]["updates"] == 8
