@@ -6,10 +6,11 @@ runs one Python iteration per update with the same kernels and the same results:
 - the backend is ``"numba"`` and ``minigd.fused.ENABLED`` is True (set it False to compare);
 - no callback overrides ``on_iteration_end`` (a callback that needs Python after every update,
   such as a live plot, uses the per-iteration path: slower at small batches, same history);
+- ``fit(accumulate=1)`` (gradient accumulation runs one Python iteration per micro-batch);
 - every layer declares a fused role (:meth:`minigd.Layer.fused_role`): the model is a stack of
   Dense layers, each optionally followed by one activation (ReLU, Tanh, Sigmoid);
 - the optimizer declares a fused update (:meth:`minigd.Optimizer.fused_update`: SGD, Adam,
-  AdamW) and covers all of ``model.parameters()`` in order; the loss is SoftmaxCrossEntropy;
+  AdamW, RMSprop, Adagrad; kernels in :mod:`minigd.kernels.jit_optim`) and covers all of ``model.parameters()`` in order; the loss is SoftmaxCrossEntropy;
   X is a NumPy array (an ``np.memmap`` included) of a real dtype.
 
 :func:`supports` says which condition failed; ``fit`` prints that reason once when a user-written
@@ -17,9 +18,9 @@ layer, loss or optimizer keeps the epoch on the per-iteration path.
 
 Nothing is traded for the speed: the learning rate of every iteration is computed up front
 from the schedule (schedules are pure functions of the step, see
-:meth:`minigd.TrainingState.lr_at`), every iteration's epoch, iteration, step, batch size, lr
-and loss are recorded in the history after the call, and a non-finite loss (or an overflowing
-gradient) stops the epoch before that update exactly as on the per-iteration path. The two
+:meth:`minigd.TrainingState.lr_at`), every iteration's epoch, iteration, step, batch size, lr,
+loss, gradient norm (and momentum, when the schedule sets it) are recorded in the history
+after the call, and a non-finite loss (or an overflowing gradient) stops the epoch before that update exactly as on the per-iteration path. The two
 paths give bit-identical results. X is never copied: each batch is gathered from it (and
 converted to the model dtype) inside the kernel. The progress bar moves once per epoch; an
 interrupt (Ctrl-C) is handled when the epoch's call returns.

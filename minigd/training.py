@@ -112,7 +112,8 @@ def _check_model_and_optimizer(model, optimizer):
     if not isinstance(model, Sequential):
         raise TypeError(f"model must be a minigd Sequential, got {type(model).__name__}")
     if not isinstance(optimizer, Optimizer):
-        raise TypeError(f"optimizer must be a minigd optimizer (SGD, Adam, AdamW), got "
+        raise TypeError(f"optimizer must be a minigd optimizer (SGD, Adam, AdamW, RMSprop, "
+                        f"Adagrad), got "
                         f"{type(optimizer).__name__}")
     owned = {id(p) for p in model.parameters()}
     if not all(id(p) in owned for p in optimizer.params):
@@ -224,7 +225,8 @@ def fit(model, X, y, *, optimizer, epochs, batch_size, loss=None, schedule=None,
         classification loss; real values of shape (N,) or (N, n_outputs) for a loss with
         ``target_kind="values"`` (may be an np.memmap: gathered per batch, never copied).
         Bad targets give a ValueError naming the loss and the form it takes.
-    optimizer : SGD, Adam or AdamW built on ``model.parameters()``
+    optimizer : an Optimizer (SGD, Adam, AdamW, RMSprop, Adagrad, or a subclass of
+        mg.Optimizer) built on ``model.parameters()``
     epochs : int >= 1
     batch_size : int >= 1, or a batch-size schedule (StepBatchSize, callable epoch -> int)
         evaluated before each epoch (from 0); every value is checked before training starts
