@@ -72,18 +72,42 @@ class Parameter:
     Parameters
     ----------
     name : str
-    value, grad : ndarray of one shape and dtype
+    value, grad : ndarray of one shape and dtype, or None (made at first use from ``shape``)
     init : float or callable init(rng, shape) -> array, default 0.0
         What :meth:`Layer.reset_parameters` fills ``value`` with.
+    shape : tuple, default ``value.shape``
     """
 
-    def __init__(self, name, value, grad, init=0.0):
+    def __init__(self, name, value, grad, init=0.0, shape=None):
         self.name = name
-        self.value = value
-        self.grad = grad
+        self.shape = tuple(value.shape) if shape is None else tuple(shape)
+        self._value, self._grad = value, grad
         self.init = init
         self.offset = None
-        self.shape = tuple(value.shape)
+
+    @property
+    def value(self):
+        """The parameter array (a view of the model's flat buffer once a model adopted it).
+        A declared parameter outside a model gets a float64 array at first use."""
+        if self._value is None:
+            fill = 0.0 if callable(self.init) else self.init
+            self._value = np.full(self.shape, fill, dtype=np.float64)
+        return self._value
+
+    @value.setter
+    def value(self, array):
+        self._value = array
+
+    @property
+    def grad(self):
+        """The gradient array, of ``value``'s shape and dtype (written by backward)."""
+        if self._grad is None:
+            self._grad = np.zeros(self.shape, dtype=self.value.dtype)
+        return self._grad
+
+    @grad.setter
+    def grad(self, array):
+        self._grad = array
 
     def adopt(self, values, grads, offset):
         """Rebind ``value`` and ``grad`` to views of the flat buffers ``values`` and ``grads``
@@ -96,7 +120,7 @@ class Parameter:
     def release(self):
         """Drop ``value`` and ``grad`` (keeping name, shape and init) until a model adopts the
         parameter again: what a pickled model's layers hold, the weights being saved apart."""
-        self.value = self.grad = self.offset = None
+        self._value = self._grad = self.offset = None
 
     @property
     def dtype(self):
@@ -166,17 +190,16 @@ class Layer:
         """Declare a trainable parameter and return it (store it as an attribute).
 
         ``shape``: int or tuple of ints. ``init``: a float, or a callable ``init(rng, shape)``
-        returning an array, used by :meth:`reset_parameters`. The value starts as a float64
-        array filled from a float ``init`` (zeros for a callable one); inside a model it is a
-        view of the model's flat buffer, in the model dtype.
+        returning an array, used by :meth:`reset_parameters`. Inside a model the value is a
+        view of the model's flat buffer, in the model dtype; outside one it is a float64 array
+        (filled from a float ``init``, zeros for a callable one) made at first use.
         """
         params = self._declared("_parameters")
         if name in params:
             raise ValueError(f"{type(self).__name__} declares the parameter {name!r} twice")
         shape = _check_shape(name, shape)
         init = _check_init(name, init)
-        value = np.full(shape, 0.0 if callable(init) else init, dtype=np.float64)
-        params[name] = Parameter(name, value, np.zeros(shape, dtype=np.float64), init=init)
+        params[name] = Parameter(name, None, None, init=init, shape=shape)
         return params[name]
 
     def buffer(self, name, shape, init=0.0):
