@@ -11,7 +11,8 @@ from .experiments import (GradientNoiseScale, LRRangeResult, MLPBuilder, NoiseSc
                           noise_scale_from_norms, sweep)
 from .gradcheck import GradcheckResult, gradcheck
 from .history import History
-from .layers import Activation, Buffer, Dense, Layer, Parameter, ReLU, Sigmoid, Tanh
+from .layers import (Activation, BatchNorm, Buffer, Dense, Dropout, Flatten, Layer, Parameter,
+                     ReLU, Sigmoid, Tanh)
 from .losses import Loss, SoftmaxCrossEntropy
 from .metrics import accuracy, evaluate
 from .model import Sequential
@@ -26,7 +27,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Activation", "Adam", "AdamW", "BatchIterator", "Buffer", "Callback", "Chain", "Checkpoint",
-    "Constant", "CosineAnnealing", "CosineWarmRestarts", "CyclicLR", "Dense", "DivergenceError", "EarlyStopping",
+    "Constant", "CosineAnnealing", "CosineWarmRestarts", "CyclicLR", "BatchNorm", "Dense", "DivergenceError", "Dropout", "Flatten", "EarlyStopping",
     "EvaluateEvery", "ExponentialDecay", "GradcheckResult", "GradientNoiseScale", "History", "LRRangeResult", "Layer", "Loss",
     "MLPBuilder", "MLPClassifier", "MultiStepDecay", "NoiseScaleEstimate", "OneCycle", "Optimizer", "Parameter", "PolynomialDecay", "ReLU",
     "ReduceLROnPlateau", "SGD", "Schedule", "Sequential", "Sigmoid", "SoftmaxCrossEntropy",

@@ -21,7 +21,15 @@ from .schedules import as_batch_size_schedule, as_schedule
 from .training import fit as _fit
 
 _PARAMS = ("hidden", "activation", "init", "optimizer", "lr", "momentum", "batch_size", "epochs",
-           "schedule", "seed", "dtype", "verbose")
+           "schedule", "seed", "dtype", "verbose", "dropout", "batch_norm")
+
+
+def _block_options(dropout, batch_norm):
+    """{"dropout": float in [0, 1), "batch_norm": bool}, checked (ValueError/TypeError)."""
+    if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) \
+            or not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be a float in [0, 1), got {dropout!r}")
+    return {"dropout": float(dropout), "batch_norm": check.boolean("batch_norm", batch_norm)}
 
 
 class DataConversionWarning(UserWarning):
@@ -141,6 +149,8 @@ class MLPClassifier:
         one seed give bit-identical models (None: fresh entropy per fit)
     dtype : "float32" (default) or "float64"
     verbose : 0 (default), 1 or 2, as ``minigd.fit``
+    dropout : float in [0, 1), default 0.0; a Dropout after each hidden activation
+    batch_norm : bool, default False; a BatchNorm before each hidden activation
 
     Attributes after fit: classes_, n_features_in_, model_ (the Sequential), optimizer_,
     history_ (the minigd History), n_iter_ (epochs trained), loss_curve_ (train loss per epoch),
@@ -160,7 +170,7 @@ class MLPClassifier:
 
     def __init__(self, hidden=(128,), activation="relu", optimizer="sgd", lr=0.1, momentum=0.0,
                  batch_size=64, epochs=10, schedule=None, seed=None, dtype="float32", verbose=0,
-                 init="he"):
+                 init="he", dropout=0.0, batch_norm=False):
         self.hidden = hidden
         self.activation = activation
         self.init = init
@@ -173,6 +183,8 @@ class MLPClassifier:
         self.seed = seed
         self.dtype = dtype
         self.verbose = verbose
+        self.dropout = dropout
+        self.batch_norm = batch_norm
 
     # ---- scikit-learn's parameter protocol ---------------------------------------------------
     def get_params(self, deep=True):
@@ -343,14 +355,16 @@ class MLPClassifier:
                 "momentum": momentum, "batch_size": as_batch_size_schedule(self.batch_size),
                 "epochs": check.positive_int("epochs", self.epochs),
                 "schedule": as_schedule(self.schedule), "seed": int(seed), "dtype": dtype,
-                "verbose": check.choice("verbose", self.verbose, (0, 1, 2))}
+                "verbose": check.choice("verbose", self.verbose, (0, 1, 2)),
+                **_block_options(self.dropout, self.batch_norm)}
 
     @staticmethod
     def _build_model(n_features, n_classes, config, seed):
         return registry.build_mlp(n_features, config["hidden"], n_classes,
                                   activation=config["activation"],
                                   init=config.get("init", "he"), seed=seed,
-                                  dtype=config["dtype"])
+                                  dtype=config["dtype"], dropout=config.get("dropout", 0.0),
+                                  batch_norm=config.get("batch_norm", False))
 
     @staticmethod
     def _build_optimizer(model, config):

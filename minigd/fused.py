@@ -49,13 +49,15 @@ def _layer_spec(model):
         if role is None:
             return None, (f"layer {type(layer).__name__} has no fused kernel: training runs one "
                           f"Python iteration per update")
+    kept = [i for i, role in enumerate(roles) if role != "identity"]   # Flatten: nothing to run
+    layers, roles = [model.layers[i] for i in kept], [roles[i] for i in kept]
     i = 0
     while i < len(roles):
         if roles[i] != "dense":
-            return None, (f"layer {i} ({type(model.layers[i]).__name__}) does not follow a Dense "
+            return None, (f"layer {kept[i]} ({type(layers[i]).__name__}) does not follow a Dense "
                           f"layer: the fused kernel runs Dense layers each optionally followed "
                           f"by one activation")
-        dense, act = model.layers[i], 0
+        dense, act = layers[i], 0
         if i + 1 < len(roles) and roles[i + 1] != "dense":
             act = roles[i + 1]
             i += 1
@@ -107,6 +109,9 @@ def supports(state, loss, callbacks):
     if _loss_role(loss) != "softmax_cross_entropy":
         return Support(False, f"loss {type(loss).__name__} has no fused kernel: training runs "
                               f"one Python iteration per update")
+    if state.iterator.target_kind != "classes":
+        return Support(False, "class-probability targets (N, C) train one Python iteration "
+                              "per update")
     if optimizer.fused_update() is None:
         return Support(False, f"optimizer {type(optimizer).__name__} has no fused kernel: "
                               f"training runs one Python iteration per update")

@@ -1,5 +1,5 @@
-"""Layers: the :class:`Layer` base, :class:`Dense` and the activations :class:`ReLU`,
-:class:`Tanh`, :class:`Sigmoid`.
+"""Layers: the :class:`Layer` base, :class:`Dense`, the activations :class:`ReLU`,
+:class:`Tanh`, :class:`Sigmoid`, and :class:`Dropout`, :class:`BatchNorm`, :class:`Flatten`.
 
 A layer is one class carrying its own math:
 
@@ -282,6 +282,15 @@ class Layer:
         returns it always). Default: ``backward``."""
         return np.ascontiguousarray(self.backward(dy), dtype=dy.dtype)
 
+    def reseed(self, key):
+        """Seed this layer's randomness for the next update (default: nothing to seed).
+
+        ``fit`` calls it before every update with ``key``, a tuple of non-negative ints
+        ``(model seed, fit seed, update step, layer index)``, so a layer that draws random
+        numbers in train mode (:class:`Dropout`) draws a pure function of the run and the step:
+        a run is reproducible and resumes bit for bit mid-epoch.
+        """
+
     def fused_role(self):
         """How this layer joins the fused whole-epoch kernel: None (it does not: the default,
         so a user-written layer trains one Python iteration per update), "dense", or an
@@ -455,3 +464,222 @@ class Sigmoid(Activation):
     name = "sigmoid"
     kernel = "sigmoid"
     code = ACT_SIGMOID
+
+
+class Dropout(Layer):
+    """Inverted dropout (torch ``nn.Dropout``): in train mode each unit is kept with
+    probability ``1 - p`` and scaled by ``1 / (1 - p)``; in eval mode the identity.
+
+    Masks come from ``self.rng`` (a numpy Generator). ``fit`` reseeds it before every update
+    from (model seed, fit seed, update step, layer index) (:meth:`Layer.reseed`), so the masks
+    of a run are a pure function of its seeds and the step: the same seeds give the same run
+    and a checkpoint resumed mid-epoch continues bit for bit. Outside ``fit`` the generator is
+    seeded from the model's seed when the model is built.
+
+    Cost: Dropout has no fused kernel, so ``fit`` runs one Python iteration per update for a
+    model holding it (see ``benchmarks/blocks.py`` for the epoch time against the fused path).
+
+    Parameters
+    ----------
+    p : float in [0, 1), default 0.5
+        Probability of zeroing a unit.
+    """
+    name = "dropout"
+
+    def __init__(self, p=0.5):
+        super().__init__()
+        if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= float(p) < 1.0:
+            raise ValueError(f"p (the dropout probability) must be a float in [0, 1), got {p!r}")
+        self.p = float(p)
+        self.rng = np.random.default_rng(0)
+        self._mask = None
+
+    def reset_parameters(self, rng):
+        """Seed ``self.rng`` from ``rng`` (the model's per-layer stream)."""
+        self.rng = np.random.default_rng(rng.integers(0, 2**63))
+
+    def reseed(self, key):
+        """``self.rng`` = a new Generator seeded by ``key`` (see :meth:`Layer.reseed`)."""
+        self.rng = np.random.default_rng([int(k) for k in key])
+
+    def _draw_mask(self, shape, dtype):
+        if self._mask is None or self._mask.shape[0] < shape[0] or self._mask.shape[1:] != shape[1:] \
+                or self._mask.dtype != dtype:
+            self._mask = np.empty(shape, dtype=dtype)
+            self._uniform = np.empty(shape, dtype=np.float64)
+        mask, uniform = self._mask[:shape[0]], self._uniform[:shape[0]]
+        self.rng.random(out=uniform)
+        np.greater_equal(uniform, self.p, out=mask, casting="unsafe")
+        mask *= 1.0 / (1.0 - self.p)
+        return mask
+
+    def forward(self, x):
+        """x * mask / (1 - p) in train mode (p > 0), else x."""
+        if not self.training or self.p == 0.0:
+            self._active = None
+            return x
+        self._active = self._draw_mask(x.shape, np.result_type(x.dtype, np.float32))
+        return x * self._active
+
+    def backward(self, dy):
+        """dy * the mask of the last forward (dy in eval mode)."""
+        return dy if self._active is None else dy * self._active
+
+    def allocate(self, capacity, in_features, dtype):
+        self._mask = np.empty((capacity, in_features), dtype=dtype)
+        self._uniform = np.empty((capacity, in_features), dtype=np.float64)
+        self._out = np.empty((capacity, in_features), dtype=dtype)
+        self._dx = np.empty((capacity, in_features), dtype=dtype)
+
+    def forward_batch(self, x, kernels):
+        if not self.training or self.p == 0.0:
+            self._active = None
+            return x
+        self._active = self._draw_mask(x.shape, x.dtype)
+        out = self._out[:x.shape[0]]
+        np.multiply(x, self._active, out=out)
+        return out
+
+    def backward_batch(self, dy, kernels, need_dx):
+        if self._active is None:
+            return dy
+        dx = self._dx[:dy.shape[0]]
+        np.multiply(dy, self._active, out=dx)
+        return dx
+
+    def clone(self):
+        return Dropout(self.p)
+
+    def __repr__(self):
+        return f"Dropout(p={self.p})"
+
+
+class BatchNorm(Layer):
+    """Batch normalisation over the features of (N, num_features) inputs (torch ``BatchNorm1d``).
+
+    Train mode: y = (x - mean) / sqrt(var + eps) * weight + bias with the batch mean and the
+    biased batch variance; ``running_mean`` and ``running_var`` (the unbiased variance) move by
+    ``momentum``: ``running = (1 - momentum) * running + momentum * batch``. Eval mode uses the
+    running statistics. ``state_dict`` keys: ``"{i}.weight"``, ``"{i}.bias"`` (when ``affine``),
+    ``"{i}.running_mean"``, ``"{i}.running_var"`` (buffers). A batch of one row in train mode is
+    a ValueError, as in torch.
+
+    Cost: BatchNorm has no fused kernel, so ``fit`` runs one Python iteration per update for a
+    model holding it (see ``benchmarks/blocks.py``).
+
+    Parameters
+    ----------
+    num_features : int
+    momentum : float in [0, 1], default 0.1
+    eps : float > 0, default 1e-5
+    affine : bool, default True
+        Learn a per-feature scale ``weight`` (init 1) and shift ``bias`` (init 0).
+    """
+    name = "batch_norm"
+
+    def __init__(self, num_features, momentum=0.1, eps=1e-5, affine=True):
+        super().__init__()
+        self.num_features = check.positive_int("num_features", num_features)
+        self.in_features = self.num_features
+        if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) \
+                or not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"momentum must be a float in [0, 1], got {momentum!r}")
+        if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps > 0:
+            raise ValueError(f"eps must be a float > 0, got {eps!r}")
+        self.momentum, self.eps = float(momentum), float(eps)
+        self.affine = check.boolean("affine", affine)
+        if self.affine:
+            self.weight = self.parameter("weight", (self.num_features,), init=1.0)
+            self.bias = self.parameter("bias", (self.num_features,), init=0.0)
+        self.running_mean = self.buffer("running_mean", (self.num_features,), init=0.0)
+        self.running_var = self.buffer("running_var", (self.num_features,), init=1.0)
+
+    def _check(self, x):
+        if x.ndim != 2 or x.shape[1] != self.num_features:
+            raise ValueError(f"BatchNorm({self.num_features}) expects inputs of shape "
+                             f"(n, {self.num_features}), got {tuple(x.shape)}")
+        if self.training and x.shape[0] < 2:
+            raise ValueError(f"BatchNorm needs more than 1 value per feature in train mode, got "
+                             f"a batch of {x.shape[0]} row: use a batch size >= 2 (or "
+                             f"drop_last=True), or call model.eval()")
+
+    def forward(self, x):
+        """Normalise x (NumPy); in train mode also update the running statistics."""
+        self._check(x)
+        if self.training:
+            n = x.shape[0]
+            mean = x.mean(axis=0)
+            var = x.var(axis=0)
+            m = self.momentum
+            rm, rv = self.running_mean.value, self.running_var.value
+            rm[...] = (1.0 - m) * rm + m * mean
+            rv[...] = (1.0 - m) * rv + m * var * (n / (n - 1))
+        else:
+            mean, var = self.running_mean.value, self.running_var.value
+        self._invstd = 1.0 / np.sqrt(var + self.eps)
+        self._xhat = (x - mean) * self._invstd
+        if not self.affine:
+            return self._xhat.copy()
+        return self._xhat * self.weight.value + self.bias.value
+
+    def backward(self, dy):
+        """Gradients of weight and bias; dx through the batch statistics in train mode."""
+        if self.affine:
+            self.weight.grad[...] = (dy * self._xhat).sum(axis=0)
+            self.bias.grad[...] = dy.sum(axis=0)
+            dxhat = dy * self.weight.value
+        else:
+            dxhat = dy
+        if not self.training:
+            return dxhat * self._invstd
+        n = dy.shape[0]
+        return (self._invstd / n) * (n * dxhat - dxhat.sum(axis=0)
+                                     - self._xhat * (dxhat * self._xhat).sum(axis=0))
+
+    def forward_batch(self, x, kernels):
+        return np.ascontiguousarray(self.forward(x), dtype=x.dtype)
+
+    def backward_batch(self, dy, kernels, need_dx):
+        return np.ascontiguousarray(self.backward(dy), dtype=dy.dtype)
+
+    def clone(self):
+        return BatchNorm(self.num_features, momentum=self.momentum, eps=self.eps,
+                         affine=self.affine)
+
+    def __repr__(self):
+        return (f"BatchNorm({self.num_features}, momentum={self.momentum}, eps={self.eps}, "
+                f"affine={self.affine})")
+
+
+class Flatten(Layer):
+    """Flatten every dimension after the first (torch ``nn.Flatten``, Keras ``Flatten``).
+
+    As the first layer of a :class:`minigd.Sequential`, it lets ``fit``, ``predict`` and
+    ``evaluate`` take image-shaped X, such as (N, 28, 28) float or uint8 pixels: the model
+    views X as (N, 28 * 28) (a reshape: no copy for a C-contiguous array or memmap) and the
+    next layer (a Dense) gives the input width. Inside the model it is the identity, and it
+    runs on the fused path.
+    """
+    name = "flatten"
+
+    def forward(self, x):
+        """x reshaped to (n, -1)."""
+        self._shape = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dy):
+        """dy reshaped to the last forward's input shape."""
+        return dy.reshape(self._shape)
+
+    def forward_batch(self, x, kernels):
+        return x.reshape(x.shape[0], -1)
+
+    def backward_batch(self, dy, kernels, need_dx):
+        return dy
+
+    def fused_role(self):
+        """"identity": the fused kernel skips it (its input is already 2-D there)."""
+        return "identity" if type(self) is Flatten else None
+
+    def clone(self):
+        return Flatten()

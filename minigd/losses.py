@@ -104,6 +104,8 @@ class Loss:
         targets)}.
         """
         if self.target_kind == "classes":
+            if np.ndim(targets) == 2:             # class probabilities: the most likely class
+                targets = np.asarray(targets).argmax(axis=1)
             correct = np.count_nonzero(outputs.argmax(axis=1) == targets)
             return {"accuracy": correct / outputs.shape[0]}
         outputs = np.asarray(outputs, dtype=np.float64)
@@ -121,14 +123,18 @@ class Loss:
 
 
 class SoftmaxCrossEntropy(Loss):
-    """Mean cross-entropy of softmax(logits) against integer class labels.
+    """Mean cross-entropy of softmax(logits) against integer class labels or class probabilities.
 
     loss = (1/n) sum_i [ log sum_j exp(z_ij) - z_i,y_i ];   dloss/dz = (softmax(z) - onehot(y)) / n
+
+    Targets are class ids of shape (N,), or class probabilities of shape (N, C) (one-hot or
+    soft labels: each row >= 0 and summing to 1 within 1e-4), as torch's ``cross_entropy``
+    with probability targets: loss = -(1/n) sum_ij t_ij log softmax(z)_ij, dloss/dz =
+    (softmax(z) * sum_j t_ij - t) / n. Probability targets train on the per-iteration path.
 
     The mean over the batch matches ``torch.nn.CrossEntropyLoss()`` (reduction="mean").
     ``forward`` computes the gradient in the same pass; ``backward`` returns it.
     """
-    name = "softmax_cross_entropy"
 
     name = "softmax_cross_entropy"
     target_kind = "classes"
@@ -137,8 +143,35 @@ class SoftmaxCrossEntropy(Loss):
         self._grad = np.empty((0, 0))
         self._n = None
 
+    def check_targets(self, y, n_samples, n_outputs, name="y"):
+        """Class ids (N,) as int64, or class probabilities (N, n_outputs) returned without a
+        copy (rows >= 0 summing to 1 within 1e-4); ValueError/TypeError otherwise."""
+        if getattr(y, "ndim", np.ndim(y)) != 2:
+            return super().check_targets(y, n_samples, n_outputs, name)
+        expected = (f"{type(self).__name__} takes integer class ids in [0, {n_outputs}) of "
+                    f"shape (N,), or class probabilities of shape (N, {n_outputs}) whose rows "
+                    f"are >= 0 and sum to 1")
+        try:
+            y = check.values(name, y, n_samples, n_outputs)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"{exc}. {expected}") from None
+        for start in range(0, y.shape[0], 65536):
+            block = np.asarray(y[start:start + 65536], dtype=np.float64)
+            if (block < 0).any():
+                row = start + int(np.argmax((block < 0).any(axis=1)))
+                raise ValueError(f"{name} row {row} has a negative probability. {expected}")
+            bad = np.abs(block.sum(axis=1) - 1.0) > 1e-4
+            if bad.any():
+                row = start + int(np.argmax(bad))
+                raise ValueError(f"{name} row {row} sums to {block[row - start].sum():.6g}, not "
+                                 f"1. {expected}")
+        return y
+
     def value_and_grad_into(self, outputs, targets, grad_out, kernels):
-        """Mean loss; the gradient goes into ``grad_out`` through the backend's fused kernel."""
+        """Mean loss; the gradient goes into ``grad_out`` through the backend's fused kernel
+        (class ids) or NumPy (class probabilities)."""
+        if targets.ndim == 2:
+            return _probability_cross_entropy(outputs, targets, grad_out)
         return kernels.softmax_cross_entropy(outputs, targets, grad_out)
 
     def value_and_grad(self, outputs, targets):
@@ -159,11 +192,14 @@ class SoftmaxCrossEntropy(Loss):
         return self._grad[:self._n]
 
     def forward(self, logits, y):
-        """Mean loss (a Python float) of ``logits`` (n, classes) against labels ``y`` (n,)."""
+        """Mean loss (a Python float) of ``logits`` (n, classes) against labels ``y`` (n,) or
+        class probabilities (n, classes)."""
         logits = np.asarray(check.features("logits", logits))
         if logits.dtype.type not in (np.float32, np.float64):
             logits = logits.astype(np.float64)
-        y = check.labels("y", y, logits.shape[0], logits.shape[1])
+        y = self.check_targets(y, logits.shape[0], logits.shape[1])
+        if y.ndim == 2:
+            y = np.asarray(y, dtype=logits.dtype)
         return self._forward_backward(np.ascontiguousarray(logits), np.ascontiguousarray(y))
 
     __call__ = forward
@@ -182,3 +218,16 @@ class SoftmaxCrossEntropy(Loss):
                 or cls.value_and_grad is not SoftmaxCrossEntropy.value_and_grad):
             return None
         return "softmax_cross_entropy"
+
+
+def _probability_cross_entropy(logits, targets, grad_out):
+    """Mean of -sum_j t_ij log softmax(z)_ij; grad_out = (softmax(z) * sum_j t_ij - t) / n."""
+    n = logits.shape[0]
+    z = logits.astype(np.float64)
+    z -= z.max(axis=1, keepdims=True)
+    log_sum = np.log(np.exp(z).sum(axis=1, keepdims=True))
+    log_p = z - log_sum
+    t = np.asarray(targets, dtype=np.float64)
+    value = float(-(t * log_p).sum() / n)
+    grad_out[...] = (np.exp(log_p) * t.sum(axis=1, keepdims=True) - t) / n
+    return value

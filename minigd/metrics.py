@@ -44,13 +44,13 @@ def evaluate(model, X, y, chunk_size=None, loss=None):
     loss = check_loss(loss)
     chunk_size = (chunk_rows(model.n_features, model.dtype) if chunk_size is None
                   else check.positive_int("chunk_size", chunk_size))
-    X = check.features("X", X, model.n_features)
+    X = model.check_input(X, "X")
     y = loss.check_targets(y, X.shape[0], model.n_outputs)
     kernels = _active_kernels()
     n = X.shape[0]
     grad = np.empty((min(chunk_size, n), model.n_outputs), dtype=model.dtype)
     outputs = np.empty((n, model.n_outputs), dtype=model.dtype)
-    targets_dtype = np.int64 if loss.target_kind == "classes" else model.dtype
+    targets_dtype = np.int64 if y.ndim == 1 else model.dtype     # ids, or values/probabilities
     total_loss = 0.0
     with evaluating(model):
         for start in range(0, n, chunk_size):
@@ -65,6 +65,6 @@ def evaluate(model, X, y, chunk_size=None, loss=None):
 def accuracy(model, X, y):
     """Fraction of rows of X whose predicted class equals y."""
     _check_model(model)
-    X = check.features("X", X, model.n_features)
+    X = model.check_input(X, "X")
     y = check.labels("y", y, X.shape[0], model.n_outputs)
     return float(np.mean(model.predict(X) == y))

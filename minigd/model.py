@@ -6,7 +6,7 @@ import numpy as np
 
 from . import _validation as check
 from .backend import kernels as _active_kernels
-from .layers import Layer
+from .layers import Flatten, Layer
 
 DTYPES = (np.float32, np.float64)
 _PREDICT_CHUNK = 4096
@@ -221,8 +221,21 @@ class Sequential:
             dy = self.layers[i].backward_batch(dy, kernels, need_dx or i > 0)
         return dy
 
+    def check_input(self, X, name="X"):
+        """X validated as (n, n_features) (ValueError/TypeError naming ``name`` otherwise).
+
+        When the first layer is a :class:`minigd.Flatten`, X may have more dimensions, such as
+        (n, 28, 28) images: it is viewed as (n, -1) (a reshape, which copies nothing for a
+        C-contiguous array or memmap).
+        """
+        shape = getattr(X, "shape", None)
+        if (isinstance(self.layers[0], Flatten) and shape is not None and len(shape) > 2
+                and hasattr(X, "reshape")):
+            X = X.reshape(shape[0], -1)
+        return check.features(name, X, self.n_features)
+
     def _as_input(self, x, name="x"):
-        x = check.features(name, x, self.n_features)
+        x = self.check_input(x, name)
         return np.ascontiguousarray(x, dtype=self.dtype)
 
     def forward(self, x):
@@ -244,7 +257,7 @@ class Sequential:
 
     def predict_logits(self, X):
         """Logits for every row of X, in eval mode, computed in chunks (X may be a memmap)."""
-        X = check.features("X", X, self.n_features)
+        X = self.check_input(X, "X")
         out = np.empty((X.shape[0], self.n_outputs), dtype=self.dtype)
         kernels = _active_kernels()
         rows = chunk_rows(self.n_features, self.dtype)

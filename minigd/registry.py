@@ -88,8 +88,11 @@ def get(kind, name):
 
 
 def build_mlp(n_features, hidden, n_outputs, *, activation="relu", init="he", seed=None,
-              dtype=np.float32):
+              dtype=np.float32, dropout=0.0, batch_norm=False):
     """A dense network: Dense(n_features, hidden[0]), activation, ..., Dense(., n_outputs).
+
+    Each hidden layer is Dense, [BatchNorm], activation, [Dropout]: BatchNorm when
+    ``batch_norm``, Dropout when ``dropout > 0``.
 
     Parameters
     ----------
@@ -100,6 +103,8 @@ def build_mlp(n_features, hidden, n_outputs, *, activation="relu", init="he", se
     init : str, default "he"; the Dense initialisation ("he", "xavier", "torch", "zeros")
     seed : int or None, default None; seeds the weights (same seed: same weights)
     dtype : float32 (default) or float64
+    dropout : float in [0, 1), default 0.0; a Dropout(dropout) after each hidden activation
+    batch_norm : bool, default False; a BatchNorm between each hidden Dense and its activation
 
     Returns a :class:`minigd.Sequential`. The CLI, ``MLPClassifier``, ``MLPBuilder`` (sweeps)
     and the examples build their networks here.
@@ -111,12 +116,18 @@ def build_mlp(n_features, hidden, n_outputs, *, activation="relu", init="he", se
     hidden = [check.positive_int(f"hidden[{i}]", h) for i, h in enumerate(hidden)]
     act = get("activation", activation)
     dense = get("layer", "dense")
+    batch_norm = check.boolean("batch_norm", batch_norm)
+    dropout_layer = get("layer", "dropout")(dropout)      # checks dropout (ValueError)
     widths = [n_features] + hidden + [n_outputs]
     model_layers = []
     for i in range(len(widths) - 1):
         model_layers.append(dense(widths[i], widths[i + 1], init=init))
         if i < len(widths) - 2:
+            if batch_norm:
+                model_layers.append(get("layer", "batch_norm")(widths[i + 1]))
             model_layers.append(act())
+            if dropout_layer.p > 0:
+                model_layers.append(dropout_layer.clone())
     return Sequential(*model_layers, seed=seed, dtype=dtype)
 
 

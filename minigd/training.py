@@ -13,6 +13,7 @@ from .backend import kernels as _active_kernels
 from .callbacks import Callback, warn_foreign_hooks
 from .data import BatchIterator, iterations_per_epoch
 from .history import History
+from .layers import Layer
 from .losses import Loss, SoftmaxCrossEntropy
 from .metrics import evaluate
 from .model import Sequential
@@ -175,7 +176,7 @@ def _check_validation(validation_data, model, loss):
         return None
     if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
         raise TypeError("validation_data must be a pair (X_val, y_val)")
-    X_val = check.features("validation_data[0]", validation_data[0], model.n_features)
+    X_val = model.check_input(validation_data[0], "validation_data[0]")
     y_val = loss.check_targets(validation_data[1], X_val.shape[0], model.n_outputs,
                                name="validation_data[1]")
     return X_val, y_val
@@ -254,7 +255,7 @@ def fit(model, X, y, *, optimizer, epochs, batch_size, loss=None, schedule=None,
     on_divergence = check.choice("on_divergence", on_divergence, DIVERGENCE_POLICIES)
     schedule = as_schedule(schedule)
     callbacks = _check_callbacks(callbacks)
-    X = check.features("X", X, model.n_features)
+    X = model.check_input(X, "X")
     y = loss.check_targets(y, X.shape[0], model.n_outputs)
     validation = _check_validation(validation_data, model, loss)
     _warn_if_inputs_unscaled(X)
@@ -262,7 +263,7 @@ def fit(model, X, y, *, optimizer, epochs, batch_size, loss=None, schedule=None,
     batch_sizes = batch_schedule.values(epochs)
     iterator = BatchIterator(X, y, batch_sizes[0], shuffle=shuffle, drop_last=drop_last, seed=seed,
                              dtype=model.dtype, validate=False, reuse_buffers=True,
-                             target_kind=loss.target_kind)
+                             target_kind="classes" if y.ndim == 1 else "values")
     for size in batch_sizes:
         iterator.check_batch_size(size)
 
@@ -356,6 +357,8 @@ def _run_epoch(state, loss, callbacks, verbose, start=0):
     grad_buffer = _loss_gradient_buffer(state)
     per_iteration = [cb for cb in callbacks if cb.per_iteration]
     epoch_index = state.epoch - 1
+    seeded = [(i, layer) for i, layer in enumerate(model.layers)
+              if type(layer).reseed is not Layer.reseed]      # Dropout: masks by (seeds, step)
     loss_sum, samples = 0.0, 0
     bar = _progress(len(iterator), f"epoch {state.epoch}/{state.epochs}", verbose == 1)
     try:
@@ -363,6 +366,8 @@ def _run_epoch(state, loss, callbacks, verbose, start=0):
             lr = state.lr_at(epoch_index, state.step)
             optimizer.lr = lr
             n = len(yb)
+            for i, layer in seeded:
+                layer.reseed((model.seed, iterator.seed, state.step, i))
             logits = model.forward_batch(xb, kernels)
             dlogits = grad_buffer[:n]
             value = loss.value_and_grad_into(logits, yb, dlogits, kernels)

@@ -9,7 +9,7 @@ decay_factor, threshold_or_zero, hidden_sizes, data_source, subset_size, n_jobs,
 positive_ints, positive_floats, nonnegative_ints.
 
 Shared flags: add_data_arguments (--data, --data-dir, optionally --validation-split),
-add_model_arguments (--hidden, --activation, --init, --dtype), add_optimizer_arguments
+add_model_arguments (--hidden, --activation, --init, --dtype, --dropout, --batch-norm), add_optimizer_arguments
 (--optimizer, --lr, --momentum, --nesterov, --weight-decay), add_schedule_arguments
 (--schedule, --step-size, --gamma, --min-lr, --max-lr, --warmup), add_backend_argument
 (--backend). check_arguments / check_optimizer_flags reject flags the choice would ignore.
@@ -188,7 +188,8 @@ def add_data_arguments(p, validation_split=False):
 
 
 def add_model_arguments(p):
-    """--hidden, --activation, --init, --dtype: the MLP that registry.build_mlp builds."""
+    """--hidden, --activation, --init, --dtype, --dropout, --batch-norm: the MLP that
+    registry.build_mlp builds."""
     model = p.add_argument_group("model")
     model.add_argument("--hidden", type=hidden_sizes, default=[128],
                        help="hidden layer widths, comma separated (default: 128, i.e. 784-128-10)")
@@ -198,6 +199,11 @@ def add_model_arguments(p):
                        help="weight initialisation (default: he)")
     model.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                        help="floating point type of weights and batches (default: float32)")
+    model.add_argument("--dropout", type=fraction, default=0.0, metavar="P",
+                       help="Dropout(P) after each hidden activation, P in [0, 1) (default: 0, "
+                            "none)")
+    model.add_argument("--batch-norm", action="store_true",
+                       help="BatchNorm between each hidden Dense layer and its activation")
     return model
 
 

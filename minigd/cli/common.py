@@ -77,9 +77,11 @@ def split_validation(X, y, fraction):
 
 
 def make_model(args, n_features, n_classes):
-    """The MLP of --hidden, --activation, --init, --dtype, seeded by --seed."""
+    """The MLP of --hidden, --activation, --init, --dtype, --dropout, --batch-norm, seeded by
+    --seed."""
     return registry.build_mlp(n_features, args.hidden, n_classes, activation=args.activation,
-                              init=args.init, seed=args.seed, dtype=np.dtype(args.dtype))
+                              init=args.init, seed=args.seed, dtype=np.dtype(args.dtype),
+                              dropout=args.dropout, batch_norm=args.batch_norm)
 
 
 def optimizer_options(args):

@@ -136,7 +136,8 @@ def sweep_command(args):
     if args.value.startswith("val_") and validation is None:
         raise ValueError(f"--value {args.value} needs --validation-split > 0")
     build = mg.MLPBuilder([X.shape[1]] + args.hidden + [n_classes], activation=args.activation,
-                          dtype=args.dtype, init=args.init)
+                          dtype=args.dtype, init=args.init, dropout=args.dropout,
+                          batch_norm=args.batch_norm)
     grid = (dict(scaling=args.scaling, base_lr=0.1 if args.base_lr is None else args.base_lr,
                  base_batch_size=args.base_batch_size) if args.scaling
             else dict(lrs=args.lrs or [0.03, 0.1, 0.3]))

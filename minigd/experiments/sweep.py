@@ -53,12 +53,14 @@ class MLPBuilder:
         between the Dense layers
     dtype : "float32" (default) or "float64"
     init : weight initialisation of the Dense layers, default "he"
+    dropout : float in [0, 1), default 0.0; batch_norm : bool, default False (as build_mlp)
 
     A lambda works as ``build_model`` too (joblib and Dask ship it with cloudpickle); a builder
     object also has a readable repr, which ``SweepResult.config`` records.
     """
 
-    def __init__(self, widths, activation="relu", dtype="float32", init="he"):
+    def __init__(self, widths, activation="relu", dtype="float32", init="he", dropout=0.0,
+                 batch_norm=False):
         widths = tuple(widths)
         if len(widths) < 2:
             raise ValueError(f"widths needs an input and an output width, got {widths!r}")
@@ -66,15 +68,20 @@ class MLPBuilder:
         self.activation = registry.get("activation", activation).name
         self.dtype = check.choice("dtype", str(np.dtype(dtype)), ("float32", "float64"))
         self.init = init
+        self.dropout, self.batch_norm = dropout, batch_norm
+        registry.build_mlp(1, [1], 2, dropout=dropout, batch_norm=batch_norm)   # checks them
 
     def __call__(self, seed):
         return registry.build_mlp(self.widths[0], self.widths[1:-1], self.widths[-1],
                                   activation=self.activation, init=self.init, seed=seed,
-                                  dtype=self.dtype)
+                                  dtype=self.dtype, dropout=self.dropout,
+                                  batch_norm=self.batch_norm)
 
     def __repr__(self):
+        extra = (f", dropout={self.dropout!r}" if self.dropout else "") + \
+                (", batch_norm=True" if self.batch_norm else "")
         return (f"MLPBuilder({self.widths!r}, activation={self.activation!r}, "
-                f"dtype={self.dtype!r}, init={self.init!r})")
+                f"dtype={self.dtype!r}, init={self.init!r}{extra})")
 
 
 class SweepResult:
