@@ -16,7 +16,7 @@ from .layers import (Activation, BatchNorm, Buffer, Dense, Dropout, Flatten, Lay
 from .losses import Loss, SoftmaxCrossEntropy
 from .metrics import accuracy, evaluate
 from .model import Sequential
-from .optim import SGD, Adam, AdamW, Optimizer
+from .optim import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop
 from .schedules import (Chain, Constant, CosineAnnealing, CosineWarmRestarts, CyclicLR,
                         ExponentialDecay, MultiStepDecay, OneCycle, PolynomialDecay, Schedule,
                         StepDecay, Warmup, linear_scaling, sqrt_scaling)
@@ -26,11 +26,11 @@ from .training import DivergenceError, TrainingState, fit
 __version__ = "0.1.0"
 
 __all__ = [
-    "Activation", "Adam", "AdamW", "BatchIterator", "Buffer", "Callback", "Chain", "Checkpoint",
+    "Activation", "Adagrad", "Adam", "AdamW", "BatchIterator", "Buffer", "Callback", "Chain", "Checkpoint",
     "Constant", "CosineAnnealing", "CosineWarmRestarts", "CyclicLR", "BatchNorm", "Dense", "DivergenceError", "Dropout", "Flatten", "EarlyStopping",
     "EvaluateEvery", "ExponentialDecay", "GradcheckResult", "GradientNoiseScale", "History", "LRRangeResult", "Layer", "Loss",
     "MLPBuilder", "MLPClassifier", "MultiStepDecay", "NoiseScaleEstimate", "OneCycle", "Optimizer", "Parameter", "PolynomialDecay", "ReLU",
-    "ReduceLROnPlateau", "SGD", "Schedule", "Sequential", "Sigmoid", "SoftmaxCrossEntropy",
+    "RMSprop", "ReduceLROnPlateau", "SGD", "Schedule", "Sequential", "Sigmoid", "SoftmaxCrossEntropy",
     "StepDecay", "SweepResult", "Tanh", "TrainingState", "Warmup", "accuracy", "datasets",
     "evaluate", "fit", "get_backend", "gradcheck", "gradient_noise_scale", "linear_scaling", "load_checkpoint",
     "lr_range_test", "noise_scale_from_norms", "plot", "registry", "save_checkpoint", "schedules",
