@@ -1,6 +1,6 @@
 """Write the teaching notebooks from the cells below, then execute them in place.
 
-    python notebooks/build_notebooks.py              # write and execute all eight
+    python notebooks/build_notebooks.py              # write and execute all twelve
     python notebooks/build_notebooks.py 2 5          # only notebooks 02 and 05
     python notebooks/build_notebooks.py --no-execute # write the cells only
 
@@ -1450,6 +1450,189 @@ def speed():
             f"wins depends on how cheap a small update is, which is what the throughput chart "
             f"above measures: the cheaper the fixed cost per update, the more the small batch's "
             f"extra updates pay off.")
+        """),
+    ]
+
+
+@notebook("09_gradient_accumulation.ipynb")
+def gradient_accumulation():
+    return [
+        md("""
+        # 9. Gradient accumulation and the effective batch
+
+        A batch of B samples needs memory for B rows of every layer's activations. When B does
+        not fit, **gradient accumulation** splits it: `fit(..., batch_size=b, accumulate=k)`
+        runs k micro-batches of b samples, adds up their gradients, and makes one update on
+        the mean, as one batch of k·b samples would. This notebook shows the bookkeeping (the
+        plan and the history), checks numerically that k micro-batches of b are the batch of
+        k·b, and measures what accumulation buys (memory) and what it costs (time per
+        update). Every number in the text is computed by a cell, and every claim is an
+        `assert`.
+        """),
+        code(SETUP_SPLIT),
+        md("""
+        ## Micro-batches and updates
+
+        2048 training digits, micro-batches of 16, accumulated 4 at a time: an effective batch
+        of 64. `verbose=2` prints `fit`'s plan and one line per epoch.
+        """),
+        code("""
+        N = 2048
+        X_n, y_n = X[:N], y[:N]
+
+        def build(seed=0, dtype=np.float32, batch_norm=False):
+            middle = [mg.BatchNorm(128)] if batch_norm else []
+            return mg.Sequential(mg.Dense(784, 128), *middle, mg.ReLU(), mg.Dense(128, 10),
+                                 seed=seed, dtype=dtype)
+
+        model = build()
+        history = mg.fit(model, X_n, y_n, optimizer=mg.SGD(model.parameters(), lr=0.1), epochs=2,
+                         batch_size=16, accumulate=4, seed=0, verbose=2)
+        print()
+        rows = history.iterations
+        print("iteration columns:", list(rows))
+        for i in range(3):
+            print({key: rows[key][i] for key in ("epoch", "step", "batch_size", "micro_batches", "loss")})
+        updates = history.n_iterations
+        assert updates == 2 * N // 64 and set(rows["micro_batches"]) == {4}
+        say(f"`fit` records one row per **update**, not per micro-batch: {updates} rows for two "
+            f"epochs of {N} samples at an effective batch of 64 ({N // 64} updates per epoch), "
+            f"each made of {rows['micro_batches'][0]} micro-batches (the `micro_batches` column) "
+            f"of 16 samples, {rows['batch_size'][0]} samples in all (`batch_size`).")
+        """),
+        md("""
+        ## k micro-batches of b are one batch of k·b
+
+        The loss of a batch is the mean over its samples, so the mean of k micro-batch
+        gradients (each a mean over b samples) is the gradient of the k·b samples together,
+        and the update is the same. The same seed gives the same order of samples, so the k
+        micro-batches of an update hold exactly the samples of the big batch. Two epochs at
+        lr 0.1, in float64 and in float32, against batch 64 without accumulation:
+        """),
+        code("""
+        def weights(batch_size, accumulate, dtype, batch_norm=False, X_part=X_n, y_part=y_n):
+            model = build(dtype=dtype, batch_norm=batch_norm)
+            mg.fit(model, X_part.astype(dtype), y_part, optimizer=mg.SGD(model.parameters(), lr=0.1),
+                   epochs=2, batch_size=batch_size, accumulate=accumulate, seed=0, verbose=0)
+            return model.flat_values.astype(np.float64)
+
+        SPLITS = ((32, 2), (16, 4), (8, 8), (4, 16))
+        gaps = {}
+        for dtype in (np.float64, np.float32):
+            reference = weights(64, 1, dtype)
+            for b, k in SPLITS:
+                gaps[dtype.__name__, b, k] = np.max(np.abs(weights(b, k, dtype) - reference))
+            gaps[dtype.__name__, 16, 1] = np.max(np.abs(weights(16, 1, dtype) - reference))
+            print(f"{dtype.__name__}: largest weight difference from batch 64 after two epochs")
+            for b, k in SPLITS + ((16, 1),):
+                print(f"    batch {b:2d} x accumulate {k:2d} = {b * k:3d}: {gaps[dtype.__name__, b, k]:.2e}")
+        scale = np.max(np.abs(reference))
+        """),
+        code("""
+        f64 = [gaps["float64", b, k] for b, k in SPLITS]
+        f32 = [gaps["float32", b, k] for b, k in SPLITS]
+        alone = gaps["float64", 16, 1]
+        # the claims of the text below, checked
+        assert max(f64) < 1e-12                     # the same update, up to rounding
+        assert max(f32) < 1e-4 * scale              # float32: rounding of a different sum order
+        assert alone > 1e4 * max(f32)               # batch 16 alone is a different run
+        say(f"In float64 every split of 64 into k micro-batches of b ends within {max(f64):.0e} of "
+            f"batch 64 (the largest weight is {scale:.2f}): the same updates, up to the order "
+            f"in which the sums are rounded. In float32 the rounding shows more, at most "
+            f"{max(f32):.0e}. Batch 16 without accumulation, by contrast, ends {alone:.2f} away: "
+            f"four times as many updates, each on a quarter of the samples.")
+        """),
+        md("""
+        ## What it buys: memory
+
+        The memory a batch needs grows with its rows: the batch of inputs (rows x 784 values)
+        and every layer's outputs and their gradients (rows x 128 for the hidden layer) are
+        kept for the backward pass; with accumulation, only one micro-batch's at a time. `tracemalloc` records the peak memory NumPy allocates
+        during one epoch of `fit`; each run has the same effective batch, 1024 (the data,
+        already in memory, are not counted).
+        """),
+        code("""
+        import time
+        import tracemalloc
+
+        EFFECTIVE = 1024
+        MICRO = (1024, 256, 64, 16)
+
+        def one_epoch(micro, repeats=1):
+            best, peak = np.inf, 0
+            for _ in range(repeats):
+                model = build()
+                optimizer = mg.SGD(model.parameters(), lr=0.1)
+                tracemalloc.start()
+                history = mg.fit(model, X_n, y_n, optimizer=optimizer, epochs=1, batch_size=micro,
+                                 accumulate=EFFECTIVE // micro, seed=0, verbose=0)
+                peak = max(peak, tracemalloc.get_traced_memory()[1])
+                tracemalloc.stop()
+                best = min(best, history.epochs["seconds"][0] / history.n_iterations)
+            return peak, best, history.n_iterations
+
+        measured = {micro: one_epoch(micro, repeats=3) for micro in MICRO}
+        buffer = {micro: micro * (784 + 128) * 4 for micro in MICRO}   # inputs + hidden, float32
+        for micro, (peak, per_update, updates) in measured.items():
+            print(f"micro-batch {micro:4d} x {EFFECTIVE // micro:2d}: {updates} updates, peak "
+                  f"{peak / 1e6:6.2f} MB (one micro-batch's inputs and hidden values {buffer[micro] / 1e6:5.2f} MB), "
+                  f"{1e3 * per_update:6.2f} ms per update")
+
+        fig, (ax_mem, ax_time) = plt.subplots(1, 2, figsize=(12, 4))
+        labels = [f"{m} x {EFFECTIVE // m}" for m in MICRO]
+        bars = ax_mem.bar(labels, [measured[m][0] / 1e6 for m in MICRO])
+        ax_mem.bar_label(bars, [f"{measured[m][0] / 1e6:.2f}" for m in MICRO], fontsize=8)
+        ax_mem.set(xlabel="micro-batch x accumulate (effective batch 1024)",
+                   ylabel="peak memory during fit (MB)", title="what accumulation buys")
+        bars = ax_time.bar(labels, [1e3 * measured[m][1] for m in MICRO], color="tab:orange")
+        ax_time.bar_label(bars, [f"{1e3 * measured[m][1]:.1f}" for m in MICRO], fontsize=8)
+        ax_time.set(xlabel="micro-batch x accumulate (effective batch 1024)",
+                    ylabel="milliseconds per update", title="what it costs")
+        fig.tight_layout()
+        plt.show()
+        """),
+        code("""
+        peak = {m: measured[m][0] for m in MICRO}
+        per_update = {m: measured[m][1] for m in MICRO}
+        weights_mb = model.flat_values.nbytes / 1e6
+        cheapest = min(MICRO, key=per_update.get)
+        # the claims of the text below, checked
+        assert all(peak[a] >= 0.98 * peak[b] for a, b in zip(MICRO, MICRO[1:]))  # never more memory
+        assert peak[1024] > 3 * peak[16] and peak[256] < 0.8 * peak[1024]
+        assert abs(peak[64] - peak[16]) < 0.1 * peak[16]         # a floor that the batch does not set
+        assert per_update[16] > 1.5 * per_update[1024]           # but slower per update
+        say(f"One batch of 1024 peaks at {peak[1024] / 1e6:.2f} MB; 4 micro-batches of 256 at "
+            f"{peak[256] / 1e6:.2f} MB and 16 of 64 at {peak[64] / 1e6:.2f} MB, "
+            f"{peak[1024] / peak[64]:.1f}x less. Below that the peak stops falling "
+            f"({peak[16] / 1e6:.2f} MB at micro-batch 16): what is left does not depend on the "
+            f"batch (for scale, the weights alone are {weights_mb:.2f} MB), while one "
+            f"micro-batch's inputs and hidden values have shrunk from {buffer[1024] / 1e6:.2f} MB "
+            f"to {buffer[16] / 1e6:.3f} MB. The price is time: "
+            f"an update of 1024 samples takes {1e3 * per_update[16]:.1f} ms as 64 micro-batches "
+            f"of 16 against {1e3 * per_update[1024]:.1f} ms as one batch, "
+            f"{per_update[16] / per_update[1024]:.1f}x longer, because each small matrix product "
+            f"uses the processor less well and every micro-batch pays the fixed cost of a step "
+            f"(notebook 12); the cheapest here was micro-batch {cheapest} "
+            f"({1e3 * per_update[cheapest]:.1f} ms). Accumulate when the batch you want does not "
+            f"fit, with micro-batches as large as fit.")
+        """),
+        md("""
+        ## Where k x b is not k·b: BatchNorm
+
+        The equality needs the loss to be a mean of per-sample terms. BatchNorm breaks it: in
+        training mode each sample is normalised with the statistics of its own batch, which
+        is now the micro-batch.
+        """),
+        code("""
+        bn_reference = weights(64, 1, np.float64, batch_norm=True)
+        bn_split = weights(16, 4, np.float64, batch_norm=True)
+        bn_gap = np.max(np.abs(bn_split - bn_reference))
+        print(f"BatchNorm network, float64: batch 16 x 4 against batch 64, largest weight difference {bn_gap:.2e}")
+        assert bn_gap > 1e6 * max(f64)
+        say(f"With a BatchNorm layer, 4 micro-batches of 16 end {bn_gap:.1e} from batch 64, "
+            f"against {max(f64):.0e} without it: each micro-batch is normalised by its own 16 "
+            f"samples' statistics (notebook 11 measures how noisy those are), so the effective "
+            f"batch is 64 for the gradient but 16 for the normalisation.")
         """),
     ]
 
