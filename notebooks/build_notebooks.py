@@ -1672,7 +1672,8 @@ def trajectories():
         ## Two bowls from the same data
 
         10,000 points `y = 2 x - 1 + noise`. The loss is the mean squared error
-        `L(w, b) = mean((w x + b - y)^2)`, `mg.MSELoss`'s definition. Its curvature is
+        `L(w, b) = mean((w x + b - y)^2)` (torch's `MSELoss`; written below as a small
+        `mg.Loss` subclass, the way any loss is added to minigd). Its curvature is
         the same everywhere, the Hessian `H = 2 [[mean(x^2), mean(x)], [mean(x), 1]]`, and its
         eigenvalues lambda_min and lambda_max are the curvatures along the bowl's two axes.
         With `x` centred (mean 0, standard deviation 1), `H = 2 I`: a round bowl. The same
