@@ -2433,6 +2433,8 @@ def time_not_updates():
         assert gain["numba"] > 2.5 and gain["numpy"] > 2.5          # batching pays on both
         assert gain["numpy"] > gain["numba"]                         # most where Python dominates
         assert numba_vs_numpy > 2                                    # compiled loops at batch 1
+        for backend in ("numba", "numpy"):                           # then the gain flattens
+            assert per_sample[backend, 16] / per_sample[backend, 256] < gain[backend]
         say(f"An update on 16 samples costs {16 / gain['numba']:.1f}x an update on one sample on "
             f"Numba and {16 / gain['numpy']:.1f}x on NumPy, not 16x. "
             f"Going from batch 1 to batch 16 makes a sample {gain['numba']:.1f}x cheaper on Numba "
