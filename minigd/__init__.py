@@ -18,7 +18,7 @@ from .liveplot import LivePlot
 from .losses import Loss, MSELoss, SoftmaxCrossEntropy
 from .metrics import accuracy, evaluate
 from .model import Sequential
-from .optim import Adam, AdamW, Optimizer, SGD
+from .optim import Adagrad, Adam, AdamW, Optimizer, RMSprop, SGD
 from .schedules import (Chain, Constant, CosineAnnealing, CosineWarmRestarts, CyclicLR,
                         ExponentialDecay, MultiStepDecay, OneCycle, PolynomialDecay, Schedule,
                         StepDecay, Warmup, linear_scaling, sqrt_scaling)
@@ -28,13 +28,13 @@ from .training import DivergenceError, TrainingState, fit
 __version__ = "0.1.0"
 
 __all__ = [
-    "Activation", "Adam", "AdamW", "BatchIterator", "BatchNorm", "Buffer", "Callback", "Chain",
-    "Checkpoint", "Constant", "CosineAnnealing", "CosineWarmRestarts", "CyclicLR", "Dense",
-    "DivergenceError", "Dropout", "EarlyStopping", "EvaluateEvery", "ExponentialDecay", "Flatten",
-    "GradcheckResult", "GradientNoiseScale", "History", "LRRangeResult", "Layer", "LivePlot",
-    "Loss", "MLPBuilder", "MLPClassifier", "MLPRegressor", "MSELoss", "MultiStepDecay",
-    "NoiseScaleEstimate", "OneCycle", "Optimizer", "Parameter", "PolynomialDecay", "ReLU",
-    "ReduceLROnPlateau", "SGD", "Schedule", "Sequential", "Sigmoid", "SoftmaxCrossEntropy",
+    "Activation", "Adagrad", "Adam", "AdamW", "BatchIterator", "BatchNorm", "Buffer", "Callback",
+    "Chain", "Checkpoint", "Constant", "CosineAnnealing", "CosineWarmRestarts", "CyclicLR",
+    "Dense", "DivergenceError", "Dropout", "EarlyStopping", "EvaluateEvery", "ExponentialDecay",
+    "Flatten", "GradcheckResult", "GradientNoiseScale", "History", "LRRangeResult", "Layer",
+    "LivePlot", "Loss", "MLPBuilder", "MLPClassifier", "MLPRegressor", "MSELoss", "MultiStepDecay",
+    "NoiseScaleEstimate", "OneCycle", "Optimizer", "Parameter", "PolynomialDecay", "RMSprop",
+    "ReLU", "ReduceLROnPlateau", "SGD", "Schedule", "Sequential", "Sigmoid", "SoftmaxCrossEntropy",
     "StepDecay", "SweepResult", "Tanh", "TrainingState", "Warmup", "accuracy", "datasets",
     "evaluate", "explore", "fit", "get_backend", "gradcheck", "gradient_noise_scale",
     "linear_scaling", "load_checkpoint", "lr_range_test", "noise_scale_from_norms", "plot",

@@ -36,6 +36,9 @@ FORMAT = "minigd-checkpoint"
 VERSION = 1
 _INT_FIELDS = ("epoch", "iteration", "step", "batch_size")
 _FLOAT_FIELDS = ("lr", "loss")
+# saved when the history has them (grad_norm: always since it is recorded), float64 with NaN
+# for None (a genuine NaN reads back as None)
+_OPTIONAL_FIELDS = ("grad_norm", "momentum", "micro_batches")
 
 
 # ---- writing --------------------------------------------------------------------------------
@@ -148,6 +151,11 @@ def _encode_history(history):
     for field in _INT_FIELDS + _FLOAT_FIELDS:
         dtype = np.int64 if field in _INT_FIELDS else np.float64
         arrays[f"history/{field}"] = np.asarray(state["iterations"][field], dtype=dtype)
+    for field in _OPTIONAL_FIELDS:
+        if field in state["iterations"]:
+            arrays[f"history/{field}"] = np.array(
+                [np.nan if v is None else v for v in state["iterations"][field]],
+                dtype=np.float64)
     meta = {"epochs": state["epochs"], "diverged": state["diverged"],
             "divergence": state["divergence"], "stopped_early": state["stopped_early"]}
     return meta, arrays
@@ -407,6 +415,13 @@ def _check_history(history, arrays):
             raise ValueError(f"history array {key!r} must be 1-D {np.dtype(expected)}, got "
                              f"{value.ndim}-D {value.dtype}")
         lengths.add(value.shape[0])
+    for field in _OPTIONAL_FIELDS:
+        value = arrays.get(f"history/{field}")
+        if value is not None:
+            if value.dtype != np.float64 or value.ndim != 1:
+                raise ValueError(f"history array 'history/{field}' must be 1-D float64, got "
+                                 f"{value.ndim}-D {value.dtype}")
+            lengths.add(value.shape[0])
     if len(lengths) > 1:
         raise ValueError(f"history arrays have different lengths {sorted(lengths)}")
     epochs = _expect(history.get("epochs"), (dict,), "history epochs")
@@ -424,6 +439,10 @@ def _decode_history(meta, arrays):
     if meta is None:
         return None
     iterations = {f: arrays[f"history/{f}"].tolist() for f in _INT_FIELDS + _FLOAT_FIELDS}
+    for field in _OPTIONAL_FIELDS:
+        if f"history/{field}" in arrays:
+            iterations[field] = [None if v != v else (int(v) if field == "micro_batches" else v)
+                                 for v in arrays[f"history/{field}"].tolist()]
     return History.from_dict({"iterations": iterations, "epochs": meta["epochs"],
                               "diverged": meta["diverged"], "divergence": meta["divergence"],
                               "stopped_early": meta["stopped_early"]})

@@ -6,10 +6,11 @@ runs one Python iteration per update with the same kernels and the same results:
 - the backend is ``"numba"`` and ``minigd.fused.ENABLED`` is True (set it False to compare);
 - no callback overrides ``on_iteration_end`` (a callback that needs Python after every update,
   such as a live plot, uses the per-iteration path: slower at small batches, same history);
+- ``fit(accumulate=1)`` (gradient accumulation runs one Python iteration per micro-batch);
 - every layer declares a fused role (:meth:`minigd.Layer.fused_role`): the model is a stack of
   Dense layers, each optionally followed by one activation (ReLU, Tanh, Sigmoid);
 - the optimizer declares a fused update (:meth:`minigd.Optimizer.fused_update`: SGD, Adam,
-  AdamW) and covers all of ``model.parameters()`` in order; the loss is SoftmaxCrossEntropy;
+  AdamW, RMSprop, Adagrad; kernels in :mod:`minigd.kernels.jit_optim`) and covers all of ``model.parameters()`` in order; the loss is SoftmaxCrossEntropy;
   X is a NumPy array (an ``np.memmap`` included) of a real dtype.
 
 :func:`supports` says which condition failed; ``fit`` prints that reason once when a user-written
@@ -17,9 +18,9 @@ layer, loss or optimizer keeps the epoch on the per-iteration path.
 
 Nothing is traded for the speed: the learning rate of every iteration is computed up front
 from the schedule (schedules are pure functions of the step, see
-:meth:`minigd.TrainingState.lr_at`), every iteration's epoch, iteration, step, batch size, lr
-and loss are recorded in the history after the call, and a non-finite loss (or an overflowing
-gradient) stops the epoch before that update exactly as on the per-iteration path. The two
+:meth:`minigd.TrainingState.lr_at`), every iteration's epoch, iteration, step, batch size, lr,
+loss, gradient norm (and momentum, when the schedule sets it) are recorded in the history
+after the call, and a non-finite loss (or an overflowing gradient) stops the epoch before that update exactly as on the per-iteration path. The two
 paths give bit-identical results. X is never copied: each batch is gathered from it (and
 converted to the model dtype) inside the kernel. The progress bar moves once per epoch; an
 interrupt (Ctrl-C) is handled when the epoch's call returns.
@@ -172,7 +173,8 @@ def run_epoch(state, bar, start=0):
     applied (the caller marks it in the history). ``bar`` is a tqdm-like progress bar, closed
     on return.
     """
-    from .kernels import autotune, jit_epoch  # imported here: `import minigd` stays Numba-free
+    # imported here: `import minigd` stays Numba-free
+    from .kernels import autotune, jit_epoch, jit_optim
     from .kernels.jit_config import parallel_parts
     from .kernels.jit_gemm import aligned_empty
 
@@ -181,35 +183,49 @@ def run_epoch(state, bar, start=0):
     epoch_index = state.epoch - 1
     sizes = iterator.batch_sizes()[start:]
     lrs, error = learning_rates(state, epoch_index, len(sizes))
+    momenta = [state.momentum_at(epoch_index, state.step + i) for i in range(len(lrs))]
+    if not momenta or momenta[0] is None:
+        momenta = []
     invalid = _first_invalid(lrs)
     n_run = len(lrs) if invalid is None else invalid
 
     dims, w_offsets, b_offsets, acts = layer_spec(model)
     dtype, batch = model.dtype, iterator.batch_sizes()[0]
-    code, hyper, names = optimizer.fused_update()
+    name, hyper, names = optimizer.fused_update()
     flat_values, flat_grads = model.flat_values, model.flat_grads
     values = aligned_empty(flat_values.shape, dtype)
     grads = aligned_empty(flat_grads.shape, dtype)
-    states = [aligned_empty(flat_values.shape, dtype) for _ in names]
+    names = list(names)
+    states = [np.empty(0, dtype=dtype) if n is None else aligned_empty(flat_values.shape, dtype)
+              for n in names]
     jit_epoch.to_kernel_layout(flat_values, values, dims, w_offsets)
     jit_epoch.to_kernel_layout(flat_grads, grads, dims, w_offsets)
-    for kernel_state, name in zip(states, names):
-        jit_epoch.to_kernel_layout(optimizer.state[name], kernel_state, dims, w_offsets)
-    state1 = states[0] if states else np.empty(0, dtype=dtype)
-    state2 = states[1] if len(states) > 1 else np.empty(0, dtype=dtype)
+    for kernel_state, state_name in zip(states, names):
+        if state_name is not None:
+            jit_epoch.to_kernel_layout(optimizer.state[state_name], kernel_state, dims,
+                                       w_offsets)
+    if len(states) > 3:
+        raise ValueError(f"fused_update of {type(optimizer).__name__} names {len(states)} "
+                         f"state arrays; the fused kernel takes at most 3")
+    state1, state2, state3 = (states + [np.empty(0, dtype=dtype)] * 3)[:3]
     a_offsets = np.concatenate([[0], np.cumsum([_round_up(batch * w) for w in dims[:, 1]])])
     a_offsets = a_offsets.astype(np.int64)
     losses = np.zeros(max(n_run, 1), dtype=np.float64)
+    norms = np.zeros(max(n_run, 1), dtype=np.float64)
     data = jit_epoch.Data(iterator.X, np.ascontiguousarray(iterator.y, dtype=np.int64),
                           np.ascontiguousarray(iterator.permutation(epoch_index), dtype=np.int64),
                           iterator.batch_size)
     net = jit_epoch.Network(values, grads, dims, w_offsets, b_offsets, acts)
-    update = jit_epoch.Update(code, np.asarray(hyper, dtype=np.float64), state1, state2,
-                              optimizer.step_count, np.array(lrs[:n_run], dtype=np.float64))
+    update = jit_epoch.Update(jit_optim.CODES[name], np.asarray(hyper, dtype=np.float64),
+                              state1, state2, state3, optimizer.step_count,
+                              np.array(lrs[:n_run], dtype=np.float64),
+                              -1.0 if state.grad_clip is None else float(state.grad_clip),
+                              np.array(momenta[:n_run], dtype=np.float64),
+                              -1 if optimizer.momentum_index is None else optimizer.momentum_index)
     work = jit_epoch.Workspace(
         aligned_empty((batch, iterator.X.shape[1]), dtype), np.empty(batch, dtype=np.int64),
         aligned_empty(a_offsets[-1], dtype), a_offsets,
-        aligned_empty(2 * _round_up(batch * int(dims[:, 1].max())), dtype), losses)
+        aligned_empty(2 * _round_up(batch * int(dims[:, 1].max())), dtype), losses, norms)
 
     divergence = None
     parts = parallel_parts()
@@ -220,12 +236,17 @@ def run_epoch(state, bar, start=0):
                 data, net, update, work, start, n_run, parts, products)
         jit_epoch.from_kernel_layout(values, flat_values, dims, w_offsets)
         jit_epoch.from_kernel_layout(grads, flat_grads, dims, w_offsets)
-        for kernel_state, name in zip(states, names):
-            jit_epoch.from_kernel_layout(kernel_state, optimizer.state[name], dims, w_offsets)
+        for kernel_state, state_name in zip(states, names):
+            if state_name is not None:
+                jit_epoch.from_kernel_layout(kernel_state, optimizer.state[state_name], dims,
+                                             w_offsets)
 
         diverged = status != jit_epoch.COMPLETED
         applied = count - 1 if diverged else count
         losses = losses[:count].tolist()
+        norms = norms[:count].tolist()
+        if status == jit_epoch.LOSS_DIVERGED:
+            norms[-1] = None                # no backward pass ran for that iteration
         table = history.iterations
         table["epoch"].extend([state.epoch] * count)
         table["iteration"].extend(range(start + 1, start + count + 1))
@@ -233,6 +254,10 @@ def run_epoch(state, bar, start=0):
         table["batch_size"].extend(sizes[:count])
         table["lr"].extend(lrs[:count])
         table["loss"].extend(losses)
+        table["grad_norm"].extend(norms)
+        if momenta:
+            table.setdefault("momentum", [None] * (len(table["step"]) - count))
+            table["momentum"].extend(momenta[:count])
         optimizer.step_count += applied
         state.step += applied
         loss_sum, samples = 0.0, 0
@@ -242,6 +267,8 @@ def run_epoch(state, bar, start=0):
         if count:
             state.iteration, state.current_lr = start + count, lrs[count - 1]
             optimizer.lr = lrs[count - 1]
+            if momenta:
+                optimizer.set_momentum(momenta[count - 1])
         bar.update(applied)
         if diverged:
             cause = "loss" if status == jit_epoch.LOSS_DIVERGED else "gradient"

@@ -5,7 +5,9 @@ import math
 
 from ._io import atomic_open
 
-ITERATION_KEYS = ("epoch", "iteration", "step", "batch_size", "lr", "loss")
+ITERATION_KEYS = ("epoch", "iteration", "step", "batch_size", "lr", "loss", "grad_norm")
+# columns present only in runs that use them (a schedule that sets momentum; accumulate > 1)
+OPTIONAL_ITERATION_KEYS = ("momentum", "micro_batches")
 EPOCH_KEYS = ("epoch", "train_loss", "val_loss", "val_accuracy", "seconds", "samples_per_second")
 
 
@@ -35,8 +37,10 @@ class History:
     """Per-iteration and per-epoch records of a training run.
 
     ``iterations``: one entry per update: epoch (from 1), iteration (within the epoch, from 1),
-    step (updates so far, from 1), batch_size, lr (in effect for that update), loss (of that
-    batch, before the update).
+    step (updates so far, from 1), batch_size (samples in the update), lr (in effect for that
+    update), loss (of that batch, before the update), grad_norm (the global L2 norm of the
+    gradient before any clipping; None where the loss diverged before the backward pass), and
+    when used: momentum (set by the schedule), micro_batches (with ``fit(accumulate=k)``).
     ``epochs``: one entry per epoch: epoch, train_loss (sample-weighted mean of the epoch's batch
     losses), val_loss and one val_<metric> per metric of the loss (val_accuracy for
     classification, val_mse and val_r2 for regression; None without validation data), seconds,
@@ -57,8 +61,15 @@ class History:
         self.stopped_early = False
 
     def record_iteration(self, **values):
+        """Append one update; ``values`` holds ITERATION_KEYS (grad_norm may be left out: None)
+        and optionally momentum and micro_batches."""
+        rows = self.n_iterations
         for key in ITERATION_KEYS:
-            self.iterations[key].append(values[key])
+            self.iterations[key].append(values[key] if key != "grad_norm" else
+                                        values.get(key))
+        for key in OPTIONAL_ITERATION_KEYS:
+            if key in values:
+                self.iterations.setdefault(key, [None] * rows).append(values[key])
 
     def record_epoch(self, **values):
         """Append one epoch; ``values`` holds every key of ``epochs``."""
@@ -112,6 +123,11 @@ class History:
             source = data[table]
             if keys is None:
                 keys = epoch_keys(_metric_names(list(source)))
+            else:       # grad_norm (absent before it was recorded) and the optional columns
+                source = dict(source)
+                if "grad_norm" not in source and "step" in source:
+                    source["grad_norm"] = [None] * len(source["step"])
+                keys = ITERATION_KEYS + tuple(k for k in OPTIONAL_ITERATION_KEYS if k in source)
             if set(source) != set(keys):
                 raise ValueError(f"history {table} must have keys {keys}, got {sorted(source)}")
             lengths = {len(v) for v in source.values()}

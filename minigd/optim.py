@@ -14,7 +14,6 @@ from . import _validation as check
 from .backend import kernels as _active_kernels
 from .hooks import hooks_apply
 from .kernels import reference
-from .kernels.codes import OPT_ADAM, OPT_SGD
 from .layers import Parameter
 from .schedules import BatchSizeSchedule, Schedule
 
@@ -47,6 +46,9 @@ class Optimizer:
     """
     name = None
     state_names = ()
+    #: where the momentum a schedule sets (:meth:`set_momentum`) sits in ``fused_update()``'s
+    #: hyperparameters; None: the optimizer has none
+    momentum_index = None
 
     def __init__(self, params, lr):
         if callable(getattr(params, "parameters", None)):
@@ -168,10 +170,18 @@ class Optimizer:
     def fused_update(self):
         """How the fused whole-epoch kernel runs this update: None (it does not: the default,
         so a user-written optimizer trains one Python iteration per update), or
-        ``FusedUpdate(code, hyperparameters, state_names)``: the update's code in
-        :mod:`minigd.kernels.codes`, its hyperparameters as a float64 array in the order the
-        kernel reads them, and the names of the state arrays it updates, in order."""
+        ``FusedUpdate(code, hyperparameters, state_names)``: the update's name in
+        :data:`minigd.kernels.jit_optim.CODES`, its hyperparameters as a float64 array in the
+        order the kernel reads them, and the names of the state arrays it updates, in order
+        (at most 3; None for a slot the update leaves unused)."""
         return None
+
+    def set_momentum(self, value):
+        """Set the momentum a schedule cycles (``schedule.momentum(t)``, e.g. OneCycle): SGD's
+        momentum, Adam's beta1, RMSprop's momentum. The base class has none: TypeError."""
+        raise TypeError(f"{type(self).__name__} has no momentum a schedule can set: use SGD, "
+                        f"Adam, AdamW or RMSprop(momentum > 0), or a schedule that leaves the "
+                        f"momentum alone (e.g. OneCycle(..., cycle_momentum=False))")
 
     def _replaces_update(self, base):
         """True when a subclass of ``base`` replaces its math (then it does not run fused)."""
@@ -270,6 +280,7 @@ class SGD(Optimizer):
     """
     name = "sgd"
     state_names = ("momentum_buffer",)
+    momentum_index = 0
 
     def __init__(self, params, lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
         self.set_hyperparameters(lr=lr, momentum=momentum, dampening=dampening,
@@ -285,6 +296,13 @@ class SGD(Optimizer):
         if self.nesterov and (self.momentum == 0 or self.dampening != 0):
             raise ValueError("nesterov=True needs momentum > 0 and dampening = 0 "
                              f"(got momentum={self.momentum}, dampening={self.dampening})")
+
+    def set_momentum(self, value):
+        """Set ``momentum`` (what a schedule with ``sets_momentum`` cycles)."""
+        momentum = check.real("momentum", value, low=0.0, high=1.0, high_open=True)
+        if self.nesterov and momentum == 0:
+            raise ValueError("nesterov=True needs momentum > 0, got momentum=0")
+        self.momentum = momentum
 
     def hyperparameters(self):
         return {"lr": self.lr, "momentum": self.momentum, "dampening": self.dampening,
@@ -303,7 +321,7 @@ class SGD(Optimizer):
         if self._replaces_update(SGD):
             return None
         hyper = [self.momentum, self.dampening, float(self.nesterov), self.weight_decay]
-        return FusedUpdate(OPT_SGD, np.array(hyper, dtype=np.float64), self.state_names)
+        return FusedUpdate("sgd", np.array(hyper, dtype=np.float64), self.state_names)
 
 
 class Adam(Optimizer):
@@ -327,6 +345,7 @@ class Adam(Optimizer):
     name = "adam"
     state_names = ("exp_avg", "exp_avg_sq")
     decoupled = False
+    momentum_index = 0
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         self.set_hyperparameters(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
@@ -340,6 +359,11 @@ class Adam(Optimizer):
                       check.real("betas[1]", betas[1], low=0.0, high=1.0, high_open=True))
         self.eps = check.real("eps", eps, low=0.0, low_open=True)
         self.weight_decay = check.non_negative("weight_decay", weight_decay)
+
+    def set_momentum(self, value):
+        """Set beta1 (what a schedule with ``sets_momentum`` cycles, as torch's OneCycleLR)."""
+        self.betas = (check.real("momentum", value, low=0.0, high=1.0, high_open=True),
+                      self.betas[1])
 
     def hyperparameters(self):
         return {"lr": self.lr, "betas": list(self.betas), "eps": self.eps,
@@ -359,7 +383,7 @@ class Adam(Optimizer):
         if self._replaces_update(Adam):
             return None
         hyper = [self.betas[0], self.betas[1], self.eps, self.weight_decay, float(self.decoupled)]
-        return FusedUpdate(OPT_ADAM, np.array(hyper, dtype=np.float64), self.state_names)
+        return FusedUpdate("adam", np.array(hyper, dtype=np.float64), self.state_names)
 
 
 class AdamW(Adam):
@@ -373,3 +397,174 @@ class AdamW(Adam):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+
+
+class RMSprop(Optimizer):
+    """RMSprop with torch.optim.RMSprop's conventions (Hinton's lecture 6e; Graves' centered form).
+
+    g = grad + weight_decay * p
+    v <- alpha v + (1 - alpha) g^2                                   (state "square_avg")
+    centered: a <- lerp(a, g, 1 - alpha) (state "grad_avg");  d = sqrt(v - a^2) + eps
+    else:     d = sqrt(v) + eps
+    momentum > 0: b <- momentum b + g / d;  p <- p - lr b          (state "momentum_buffer")
+    else:         p <- p - lr g / d
+
+    State, as torch: ``square_avg`` always, ``momentum_buffer`` when momentum > 0, ``grad_avg``
+    when centered; all start at zero.
+
+    Parameters
+    ----------
+    params : iterable of Parameter
+    lr : float >= 0, default 1e-2
+    alpha : float in [0, 1], default 0.99 (smoothing of the squared gradient)
+    eps : float > 0, default 1e-8
+    weight_decay : float >= 0, default 0 (L2 penalty added to the gradient)
+    momentum : float in [0, 1), default 0
+    centered : bool, default False (normalise by the gradient's estimated variance)
+    """
+    name = "rmsprop"
+    momentum_index = 3
+
+    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
+                 centered=False):
+        self.set_hyperparameters(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
+                                  momentum=momentum, centered=centered)
+        self.state_names = tuple(n for n in self._slots() if n is not None)
+        super().__init__(params, lr)
+
+    def _slots(self):
+        return ("square_avg", "momentum_buffer" if self.momentum > 0 else None,
+                "grad_avg" if self.centered else None)
+
+    def set_hyperparameters(self, lr, alpha, eps, weight_decay, momentum, centered):
+        self.lr = lr
+        alpha = check.real("alpha", alpha, low=0.0, high=1.0)
+        eps = check.real("eps", eps, low=0.0, low_open=True)
+        weight_decay = check.non_negative("weight_decay", weight_decay)
+        momentum = check.real("momentum", momentum, low=0.0, high=1.0, high_open=True)
+        centered = check.boolean("centered", centered)
+        if "state_names" in self.__dict__ and (
+                (momentum > 0) != (self.momentum > 0) or centered != self.centered):
+            raise ValueError(f"momentum={momentum}, centered={centered} needs other state than "
+                             f"this RMSprop holds (momentum={self.momentum}, centered="
+                             f"{self.centered}): create a new RMSprop")
+        self.alpha, self.eps, self.weight_decay = alpha, eps, weight_decay
+        self.momentum, self.centered = momentum, centered
+
+    def set_momentum(self, value):
+        """Set ``momentum`` (what a schedule with ``sets_momentum`` cycles); needs an RMSprop
+        built with momentum > 0 (it holds the momentum buffer)."""
+        momentum = check.real("momentum", value, low=0.0, high=1.0, high_open=True)
+        if not self.momentum > 0 or not momentum > 0:
+            raise ValueError(f"a schedule that sets the momentum needs RMSprop(momentum > 0) "
+                             f"and momenta > 0 (got {self.momentum} and {momentum})")
+        self.momentum = momentum
+
+    def hyperparameters(self):
+        return {"lr": self.lr, "alpha": self.alpha, "eps": self.eps,
+                "weight_decay": self.weight_decay, "momentum": self.momentum,
+                "centered": self.centered}
+
+    def update(self, value, grad, state, lr):
+        """One step on one parameter (NumPy reference)."""
+        self.update_flat(value.reshape(-1), grad.reshape(-1),
+                         {k: v.reshape(-1) for k, v in state.items()}, lr, reference)
+
+    def update_flat(self, value, grad, state, lr, kernels):
+        square_avg = state["square_avg"]
+        buf, grad_avg = state.get("momentum_buffer"), state.get("grad_avg")
+        if kernels is not reference:
+            from .kernels import jit_optim      # here: `import minigd` stays Numba-free
+            jit_optim.rmsprop_update(value, grad, square_avg, buf, grad_avg, lr, self.alpha,
+                                     self.eps, self.weight_decay, self.momentum, self.centered)
+            return
+        g = grad + self.weight_decay * value if self.weight_decay != 0 else grad
+        square_avg *= self.alpha
+        square_avg += (1 - self.alpha) * g * g
+        if self.centered:
+            w = 1 - self.alpha                  # torch.lerp's two forms
+            if w < 0.5:
+                grad_avg += w * (g - grad_avg)
+            else:
+                grad_avg[:] = g - (g - grad_avg) * (1 - w)
+            avg = np.sqrt(square_avg - grad_avg * grad_avg)
+        else:
+            avg = np.sqrt(square_avg)
+        avg += self.eps
+        if self.momentum > 0:
+            buf *= self.momentum
+            buf += g / avg
+            value -= lr * buf
+        else:
+            value -= lr * (g / avg)
+
+    def fused_update(self):
+        if self._replaces_update(RMSprop):
+            return None
+        hyper = [self.alpha, self.eps, self.weight_decay, self.momentum, float(self.centered)]
+        return FusedUpdate("rmsprop", np.array(hyper, dtype=np.float64), self._slots())
+
+
+class Adagrad(Optimizer):
+    """Adagrad (Duchi et al.) with torch.optim.Adagrad's conventions.
+
+    g = grad + weight_decay * p;   t = step count from 1
+    clr = lr / (1 + (t - 1) * lr_decay)
+    s <- s + g^2                                  (state "sum", starting at
+    p <- p - clr * g / (sqrt(s) + eps)             initial_accumulator_value)
+
+    Parameters
+    ----------
+    params : iterable of Parameter
+    lr : float >= 0, default 1e-2
+    lr_decay : float >= 0, default 0
+    weight_decay : float >= 0, default 0 (L2 penalty added to the gradient)
+    initial_accumulator_value : float >= 0, default 0 (the starting value of "sum")
+    eps : float > 0, default 1e-10
+    """
+    name = "adagrad"
+    state_names = ("sum",)
+
+    def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
+                 initial_accumulator_value=0.0, eps=1e-10):
+        self.set_hyperparameters(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
+                                  initial_accumulator_value=initial_accumulator_value, eps=eps)
+        super().__init__(params, lr)
+        self.state["sum"].fill(self.initial_accumulator_value)
+
+    def set_hyperparameters(self, lr, lr_decay, weight_decay, initial_accumulator_value, eps):
+        self.lr = lr
+        self.lr_decay = check.non_negative("lr_decay", lr_decay)
+        self.weight_decay = check.non_negative("weight_decay", weight_decay)
+        self.initial_accumulator_value = check.non_negative("initial_accumulator_value",
+                                                            initial_accumulator_value)
+        self.eps = check.real("eps", eps, low=0.0, low_open=True)
+
+    def hyperparameters(self):
+        return {"lr": self.lr, "lr_decay": self.lr_decay, "weight_decay": self.weight_decay,
+                "initial_accumulator_value": self.initial_accumulator_value, "eps": self.eps}
+
+    def update(self, value, grad, state, lr):
+        """One step on one parameter (NumPy reference)."""
+        self.update_flat(value.reshape(-1), grad.reshape(-1),
+                         {k: v.reshape(-1) for k, v in state.items()}, lr, reference)
+
+    def update_flat(self, value, grad, state, lr, kernels):
+        total = state["sum"]
+        if kernels is not reference:
+            from .kernels import jit_optim      # here: `import minigd` stays Numba-free
+            jit_optim.adagrad_update(value, grad, total, self.step_count, lr, self.lr_decay,
+                                     self.weight_decay, self.eps)
+            return
+        g = grad + self.weight_decay * value if self.weight_decay != 0 else grad
+        clr = lr / (1 + (self.step_count - 1) * self.lr_decay)
+        total += g * g
+        std = np.sqrt(total)
+        std += self.eps
+        value -= clr * (g / std)
+
+    def fused_update(self):
+        if self._replaces_update(Adagrad):
+            return None
+        hyper = [self.lr_decay, self.weight_decay, self.eps]
+        return FusedUpdate("adagrad", np.array(hyper, dtype=np.float64), self.state_names)

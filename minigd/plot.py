@@ -22,10 +22,12 @@ def _two_panels(ax, figsize, height_ratios):
     return fig, top, bottom
 
 
-def history(history, ax=None, log_loss=False):
+def history(history, ax=None, log_loss=False, grad_norm=False):
     """Per-iteration loss (with validation loss at epoch ends) over a second panel of lr.
 
-    Vertical lines mark epoch boundaries and a cross marks a divergence. Returns the Figure.
+    Vertical lines mark epoch boundaries and a cross marks a divergence. With
+    ``grad_norm=True`` the lr panel also shows each update's gradient norm before clipping
+    (``history.iterations["grad_norm"]``) on its right axis, log scale. Returns the Figure.
     """
     if not isinstance(history, History):
         raise TypeError(f"history must be a minigd History, got {type(history).__name__}")
@@ -54,6 +56,14 @@ def history(history, ax=None, log_loss=False):
     ax_lr.plot(steps, it["lr"], color="tab:purple", lw=1)
     ax_lr.set_ylabel("lr")
     ax_lr.set_xlabel("iteration (update step)")
+    if grad_norm:
+        norms = np.array([np.nan if v is None else v for v in it.get("grad_norm", [])],
+                         dtype=float)
+        ax_norm = ax_lr.twinx()
+        ax_norm.plot(steps[:len(norms)], norms, color="tab:green", lw=0.8)
+        ax_norm.set_ylabel("grad norm")
+        if np.any(norms > 0):
+            ax_norm.set_yscale("log")
     fig.tight_layout()
     return fig
 

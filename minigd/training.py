@@ -8,7 +8,7 @@ import numpy as np
 
 from . import _validation as check
 from . import fused
-from .backend import announce_compilation
+from .backend import announce_compilation, get_backend
 from .backend import kernels as _active_kernels
 from .callbacks import Callback, warn_foreign_hooks
 from .data import BatchIterator, iterations_per_epoch
@@ -42,7 +42,9 @@ class TrainingState:
     epoch), batch_schedule (None for a fixed batch size, else sets the batch size per epoch),
     start_iteration (iterations of the next epoch already done, when resuming), loss (the
     Loss being minimised), has_validation (True when fit has validation_data),
-    epoch_finished (False while epoch ``epoch`` still has iterations to run).
+    epoch_finished (False while epoch ``epoch`` still has iterations to run), grad_clip (None,
+    or the max global gradient norm of fit(grad_clip=...)), accumulate (micro-batches per
+    update, fit(accumulate=...)).
     """
 
     def __init__(self, model, optimizer, history, iterator, epochs, schedule, base_lr,
@@ -60,6 +62,8 @@ class TrainingState:
         self.current_lr = base_lr
         self.stop_training = False
         self.start_iteration = 0
+        self.grad_clip = None
+        self.accumulate = 1
 
     def state_dict(self):
         """The run's position and lr state as JSON values (what a checkpoint's ``training`` holds).
@@ -90,6 +94,13 @@ class TrainingState:
         self.lr_scale, self.stop_training = state["lr_scale"], state["stop_training"]
         self.current_lr, self.base_lr = state["current_lr"], state["base_lr"]
 
+    def momentum_at(self, epoch_index, step):
+        """The momentum the schedule sets for the update after ``step`` updates, or None."""
+        if self.schedule is None or not self.schedule.sets_momentum:
+            return None
+        t = epoch_index if self.schedule.unit == "epoch" else step
+        return self.schedule.momentum(t)
+
     def lr_at(self, epoch_index, step):
         """Learning rate for the update after ``step`` updates, in epoch ``epoch_index`` (0-based)."""
         if self.schedule is None:
@@ -102,7 +113,8 @@ def _check_model_and_optimizer(model, optimizer):
     if not isinstance(model, Sequential):
         raise TypeError(f"model must be a minigd Sequential, got {type(model).__name__}")
     if not isinstance(optimizer, Optimizer):
-        raise TypeError(f"optimizer must be a minigd optimizer (SGD, Adam, AdamW), got "
+        raise TypeError(f"optimizer must be a minigd optimizer (SGD, Adam, AdamW, RMSprop, "
+                        f"Adagrad), got "
                         f"{type(optimizer).__name__}")
     owned = {id(p) for p in model.parameters()}
     if not all(id(p) in owned for p in optimizer.params):
@@ -193,13 +205,18 @@ def _progress(total, description, enabled):
 
 def fit(model, X, y, *, optimizer, epochs, batch_size, loss=None, schedule=None, shuffle=True,
         drop_last=False, seed=None, validation_data=None, callbacks=(), verbose=1,
-        on_divergence="warn", checkpoint=None, resume=False, checkpoint_every=None):
+        on_divergence="warn", checkpoint=None, resume=False, checkpoint_every=None,
+        grad_clip=None, accumulate=1):
     """Train ``model`` on (X, y) with mini-batch gradient descent; return its History.
 
     One epoch is one pass over the data in ``ceil(N / batch_size)`` iterations (``floor`` with
     drop_last); every iteration is one update ``optimizer.step()`` on one batch's mean loss.
     Before each update the lr is set to ``schedule(t) * lr_scale`` (t in the schedule's unit,
     from 0), or to the optimizer's initial lr times lr_scale without a schedule, and recorded.
+    A schedule that sets the momentum (``schedule.sets_momentum``: OneCycle) also sets SGD's
+    momentum, Adam's beta1 or RMSprop's momentum to ``schedule.momentum(t)`` before each
+    update, as torch's OneCycleLR(cycle_momentum=True), recorded as
+    ``history.iterations["momentum"]``.
 
     Parameters
     ----------
@@ -209,7 +226,8 @@ def fit(model, X, y, *, optimizer, epochs, batch_size, loss=None, schedule=None,
         classification loss; real values of shape (N,) or (N, n_outputs) for a loss with
         ``target_kind="values"`` (may be an np.memmap: gathered per batch, never copied).
         Bad targets give a ValueError naming the loss and the form it takes.
-    optimizer : SGD, Adam or AdamW built on ``model.parameters()``
+    optimizer : an Optimizer (SGD, Adam, AdamW, RMSprop, Adagrad, or a subclass of
+        mg.Optimizer) built on ``model.parameters()``
     epochs : int >= 1
     batch_size : int >= 1, or a batch-size schedule (StepBatchSize, callable epoch -> int)
         evaluated before each epoch (from 0); every value is checked before training starts
@@ -240,6 +258,20 @@ def fit(model, X, y, *, optimizer, epochs, batch_size, loss=None, schedule=None,
         ``epochs`` is the total: a checkpoint after epoch 2 with epochs=4 runs epochs 3 and 4.
     checkpoint_every : int >= 1 or None, default None
         Also save after every that many updates, so a kill mid-epoch loses little.
+    grad_clip : float > 0 or None, default None
+        Clip the global L2 norm of the gradient to it before each update, as
+        ``torch.nn.utils.clip_grad_norm_(params, grad_clip)``: the gradient is multiplied by
+        ``grad_clip / (norm + 1e-6)`` when that is below 1. Whether or not it is set,
+        ``history.iterations["grad_norm"]`` records every update's norm before clipping.
+    accumulate : int >= 1, default 1
+        Gradient accumulation: every ``accumulate`` consecutive batches of ``batch_size`` (the
+        micro-batches) make one update on the mean loss over all their samples, so
+        ``accumulate=4, batch_size=8`` equals ``batch_size=32`` to float rounding. Iterations,
+        the history (one row per update; ``batch_size`` is the update's samples and
+        ``micro_batches`` its micro-batches), checkpoints and schedules count updates. An
+        epoch's last incomplete group is one smaller update, or dropped with drop_last (the
+        plan line says which). Runs on the per-iteration path (one Python iteration per
+        micro-batch); resume with the same ``accumulate``.
 
     Example
     -------
@@ -254,6 +286,9 @@ def fit(model, X, y, *, optimizer, epochs, batch_size, loss=None, schedule=None,
     verbose = check.choice("verbose", verbose, (0, 1, 2))
     on_divergence = check.choice("on_divergence", on_divergence, DIVERGENCE_POLICIES)
     schedule = as_schedule(schedule)
+    if grad_clip is not None:
+        grad_clip = check.real("grad_clip", grad_clip, low=0.0, low_open=True)
+    accumulate = check.positive_int("accumulate", accumulate)
     callbacks = _check_callbacks(callbacks)
     X = model.check_input(X, "X")
     y = loss.check_targets(y, X.shape[0], model.n_outputs)
@@ -271,12 +306,16 @@ def fit(model, X, y, *, optimizer, epochs, batch_size, loss=None, schedule=None,
     state = TrainingState(model, optimizer, history, iterator, epochs, schedule, optimizer.lr,
                           None if isinstance(batch_schedule, ConstantBatchSize) else batch_schedule,
                           loss=loss, has_validation=validation is not None)
+    state.grad_clip, state.accumulate = grad_clip, accumulate
+    if schedule is not None and schedule.sets_momentum:
+        optimizer.set_momentum(schedule.momentum(0))    # TypeError/ValueError before training
     saver = checkpoint_callback(state, callbacks, checkpoint, resume, checkpoint_every, seed,
                                 verbose)
     callbacks += [saver] if saver is not None else []
     if verbose:
         announce_compilation(print)
-        print(_plan_line(iterator, batch_sizes))
+        print(_plan_line(iterator, batch_sizes) if accumulate == 1 else
+              _accumulate_plan_line(iterator, batch_sizes, accumulate))
         support = fused.supports(state, loss, callbacks)
         if support.custom:
             print(support.reason)          # a user-written layer, loss or optimizer: said once
@@ -345,6 +384,8 @@ def _run_epoch(state, loss, callbacks, verbose, start=0):
     With the Numba backend and no per-iteration callback the whole epoch runs in one call
     instead (minigd.fused), recording the same history.
     """
+    if state.accumulate > 1:
+        return _run_epoch_accumulated(state, loss, callbacks, verbose, start)
     if fused.supports(state, loss, callbacks):
         loss_sum, samples, divergence = fused.run_epoch(
             state, _progress(len(state.iterator) - start, f"epoch {state.epoch}/{state.epochs}",
@@ -355,6 +396,7 @@ def _run_epoch(state, loss, callbacks, verbose, start=0):
     kernels = _active_kernels()
     model, optimizer, history, iterator = state.model, state.optimizer, state.history, state.iterator
     grad_buffer = _loss_gradient_buffer(state)
+    grad_norm = _grad_norm_function(state)
     per_iteration = [cb for cb in callbacks if cb.per_iteration]
     epoch_index = state.epoch - 1
     seeded = [(i, layer) for i, layer in enumerate(model.layers)
@@ -371,17 +413,26 @@ def _run_epoch(state, loss, callbacks, verbose, start=0):
             logits = model.forward_batch(xb, kernels)
             dlogits = grad_buffer[:n]
             value = loss_and_grad(loss, logits, yb, dlogits, kernels)
-            history.record_iteration(epoch=state.epoch, iteration=iteration, step=state.step + 1,
-                                     batch_size=n, lr=lr, loss=value)
             state.iteration, state.current_lr = iteration, lr
+            row = dict(epoch=state.epoch, iteration=iteration, step=state.step + 1,
+                       batch_size=n, lr=lr, loss=value)
+            momentum = state.momentum_at(epoch_index, state.step)
+            if momentum is not None:
+                optimizer.set_momentum(momentum)
+                row["momentum"] = momentum
             if not math.isfinite(value):
+                history.record_iteration(**row, grad_norm=None)
                 _mark_divergence(state, iteration, lr, value, "loss")
                 break
             model.backward_batch(dlogits, kernels=kernels)
             grads = model.flat_grads
-            if not math.isfinite(float(np.dot(grads, grads))):
+            norm = grad_norm(grads, n)
+            history.record_iteration(**row, grad_norm=norm)
+            if not math.isfinite(norm):
                 _mark_divergence(state, iteration, lr, value, "gradient")
                 break
+            if state.grad_clip is not None:
+                clip_gradient(grads, norm, state.grad_clip)
             optimizer.step()
             state.step += 1
             loss_sum += value * n
@@ -392,6 +443,126 @@ def _run_epoch(state, loss, callbacks, verbose, start=0):
     finally:
         bar.close()
     return loss_sum, samples
+
+
+def _groups(sizes, k, drop_last):
+    """Micro-batch sizes of an epoch cut into the updates' groups of ``k``; an incomplete last
+    group is kept, or dropped with drop_last."""
+    groups = [sizes[i:i + k] for i in range(0, len(sizes), k)]
+    if groups and drop_last and len(groups[-1]) < k:
+        groups.pop()
+    return groups
+
+
+def _accumulate_plan_line(iterator, batch_sizes, k):
+    """The plan line of fit(accumulate=k): micro-batch x k = effective batch -> updates."""
+    counts = [iterations_per_epoch(iterator.n_samples, b, iterator.drop_last)
+              for b in batch_sizes]
+    updates = [len(_groups([b] * c, k, iterator.drop_last)) for b, c in zip(batch_sizes, counts)]
+    b = batch_sizes[0]
+    text = (f"plan: {iterator.n_samples} samples, batch {b} x {k} accumulated = effective "
+            f"{b * k} -> {updates[0]} updates per epoch")
+    rest = counts[0] % k
+    if rest:
+        text += (f" (last group of {rest} micro-batches "
+                 f"{'dropped: drop_last' if iterator.drop_last else 'kept as a smaller update'})")
+    return text + f"; {len(batch_sizes)} epochs = {sum(updates)} updates"
+
+
+def _run_epoch_accumulated(state, loss, callbacks, verbose, start=0):
+    """One epoch of fit(accumulate=k) from update ``start``: each update sums the gradients of
+    up to k micro-batches, each micro-batch's d loss / d outputs scaled by its share of the
+    group's samples, so the update follows the mean loss over all of them."""
+    kernels = _active_kernels()
+    model, optimizer, history, iterator = state.model, state.optimizer, state.history, state.iterator
+    k = state.accumulate
+    grad_buffer = _loss_gradient_buffer(state)
+    grad_norm = _grad_norm_function(state)
+    per_iteration = [cb for cb in callbacks if cb.per_iteration]
+    epoch_index = state.epoch - 1
+    groups = _groups(iterator.batch_sizes(), k, iterator.drop_last)
+    grads = model.flat_grads
+    total = np.empty_like(grads)
+    loss_sum, samples = 0.0, 0
+    bar = _progress(len(groups), f"epoch {state.epoch}/{state.epochs}", verbose == 1)
+    batches = iterator.batches(epoch_index, start * k)
+    try:
+        for iteration, group in enumerate(groups[start:], start=start + 1):
+            lr = state.lr_at(epoch_index, state.step)
+            optimizer.lr = lr
+            n_group = sum(group)
+            value = 0.0
+            finite = True
+            for j in range(len(group)):
+                xb, yb = next(batches)
+                n = len(yb)
+                logits = model.forward_batch(xb, kernels)
+                dlogits = grad_buffer[:n]
+                part = loss_and_grad(loss, logits, yb, dlogits, kernels)
+                value += part * n
+                if not math.isfinite(part):
+                    finite = False
+                    continue
+                dlogits *= dlogits.dtype.type(n / n_group)
+                model.backward_batch(dlogits, kernels=kernels)
+                if j == 0:
+                    total[...] = grads
+                else:
+                    total += grads
+            value /= n_group
+            state.iteration, state.current_lr = iteration, lr
+            row = dict(epoch=state.epoch, iteration=iteration, step=state.step + 1,
+                       batch_size=n_group, lr=lr, loss=value, micro_batches=len(group))
+            momentum = state.momentum_at(epoch_index, state.step)
+            if momentum is not None:
+                optimizer.set_momentum(momentum)
+                row["momentum"] = momentum
+            if not finite or not math.isfinite(value):
+                history.record_iteration(**row, grad_norm=None)
+                _mark_divergence(state, iteration, lr, value, "loss")
+                break
+            grads[...] = total
+            norm = grad_norm(grads, group[0])
+            history.record_iteration(**row, grad_norm=norm)
+            if not math.isfinite(norm):
+                _mark_divergence(state, iteration, lr, value, "gradient")
+                break
+            if state.grad_clip is not None:
+                clip_gradient(grads, norm, state.grad_clip)
+            optimizer.step()
+            state.step += 1
+            loss_sum += value * n_group
+            samples += n_group
+            bar.update()
+            for cb in per_iteration:
+                cb.on_iteration_end(state)
+    finally:
+        bar.close()
+    return loss_sum, samples
+
+
+def clip_gradient(grads, norm, max_norm):
+    """torch.nn.utils.clip_grad_norm_ on a flat gradient whose global L2 norm is ``norm``:
+    grads *= max_norm / (norm + 1e-6) when that is below 1 (in place)."""
+    coef = max_norm / (norm + 1e-6)
+    if coef < 1.0:
+        grads *= grads.dtype.type(coef)
+
+
+def _grad_norm_function(state):
+    """f(flat grads, batch rows) -> the gradient's global L2 norm (a float; inf or nan when
+    the sum of squares overflows in the model dtype). For a model the fused kernel runs, on the
+    Numba backend, the sum is the fused kernel's own (same order, same bits)."""
+    spec = fused.layer_spec(state.model) if get_backend() == "numba" else None
+    if spec is None:
+        return lambda grads, n: math.sqrt(float(np.dot(grads, grads)))
+    from .kernels import jit_epoch       # here: `import minigd` stays Numba-free
+    from .kernels.jit_config import parallel_parts
+    dims, w_offsets, b_offsets, _ = spec
+    scratch = np.empty(int((dims[:, 0] * dims[:, 1]).max()), dtype=state.model.dtype)
+    parts = parallel_parts()
+    return lambda grads, n: math.sqrt(float(jit_epoch.grad_squares(
+        grads, scratch, dims, w_offsets, b_offsets, n, parts)))
 
 
 def _loss_gradient_buffer(state):

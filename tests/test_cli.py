@@ -50,7 +50,7 @@ def test_help_explains_every_hyperparameter():
 
 def test_bad_arguments_exit_with_a_message(capsys):
     with pytest.raises(SystemExit) as info:
-        main(["train", "--optimizer", "rmsprop"])
+        main(["train", "--optimizer", "lbfgs"])
     assert info.value.code == 2
     with pytest.raises(SystemExit) as info:
         main(["train", "--epochs", "0", "--quiet"])

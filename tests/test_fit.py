@@ -189,7 +189,7 @@ def test_history_exports_round_trip(tmp_path):
     assert mg.History.from_json(tmp_path / "h.json") == history
     history.to_csv(tmp_path / "h.csv")
     lines = (tmp_path / "h.csv").read_text().splitlines()
-    assert lines[0] == "epoch,iteration,step,batch_size,lr,loss" and len(lines) == 1 + 6
+    assert lines[0] == "epoch,iteration,step,batch_size,lr,loss,grad_norm" and len(lines) == 1 + 6
     history.to_csv(tmp_path / "e.csv", table="epochs")
     assert (tmp_path / "e.csv").read_text().startswith("epoch,train_loss,val_loss")
     data = json.loads((tmp_path / "h.json").read_text())

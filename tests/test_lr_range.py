@@ -263,7 +263,7 @@ def test_json_and_csv_round_trip(tmp_path):
     (dict(smooth=1.0), ValueError, "smooth"),
     (dict(diverge_threshold=0.5), ValueError, "diverge_threshold"),
     (dict(batch_size=0), ValueError, "batch_size"),
-    (dict(optimizer="rmsprop"), ValueError, "optimizer must be one of"),
+    (dict(optimizer="lbfgs"), ValueError, "optimizer must be one of"),
     (dict(optimizer=3), TypeError, "optimizer must be"),
     (dict(optimizer=lambda p: "sgd"), TypeError, "must return a minigd Optimizer"),
     (dict(seed=-1), ValueError, "seed"),

@@ -140,7 +140,7 @@ def test_build_optimizer_passes_hyperparameters_and_rejects_unknown_ones():
     with pytest.raises(TypeError, match="'adam' does not take 'momentum'.*betas"):
         registry.build_optimizer("adam", model.parameters(), 0.1, momentum=0.9)
     with pytest.raises(ValueError, match="optimizer must be one of"):
-        registry.build_optimizer("rmsprop", model.parameters(), 0.1)
+        registry.build_optimizer("lbfgs", model.parameters(), 0.1)
     assert registry.optimizer_arguments("sgd") == ("momentum", "dampening", "nesterov",
                                                    "weight_decay")
 

@@ -236,7 +236,7 @@ def add_optimizer_arguments(opt, with_lr=True):
         opt.add_argument("--lr", type=positive_float, default=0.1,
                          help="learning rate (default: 0.1)")
     opt.add_argument("--momentum", type=fraction, default=None,
-                     help="SGD momentum in [0, 1); sgd only (default: 0)")
+                     help="momentum in [0, 1); sgd and rmsprop only (default: 0)")
     opt.add_argument("--nesterov", action="store_true", default=None,
                      help="Nesterov momentum; sgd with --momentum > 0 only (default: off)")
     opt.add_argument("--weight-decay", type=nonnegative_float, default=0.0,

@@ -41,6 +41,12 @@ def add_train_arguments(p):
                      help="skip the short last batch (default: off)")
     opt.add_argument("--no-shuffle", action="store_true",
                      help="keep the data order (default: off, shuffle every epoch)")
+    opt.add_argument("--grad-clip", type=A.positive_float, default=None, metavar="MAX_NORM",
+                     help="clip the global gradient norm to MAX_NORM before each update, as "
+                          "torch's clip_grad_norm_ (default: off)")
+    opt.add_argument("--accumulate", type=A.positive_int, default=1, metavar="K",
+                     help="K micro-batches of --batch-size make one update (gradient "
+                          "accumulation: effective batch K x batch size) (default: 1)")
     run = p.add_argument_group("run")
     run.add_argument("--seed", type=A.nonnegative_int, default=0,
                      help="seeds weights and shuffling (default: 0)")
@@ -153,7 +159,8 @@ def train_command(args):
                          shuffle=not args.no_shuffle, drop_last=args.drop_last, seed=args.seed,
                          validation_data=validation, callbacks=callbacks,
                          verbose=0 if args.quiet else 1, checkpoint=args.checkpoint,
-                         resume=args.resume, checkpoint_every=args.checkpoint_every)
+                         resume=args.resume, checkpoint_every=args.checkpoint_every,
+                         grad_clip=args.grad_clip, accumulate=args.accumulate)
     test_accuracy, test_metrics = None, None
     if X_test is not None:
         with np.errstate(over="ignore", invalid="ignore"):

@@ -1,19 +1,16 @@
 """The numbers shared by the layer classes and the Numba kernels: one home for each code.
 
 Activation codes select f in the fused dense kernels (``jit_gemm.activation``) and are declared
-by the activation classes through :meth:`minigd.Layer.fused_role`. Optimizer codes select the
-update of the whole-epoch kernel (``jit_epoch.train_epoch``) and are declared by the optimizer
-classes through :meth:`minigd.Optimizer.fused_update`. Status codes are what that kernel returns.
-Product codes name the implementation of a backward matrix product, as
-:mod:`minigd.kernels.autotune` chose it (``jit_gemm.tn_product``, ``jit_gemm.input_grad``).
+by the activation classes through :meth:`minigd.Layer.fused_role`. Status codes are what the
+whole-epoch kernel (``jit_epoch.train_epoch``) returns. Optimizer codes live with their kernels
+in :mod:`minigd.kernels.jit_optim` (an optimizer declares its name there). Product codes name the
+implementation of a backward matrix product, as :mod:`minigd.kernels.autotune` chose it
+(``jit_gemm.tn_product``, ``jit_gemm.input_grad``).
 This module imports nothing, so any module may import it without pulling in Numba.
 """
 
 # activations (Layer.fused_role of ReLU, Tanh, Sigmoid; 0 = no activation after a dense layer)
 ACT_NONE, ACT_RELU, ACT_TANH, ACT_SIGMOID = 0, 1, 2, 3
-
-# optimizer updates of the whole-epoch kernel (Optimizer.fused_update of SGD, Adam/AdamW)
-OPT_SGD, OPT_ADAM = 0, 1
 
 # what jit_epoch.train_epoch returns as its status
 COMPLETED, LOSS_DIVERGED, GRADIENT_DIVERGED = 0, 1, 2

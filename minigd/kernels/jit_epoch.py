@@ -7,7 +7,9 @@ Per iteration t (batch rows ``order[t*B:(t+1)*B]``):
     loss_t, d = softmax_cross_entropy(a_L, y)           loss and dloss/dlogits in one pass
     stop here, before any update, when loss_t is not finite (returns t + 1, LOSS_DIVERGED)
     dW_l = a_{l-1}.T @ d,  db_l = sum(d);  d = (d @ W_l.T) * f'_{l-1}    mask fused
-    stop, before the update, when sum(grad**2) in the model dtype is not finite (GRADIENT_...)
+    grad_norm_t = sqrt(sum(grad**2)) (the sum in the model dtype, see :func:`grad_squares`)
+    stop, before the update, when that sum is not finite (GRADIENT_DIVERGED)
+    clip: grads *= max_norm / (grad_norm_t + 1e-6) when that is < 1 (torch's clip_grad_norm_)
     optimizer update over the whole flat parameter buffer with lr = lrs[t]
 
 Weights are held transposed, (out, in), inside the kernel ("kernel layout", see
@@ -18,12 +20,15 @@ does not change its result.
 """
 from collections import namedtuple
 
+import math
+
 import numba
 import numpy as np
 
-from .codes import COMPLETED, GRADIENT_DIVERGED, LOSS_DIVERGED, OPT_ADAM, OPT_SGD  # noqa: F401
-from .jit import adam_step, column_sums, sgd_step, softmax_cross_entropy
+from .codes import COMPLETED, GRADIENT_DIVERGED, LOSS_DIVERGED  # noqa: F401
+from .jit import column_sums, softmax_cross_entropy
 from .jit_config import FAST_OPTIONS, OPTIONS
+from .jit_optim import fused_step
 from .jit_gemm import (activation_mask, dense_act_forward, effective_parts, input_grad, split,
                        tn_product)
 
@@ -34,13 +39,17 @@ Network = namedtuple("Network", "values grads dims w_offsets b_offsets acts")
 Network.__doc__ = """values, grads: flat buffers in kernel layout; dims (L, 2) int64: in/out of
 each dense layer; w_offsets, b_offsets (L,): where its weight and bias start in the flat buffers;
 acts (L,): the activation code after dense l (minigd.kernels.codes)."""
-Update = namedtuple("Update", "code hyper state1 state2 step0 lrs")
-Update.__doc__ = """code: the optimizer's update (codes.OPT_*, from Optimizer.fused_update);
-hyper: its float64 hyperparameters in the order the class declares; state1, state2: flat state
-buffers in kernel layout (state2 empty when unused); step0: updates so far; lrs (n,) float64."""
-Workspace = namedtuple("Workspace", "xbuf ybuf abuf a_offsets dbuf losses")
+Update = namedtuple("Update", "code hyper state1 state2 state3 step0 lrs max_norm momenta "
+                                 "momentum_index")
+Update.__doc__ = """code: the optimizer's update (jit_optim.CODES of the name Optimizer.fused_update
+declares); hyper: its float64 hyperparameters in the order the class declares; state1..state3:
+flat state buffers in kernel layout (empty when unused); max_norm: clip the gradient's global
+norm to it (<= 0: no clipping); momenta (n,) float64 or empty: hyper[momentum_index] of each
+update (a schedule's momentum); step0: updates so far; lrs (n,) float64."""
+Workspace = namedtuple("Workspace", "xbuf ybuf abuf a_offsets dbuf losses norms")
 Workspace.__doc__ = """xbuf (B, features), ybuf (B,) int64: the gathered batch; abuf with
-a_offsets: each layer's activations; dbuf: two back-propagated deltas; losses (n,) float64."""
+a_offsets: each layer's activations; dbuf: two back-propagated deltas; losses, norms (n,)
+float64: each iteration's loss and gradient norm before clipping."""
 
 
 @numba.njit(**OPTIONS)
@@ -98,6 +107,41 @@ def _squares(dw_t, db, lo, hi):
 
 
 @numba.njit(**OPTIONS)
+def grad_squares(grads, scratch, dims, w_offsets, b_offsets, n, parts):
+    """sum(grads**2) of a flat gradient in the public layout (weights (in, out)), in its dtype,
+    summed in exactly the order :func:`train_epoch` sums it for a batch of ``n`` rows (through
+    :func:`weight_grad`), so both paths of fit record the same bits. ``scratch`` holds the
+    largest weight (one transposed copy at a time)."""
+    squares = np.zeros(max(parts, 1), dtype=grads.dtype)
+    for l in range(dims.shape[0] - 1, -1, -1):
+        n_in, n_out = dims[l, 0], dims[l, 1]
+        dw = _matrix(grads, w_offsets[l], n_in, n_out)
+        dw_t = _matrix(scratch, 0, n_out, n_in)
+        for k in range(n_in):
+            for r in range(n_out):
+                dw_t[r, k] = dw[k, r]
+        db = grads[b_offsets[l]:b_offsets[l] + n_out]
+        used = effective_parts(parts, 2 * n * n_out * n_in)
+        if used == 1:
+            squares[0] += _squares(dw_t, db, 0, n_out)
+        else:
+            for part in range(used):
+                lo, hi = split(n_out, used, part)
+                squares[part] += _squares(dw_t, db, lo, hi)
+    return squares.sum()
+
+
+@numba.njit(**OPTIONS)
+def clip_grads(grads, norm, max_norm):
+    """torch.nn.utils.clip_grad_norm_: grads *= max_norm / (norm + 1e-6) when that is < 1."""
+    coef = max_norm / (norm + 1e-6)
+    if coef < 1.0:
+        c = grads.dtype.type(coef)
+        for i in range(grads.shape[0]):
+            grads[i] *= c
+
+
+@numba.njit(**OPTIONS)
 def _matrix(flat, offset, rows, cols):
     return flat[offset:offset + rows * cols].reshape((rows, cols))
 
@@ -110,16 +154,15 @@ def train_epoch(data, net, update, work, first, n_iterations, parts, products):
     status is COMPLETED, or LOSS_DIVERGED / GRADIENT_DIVERGED when the last recorded
     iteration stopped the epoch before its update. ``data``, ``net``, ``update`` and ``work``
     are the named tuples :class:`Data`, :class:`Network`, :class:`Update` and
-    :class:`Workspace`. Optimizer codes: OPT_SGD with hyper = (momentum, dampening, nesterov,
-    weight_decay); OPT_ADAM with hyper = (beta1, beta2, eps, weight_decay, decoupled).
+    :class:`Workspace`. The update is :func:`minigd.kernels.jit_optim.fused_step`.
     ``products`` (2, L, 2) int64: the backward products' implementations (codes.PRODUCT_OWN /
     PRODUCT_BLAS) of layer l, [0] for full batches and [1] for a shorter last one, [..., 0] the
     weight gradient and [..., 1] the input gradient (minigd.kernels.autotune.epoch_products).
     """
     X, y, order, batch_size = data
     values, grads, dims, w_offsets, b_offsets, acts = net
-    kind, hyper, state1, state2, step0, lrs = update
-    xbuf, ybuf, abuf, a_offsets, dbuf, losses = work
+    kind, hyper, state1, state2, state3, step0, lrs, max_norm, momenta, momentum_index = update
+    xbuf, ybuf, abuf, a_offsets, dbuf, losses, norms = work
     n_layers = dims.shape[0]
     N = order.shape[0]
     squares = np.zeros(max(parts, 1), dtype=values.dtype)
@@ -163,16 +206,17 @@ def train_epoch(data, net, update, work, first, n_iterations, parts, products):
                 input_grad(d, _matrix(values, w_offsets[l], n_out, n_in), a_prev, acts[l - 1],
                            below, parts, products[short, l, 1])
                 d = below
-        if not np.isfinite(squares.sum()):
+        total = squares.sum()
+        norms[t] = math.sqrt(np.float64(total))
+        if not np.isfinite(total):
             return t + 1, GRADIENT_DIVERGED
+        if max_norm > 0:
+            clip_grads(grads, norms[t], max_norm)
 
         step = step0 + t + 1
-        if kind == OPT_SGD:
-            sgd_step(values, grads, state1, lrs[t], hyper[0], hyper[1], hyper[2] != 0,
-                     hyper[3], step == 1, parts)
-        else:
-            adam_step(values, grads, state1, state2, step, lrs[t], hyper[0], hyper[1],
-                      hyper[2], hyper[3], hyper[4] != 0, parts)
+        if momenta.shape[0] > 0:
+            hyper[momentum_index] = momenta[t]
+        fused_step(kind, hyper, state1, state2, state3, step, lrs[t], values, grads, parts)
     return n_iterations, COMPLETED
 
 
