@@ -107,7 +107,7 @@ def test_cli_args_functions_raise_argparse_errors():
 # ---- flags that would be ignored ---------------------------------------------------------------
 IGNORED = [
     (["train", "--optimizer", "adam", "--momentum", "0.9"],
-     "--momentum applies to --optimizer sgd"),
+     "--momentum applies to --optimizer rmsprop or sgd"),
     (["train", "--optimizer", "adamw", "--nesterov"], "--nesterov applies to --optimizer sgd"),
     (["lr-find", "--optimizer", "adam", "--momentum", "0.5"], "--momentum applies"),
     (["noise-scale", "--optimizer", "adamw", "--nesterov"], "--nesterov applies"),
