@@ -261,7 +261,8 @@ def epochs_iterations_batches():
         # the live figure shows exactly what the history holds, and the run is the same run
         assert live.redraws >= 1
         assert watched.iterations["loss"] == first_run.iterations["loss"]
-        say(f"LivePlot redrew {live.redraws} times in {watched.n_iterations} updates; the run "
+        say(f"LivePlot drew the figure {live.redraws} time{'s' if live.redraws != 1 else ''} in "
+            f"{watched.n_iterations} updates; the run "
             f"is bit for bit the first run of this notebook (same seed, same losses).")
         """),
     ]
