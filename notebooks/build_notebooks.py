@@ -152,6 +152,7 @@ def epochs_iterations_batches():
         model = mg.Sequential(mg.Dense(784, 128), mg.ReLU(), mg.Dense(128, 10), seed=0)
         history = mg.fit(model, X, y, optimizer=mg.SGD(model.parameters(), lr=0.1), epochs=3,
                          batch_size=64, seed=0, validation_data=(X_val, y_val), verbose=0)
+        first_run = history
         print(history)
         per_epoch = [history.iterations["epoch"].count(e) for e in (1, 2, 3)]
         print("iterations per epoch:", per_epoch)
@@ -240,6 +241,29 @@ def epochs_iterations_batches():
             f"({updates_acc[mini]:.3f}) at 1/{2000 / 64:.0f} of the work: 64 digits already "
             f"estimate the gradient well. That, and using the hardware far better than B = 1, "
             f"is why mini-batches are the default.")
+        """),
+        md("""
+        ## Watching a run live
+
+        `mg.LivePlot()` is a callback that redraws one figure in place while `fit` runs: the loss
+        of every update (raw and smoothed), the epoch's train and validation loss, the lr and the
+        validation accuracy. Redraws are spaced in time, so drawing costs a few percent of the
+        run; outside a notebook it does nothing and says so once. Here it watches the first
+        run again, on the Numba backend, where it redraws at epoch ends so that every epoch still
+        runs as one compiled call.
+        """),
+        code("""
+        live = mg.LivePlot()
+        model = mg.Sequential(mg.Dense(784, 128), mg.ReLU(), mg.Dense(128, 10), seed=0)
+        watched = mg.fit(model, X, y, optimizer=mg.SGD(model.parameters(), lr=0.1), epochs=3,
+                         batch_size=64, seed=0, validation_data=(X_val, y_val), verbose=0,
+                         callbacks=[live])
+        # the live figure shows exactly what the history holds, and the run is the same run
+        assert live.redraws >= 1
+        assert watched.iterations["loss"] == first_run.iterations["loss"]
+        say(f"LivePlot drew the figure {live.redraws} time{'s' if live.redraws != 1 else ''} in "
+            f"{watched.n_iterations} updates; the run "
+            f"is bit for bit the first run of this notebook (same seed, same losses).")
         """),
     ]
 

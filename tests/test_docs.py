@@ -264,7 +264,9 @@ def test_code_blocks_use_real_names_and_arguments(code):
 
 def test_extending_examples_train(tmp_path):
     """docs/extending.md's layer, optimizer and schedule work in fit, clone and checkpoints."""
-    namespace = {}
+    # the page's classes register names; the same module name as tests/test_extending.py makes a
+    # second run of the page replace its classes instead of clashing with them
+    namespace = {"__name__": "extending_md"}
     for code in _python_blocks(ROOT / "docs" / "extending.md"):
         exec(compile(code, "docs/extending.md", "exec"), namespace)
     LeakyReLU, SignSGD, InverseTime = (namespace[n] for n in ("LeakyReLU", "SignSGD", "InverseTime"))

@@ -86,7 +86,7 @@ def test_the_named_optimizer_is_found_and_built(page):
 
 
 def test_the_leaky_relu_and_sign_sgd_examples():
-    namespace = {}
+    namespace = {"__name__": "extending_md"}
     for code in blocks()[:1] + [b for b in blocks() if "class LeakyReLU" in b or
                                  "class SignSGD" in b]:
         exec(compile(code, "docs/extending.md", "exec"), namespace)
