@@ -9,7 +9,7 @@ interleaved rounds, in GFLOP/s.
     python benchmarks/products.py                      # this CPU's ISA
     NUMBA_CPU_NAME=haswell OPENBLAS_CORETYPE=Haswell python benchmarks/products.py   # AVX2
 
-Results go to ``benchmarks/results/products[-ISA].json``.
+Results go to ``products-<ISA>.json`` in ``benchmarks/results/`` (ISA as autotune.vector_isa names it).
 """
 import argparse
 import os
