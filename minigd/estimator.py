@@ -25,7 +25,8 @@ from .schedules import as_batch_size_schedule, as_schedule
 from .training import fit as _fit
 
 _PARAMS = ("hidden", "activation", "init", "optimizer", "lr", "momentum", "batch_size", "epochs",
-           "schedule", "schedule_options", "seed", "dtype", "verbose", "dropout", "batch_norm")
+           "schedule", "schedule_options", "seed", "dtype", "verbose", "dropout", "batch_norm",
+           "grad_clip", "accumulate")
 
 
 def _block_options(dropout, batch_norm):
@@ -277,7 +278,8 @@ class _MLPEstimator:
     def _train(self, X, targets, config, epochs, *, batch_size, schedule, shuffle_seed):
         return _fit(self.model_, X, targets, optimizer=self.optimizer_, epochs=epochs,
                     batch_size=batch_size, loss=self._loss, schedule=schedule,
-                    seed=shuffle_seed, verbose=config["verbose"])
+                    seed=shuffle_seed, verbose=config["verbose"],
+                    grad_clip=config["grad_clip"], accumulate=config["accumulate"])
 
     def _summarise(self):
         self.n_iter_ = self.history_.n_epochs
@@ -331,7 +333,10 @@ class _MLPEstimator:
                 "epochs": epochs, "schedule": schedule,
                 "schedule_options": dict(options or {}), "seed": int(seed), "dtype": dtype,
                 "verbose": check.choice("verbose", self.verbose, (0, 1, 2)),
-                **_block_options(self.dropout, self.batch_norm)}
+                **_block_options(self.dropout, self.batch_norm),
+                "grad_clip": (None if self.grad_clip is None else
+                              check.real("grad_clip", self.grad_clip, low=0.0, low_open=True)),
+                "accumulate": check.positive_int("accumulate", self.accumulate)}
 
     @staticmethod
     def _build_model(n_features, n_outputs, config, seed):
@@ -400,6 +405,8 @@ class MLPClassifier(_MLPEstimator):
     dtype : "float32" (default) or "float64"
     verbose : 0 (default), 1 or 2, as ``minigd.fit``
     dropout : float in [0, 1), default 0.0; a Dropout after each hidden activation
+    grad_clip : float > 0 or None (default); clip the global gradient norm (``fit(grad_clip=)``)
+    accumulate : int >= 1, default 1; micro-batches per update (``fit(accumulate=)``)
     batch_norm : bool, default False; a BatchNorm before each hidden activation
 
     Attributes after fit: classes_, n_features_in_, model_ (the Sequential), optimizer_,
@@ -421,7 +428,8 @@ class MLPClassifier(_MLPEstimator):
 
     def __init__(self, hidden=(128,), activation="relu", optimizer="sgd", lr=0.1, momentum=0.0,
                  batch_size=64, epochs=10, schedule=None, seed=None, dtype="float32", verbose=0,
-                 init="he", schedule_options=None, dropout=0.0, batch_norm=False):
+                 init="he", schedule_options=None, dropout=0.0, batch_norm=False,
+                 grad_clip=None, accumulate=1):
         self._store(locals())
 
     def __sklearn_tags__(self):
@@ -539,6 +547,8 @@ class MLPRegressor(_MLPEstimator):
     dtype : "float32" (default) or "float64"
     verbose : 0 (default), 1 or 2, as ``minigd.fit``
     dropout : float in [0, 1), default 0.0; a Dropout after each hidden activation
+    grad_clip : float > 0 or None (default); clip the global gradient norm (``fit(grad_clip=)``)
+    accumulate : int >= 1, default 1; micro-batches per update (``fit(accumulate=)``)
     batch_norm : bool, default False; a BatchNorm before each hidden activation
 
     Attributes after fit: n_features_in_, n_outputs_, model_ (the Sequential), optimizer_,
@@ -561,7 +571,7 @@ class MLPRegressor(_MLPEstimator):
     def __init__(self, hidden=(100,), activation="relu", optimizer="adam", lr=0.001,
                  momentum=0.0, batch_size=32, epochs=100, schedule=None, seed=None,
                  dtype="float32", verbose=0, init="he", schedule_options=None, dropout=0.0,
-                 batch_norm=False):
+                 batch_norm=False, grad_clip=None, accumulate=1):
         self._store(locals())
 
     def __sklearn_tags__(self):

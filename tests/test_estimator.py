@@ -120,7 +120,8 @@ def test_clone_and_params_round_trip():
     assert params["hidden"] == (16, 8) and params["lr"] == 0.03 and params["seed"] == 5
     assert set(params) == {"hidden", "activation", "init", "optimizer", "lr", "momentum",
                            "batch_size", "epochs", "schedule", "schedule_options", "seed",
-                           "dtype", "verbose", "dropout", "batch_norm"}
+                           "dtype", "verbose", "dropout", "batch_norm", "grad_clip",
+                           "accumulate"}
     twin = clone(clf)
     assert twin is not clf and twin.get_params()["hidden"] == (16, 8)
     assert repr(twin) == ("MLPClassifier(hidden=(16, 8), lr=0.03, schedule=StepDecay(unit='epoch', "
@@ -316,3 +317,17 @@ def test_minigd_never_imports_sklearn():
             "assert not any(m.startswith('sklearn') for m in sys.modules), 'sklearn imported'\n")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+def test_estimators_take_grad_clip_and_accumulate():
+    X, y = blobs(64)
+    clipped = mg.MLPClassifier(hidden=(8,), epochs=1, batch_size=16, seed=0, grad_clip=1e-3)
+    clipped.fit(X, y)
+    norms = clipped.history_.iterations["grad_norm"]
+    assert len(norms) == 4 and all(n > 1e-3 for n in norms)    # clipping was active
+    plain = mg.MLPClassifier(hidden=(8,), epochs=1, batch_size=16, seed=0).fit(X, y)
+    assert not np.array_equal(clipped.model_.flat_values, plain.model_.flat_values)
+    acc = mg.MLPClassifier(hidden=(8,), epochs=1, batch_size=16, seed=0, accumulate=4).fit(X, y)
+    assert acc.history_.n_iterations == 1 and acc.history_.iterations["micro_batches"] == [4]
+    with pytest.raises(ValueError, match="accumulate"):
+        mg.MLPClassifier(accumulate=0).fit(X, y)
