@@ -290,7 +290,8 @@ def load_checkpoint(path):
     try:
         meta = json.loads(metadata.tobytes().decode("utf-8"))
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise ValueError(f"format is {meta.get('format') if isinstance(meta, dict) else meta!r}")
+            found = meta.get("format") if isinstance(meta, dict) else meta
+            raise ValueError(f"format is {found!r}")
         if not _is_int(meta.get("version")) or meta["version"] > VERSION:
             raise ValueError(f"version {meta.get('version')!r} is newer than this minigd reads "
                              f"({VERSION})")

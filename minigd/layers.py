@@ -506,8 +506,9 @@ class Dropout(Layer):
         self.rng = np.random.default_rng([int(k) for k in key])
 
     def _draw_mask(self, shape, dtype):
-        if self._mask is None or self._mask.shape[0] < shape[0] or self._mask.shape[1:] != shape[1:] \
-                or self._mask.dtype != dtype:
+        mask = self._mask
+        if mask is None or mask.shape[0] < shape[0] or mask.shape[1:] != shape[1:] \
+                or mask.dtype != dtype:
             self._mask = np.empty(shape, dtype=dtype)
             self._uniform = np.empty(shape, dtype=np.float64)
         mask, uniform = self._mask[:shape[0]], self._uniform[:shape[0]]

@@ -1,4 +1,4 @@
-"""Evaluation: mean loss and the loss's metrics (accuracy, or mse and r2) of a model on a dataset."""
+"""Evaluation: mean loss and the loss's metrics (accuracy, or mse and r2) of a model on data."""
 import numpy as np
 
 from . import _validation as check

@@ -59,8 +59,8 @@ class Sequential:
     ``model.clone()``: same layers, dtype, seed and current weights, with its own flat buffers
     (gradients start at zero). ``copy.copy`` is a full copy too, on purpose: a shallow copy
     would share the weights with the original, and training one would silently change both.
-    A pickle holds the configuration, the weights and the layer buffers only, never the reused batch buffers, so
-    it stays about the size of the weights.
+    A pickle holds the configuration, the weights and the layer buffers only, never the reused
+    batch buffers, so it stays about the size of the weights.
 
     Parameters
     ----------
@@ -393,7 +393,7 @@ class Sequential:
         other.__setstate__(state)
         # an optimizer deep-copied after the model, in the same call, then holds the copy's views
         memo[id(self._values)], memo[id(self._grads)] = other.flat_values, other.flat_grads
-        for (key, p), (_, twin) in zip(self.named_parameters(), other.named_parameters()):
+        for (_, p), (_, twin) in zip(self.named_parameters(), other.named_parameters()):
             memo[id(p)] = twin
         return other
 

@@ -83,7 +83,7 @@ class Optimizer:
 
     @staticmethod
     def _flat_view(params):
-        """(values, grads) of the model buffer when params cover it exactly and in order, else None."""
+        """(values, grads) of the model buffer when params cover it exactly, in order; else None."""
         if any(p.offset is None for p in params):
             return None
         values, grads = _owner(params[0].value), _owner(params[0].grad)
@@ -132,7 +132,8 @@ class Optimizer:
             return
         for i, p in enumerate(self.params):
             lo, hi = self._offsets[i], self._offsets[i + 1]
-            yield p.value.reshape(-1), p.grad.reshape(-1), {k: v[lo:hi] for k, v in self.state.items()}
+            state = {k: v[lo:hi] for k, v in self.state.items()}
+            yield p.value.reshape(-1), p.grad.reshape(-1), state
 
     def step(self):
         """Apply one update to every parameter from its current gradient.
@@ -198,7 +199,7 @@ class Optimizer:
         self.lr = lr
 
     def state_dict(self):
-        """{"type", "hyperparameters", "step", "state": {"<param index>.<name>": array}} (copies)."""
+        """{"type", "hyperparameters", "step", "state": {"<param index>.<name>": array}}, copied."""
         state = {}
         for i, p in enumerate(self.params):
             lo, hi = self._offsets[i], self._offsets[i + 1]
@@ -249,7 +250,7 @@ class Optimizer:
         probe.set_hyperparameters(**hyper)
         self.set_hyperparameters(**hyper)
         self.step_count = int(step)
-        for i, p in enumerate(self.params):
+        for i in range(len(self.params)):
             lo, hi = self._offsets[i], self._offsets[i + 1]
             for name, flat in self.state.items():
                 flat[lo:hi] = state[f"{i}.{name}"].reshape(-1)
@@ -474,7 +475,7 @@ class RMSprop(Optimizer):
         square_avg = state["square_avg"]
         buf, grad_avg = state.get("momentum_buffer"), state.get("grad_avg")
         if kernels is not reference:
-            from .kernels import jit_optim      # here: `import minigd` stays Numba-free
+            from .kernels import jit_optim  # here: `import minigd` stays Numba-free
             jit_optim.rmsprop_update(value, grad, square_avg, buf, grad_avg, lr, self.alpha,
                                      self.eps, self.weight_decay, self.momentum, self.centered)
             return
@@ -552,7 +553,7 @@ class Adagrad(Optimizer):
     def update_flat(self, value, grad, state, lr, kernels):
         total = state["sum"]
         if kernels is not reference:
-            from .kernels import jit_optim      # here: `import minigd` stays Numba-free
+            from .kernels import jit_optim  # here: `import minigd` stays Numba-free
             jit_optim.adagrad_update(value, grad, total, self.step_count, lr, self.lr_decay,
                                      self.weight_decay, self.eps)
             return

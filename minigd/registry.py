@@ -18,9 +18,8 @@ Functions: :func:`names`, :func:`get`, :func:`build_mlp`, :func:`build_optimizer
 :func:`optimizer_arguments`, :func:`build_schedule` (a schedule by name for a run: the CLI's
 --schedule and the estimators' ``schedule="name"``), :func:`schedule_arguments`.
 """
-import inspect
-
 import collections
+import inspect
 
 import numpy as np
 
@@ -61,8 +60,9 @@ def _classes(kind):
         seen.add(cls)
         name = cls.__dict__.get("name")
         if isinstance(name, str) and name:
-            same = lambda c: (c.__module__, c.__qualname__) == (cls.__module__, cls.__qualname__)
-            found[name] = [c for c in found.get(name, []) if not same(c)] + [cls]
+            key = (cls.__module__, cls.__qualname__)
+            found[name] = [c for c in found.get(name, [])
+                           if (c.__module__, c.__qualname__) != key] + [cls]
         todo.extend(cls.__subclasses__())
     return found
 

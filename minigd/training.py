@@ -102,7 +102,7 @@ class TrainingState:
         return self.schedule.momentum(t)
 
     def lr_at(self, epoch_index, step):
-        """Learning rate for the update after ``step`` updates, in epoch ``epoch_index`` (0-based)."""
+        """Learning rate for the update after ``step`` updates, in 0-based epoch ``epoch_index``."""
         if self.schedule is None:
             return self.base_lr * self.lr_scale
         t = epoch_index if self.schedule.unit == "epoch" else step
@@ -394,7 +394,8 @@ def _run_epoch(state, loss, callbacks, verbose, start=0):
             _mark_divergence(state, *divergence)
         return loss_sum, samples
     kernels = _active_kernels()
-    model, optimizer, history, iterator = state.model, state.optimizer, state.history, state.iterator
+    model, optimizer = state.model, state.optimizer
+    history, iterator = state.history, state.iterator
     grad_buffer = _loss_gradient_buffer(state)
     grad_norm = _grad_norm_function(state)
     per_iteration = [cb for cb in callbacks if cb.per_iteration]
@@ -474,7 +475,8 @@ def _run_epoch_accumulated(state, loss, callbacks, verbose, start=0):
     up to k micro-batches, each micro-batch's d loss / d outputs scaled by its share of the
     group's samples, so the update follows the mean loss over all of them."""
     kernels = _active_kernels()
-    model, optimizer, history, iterator = state.model, state.optimizer, state.history, state.iterator
+    model, optimizer = state.model, state.optimizer
+    history, iterator = state.history, state.iterator
     k = state.accumulate
     grad_buffer = _loss_gradient_buffer(state)
     grad_norm = _grad_norm_function(state)
@@ -556,7 +558,7 @@ def _grad_norm_function(state):
     spec = fused.layer_spec(state.model) if get_backend() == "numba" else None
     if spec is None:
         return lambda grads, n: math.sqrt(float(np.dot(grads, grads)))
-    from .kernels import jit_epoch       # here: `import minigd` stays Numba-free
+    from .kernels import jit_epoch  # here: `import minigd` stays Numba-free
     from .kernels.jit_config import parallel_parts
     dims, w_offsets, b_offsets, _ = spec
     scratch = np.empty(int((dims[:, 0] * dims[:, 1]).max()), dtype=state.model.dtype)

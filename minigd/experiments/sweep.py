@@ -431,7 +431,7 @@ def describe(obj):
 
 def _has_contents(cell):
     try:
-        cell.cell_contents
+        cell.cell_contents  # noqa: B018 (reading an empty cell raises ValueError)
     except ValueError:
         return False
     return True
