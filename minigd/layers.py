@@ -30,6 +30,8 @@ Example: a layer written by a user (y = x * gamma, one gamma per feature)::
             self.gamma.grad[...] = (dy * self.x).sum(axis=0)
             return dy * self.gamma.value
 """
+from __future__ import annotations
+
 import copy
 import numbers
 
@@ -172,7 +174,7 @@ class Layer:
     Attributes: ``training`` (bool, set by :meth:`train` / :meth:`eval`); ``name`` (str or
     None): the registry name of the class.
     """
-    name = None
+    name: str | None = None
     training = True
 
     def __init__(self):
@@ -407,8 +409,8 @@ class Activation(Layer):
     ``kernels.<kernel>_backward(dy, y, out)`` in both backends) and its fused code with
     ``code`` (:mod:`minigd.kernels.codes`).
     """
-    kernel = None
-    code = None
+    kernel: str | None = None
+    code: int | None = None
 
     def forward(self, z):
         """f(z) (NumPy reference kernel)."""

@@ -5,6 +5,8 @@ A loss of your own subclasses :class:`Loss`, sets ``target_kind`` and writes
 ``evaluate`` and the callbacks then take it like a built-in (it trains on the per-iteration
 path; only SoftmaxCrossEntropy has a fused whole-epoch kernel).
 """
+from __future__ import annotations
+
 import numpy as np
 
 from . import _validation as check
@@ -44,7 +46,7 @@ class Loss:
     ...         return float(np.mean(diff ** 2)), 2 * diff / diff.size
     """
 
-    name = None
+    name: str | None = None
     target_kind = "values"
 
     @property

@@ -5,6 +5,8 @@ active backend. State uses torch's names (``momentum_buffer``, ``exp_avg``, ``ex
 ``step``) and lives in flat arrays; when the parameters are a whole model's flat buffer (the
 usual ``model.parameters()``) the update is one pass over one vector.
 """
+from __future__ import annotations
+
 import numbers
 from collections import namedtuple
 
@@ -44,11 +46,11 @@ class Optimizer:
             def update(self, value, grad, state, lr):
                 value -= lr * np.sign(grad)
     """
-    name = None
-    state_names = ()
+    name: str | None = None
+    state_names: tuple[str, ...] = ()
     #: where the momentum a schedule sets (:meth:`set_momentum`) sits in ``fused_update()``'s
     #: hyperparameters; None: the optimizer has none
-    momentum_index = None
+    momentum_index: int | None = None
 
     def __init__(self, params, lr):
         if callable(getattr(params, "parameters", None)):
