@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numbers
 from collections import namedtuple
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -52,7 +53,7 @@ class Optimizer:
     #: hyperparameters; None: the optimizer has none
     momentum_index: int | None = None
 
-    def __init__(self, params, lr):
+    def __init__(self, params: Iterable[Parameter], lr: float) -> None:
         if callable(getattr(params, "parameters", None)):
             raise TypeError(f"params got the {type(params).__name__} itself: pass "
                             f"model.parameters(), e.g. {type(self).__name__}(model.parameters(), "
@@ -119,7 +120,7 @@ class Optimizer:
                             f"schedule=schedule)")
         self._lr = check.real("lr", value, low=0.0, high=getattr(self, "_lr_max", None))
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         """Set every gradient to zero."""
         if self._flat is not None:
             self._flat[1].fill(0)
@@ -137,7 +138,7 @@ class Optimizer:
             state = {k: v[lo:hi] for k, v in self.state.items()}
             yield p.value.reshape(-1), p.grad.reshape(-1), state
 
-    def step(self):
+    def step(self) -> None:
         """Apply one update to every parameter from its current gradient.
 
         Built-ins update whole flat buffers through the backend kernels (:meth:`update_flat`);
@@ -145,7 +146,8 @@ class Optimizer:
         is called once per parameter (see :mod:`minigd.hooks`).
         """
         self.step_count += 1
-        if not hooks_apply(type(self), ("update_flat",), ("update",)):
+        mine: Any = type(self)      # a class is hashable; mypy does not see it through lru_cache
+        if not hooks_apply(mine, ("update_flat",), ("update",)):
             for i, p in enumerate(self.params):
                 lo, hi = self._offsets[i], self._offsets[i + 1]
                 state = {k: v[lo:hi].reshape(p.shape) for k, v in self.state.items()}
@@ -155,7 +157,8 @@ class Optimizer:
         for value, grad, state in self._slices():
             self.update_flat(value, grad, state, self.lr, kernels)
 
-    def update(self, value, grad, state, lr):
+    def update(self, value: np.ndarray, grad: np.ndarray, state: dict[str, np.ndarray],
+               lr: float) -> None:
         """Update one parameter in place (NumPy): what a user-written optimizer provides.
 
         ``value``, ``grad`` and each ``state[name]`` (one per name in ``state_names``, zeros
@@ -179,7 +182,7 @@ class Optimizer:
         (at most 3; None for a slot the update leaves unused)."""
         return None
 
-    def set_momentum(self, value):
+    def set_momentum(self, value: float) -> None:
         """Set the momentum a schedule cycles (``schedule.momentum(t)``, e.g. OneCycle): SGD's
         momentum, Adam's beta1, RMSprop's momentum. The base class has none: TypeError."""
         raise TypeError(f"{type(self).__name__} has no momentum a schedule can set: use SGD, "
@@ -191,7 +194,7 @@ class Optimizer:
         return any(getattr(type(self), n) is not getattr(base, n)
                    for n in ("update", "update_flat"))
 
-    def hyperparameters(self):
+    def hyperparameters(self) -> dict[str, Any]:
         """{name: value} of the hyperparameters (saved by state_dict); the base has lr only."""
         return {"lr": self.lr}
 
@@ -200,7 +203,7 @@ class Optimizer:
         load_state_dict). A subclass with more hyperparameters overrides both."""
         self.lr = lr
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         """{"type", "hyperparameters", "step", "state": {"<param index>.<name>": array}}, copied."""
         state = {}
         for i, p in enumerate(self.params):
@@ -210,7 +213,7 @@ class Optimizer:
         return {"type": type(self).__name__, "hyperparameters": self.hyperparameters(),
                 "step": self.step_count, "state": state}
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore hyperparameters, step count and state after checking them (all or nothing)."""
         if not isinstance(state_dict, dict):
             raise TypeError(f"state_dict must be a dict, got {type(state_dict).__name__}")
@@ -285,7 +288,9 @@ class SGD(Optimizer):
     state_names = ("momentum_buffer",)
     momentum_index = 0
 
-    def __init__(self, params, lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
+    def __init__(self, params: Iterable[Parameter], lr: float, momentum: float = 0.0,
+                 dampening: float = 0.0, nesterov: bool = False,
+                 weight_decay: float = 0.0) -> None:
         self.set_hyperparameters(lr=lr, momentum=momentum, dampening=dampening,
                                   nesterov=nesterov, weight_decay=weight_decay)
         super().__init__(params, lr)
@@ -300,18 +305,19 @@ class SGD(Optimizer):
             raise ValueError("nesterov=True needs momentum > 0 and dampening = 0 "
                              f"(got momentum={self.momentum}, dampening={self.dampening})")
 
-    def set_momentum(self, value):
+    def set_momentum(self, value: float) -> None:
         """Set ``momentum`` (what a schedule with ``sets_momentum`` cycles)."""
         momentum = check.real("momentum", value, low=0.0, high=1.0, high_open=True)
         if self.nesterov and momentum == 0:
             raise ValueError("nesterov=True needs momentum > 0, got momentum=0")
         self.momentum = momentum
 
-    def hyperparameters(self):
+    def hyperparameters(self) -> dict[str, Any]:
         return {"lr": self.lr, "momentum": self.momentum, "dampening": self.dampening,
                 "nesterov": self.nesterov, "weight_decay": self.weight_decay}
 
-    def update(self, value, grad, state, lr):
+    def update(self, value: np.ndarray, grad: np.ndarray, state: dict[str, np.ndarray],
+               lr: float) -> None:
         """One step on one parameter (NumPy reference kernel)."""
         self.update_flat(value.reshape(-1), grad.reshape(-1),
                          {k: v.reshape(-1) for k, v in state.items()}, lr, reference)
@@ -350,7 +356,9 @@ class Adam(Optimizer):
     decoupled = False
     momentum_index = 0
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+    def __init__(self, params: Iterable[Parameter], lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0) -> None:
         self.set_hyperparameters(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
         super().__init__(params, lr)
 
@@ -363,16 +371,17 @@ class Adam(Optimizer):
         self.eps = check.real("eps", eps, low=0.0, low_open=True)
         self.weight_decay = check.non_negative("weight_decay", weight_decay)
 
-    def set_momentum(self, value):
+    def set_momentum(self, value: float) -> None:
         """Set beta1 (what a schedule with ``sets_momentum`` cycles, as torch's OneCycleLR)."""
         self.betas = (check.real("momentum", value, low=0.0, high=1.0, high_open=True),
                       self.betas[1])
 
-    def hyperparameters(self):
+    def hyperparameters(self) -> dict[str, Any]:
         return {"lr": self.lr, "betas": list(self.betas), "eps": self.eps,
                 "weight_decay": self.weight_decay}
 
-    def update(self, value, grad, state, lr):
+    def update(self, value: np.ndarray, grad: np.ndarray, state: dict[str, np.ndarray],
+               lr: float) -> None:
         """One step on one parameter (NumPy reference kernel)."""
         self.update_flat(value.reshape(-1), grad.reshape(-1),
                          {k: v.reshape(-1) for k, v in state.items()}, lr, reference)
@@ -398,7 +407,9 @@ class AdamW(Adam):
     name = "adamw"
     decoupled = True
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+    def __init__(self, params: Iterable[Parameter], lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2) -> None:
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
 
 
@@ -454,7 +465,7 @@ class RMSprop(Optimizer):
         self.alpha, self.eps, self.weight_decay = alpha, eps, weight_decay
         self.momentum, self.centered = momentum, centered
 
-    def set_momentum(self, value):
+    def set_momentum(self, value: float) -> None:
         """Set ``momentum`` (what a schedule with ``sets_momentum`` cycles); needs an RMSprop
         built with momentum > 0 (it holds the momentum buffer)."""
         momentum = check.real("momentum", value, low=0.0, high=1.0, high_open=True)
@@ -463,12 +474,13 @@ class RMSprop(Optimizer):
                              f"and momenta > 0 (got {self.momentum} and {momentum})")
         self.momentum = momentum
 
-    def hyperparameters(self):
+    def hyperparameters(self) -> dict[str, Any]:
         return {"lr": self.lr, "alpha": self.alpha, "eps": self.eps,
                 "weight_decay": self.weight_decay, "momentum": self.momentum,
                 "centered": self.centered}
 
-    def update(self, value, grad, state, lr):
+    def update(self, value: np.ndarray, grad: np.ndarray, state: dict[str, np.ndarray],
+               lr: float) -> None:
         """One step on one parameter (NumPy reference)."""
         self.update_flat(value.reshape(-1), grad.reshape(-1),
                          {k: v.reshape(-1) for k, v in state.items()}, lr, reference)
@@ -543,11 +555,12 @@ class Adagrad(Optimizer):
                                                             initial_accumulator_value)
         self.eps = check.real("eps", eps, low=0.0, low_open=True)
 
-    def hyperparameters(self):
+    def hyperparameters(self) -> dict[str, Any]:
         return {"lr": self.lr, "lr_decay": self.lr_decay, "weight_decay": self.weight_decay,
                 "initial_accumulator_value": self.initial_accumulator_value, "eps": self.eps}
 
-    def update(self, value, grad, state, lr):
+    def update(self, value: np.ndarray, grad: np.ndarray, state: dict[str, np.ndarray],
+               lr: float) -> None:
         """One step on one parameter (NumPy reference)."""
         self.update_flat(value.reshape(-1), grad.reshape(-1),
                          {k: v.reshape(-1) for k, v in state.items()}, lr, reference)
