@@ -439,8 +439,9 @@ class RMSprop(Optimizer):
     name = "rmsprop"
     momentum_index = 3
 
-    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
-                 centered=False):
+    def __init__(self, params: Iterable[Parameter], lr: float = 1e-2, alpha: float = 0.99,
+                 eps: float = 1e-8, weight_decay: float = 0.0, momentum: float = 0.0,
+                 centered: bool = False) -> None:
         self.set_hyperparameters(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
                                   momentum=momentum, centered=centered)
         self.state_names = tuple(n for n in self._slots() if n is not None)
@@ -540,8 +541,9 @@ class Adagrad(Optimizer):
     name = "adagrad"
     state_names = ("sum",)
 
-    def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
-                 initial_accumulator_value=0.0, eps=1e-10):
+    def __init__(self, params: Iterable[Parameter], lr: float = 1e-2, lr_decay: float = 0.0,
+                 weight_decay: float = 0.0, initial_accumulator_value: float = 0.0,
+                 eps: float = 1e-10) -> None:
         self.set_hyperparameters(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
                                   initial_accumulator_value=initial_accumulator_value, eps=eps)
         super().__init__(params, lr)
