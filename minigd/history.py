@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import csv
-import os
-from typing import Any, Sequence
 import json
 import math
+import os
+from typing import Any, Sequence
 
 from ._io import atomic_open
 
