@@ -115,7 +115,8 @@ def _has(text, *phrases):
 
 def _fit_signature_shown(text):
     text = re.sub(r"\s+", "", text)
-    start = text.find("fit(model,X,y,")
+    # the rendered signature carries annotations: "fit(model: Sequential, X: ArrayLike, ..."
+    start = text.find("fit(model:")
     names = list(inspect.signature(mg.fit).parameters)
     return start >= 0 and _in_order(text[start:start + 3000], names)
 
