@@ -6,22 +6,54 @@ from .callbacks import Callback, EarlyStopping, ReduceLROnPlateau
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .data import BatchIterator
 from .estimator import MLPClassifier, MLPRegressor
-from .experiments import (GradientNoiseScale, LRRangeResult, MLPBuilder, NoiseScaleEstimate,
-                          SweepResult, gradient_noise_scale, lr_range_test, noise_scale_from_norms,
-                          sweep)
+from .experiments import (
+                          GradientNoiseScale,
+                          LRRangeResult,
+                          MLPBuilder,
+                          NoiseScaleEstimate,
+                          SweepResult,
+                          gradient_noise_scale,
+                          lr_range_test,
+                          noise_scale_from_norms,
+                          sweep,
+)
 from .explore import explore
 from .gradcheck import GradcheckResult, gradcheck
 from .history import History
-from .layers import (Activation, BatchNorm, Buffer, Dense, Dropout, Flatten, Layer, Parameter,
-                     ReLU, Sigmoid, Tanh)
+from .layers import (
+                          Activation,
+                          BatchNorm,
+                          Buffer,
+                          Dense,
+                          Dropout,
+                          Flatten,
+                          Layer,
+                          Parameter,
+                          ReLU,
+                          Sigmoid,
+                          Tanh,
+)
 from .liveplot import LivePlot
 from .losses import Loss, MSELoss, SoftmaxCrossEntropy
 from .metrics import accuracy, evaluate
 from .model import Sequential
-from .optim import Adagrad, Adam, AdamW, Optimizer, RMSprop, SGD
-from .schedules import (Chain, Constant, CosineAnnealing, CosineWarmRestarts, CyclicLR,
-                        ExponentialDecay, MultiStepDecay, OneCycle, PolynomialDecay, Schedule,
-                        StepDecay, Warmup, linear_scaling, sqrt_scaling)
+from .optim import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop
+from .schedules import (
+                          Chain,
+                          Constant,
+                          CosineAnnealing,
+                          CosineWarmRestarts,
+                          CyclicLR,
+                          ExponentialDecay,
+                          MultiStepDecay,
+                          OneCycle,
+                          PolynomialDecay,
+                          Schedule,
+                          StepDecay,
+                          Warmup,
+                          linear_scaling,
+                          sqrt_scaling,
+)
 from .tracking import EvaluateEvery
 from .training import DivergenceError, TrainingState, fit
 

@@ -19,7 +19,7 @@ def _check_name(name, source):
 
 
 def set_backend(name):
-    """Select the kernels used from now on: ``"numba"`` or ``"numpy"``. Returns the previous name."""
+    """Select the kernels used from now on: ``"numba"`` or ``"numpy"``; returns the previous one."""
     global _active
     previous = get_backend()
     _active = _check_name(name, "backend")
@@ -42,7 +42,7 @@ def kernels(name=None):
 
 
 class use_backend:
-    """Context manager: ``with mg.use_backend("numpy"): ...`` restores the previous backend on exit."""
+    """Context manager: ``with mg.use_backend("numpy"): ...``, the previous backend back on exit."""
 
     def __init__(self, name):
         self.name = _check_name(name, "backend")

@@ -6,6 +6,8 @@ Overriding ``on_iteration_end`` makes ``fit`` call Python after every update, wh
 the fused one-kernel epoch of the Numba backend for that run (the per-iteration path is slower
 at small batches but records the same history).
 """
+from __future__ import annotations
+
 import math
 import warnings
 
@@ -51,7 +53,7 @@ FOREIGN_HOOKS = {
     "before_fit": "on_train_begin",
     "on_fit_end": "on_train_end", "after_fit": "on_train_end",
 }
-_warned_hooks = set()
+_warned_hooks: set[tuple[type, str]] = set()
 
 
 def warn_foreign_hooks(callback):

@@ -17,11 +17,14 @@ Writes are atomic (temp file beside the target, then ``os.replace``): a crash or
 save leaves the previous checkpoint as it was. Reading checks the archive, the JSON and the
 digest, so a truncated or modified file raises ``ValueError`` naming the path.
 """
+from __future__ import annotations
+
 import hashlib
 import hmac
 import json
 import os
 import zipfile
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -42,7 +45,9 @@ _OPTIONAL_FIELDS = ("grad_norm", "momentum", "micro_batches")
 
 
 # ---- writing --------------------------------------------------------------------------------
-def save_checkpoint(path, model, optimizer=None, *, history=None, training=None, callbacks=()):
+def save_checkpoint(path: str | os.PathLike, model: Sequential, optimizer: Optimizer | None = None,
+                    *, history: History | None = None, training: dict[str, Any] | None = None,
+                    callbacks: Sequence[Callback] = ()) -> str | os.PathLike:
     """Write model, optimizer state, history, training position and callback state to ``path``.
 
     The file is one ``.npz`` (arrays plus a JSON metadata string and a SHA-256 digest), written
@@ -82,7 +87,7 @@ def save_checkpoint(path, model, optimizer=None, *, history=None, training=None,
             raise TypeError(f"callbacks[{i}] must be a minigd Callback, got {type(cb).__name__}")
 
     arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
-    meta = {"format": FORMAT, "version": VERSION,
+    meta: dict[str, Any] = {"format": FORMAT, "version": VERSION,
             "model": {"architecture": _architecture(model), "dtype": str(model.dtype)},
             "optimizer": None, "history": None, "training": training, "callbacks": []}
     if optimizer is not None:
@@ -104,7 +109,8 @@ def save_checkpoint(path, model, optimizer=None, *, history=None, training=None,
     arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
     digest = np.frombuffer(_digest(metadata, arrays), dtype=np.uint8)
     with atomic_open(path, "wb") as handle:
-        np.savez(handle, metadata=metadata, sha256=digest, **arrays)
+        # numpy's stubs type **kwds like allow_pickle (a bool); every value here is an array
+        np.savez(handle, metadata=metadata, sha256=digest, **arrays)  # type: ignore[arg-type]
     return path
 
 
@@ -219,7 +225,7 @@ class Checkpoint:
         self.callbacks = [{"type": c["type"], "state": _decode(c["state"], arrays)}
                           for c in metadata["callbacks"]]
 
-    def check_matches(self, model, optimizer=None):
+    def check_matches(self, model: Sequential, optimizer: Optimizer | None = None) -> None:
         """Raise ValueError/TypeError unless model (and optimizer) fit this checkpoint."""
         if not isinstance(model, Sequential):
             raise TypeError(f"model must be a minigd Sequential, got {type(model).__name__}")
@@ -239,7 +245,7 @@ class Checkpoint:
             raise ValueError(f"checkpoint {self.path} holds {self.optimizer_state['type']} state, "
                              f"not {type(optimizer).__name__}")
 
-    def restore(self, model, optimizer=None):
+    def restore(self, model: Sequential, optimizer: Optimizer | None = None) -> None:
         """Load weights (and optimizer state) after checking they match; all or nothing."""
         self.check_matches(model, optimizer)
         weights = model.state_dict()
@@ -250,7 +256,7 @@ class Checkpoint:
                 optimizer.load_state_dict(self.optimizer_state)
         except (TypeError, ValueError) as exc:
             model.load_state_dict(weights)
-            if optimizer is not None:
+            if optimizer is not None and previous is not None:
                 optimizer.load_state_dict(previous)
             raise ValueError(f"checkpoint {self.path} does not fit: {exc}") from None
 
@@ -262,7 +268,7 @@ class Checkpoint:
         return f"Checkpoint({self.path!r}{position})"
 
 
-def load_checkpoint(path):
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Read and verify a checkpoint written by :func:`save_checkpoint`; returns a Checkpoint.
 
     Raises FileNotFoundError when ``path`` does not exist and ValueError (naming the path) when
@@ -290,7 +296,8 @@ def load_checkpoint(path):
     try:
         meta = json.loads(metadata.tobytes().decode("utf-8"))
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise ValueError(f"format is {meta.get('format') if isinstance(meta, dict) else meta!r}")
+            found = meta.get("format") if isinstance(meta, dict) else meta
+            raise ValueError(f"format is {found!r}")
         if not _is_int(meta.get("version")) or meta["version"] > VERSION:
             raise ValueError(f"version {meta.get('version')!r} is newer than this minigd reads "
                              f"({VERSION})")

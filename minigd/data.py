@@ -1,5 +1,8 @@
 """BatchIterator: one epoch of mini-batches gathered from X by index, never copying X."""
+from __future__ import annotations
+
 import numpy as np
+import numpy.typing as npt
 
 from . import _validation as check
 
@@ -76,9 +79,11 @@ class BatchIterator:
     '8000 samples, batch 64 -> 125 iterations per epoch (last batch: 64 samples)'
     """
 
-    def __init__(self, X, y, batch_size, shuffle=True, drop_last=False, seed=None,
-                 dtype=np.float32, copy=None, validate=True, reuse_buffers=None,
-                 target_kind="classes"):
+    def __init__(self, X: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = True,
+                 drop_last: bool = False, seed: int | None = None,
+                 dtype: npt.DTypeLike = np.float32, copy: bool | None = None,
+                 validate: bool = True, reuse_buffers: bool | None = None,
+                 target_kind: str = "classes") -> None:
         self.target_kind = check.choice("target_kind", target_kind, ("classes", "values"))
         if validate:
             X = check.features("X", X)
@@ -99,13 +104,13 @@ class BatchIterator:
         self.epoch = 0
         self._rows, self._xbuf, self._ybuf, self._stage, self._ystage = 0, None, None, None, None
 
-    def check_batch_size(self, batch_size):
+    def check_batch_size(self, batch_size: int) -> None:
         """Raise ValueError when ``batch_size`` with drop_last leaves no batch of this data."""
         if self.drop_last and batch_size > self.n_samples:
             raise ValueError(f"batch_size={batch_size} with drop_last=True leaves no batch "
                              f"from {self.n_samples} samples")
 
-    def set_batch_size(self, batch_size):
+    def set_batch_size(self, batch_size: int) -> None:
         """Use ``batch_size`` from the next epoch on (a batch-size schedule calls this per epoch).
 
         The sample order is unchanged (``permutation(epoch)`` depends on seed and epoch only);
@@ -115,7 +120,7 @@ class BatchIterator:
         self.check_batch_size(batch_size)
         self.batch_size = batch_size
 
-    def __len__(self):
+    def __len__(self) -> int:
         return iterations_per_epoch(self.n_samples, self.batch_size, self.drop_last)
 
     @property
@@ -129,7 +134,7 @@ class BatchIterator:
     def samples_per_epoch(self):
         return len(self) * self.batch_size if self.drop_last else self.n_samples
 
-    def describe(self):
+    def describe(self) -> str:
         """One line: samples, batch size, iterations per epoch, the last batch."""
         text = (f"{self.n_samples} samples, batch {self.batch_size} -> {len(self)} iterations "
                 f"per epoch (last batch: {self.last_batch_size} samples")
@@ -138,7 +143,7 @@ class BatchIterator:
             text += f"; {dropped} dropped each epoch"
         return text + ")"
 
-    def permutation(self, epoch):
+    def permutation(self, epoch: int) -> np.ndarray:
         """Sample order of epoch ``epoch`` (0-based): arange(N) without shuffle."""
         if not self.shuffle:
             return np.arange(self.n_samples)

@@ -8,6 +8,8 @@ constructor arguments stored unchanged and checked in ``fit``, fitted attributes
 ``GridSearchCV``, ``cross_val_score`` and ``Pipeline`` without minigd importing scikit-learn.
 Only ``__sklearn_tags__`` imports from scikit-learn, and only scikit-learn calls it.
 """
+from __future__ import annotations
+
 import math
 import numbers
 import sys
@@ -20,7 +22,7 @@ from . import registry
 from .data import iterations_per_epoch
 from .history import History
 from .layers import INITS
-from .losses import MSELoss, SoftmaxCrossEntropy
+from .losses import Loss, MSELoss, SoftmaxCrossEntropy
 from .schedules import as_batch_size_schedule, as_schedule
 from .training import fit as _fit
 
@@ -52,7 +54,7 @@ def _rebuild_not_fitted(*args):
     return _flavoured(NotFittedError)(*args)
 
 
-_FLAVOURED = {}
+_FLAVOURED: dict[type, type] = {}
 
 
 def _flavoured(cls):
@@ -171,8 +173,8 @@ class _MLPEstimator:
     A subclass sets ``_estimator_type``, ``_loss`` (the minigd loss it trains) and writes its
     targets' check and encoding (``_targets``), ``predict`` and ``score``.
     """
-    _estimator_type = None
-    _loss = None         # the minigd Loss the network trains on (stateless: shared)
+    _estimator_type: str | None = None
+    _loss: Loss | None = None         # the minigd Loss the network trains on (stateless: shared)
 
     def _store(self, params):
         """Store the constructor arguments unchanged (scikit-learn checks them in fit)."""

@@ -13,9 +13,12 @@ The error of an entry is ``|analytic - numeric| / max(1, max |numeric| of that a
 to the array's largest gradient, absolute for arrays whose gradients are all below 1 (so that
 entries near zero do not blow up). The result keeps the worst one and where it occurred.
 """
+from __future__ import annotations
+
 import copy
 
 import numpy as np
+import numpy.typing as npt
 
 from . import _validation as check
 from .layers import Layer
@@ -58,7 +61,7 @@ class GradcheckResult:
     def __bool__(self):
         return self.ok
 
-    def assert_ok(self):
+    def assert_ok(self) -> GradcheckResult:
         """Raise AssertionError with the details unless ``ok``; return the result otherwise."""
         if not self.ok:
             raise AssertionError(self._message())
@@ -130,7 +133,8 @@ def _rewinder(objects):
     return rewind
 
 
-def gradcheck(obj, x, y=None, *, eps=1e-6, tol=1e-6, seed=0):
+def gradcheck(obj: Layer | Loss | Sequential, x: npt.ArrayLike, y: npt.ArrayLike | None = None, *,
+              eps: float = 1e-6, tol: float = 1e-6, seed: int = 0) -> GradcheckResult:
     """Compare ``obj``'s gradients with central differences in float64; a :class:`GradcheckResult`.
 
     ``obj`` is a layer (``mg.Layer``), a model (``mg.Sequential``) or a loss (``mg.Loss``), and

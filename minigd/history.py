@@ -1,7 +1,11 @@
 """History: what every iteration and every epoch of a run did, as dicts of equal-length lists."""
+from __future__ import annotations
+
 import csv
 import json
 import math
+import os
+from typing import Any, Sequence
 
 from ._io import atomic_open
 
@@ -52,15 +56,15 @@ class History:
     metric_names : tuple of str, default ("accuracy",): the loss's ``metric_names``
     """
 
-    def __init__(self, metric_names=("accuracy",)):
+    def __init__(self, metric_names: Sequence[str] = ("accuracy",)) -> None:
         self.metric_names = tuple(metric_names)
-        self.iterations = {key: [] for key in ITERATION_KEYS}
-        self.epochs = {key: [] for key in epoch_keys(self.metric_names)}
+        self.iterations: dict[str, list[Any]] = {key: [] for key in ITERATION_KEYS}
+        self.epochs: dict[str, list[Any]] = {key: [] for key in epoch_keys(self.metric_names)}
         self.diverged = False
         self.divergence = None
         self.stopped_early = False
 
-    def record_iteration(self, **values):
+    def record_iteration(self, **values: Any) -> None:
         """Append one update; ``values`` holds ITERATION_KEYS (grad_norm may be left out: None)
         and optionally momentum and micro_batches."""
         rows = self.n_iterations
@@ -71,7 +75,7 @@ class History:
             if key in values:
                 self.iterations.setdefault(key, [None] * rows).append(values[key])
 
-    def record_epoch(self, **values):
+    def record_epoch(self, **values: Any) -> None:
         """Append one epoch; ``values`` holds every key of ``epochs``."""
         missing = [key for key in self.epochs if key not in values]
         if missing:
@@ -80,20 +84,20 @@ class History:
             self.epochs[key].append(values[key])
 
     @property
-    def monitorable(self):
+    def monitorable(self) -> tuple[str, ...]:
         """The recorded per-epoch values a callback can monitor: train_loss, val_loss, val_*."""
         return tuple(k for k in self.epochs if k not in ("epoch", "seconds",
                                                          "samples_per_second"))
 
     @property
-    def n_iterations(self):
+    def n_iterations(self) -> int:
         return len(self.iterations["step"])
 
     @property
-    def n_epochs(self):
+    def n_epochs(self) -> int:
         return len(self.epochs["epoch"])
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         return {"iterations": {k: [_json_number(v) for v in vals]
                                for k, vals in self.iterations.items()},
                 "epochs": {k: [_json_number(v) for v in vals] for k, vals in self.epochs.items()},
@@ -101,7 +105,7 @@ class History:
                 "stopped_early": self.stopped_early}
 
     @classmethod
-    def from_dict(cls, data):
+    def from_dict(cls, data: dict[str, Any]) -> History:
         """A History from :meth:`to_dict`'s form (non-finite numbers may be strings)."""
         history = cls(_metric_names(list(data["epochs"])))
         history.load_state_dict(data)
@@ -141,17 +145,17 @@ class History:
         self.divergence = data.get("divergence")
         self.stopped_early = bool(data.get("stopped_early", False))
 
-    def to_json(self, path):
+    def to_json(self, path: str | os.PathLike) -> None:
         """Write both tables and the divergence record as JSON (atomically)."""
         with atomic_open(path, "w") as handle:
             json.dump(self.to_dict(), handle)
 
     @classmethod
-    def from_json(cls, path):
+    def from_json(cls, path: str | os.PathLike) -> History:
         with open(path) as handle:
             return cls.from_dict(json.load(handle))
 
-    def to_csv(self, path, table="iterations"):
+    def to_csv(self, path: str | os.PathLike, table: str = "iterations") -> None:
         """Write one table (``"iterations"`` or ``"epochs"``) as CSV with a header (atomically)."""
         if table not in ("iterations", "epochs"):
             raise ValueError(f"table must be 'iterations' or 'epochs', got {table!r}")

@@ -30,8 +30,11 @@ Example: a layer written by a user (y = x * gamma, one gamma per feature)::
             self.gamma.grad[...] = (dy * self.x).sum(axis=0)
             return dy * self.gamma.value
 """
+from __future__ import annotations
+
 import copy
 import numbers
+from typing import Any
 
 import numpy as np
 
@@ -172,13 +175,13 @@ class Layer:
     Attributes: ``training`` (bool, set by :meth:`train` / :meth:`eval`); ``name`` (str or
     None): the registry name of the class.
     """
-    name = None
+    name: str | None = None
     training = True
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.training = True
-        self._parameters = {}
-        self._buffers = {}
+        self._parameters: dict[str, Parameter] = {}
+        self._buffers: dict[str, Buffer] = {}
 
     # ---- declaring state ---------------------------------------------------------------------
     def _declared(self, attribute):
@@ -186,7 +189,7 @@ class Layer:
             self.__dict__[attribute] = {}
         return self.__dict__[attribute]
 
-    def parameter(self, name, shape, init=0.0):
+    def parameter(self, name: str, shape: tuple[int, ...], init: Any = 0.0) -> Parameter:
         """Declare a trainable parameter and return it (store it as an attribute).
 
         ``shape``: int or tuple of ints. ``init``: a float, or a callable ``init(rng, shape)``
@@ -202,7 +205,7 @@ class Layer:
         params[name] = Parameter(name, None, None, init=init, shape=shape)
         return params[name]
 
-    def buffer(self, name, shape, init=0.0):
+    def buffer(self, name: str, shape: tuple[int, ...], init: Any = 0.0) -> Buffer:
         """Declare non-trainable state (a :class:`Buffer` with ``.value``) and return it.
 
         ``init``: a float filling the buffer (default 0.0). Buffers travel with the model's
@@ -218,19 +221,19 @@ class Layer:
         buffers[name] = Buffer(name, np.full(shape, init, dtype=np.float64))
         return buffers[name]
 
-    def parameters(self):
+    def parameters(self) -> list[Parameter]:
         """The declared Parameter objects, in declaration order."""
         return list(self._declared("_parameters").values())
 
-    def named_parameters(self):
+    def named_parameters(self) -> list[tuple[str, Parameter]]:
         """[(name, Parameter), ...] in declaration order."""
         return list(self._declared("_parameters").items())
 
-    def buffers(self):
+    def buffers(self) -> list[Buffer]:
         """The declared Buffer objects, in declaration order."""
         return list(self._declared("_buffers").values())
 
-    def named_buffers(self):
+    def named_buffers(self) -> list[tuple[str, Buffer]]:
         """[(name, Buffer), ...] in declaration order."""
         return list(self._declared("_buffers").items())
 
@@ -238,7 +241,7 @@ class Layer:
         """[(name, shape), ...] of the declared parameters."""
         return [(name, p.shape) for name, p in self.named_parameters()]
 
-    def reset_parameters(self, rng):
+    def reset_parameters(self, rng: np.random.Generator) -> None:
         """Initialise every parameter from its ``init`` with the numpy Generator ``rng``."""
         for p in self.parameters():
             if callable(p.init):
@@ -247,25 +250,25 @@ class Layer:
                 p.value[...] = p.init
 
     # ---- mode ----------------------------------------------------------------------------
-    def train(self, mode=True):
+    def train(self, mode: bool = True) -> Layer:
         """Set training mode (``mode=False``: evaluation mode); returns the layer."""
         self.training = check.boolean("mode", mode)
         return self
 
-    def eval(self):
+    def eval(self) -> Layer:
         """Set evaluation mode; returns the layer."""
         return self.train(False)
 
     # ---- math ----------------------------------------------------------------------------
-    def out_features(self, in_features):
+    def out_features(self, in_features: int) -> int:
         """Width of the output for ``in_features`` inputs (default: unchanged)."""
         return in_features
 
-    def forward(self, x):
+    def forward(self, x: np.ndarray) -> np.ndarray:
         """y for inputs x of shape (n, in): the layer's NumPy math (what a subclass writes)."""
         raise NotImplementedError(f"{type(self).__name__} must implement forward(x)")
 
-    def backward(self, dy):
+    def backward(self, dy: np.ndarray) -> np.ndarray:
         """dx for d(loss)/dy of the last forward; writes (not adds) each ``param.grad``."""
         raise NotImplementedError(f"{type(self).__name__} must implement backward(dy)")
 
@@ -298,7 +301,7 @@ class Layer:
         return None
 
     # ---- copies --------------------------------------------------------------------------
-    def clone(self):
+    def clone(self) -> Layer:
         """A new layer with the same configuration and its own parameters and buffers
         (a deep copy; built-ins rebuild from their configuration instead)."""
         return copy.deepcopy(self)
@@ -329,7 +332,7 @@ class Dense(Layer):
     """
     name = "dense"
 
-    def __init__(self, in_features, out_features, init="he"):
+    def __init__(self, in_features: int, out_features: int, init: str = "he") -> None:
         super().__init__()
         self.in_features = check.positive_int("in_features", in_features)
         self.out_features_ = check.positive_int("out_features", out_features)
@@ -337,10 +340,10 @@ class Dense(Layer):
         self.weight = self.parameter("weight", (self.in_features, self.out_features_))
         self.bias = self.parameter("bias", (self.out_features_,))
 
-    def out_features(self, in_features):
+    def out_features(self, in_features: int) -> int:
         return self.out_features_
 
-    def reset_parameters(self, rng):
+    def reset_parameters(self, rng: np.random.Generator) -> None:
         """Draw weight and bias from ``rng`` as ``init`` says (see the class docstring)."""
         fan_in, fan_out = self.in_features, self.out_features_
         shape = self.weight.shape
@@ -360,14 +363,14 @@ class Dense(Layer):
         self.weight.value[...] = w
         self.bias.value[...] = b
 
-    def forward(self, x):
+    def forward(self, x: np.ndarray) -> np.ndarray:
         """x @ weight + bias (NumPy)."""
         self._x = x
         out = np.empty((x.shape[0], self.out_features_), dtype=np.result_type(x, self.weight.value))
         reference.dense_forward(x, self.weight.value, self.bias.value, out)
         return out
 
-    def backward(self, dy):
+    def backward(self, dy: np.ndarray) -> np.ndarray:
         """weight.grad = x.T @ dy, bias.grad = sum of dy's rows; returns dy @ weight.T."""
         dx = np.empty((dy.shape[0], self.in_features), dtype=dy.dtype)
         reference.dense_backward(self._x, dy, self.weight.value, self.weight.grad,
@@ -393,7 +396,7 @@ class Dense(Layer):
         """"dense" (the fused kernel runs x @ W + b), unless a subclass replaces the kernels."""
         return None if _overrides(self, Dense, _ENGINE_HOOKS + _MATH) else "dense"
 
-    def clone(self):
+    def clone(self) -> Layer:
         return Dense(self.in_features, self.out_features_, init=self.init)
 
     def __repr__(self):
@@ -407,20 +410,20 @@ class Activation(Layer):
     ``kernels.<kernel>_backward(dy, y, out)`` in both backends) and its fused code with
     ``code`` (:mod:`minigd.kernels.codes`).
     """
-    kernel = None
-    code = None
+    kernel: str | None = None
+    code: int | None = None
 
-    def forward(self, z):
+    def forward(self, z: np.ndarray) -> np.ndarray:
         """f(z) (NumPy reference kernel)."""
         out = np.empty_like(z)
-        getattr(reference, self.kernel + "_forward")(z, out)
+        getattr(reference, f"{self.kernel}_forward")(z, out)
         self._y = out
         return out
 
-    def backward(self, dy):
+    def backward(self, dy: np.ndarray) -> np.ndarray:
         """dy * f'(z), from the saved output."""
         out = np.empty_like(dy)
-        getattr(reference, self.kernel + "_backward")(dy, self._y, out)
+        getattr(reference, f"{self.kernel}_backward")(dy, self._y, out)
         return out
 
     def allocate(self, capacity, in_features, dtype):
@@ -442,7 +445,7 @@ class Activation(Layer):
         """The activation code, unless a subclass replaces the kernels."""
         return None if _overrides(self, Activation, _ENGINE_HOOKS + _MATH) else self.code
 
-    def clone(self):
+    def clone(self) -> Layer:
         return type(self)()
 
 
@@ -488,8 +491,10 @@ class Dropout(Layer):
         Probability of zeroing a unit.
     """
     name = "dropout"
+    p: float
+    rng: np.random.Generator
 
-    def __init__(self, p=0.5):
+    def __init__(self, p: float = 0.5) -> None:
         super().__init__()
         if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= float(p) < 1.0:
             raise ValueError(f"p (the dropout probability) must be a float in [0, 1), got {p!r}")
@@ -497,7 +502,7 @@ class Dropout(Layer):
         self.rng = np.random.default_rng(0)
         self._mask = None
 
-    def reset_parameters(self, rng):
+    def reset_parameters(self, rng: np.random.Generator) -> None:
         """Seed ``self.rng`` from ``rng`` (the model's per-layer stream)."""
         self.rng = np.random.default_rng(rng.integers(0, 2**63))
 
@@ -506,8 +511,9 @@ class Dropout(Layer):
         self.rng = np.random.default_rng([int(k) for k in key])
 
     def _draw_mask(self, shape, dtype):
-        if self._mask is None or self._mask.shape[0] < shape[0] or self._mask.shape[1:] != shape[1:] \
-                or self._mask.dtype != dtype:
+        mask = self._mask
+        if mask is None or mask.shape[0] < shape[0] or mask.shape[1:] != shape[1:] \
+                or mask.dtype != dtype:
             self._mask = np.empty(shape, dtype=dtype)
             self._uniform = np.empty(shape, dtype=np.float64)
         mask, uniform = self._mask[:shape[0]], self._uniform[:shape[0]]
@@ -516,7 +522,7 @@ class Dropout(Layer):
         mask *= 1.0 / (1.0 - self.p)
         return mask
 
-    def forward(self, x):
+    def forward(self, x: np.ndarray) -> np.ndarray:
         """x * mask / (1 - p) in train mode (p > 0), else x."""
         if not self.training or self.p == 0.0:
             self._active = None
@@ -524,7 +530,7 @@ class Dropout(Layer):
         self._active = self._draw_mask(x.shape, np.result_type(x.dtype, np.float32))
         return x * self._active
 
-    def backward(self, dy):
+    def backward(self, dy: np.ndarray) -> np.ndarray:
         """dy * the mask of the last forward (dy in eval mode)."""
         return dy if self._active is None else dy * self._active
 
@@ -550,7 +556,7 @@ class Dropout(Layer):
         np.multiply(dy, self._active, out=dx)
         return dx
 
-    def clone(self):
+    def clone(self) -> Layer:
         return Dropout(self.p)
 
     def __repr__(self):
@@ -581,8 +587,16 @@ class BatchNorm(Layer):
         Learn a per-feature scale ``weight`` (init 1) and shift ``bias`` (init 0).
     """
     name = "batch_norm"
+    momentum: float
+    eps: float
+    affine: bool
+    weight: Parameter
+    bias: Parameter
+    running_mean: Buffer
+    running_var: Buffer
 
-    def __init__(self, num_features, momentum=0.1, eps=1e-5, affine=True):
+    def __init__(self, num_features: int, momentum: float = 0.1, eps: float = 1e-5,
+                 affine: bool = True) -> None:
         super().__init__()
         self.num_features = check.positive_int("num_features", num_features)
         self.in_features = self.num_features
@@ -608,7 +622,7 @@ class BatchNorm(Layer):
                              f"a batch of {x.shape[0]} row: use a batch size >= 2 (or "
                              f"drop_last=True), or call model.eval()")
 
-    def forward(self, x):
+    def forward(self, x: np.ndarray) -> np.ndarray:
         """Normalise x (NumPy); in train mode also update the running statistics."""
         self._check(x)
         if self.training:
@@ -627,7 +641,7 @@ class BatchNorm(Layer):
             return self._xhat.copy()
         return self._xhat * self.weight.value + self.bias.value
 
-    def backward(self, dy):
+    def backward(self, dy: np.ndarray) -> np.ndarray:
         """Gradients of weight and bias; dx through the batch statistics in train mode."""
         if self.affine:
             self.weight.grad[...] = (dy * self._xhat).sum(axis=0)
@@ -708,7 +722,7 @@ class BatchNorm(Layer):
         dx *= s1
         return dx
 
-    def clone(self):
+    def clone(self) -> Layer:
         return BatchNorm(self.num_features, momentum=self.momentum, eps=self.eps,
                          affine=self.affine)
 
@@ -728,12 +742,12 @@ class Flatten(Layer):
     """
     name = "flatten"
 
-    def forward(self, x):
+    def forward(self, x: np.ndarray) -> np.ndarray:
         """x reshaped to (n, -1)."""
         self._shape = x.shape
         return x.reshape(x.shape[0], -1)
 
-    def backward(self, dy):
+    def backward(self, dy: np.ndarray) -> np.ndarray:
         """dy reshaped to the last forward's input shape."""
         return dy.reshape(self._shape)
 
@@ -747,5 +761,5 @@ class Flatten(Layer):
         """"identity": the fused kernel skips it (its input is already 2-D there)."""
         return "identity" if type(self) is Flatten else None
 
-    def clone(self):
+    def clone(self) -> Layer:
         return Flatten()

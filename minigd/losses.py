@@ -5,7 +5,12 @@ A loss of your own subclasses :class:`Loss`, sets ``target_kind`` and writes
 ``evaluate`` and the callbacks then take it like a built-in (it trains on the per-iteration
 path; only SoftmaxCrossEntropy has a fused whole-epoch kernel).
 """
+from __future__ import annotations
+
+from typing import Any
+
 import numpy as np
+import numpy.typing as npt
 
 from . import _validation as check
 from .backend import kernels as _active_kernels
@@ -44,15 +49,15 @@ class Loss:
     ...         return float(np.mean(diff ** 2)), 2 * diff / diff.size
     """
 
-    name = None
+    name: str | None = None
     target_kind = "values"
 
     @property
-    def metric_names(self):
+    def metric_names(self) -> tuple[str, ...]:
         """Names of the metrics :meth:`metrics` returns (they follow ``target_kind``)."""
         return ("accuracy",) if self.target_kind == "classes" else ("mse", "r2")
 
-    def value_and_grad(self, outputs, targets):
+    def value_and_grad(self, outputs: np.ndarray, targets: np.ndarray) -> tuple[float, np.ndarray]:
         """(mean loss as a float, d loss / d outputs): the math a subclass writes, in NumPy."""
         raise NotImplementedError(f"{type(self).__name__} must define "
                                   f"value_and_grad(outputs, targets) -> (float, grad)")
@@ -72,7 +77,8 @@ class Loss:
         grad_out[...] = grad
         return float(value)
 
-    def check_targets(self, y, n_samples, n_outputs, name="y"):
+    def check_targets(self, y: Any, n_samples: int, n_outputs: int,
+                      name: str = "y") -> np.ndarray:
         """``y`` checked for this loss: int64 class ids (N,) or a real array (N, n_outputs).
 
         Raises ValueError (TypeError for a wrong dtype) naming the argument, the loss and the
@@ -95,7 +101,7 @@ class Loss:
         return (f"Loss {type(self).__name__} takes real-valued targets of shape {shape}, one per "
                 f"model output")
 
-    def metrics(self, outputs, targets):
+    def metrics(self, outputs: np.ndarray, targets: np.ndarray) -> dict[str, float]:
         """Dict of the metrics of ``outputs`` against ``targets``, over all the rows given.
 
         "classes": {"accuracy": fraction whose largest output is the target class}.
@@ -140,11 +146,12 @@ class SoftmaxCrossEntropy(Loss):
     name = "softmax_cross_entropy"
     target_kind = "classes"
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._grad = np.empty((0, 0))
         self._n = None
 
-    def check_targets(self, y, n_samples, n_outputs, name="y"):
+    def check_targets(self, y: Any, n_samples: int, n_outputs: int,
+                      name: str = "y") -> np.ndarray:
         """Class ids (N,) as int64, or class probabilities (N, n_outputs) returned without a
         copy (rows >= 0 summing to 1 within 1e-4); ValueError/TypeError otherwise."""
         if getattr(y, "ndim", np.ndim(y)) != 2:
@@ -179,7 +186,7 @@ class SoftmaxCrossEntropy(Loss):
             return _probability_cross_entropy(outputs, targets, grad_out)
         return kernels.softmax_cross_entropy(outputs, targets, grad_out)
 
-    def value_and_grad(self, outputs, targets):
+    def value_and_grad(self, outputs: np.ndarray, targets: np.ndarray) -> tuple[float, np.ndarray]:
         """(mean loss, gradient) of logits ``outputs`` against class ids ``targets`` (new array)."""
         value = SoftmaxCrossEntropy.forward(self, outputs, targets)
         return value, self.backward()
@@ -196,7 +203,7 @@ class SoftmaxCrossEntropy(Loss):
     def _gradient(self):
         return self._grad[:self._n]
 
-    def forward(self, logits, y):
+    def forward(self, logits: np.ndarray, y: npt.ArrayLike) -> float:
         """Mean loss (a Python float) of ``logits`` (n, classes) against labels ``y`` (n,) or
         class probabilities (n, classes)."""
         logits = np.asarray(check.features("logits", logits))
@@ -209,7 +216,7 @@ class SoftmaxCrossEntropy(Loss):
 
     __call__ = forward
 
-    def backward(self):
+    def backward(self) -> np.ndarray:
         """d(mean loss)/d(logits) of the last forward, shape (n, classes) (a new array)."""
         if self._n is None:
             raise RuntimeError("backward() needs a forward() first")
@@ -246,7 +253,7 @@ class MSELoss(Loss):
     name = "mse"
     target_kind = "values"
 
-    def value_and_grad(self, outputs, targets):
+    def value_and_grad(self, outputs: np.ndarray, targets: np.ndarray) -> tuple[float, np.ndarray]:
         """(mean squared error, its gradient 2 (outputs - targets) / size) in NumPy (new array)."""
         outputs = np.asarray(outputs)
         if outputs.dtype.type not in (np.float32, np.float64):
@@ -268,7 +275,7 @@ class MSELoss(Loss):
         :func:`loss_and_grad`)."""
         return float(kernels.mse_loss(outputs, targets, grad_out))
 
-    def __call__(self, outputs, targets):
+    def __call__(self, outputs: np.ndarray, targets: np.ndarray) -> float:
         """The mean squared error of ``outputs`` against ``targets`` (a float)."""
         return self.value_and_grad(outputs, targets)[0]
 

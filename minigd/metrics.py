@@ -1,4 +1,6 @@
-"""Evaluation: mean loss and the loss's metrics (accuracy, or mse and r2) of a model on a dataset."""
+"""Evaluation: mean loss and the loss's metrics (accuracy, or mse and r2) of a model on data."""
+from __future__ import annotations
+
 import numpy as np
 
 from . import _validation as check
@@ -22,7 +24,8 @@ def check_loss(loss):
     return loss
 
 
-def evaluate(model, X, y, chunk_size=None, loss=None):
+def evaluate(model: Sequential, X: np.ndarray, y: np.ndarray, chunk_size: int | None = None,
+             loss: Loss | None = None) -> dict[str, float]:
     """{"loss": mean loss, and the loss's metrics} of ``model`` over all of (X, y), in eval mode
     (the model's mode is restored after).
 
@@ -62,7 +65,7 @@ def evaluate(model, X, y, chunk_size=None, loss=None):
     return {"loss": total_loss / n, **loss.metrics(outputs, y)}
 
 
-def accuracy(model, X, y):
+def accuracy(model: Sequential, X: np.ndarray, y: np.ndarray) -> float:
     """Fraction of rows of X whose predicted class equals y."""
     _check_model(model)
     X = model.check_input(X, "X")

@@ -1,13 +1,17 @@
 """Sequential: a stack of layers with all parameters in one flat buffer."""
+from __future__ import annotations
+
 import copy
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from . import _validation as check
 from .backend import kernels as _active_kernels
 from .hooks import hooks_apply
-from .layers import Flatten, Layer
+from .layers import Buffer, Flatten, Layer, Parameter
 
 DTYPES = (np.float32, np.float64)
 _PREDICT_CHUNK = 4096
@@ -59,8 +63,8 @@ class Sequential:
     ``model.clone()``: same layers, dtype, seed and current weights, with its own flat buffers
     (gradients start at zero). ``copy.copy`` is a full copy too, on purpose: a shallow copy
     would share the weights with the original, and training one would silently change both.
-    A pickle holds the configuration, the weights and the layer buffers only, never the reused batch buffers, so
-    it stays about the size of the weights.
+    A pickle holds the configuration, the weights and the layer buffers only, never the reused
+    batch buffers, so it stays about the size of the weights.
 
     Parameters
     ----------
@@ -77,7 +81,8 @@ class Sequential:
     101770
     """
 
-    def __init__(self, *layers, seed=None, dtype=np.float32):
+    def __init__(self, *layers: Layer, seed: int | None = None,
+                 dtype: npt.DTypeLike = np.float32) -> None:
         if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
             layers = tuple(layers[0])
         if not layers:
@@ -90,7 +95,10 @@ class Sequential:
             raise ValueError("the same layer object appears twice; create a new one for each use")
         seed = check.seed("seed", seed)
         self.dtype = _check_dtype(dtype)
-        self.seed = int(np.random.SeedSequence().entropy if seed is None else seed)
+        if seed is None:
+            entropy: Any = np.random.SeedSequence().entropy  # an int when drawn from the OS
+            seed = entropy
+        self.seed = int(seed)
         self.layers = list(layers)
         self.training = True
         self._widths = self._infer_widths()
@@ -139,46 +147,46 @@ class Sequential:
 
     # ---- shapes -------------------------------------------------------------------------
     @property
-    def n_features(self):
+    def n_features(self) -> int:
         """Number of input features the first layer expects."""
         return self._widths[0]
 
     @property
-    def n_outputs(self):
+    def n_outputs(self) -> int:
         """Width of the output (number of classes for a classifier)."""
         return self._widths[-1]
 
-    def num_parameters(self):
+    def num_parameters(self) -> int:
         return int(self._values.size)
 
     @property
-    def flat_values(self):
+    def flat_values(self) -> np.ndarray:
         """Every parameter value in one 1-D array (parameters are views of it; writable)."""
         return self._values
 
     @property
-    def flat_grads(self):
+    def flat_grads(self) -> np.ndarray:
         """Every parameter gradient in one 1-D array, in the order of ``flat_values``."""
         return self._grads
 
-    def parameters(self):
+    def parameters(self) -> list[Parameter]:
         """The Parameter objects (``value`` and ``grad`` arrays, updated in place), in order."""
         return list(self._named.values())
 
-    def named_parameters(self):
+    def named_parameters(self) -> list[tuple[str, Parameter]]:
         """[("0.weight", Parameter), ...] keyed by layer index, in order."""
         return list(self._named.items())
 
-    def buffers(self):
+    def buffers(self) -> list[Buffer]:
         """The layers' Buffer objects (non-trainable state), in order."""
         return list(self._buffers.values())
 
-    def named_buffers(self):
+    def named_buffers(self) -> list[tuple[str, Buffer]]:
         """[("{layer index}.{name}", Buffer), ...] in order."""
         return list(self._buffers.items())
 
     # ---- mode ---------------------------------------------------------------------------
-    def train(self, mode=True):
+    def train(self, mode: bool = True) -> Sequential:
         """Set every layer to training mode (``mode=False``: evaluation); returns the model."""
         mode = check.boolean("mode", mode)
         for layer in self.layers:
@@ -186,7 +194,7 @@ class Sequential:
         self.training = mode
         return self
 
-    def eval(self):
+    def eval(self) -> Sequential:
         """Set every layer to evaluation mode; returns the model."""
         return self.train(False)
 
@@ -229,7 +237,7 @@ class Sequential:
                 dy = Layer.backward_batch(layer, dy, kernels, need_dx or i > 0)
         return dy
 
-    def check_input(self, X, name="X"):
+    def check_input(self, X: npt.ArrayLike, name: str = "X") -> np.ndarray:
         """X validated as (n, n_features) (ValueError/TypeError naming ``name`` otherwise).
 
         When the first layer is a :class:`minigd.Flatten`, X may have more dimensions, such as
@@ -246,13 +254,13 @@ class Sequential:
         x = self.check_input(x, name)
         return np.ascontiguousarray(x, dtype=self.dtype)
 
-    def forward(self, x):
+    def forward(self, x: npt.ArrayLike) -> np.ndarray:
         """Logits of shape (n, n_outputs) for inputs x of shape (n, n_features) (a new array)."""
         return self.forward_batch(self._as_input(x)).copy()
 
     __call__ = forward
 
-    def backward(self, dlogits):
+    def backward(self, dlogits: np.ndarray) -> np.ndarray:
         """Back-propagate d(loss)/d(logits) of the last forward: fill every ``grad``, return dx."""
         if self._batch is None:
             raise RuntimeError("backward() needs a forward() first")
@@ -263,7 +271,7 @@ class Sequential:
         dlogits = np.ascontiguousarray(dlogits, dtype=self.dtype)
         return self.backward_batch(dlogits, need_dx=True).copy()
 
-    def predict_logits(self, X):
+    def predict_logits(self, X: npt.ArrayLike) -> np.ndarray:
         """Logits for every row of X, in eval mode, computed in chunks (X may be a memmap)."""
         X = self.check_input(X, "X")
         out = np.empty((X.shape[0], self.n_outputs), dtype=self.dtype)
@@ -275,11 +283,11 @@ class Sequential:
                 out[start:start + chunk.shape[0]] = self.forward_batch(chunk, kernels)
         return out
 
-    def predict(self, X):
+    def predict(self, X: npt.ArrayLike) -> np.ndarray:
         """Class ids (int64) of the largest logit for every row of X (eval mode)."""
         return self.predict_logits(X).argmax(axis=1).astype(np.int64)
 
-    def predict_proba(self, X):
+    def predict_proba(self, X: npt.ArrayLike) -> np.ndarray:
         """Softmax of the logits, float64, shape (n, n_outputs) (eval mode)."""
         logits = self.predict_logits(X).astype(np.float64)
         logits -= logits.max(axis=1, keepdims=True)
@@ -292,12 +300,12 @@ class Sequential:
         """{key: Parameter or Buffer}: what state_dict holds, parameters first."""
         return {**self._named, **self._buffers}
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, np.ndarray]:
         """{"0.weight": array, "0.bias": array, ...}: copies of every parameter, then every
         buffer (``"{layer index}.{name}"``)."""
         return {key: p.value.copy() for key, p in self._entries().items()}
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Copy arrays into the parameters and buffers after checking keys, shapes and dtypes
         (all or nothing).
 
@@ -329,7 +337,7 @@ class Sequential:
         for key, p in entries.items():
             p.value[...] = state[key]
 
-    def clone(self):
+    def clone(self) -> Sequential:
         """An independent copy: same layers, dtype, seed, mode, current weights and buffers."""
         other = Sequential(*[layer.clone() for layer in self.layers], seed=self.seed,
                            dtype=self.dtype)
@@ -393,7 +401,7 @@ class Sequential:
         other.__setstate__(state)
         # an optimizer deep-copied after the model, in the same call, then holds the copy's views
         memo[id(self._values)], memo[id(self._grads)] = other.flat_values, other.flat_grads
-        for (key, p), (_, twin) in zip(self.named_parameters(), other.named_parameters()):
+        for (_, p), (_, twin) in zip(self.named_parameters(), other.named_parameters()):
             memo[id(p)] = twin
         return other
 

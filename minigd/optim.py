@@ -5,8 +5,11 @@ active backend. State uses torch's names (``momentum_buffer``, ``exp_avg``, ``ex
 ``step``) and lives in flat arrays; when the parameters are a whole model's flat buffer (the
 usual ``model.parameters()``) the update is one pass over one vector.
 """
+from __future__ import annotations
+
 import numbers
 from collections import namedtuple
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -44,13 +47,13 @@ class Optimizer:
             def update(self, value, grad, state, lr):
                 value -= lr * np.sign(grad)
     """
-    name = None
-    state_names = ()
+    name: str | None = None
+    state_names: tuple[str, ...] = ()
     #: where the momentum a schedule sets (:meth:`set_momentum`) sits in ``fused_update()``'s
     #: hyperparameters; None: the optimizer has none
-    momentum_index = None
+    momentum_index: int | None = None
 
-    def __init__(self, params, lr):
+    def __init__(self, params: Iterable[Parameter], lr: float) -> None:
         if callable(getattr(params, "parameters", None)):
             raise TypeError(f"params got the {type(params).__name__} itself: pass "
                             f"model.parameters(), e.g. {type(self).__name__}(model.parameters(), "
@@ -83,7 +86,7 @@ class Optimizer:
 
     @staticmethod
     def _flat_view(params):
-        """(values, grads) of the model buffer when params cover it exactly and in order, else None."""
+        """(values, grads) of the model buffer when params cover it exactly, in order; else None."""
         if any(p.offset is None for p in params):
             return None
         values, grads = _owner(params[0].value), _owner(params[0].grad)
@@ -117,7 +120,7 @@ class Optimizer:
                             f"schedule=schedule)")
         self._lr = check.real("lr", value, low=0.0, high=getattr(self, "_lr_max", None))
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         """Set every gradient to zero."""
         if self._flat is not None:
             self._flat[1].fill(0)
@@ -132,9 +135,10 @@ class Optimizer:
             return
         for i, p in enumerate(self.params):
             lo, hi = self._offsets[i], self._offsets[i + 1]
-            yield p.value.reshape(-1), p.grad.reshape(-1), {k: v[lo:hi] for k, v in self.state.items()}
+            state = {k: v[lo:hi] for k, v in self.state.items()}
+            yield p.value.reshape(-1), p.grad.reshape(-1), state
 
-    def step(self):
+    def step(self) -> None:
         """Apply one update to every parameter from its current gradient.
 
         Built-ins update whole flat buffers through the backend kernels (:meth:`update_flat`);
@@ -142,7 +146,8 @@ class Optimizer:
         is called once per parameter (see :mod:`minigd.hooks`).
         """
         self.step_count += 1
-        if not hooks_apply(type(self), ("update_flat",), ("update",)):
+        mine: Any = type(self)      # a class is hashable; mypy does not see it through lru_cache
+        if not hooks_apply(mine, ("update_flat",), ("update",)):
             for i, p in enumerate(self.params):
                 lo, hi = self._offsets[i], self._offsets[i + 1]
                 state = {k: v[lo:hi].reshape(p.shape) for k, v in self.state.items()}
@@ -152,7 +157,8 @@ class Optimizer:
         for value, grad, state in self._slices():
             self.update_flat(value, grad, state, self.lr, kernels)
 
-    def update(self, value, grad, state, lr):
+    def update(self, value: np.ndarray, grad: np.ndarray, state: dict[str, np.ndarray],
+               lr: float) -> None:
         """Update one parameter in place (NumPy): what a user-written optimizer provides.
 
         ``value``, ``grad`` and each ``state[name]`` (one per name in ``state_names``, zeros
@@ -176,7 +182,7 @@ class Optimizer:
         (at most 3; None for a slot the update leaves unused)."""
         return None
 
-    def set_momentum(self, value):
+    def set_momentum(self, value: float) -> None:
         """Set the momentum a schedule cycles (``schedule.momentum(t)``, e.g. OneCycle): SGD's
         momentum, Adam's beta1, RMSprop's momentum. The base class has none: TypeError."""
         raise TypeError(f"{type(self).__name__} has no momentum a schedule can set: use SGD, "
@@ -188,7 +194,7 @@ class Optimizer:
         return any(getattr(type(self), n) is not getattr(base, n)
                    for n in ("update", "update_flat"))
 
-    def hyperparameters(self):
+    def hyperparameters(self) -> dict[str, Any]:
         """{name: value} of the hyperparameters (saved by state_dict); the base has lr only."""
         return {"lr": self.lr}
 
@@ -197,8 +203,8 @@ class Optimizer:
         load_state_dict). A subclass with more hyperparameters overrides both."""
         self.lr = lr
 
-    def state_dict(self):
-        """{"type", "hyperparameters", "step", "state": {"<param index>.<name>": array}} (copies)."""
+    def state_dict(self) -> dict[str, Any]:
+        """{"type", "hyperparameters", "step", "state": {"<param index>.<name>": array}}, copied."""
         state = {}
         for i, p in enumerate(self.params):
             lo, hi = self._offsets[i], self._offsets[i + 1]
@@ -207,7 +213,7 @@ class Optimizer:
         return {"type": type(self).__name__, "hyperparameters": self.hyperparameters(),
                 "step": self.step_count, "state": state}
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore hyperparameters, step count and state after checking them (all or nothing)."""
         if not isinstance(state_dict, dict):
             raise TypeError(f"state_dict must be a dict, got {type(state_dict).__name__}")
@@ -249,7 +255,7 @@ class Optimizer:
         probe.set_hyperparameters(**hyper)
         self.set_hyperparameters(**hyper)
         self.step_count = int(step)
-        for i, p in enumerate(self.params):
+        for i in range(len(self.params)):
             lo, hi = self._offsets[i], self._offsets[i + 1]
             for name, flat in self.state.items():
                 flat[lo:hi] = state[f"{i}.{name}"].reshape(-1)
@@ -282,7 +288,9 @@ class SGD(Optimizer):
     state_names = ("momentum_buffer",)
     momentum_index = 0
 
-    def __init__(self, params, lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
+    def __init__(self, params: Iterable[Parameter], lr: float, momentum: float = 0.0,
+                 dampening: float = 0.0, nesterov: bool = False,
+                 weight_decay: float = 0.0) -> None:
         self.set_hyperparameters(lr=lr, momentum=momentum, dampening=dampening,
                                   nesterov=nesterov, weight_decay=weight_decay)
         super().__init__(params, lr)
@@ -297,18 +305,19 @@ class SGD(Optimizer):
             raise ValueError("nesterov=True needs momentum > 0 and dampening = 0 "
                              f"(got momentum={self.momentum}, dampening={self.dampening})")
 
-    def set_momentum(self, value):
+    def set_momentum(self, value: float) -> None:
         """Set ``momentum`` (what a schedule with ``sets_momentum`` cycles)."""
         momentum = check.real("momentum", value, low=0.0, high=1.0, high_open=True)
         if self.nesterov and momentum == 0:
             raise ValueError("nesterov=True needs momentum > 0, got momentum=0")
         self.momentum = momentum
 
-    def hyperparameters(self):
+    def hyperparameters(self) -> dict[str, Any]:
         return {"lr": self.lr, "momentum": self.momentum, "dampening": self.dampening,
                 "nesterov": self.nesterov, "weight_decay": self.weight_decay}
 
-    def update(self, value, grad, state, lr):
+    def update(self, value: np.ndarray, grad: np.ndarray, state: dict[str, np.ndarray],
+               lr: float) -> None:
         """One step on one parameter (NumPy reference kernel)."""
         self.update_flat(value.reshape(-1), grad.reshape(-1),
                          {k: v.reshape(-1) for k, v in state.items()}, lr, reference)
@@ -347,7 +356,9 @@ class Adam(Optimizer):
     decoupled = False
     momentum_index = 0
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+    def __init__(self, params: Iterable[Parameter], lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0) -> None:
         self.set_hyperparameters(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
         super().__init__(params, lr)
 
@@ -360,16 +371,17 @@ class Adam(Optimizer):
         self.eps = check.real("eps", eps, low=0.0, low_open=True)
         self.weight_decay = check.non_negative("weight_decay", weight_decay)
 
-    def set_momentum(self, value):
+    def set_momentum(self, value: float) -> None:
         """Set beta1 (what a schedule with ``sets_momentum`` cycles, as torch's OneCycleLR)."""
         self.betas = (check.real("momentum", value, low=0.0, high=1.0, high_open=True),
                       self.betas[1])
 
-    def hyperparameters(self):
+    def hyperparameters(self) -> dict[str, Any]:
         return {"lr": self.lr, "betas": list(self.betas), "eps": self.eps,
                 "weight_decay": self.weight_decay}
 
-    def update(self, value, grad, state, lr):
+    def update(self, value: np.ndarray, grad: np.ndarray, state: dict[str, np.ndarray],
+               lr: float) -> None:
         """One step on one parameter (NumPy reference kernel)."""
         self.update_flat(value.reshape(-1), grad.reshape(-1),
                          {k: v.reshape(-1) for k, v in state.items()}, lr, reference)
@@ -395,7 +407,9 @@ class AdamW(Adam):
     name = "adamw"
     decoupled = True
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+    def __init__(self, params: Iterable[Parameter], lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2) -> None:
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
 
 
@@ -425,8 +439,9 @@ class RMSprop(Optimizer):
     name = "rmsprop"
     momentum_index = 3
 
-    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
-                 centered=False):
+    def __init__(self, params: Iterable[Parameter], lr: float = 1e-2, alpha: float = 0.99,
+                 eps: float = 1e-8, weight_decay: float = 0.0, momentum: float = 0.0,
+                 centered: bool = False) -> None:
         self.set_hyperparameters(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
                                   momentum=momentum, centered=centered)
         self.state_names = tuple(n for n in self._slots() if n is not None)
@@ -451,7 +466,7 @@ class RMSprop(Optimizer):
         self.alpha, self.eps, self.weight_decay = alpha, eps, weight_decay
         self.momentum, self.centered = momentum, centered
 
-    def set_momentum(self, value):
+    def set_momentum(self, value: float) -> None:
         """Set ``momentum`` (what a schedule with ``sets_momentum`` cycles); needs an RMSprop
         built with momentum > 0 (it holds the momentum buffer)."""
         momentum = check.real("momentum", value, low=0.0, high=1.0, high_open=True)
@@ -460,12 +475,13 @@ class RMSprop(Optimizer):
                              f"and momenta > 0 (got {self.momentum} and {momentum})")
         self.momentum = momentum
 
-    def hyperparameters(self):
+    def hyperparameters(self) -> dict[str, Any]:
         return {"lr": self.lr, "alpha": self.alpha, "eps": self.eps,
                 "weight_decay": self.weight_decay, "momentum": self.momentum,
                 "centered": self.centered}
 
-    def update(self, value, grad, state, lr):
+    def update(self, value: np.ndarray, grad: np.ndarray, state: dict[str, np.ndarray],
+               lr: float) -> None:
         """One step on one parameter (NumPy reference)."""
         self.update_flat(value.reshape(-1), grad.reshape(-1),
                          {k: v.reshape(-1) for k, v in state.items()}, lr, reference)
@@ -474,7 +490,7 @@ class RMSprop(Optimizer):
         square_avg = state["square_avg"]
         buf, grad_avg = state.get("momentum_buffer"), state.get("grad_avg")
         if kernels is not reference:
-            from .kernels import jit_optim      # here: `import minigd` stays Numba-free
+            from .kernels import jit_optim  # here: `import minigd` stays Numba-free
             jit_optim.rmsprop_update(value, grad, square_avg, buf, grad_avg, lr, self.alpha,
                                      self.eps, self.weight_decay, self.momentum, self.centered)
             return
@@ -525,8 +541,9 @@ class Adagrad(Optimizer):
     name = "adagrad"
     state_names = ("sum",)
 
-    def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
-                 initial_accumulator_value=0.0, eps=1e-10):
+    def __init__(self, params: Iterable[Parameter], lr: float = 1e-2, lr_decay: float = 0.0,
+                 weight_decay: float = 0.0, initial_accumulator_value: float = 0.0,
+                 eps: float = 1e-10) -> None:
         self.set_hyperparameters(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
                                   initial_accumulator_value=initial_accumulator_value, eps=eps)
         super().__init__(params, lr)
@@ -540,11 +557,12 @@ class Adagrad(Optimizer):
                                                             initial_accumulator_value)
         self.eps = check.real("eps", eps, low=0.0, low_open=True)
 
-    def hyperparameters(self):
+    def hyperparameters(self) -> dict[str, Any]:
         return {"lr": self.lr, "lr_decay": self.lr_decay, "weight_decay": self.weight_decay,
                 "initial_accumulator_value": self.initial_accumulator_value, "eps": self.eps}
 
-    def update(self, value, grad, state, lr):
+    def update(self, value: np.ndarray, grad: np.ndarray, state: dict[str, np.ndarray],
+               lr: float) -> None:
         """One step on one parameter (NumPy reference)."""
         self.update_flat(value.reshape(-1), grad.reshape(-1),
                          {k: v.reshape(-1) for k, v in state.items()}, lr, reference)
@@ -552,7 +570,7 @@ class Adagrad(Optimizer):
     def update_flat(self, value, grad, state, lr, kernels):
         total = state["sum"]
         if kernels is not reference:
-            from .kernels import jit_optim      # here: `import minigd` stays Numba-free
+            from .kernels import jit_optim  # here: `import minigd` stays Numba-free
             jit_optim.adagrad_update(value, grad, total, self.step_count, lr, self.lr_decay,
                                      self.weight_decay, self.eps)
             return

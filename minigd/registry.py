@@ -18,11 +18,14 @@ Functions: :func:`names`, :func:`get`, :func:`build_mlp`, :func:`build_optimizer
 :func:`optimizer_arguments`, :func:`build_schedule` (a schedule by name for a run: the CLI's
 --schedule and the estimators' ``schedule="name"``), :func:`schedule_arguments`.
 """
-import inspect
+from __future__ import annotations
 
 import collections
+import inspect
+from typing import Any, Callable, Iterable, Sequence, cast
 
 import numpy as np
+import numpy.typing as npt
 
 from . import _validation as check
 from . import layers, losses, optim, schedules
@@ -61,18 +64,19 @@ def _classes(kind):
         seen.add(cls)
         name = cls.__dict__.get("name")
         if isinstance(name, str) and name:
-            same = lambda c: (c.__module__, c.__qualname__) == (cls.__module__, cls.__qualname__)
-            found[name] = [c for c in found.get(name, []) if not same(c)] + [cls]
+            key = (cls.__module__, cls.__qualname__)
+            found[name] = [c for c in found.get(name, [])
+                           if (c.__module__, c.__qualname__) != key] + [cls]
         todo.extend(cls.__subclasses__())
     return found
 
 
-def names(kind):
+def names(kind: str) -> tuple[str, ...]:
     """The sorted names of ``kind`` ("layer", "activation", "loss", "optimizer", "schedule")."""
     return tuple(sorted(_classes(kind)))
 
 
-def get(kind, name):
+def get(kind: str, name: str) -> type:
     """The class called ``name`` among ``kind``'s classes.
 
     Raises ValueError listing the valid names when there is none (or when two classes claim
@@ -96,8 +100,9 @@ def get(kind, name):
     return classes[0]
 
 
-def build_mlp(n_features, hidden, n_outputs, *, activation="relu", init="he", seed=None,
-              dtype=np.float32, dropout=0.0, batch_norm=False):
+def build_mlp(n_features: int, hidden: Sequence[int], n_outputs: int, *, activation: str = "relu",
+              init: str = "he", seed: int | None = None, dtype: npt.DTypeLike = np.float32,
+              dropout: float = 0.0, batch_norm: bool = False) -> Sequential:
     """A dense network: Dense(n_features, hidden[0]), activation, ..., Dense(., n_outputs).
 
     Each hidden layer is Dense, [BatchNorm], activation, [Dropout]: BatchNorm when
@@ -140,7 +145,7 @@ def build_mlp(n_features, hidden, n_outputs, *, activation="relu", init="he", se
     return Sequential(*model_layers, seed=seed, dtype=dtype)
 
 
-def optimizer_arguments(name):
+def optimizer_arguments(name: str) -> tuple[str, ...]:
     """The keyword arguments optimizer ``name`` takes besides params and lr, in order.
 
     >>> registry.optimizer_arguments("sgd")
@@ -152,7 +157,7 @@ def optimizer_arguments(name):
                  if p.name not in skip and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
 
 
-def build_optimizer(name, params, lr, **hyper):
+def build_optimizer(name: str, params: Iterable[Any], lr: float, **hyper: Any) -> Any:
     """``Optimizer(params, lr=lr, **hyper)`` for the optimizer called ``name``.
 
     A hyperparameter the optimizer does not take is a TypeError naming it and listing the ones
@@ -174,7 +179,7 @@ def build_optimizer(name, params, lr, **hyper):
 # The schedules build_schedule makes by name: the argument that takes the lr, and the defaults
 # that depend on the run: epochs E, updates per epoch U (a list), and the run's length N in the
 # schedule's unit (E per epoch, the total of U per iteration).
-_SCHEDULE_RUN_DEFAULTS = {
+_SCHEDULE_RUN_DEFAULTS: dict[str, tuple[str, Callable[..., dict[str, Any]]]] = {
     "constant": ("lr", lambda E, U, N: {}),
     "step": ("lr", lambda E, U, N: {"step_size": 3}),
     "exponential": ("lr", lambda E, U, N: {"gamma": 0.9}),
@@ -188,7 +193,7 @@ _SCHEDULE_RUN_DEFAULTS = {
 }
 
 
-def schedule_arguments(name):
+def schedule_arguments(name: str) -> tuple[str, ...]:
     """The keyword arguments schedule ``name`` takes besides its lr, in order.
 
     >>> registry.schedule_arguments("multistep")
@@ -200,7 +205,9 @@ def schedule_arguments(name):
     return tuple(p.name for p in params[1:])
 
 
-def build_schedule(name, lr, *, epochs, updates_per_epoch, **options):
+def build_schedule(name: str, lr: float, *, epochs: int,
+                   updates_per_epoch: int | Sequence[int],
+                   **options: Any) -> Any:
     """The lr schedule called ``name`` for a run of ``epochs`` epochs, starting (or peaking) at lr.
 
     What the CLI's ``--schedule`` and the estimators' ``schedule="name"`` build. ``options`` are
@@ -242,7 +249,7 @@ def build_schedule(name, lr, *, epochs, updates_per_epoch, **options):
         updates = [check.positive_int("updates_per_epoch", updates_per_epoch)] * epochs
     else:
         updates = [check.positive_int(f"updates_per_epoch[{i}]", u)
-                   for i, u in enumerate(updates_per_epoch)]
+                   for i, u in enumerate(cast(Sequence[int], updates_per_epoch))]
         if len(updates) != epochs:
             raise ValueError(f"updates_per_epoch has {len(updates)} entries for {epochs} epochs")
     accepted = schedule_arguments(name)

@@ -15,9 +15,12 @@ fit then sets SGD's momentum or Adam's beta1 to ``s.momentum(t)`` before each up
 Batch-size schedules (``BatchSizeSchedule``: ConstantBatchSize, StepBatchSize, FunctionBatchSize)
 are per-epoch functions ``B = s(e)`` passed to ``fit(..., batch_size=s)``.
 """
+from __future__ import annotations
+
 import bisect
 import math
 import numbers
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -39,13 +42,17 @@ def _gamma(value, name="gamma"):
 class Schedule:
     """Base class: subclasses define ``value(t)`` and hold their arguments."""
 
-    def __init__(self, unit):
+    def __init__(self, unit: str) -> None:
         self.unit = check.choice("unit", unit, UNITS)
 
-    def __call__(self, t):
+    def __call__(self, t: int) -> float:
         return self.value(_check_t(t))
 
-    def values(self, steps):
+    def value(self, t: int) -> float:
+        """s(t) for a checked step t >= 0; every subclass defines it."""
+        raise NotImplementedError
+
+    def values(self, steps: int) -> np.ndarray:
         """np.array of s(0), ..., s(steps - 1)."""
         steps = check.positive_int("steps", steps)
         return np.array([self.value(t) for t in range(steps)])
@@ -53,7 +60,7 @@ class Schedule:
     #: True when ``momentum(t)`` gives values that fit applies (SGD's momentum, Adam's beta1).
     sets_momentum = False
 
-    def momentum(self, t):
+    def momentum(self, t: int) -> float | None:
         """The momentum of step t (SGD's momentum, Adam's beta1); None: this schedule leaves it."""
         _check_t(t)
         return None
@@ -74,11 +81,11 @@ class Constant(Schedule):
     """s(t) = lr."""
     name = "constant"
 
-    def __init__(self, lr, unit="epoch"):
+    def __init__(self, lr: float, unit: str = "epoch") -> None:
         super().__init__(unit)
         self.lr = _lr("lr", lr)
 
-    def value(self, t):
+    def value(self, t: int) -> float:
         return self.lr
 
 
@@ -86,13 +93,14 @@ class StepDecay(Schedule):
     """s(t) = lr * gamma ** floor(t / step_size)   (torch StepLR)."""
     name = "step"
 
-    def __init__(self, lr, step_size, gamma=0.1, unit="epoch"):
+    def __init__(self, lr: float, step_size: int, gamma: float = 0.1,
+                 unit: str = "epoch") -> None:
         super().__init__(unit)
         self.lr = _lr("lr", lr)
         self.step_size = check.positive_int("step_size", step_size)
         self.gamma = _gamma(gamma)
 
-    def value(self, t):
+    def value(self, t: int) -> float:
         return self.lr * self.gamma ** (t // self.step_size)
 
 
@@ -100,12 +108,12 @@ class ExponentialDecay(Schedule):
     """s(t) = lr * gamma ** t   (torch ExponentialLR)."""
     name = "exponential"
 
-    def __init__(self, lr, gamma, unit="epoch"):
+    def __init__(self, lr: float, gamma: float, unit: str = "epoch") -> None:
         super().__init__(unit)
         self.lr = _lr("lr", lr)
         self.gamma = _gamma(gamma)
 
-    def value(self, t):
+    def value(self, t: int) -> float:
         return self.lr * self.gamma ** t
 
 
@@ -117,7 +125,8 @@ class CosineAnnealing(Schedule):
     """
     name = "cosine"
 
-    def __init__(self, lr, t_max, min_lr=0.0, unit="epoch"):
+    def __init__(self, lr: float, t_max: int, min_lr: float = 0.0,
+                 unit: str = "epoch") -> None:
         super().__init__(unit)
         self.lr = _lr("lr", lr)
         self.t_max = check.positive_int("t_max", t_max)
@@ -125,7 +134,7 @@ class CosineAnnealing(Schedule):
         if self.min_lr > self.lr:
             raise ValueError(f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
 
-    def value(self, t):
+    def value(self, t: int) -> float:
         return self.min_lr + (self.lr - self.min_lr) * (1 + math.cos(math.pi * t / self.t_max)) / 2
 
 
@@ -153,7 +162,7 @@ class CyclicLR(Schedule):
         self.mode = check.choice("mode", mode, self.MODES)
         self.gamma = _gamma(gamma)
 
-    def value(self, t):
+    def value(self, t: int) -> float:
         total = self.step_size + self.step_size_down
         ratio = self.step_size / total
         cycle = math.floor(1 + t / total)
@@ -177,7 +186,8 @@ class Warmup(Schedule):
     """
     name = "warmup"
 
-    def __init__(self, schedule, warmup_steps, start_factor=1 / 3):
+    def __init__(self, schedule: Schedule, warmup_steps: int,
+                 start_factor: float = 1 / 3) -> None:
         if not isinstance(schedule, Schedule):
             raise TypeError(f"schedule must be a minigd schedule, got {type(schedule).__name__}")
         super().__init__(schedule.unit)
@@ -186,7 +196,7 @@ class Warmup(Schedule):
         self.start_factor = check.real("start_factor", start_factor, low=0.0, high=1.0,
                                        low_open=True)
 
-    def value(self, t):
+    def value(self, t: int) -> float:
         factor = 1.0
         if t < self.warmup_steps:
             factor = self.start_factor + (1 - self.start_factor) * t / self.warmup_steps
@@ -202,7 +212,7 @@ class Chain(Schedule):
     """
     name = "chain"
 
-    def __init__(self, schedules, boundaries):
+    def __init__(self, schedules: Sequence[Schedule], boundaries: Sequence[int]) -> None:
         schedules, boundaries = list(schedules), list(boundaries)
         if not schedules or not all(isinstance(s, Schedule) for s in schedules):
             raise TypeError("schedules must be a non-empty list of minigd schedules")
@@ -218,7 +228,7 @@ class Chain(Schedule):
         super().__init__(units.pop())
         self.schedules, self.boundaries = schedules, boundaries
 
-    def value(self, t):
+    def value(self, t: int) -> float:
         start = 0
         for schedule, boundary in zip(self.schedules, self.boundaries):
             if t < boundary:
@@ -316,7 +326,7 @@ class OneCycle(Schedule):
     def sets_momentum(self):
         return self.cycle_momentum
 
-    def momentum(self, t):
+    def momentum(self, t: int) -> float | None:
         """The momentum of step t (SGD's momentum, Adam's beta1); None if cycle_momentum=False."""
         t = _check_t(t)
         if not self.cycle_momentum:
@@ -324,7 +334,7 @@ class OneCycle(Schedule):
         pct, phase = self._locate(t)
         return self._interpolate(phase[3], phase[4], pct)
 
-    def value(self, t):
+    def value(self, t: int) -> float:
         pct, phase = self._locate(t)
         return self._interpolate(phase[1], phase[2], pct)
 
@@ -371,7 +381,8 @@ class CosineWarmRestarts(Schedule):
 
     name = "warm-restarts"
 
-    def __init__(self, lr, t_0, t_mult=1, min_lr=0.0, unit="epoch"):
+    def __init__(self, lr: float, t_0: int, t_mult: int = 1, min_lr: float = 0.0,
+                 unit: str = "epoch") -> None:
         super().__init__(unit)
         self.lr = _lr("lr", lr)
         self.t_0 = check.positive_int("t_0", t_0)
@@ -380,7 +391,7 @@ class CosineWarmRestarts(Schedule):
         if self.min_lr > self.lr:
             raise ValueError(f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
 
-    def value(self, t):
+    def value(self, t: int) -> float:
         t_cur, t_i = t, self.t_0
         if self.t_mult == 1:
             t_cur = t % t_i
@@ -407,7 +418,8 @@ class MultiStepDecay(Schedule):
 
     name = "multistep"
 
-    def __init__(self, lr, milestones, gamma=0.1, unit="epoch"):
+    def __init__(self, lr: float, milestones: Sequence[int], gamma: float = 0.1,
+                 unit: str = "epoch") -> None:
         super().__init__(unit)
         self.lr = _lr("lr", lr)
         if isinstance(milestones, (str, bytes)) or not hasattr(milestones, "__iter__"):
@@ -420,7 +432,7 @@ class MultiStepDecay(Schedule):
         self.milestones = milestones
         self.gamma = _gamma(gamma)
 
-    def value(self, t):
+    def value(self, t: int) -> float:
         return self.lr * self.gamma ** bisect.bisect_right(self.milestones, t)
 
 
@@ -440,13 +452,14 @@ class PolynomialDecay(Schedule):
 
     name = "poly"
 
-    def __init__(self, lr, total_steps, power=1.0, unit="epoch"):
+    def __init__(self, lr: float, total_steps: int, power: float = 1.0,
+                 unit: str = "epoch") -> None:
         super().__init__(unit)
         self.lr = _lr("lr", lr)
         self.total_steps = check.positive_int("total_steps", total_steps)
         self.power = check.real("power", power, low=0.0, low_open=True)
 
-    def value(self, t):
+    def value(self, t: int) -> float:
         return self.lr * (1.0 - min(self.total_steps, t) / self.total_steps) ** self.power
 
 
@@ -487,7 +500,7 @@ def _finite_lr(scaled, batch_size, base_batch_size):
     return scaled
 
 
-def as_schedule(schedule):
+def as_schedule(schedule: Schedule | Callable[[int], float] | None) -> Schedule | None:
     """Accept a Schedule, or a plain callable t -> lr (treated as per epoch)."""
     if schedule is None or isinstance(schedule, Schedule):
         return schedule
@@ -503,11 +516,11 @@ def as_schedule(schedule):
 class FunctionSchedule(Schedule):
     """Wrap a callable ``fn(t) -> lr``; its values are checked when used."""
 
-    def __init__(self, fn, unit="epoch"):
+    def __init__(self, fn: Callable[[int], float], unit: str = "epoch") -> None:
         super().__init__(getattr(fn, "unit", unit))
         self.fn = fn
 
-    def value(self, t):
+    def value(self, t: int) -> float:
         return check.real(f"schedule({t})", self.fn(t), low=0.0)
 
 
@@ -524,10 +537,14 @@ class BatchSizeSchedule:
     """
     unit = "epoch"
 
-    def __call__(self, e):
+    def __call__(self, e: int) -> int:
         return self.value(_check_t(e))
 
-    def values(self, epochs):
+    def value(self, e: int) -> int:
+        """s(e) for a checked epoch e >= 0; every subclass defines it."""
+        raise NotImplementedError
+
+    def values(self, epochs: int) -> list[int]:
         """List of s(0), ..., s(epochs - 1)."""
         epochs = check.positive_int("epochs", epochs)
         return [self(e) for e in range(epochs)]
@@ -543,10 +560,10 @@ class BatchSizeSchedule:
 class ConstantBatchSize(BatchSizeSchedule):
     """s(e) = batch_size."""
 
-    def __init__(self, batch_size):
+    def __init__(self, batch_size: int) -> None:
         self.batch_size = check.positive_int("batch_size", batch_size)
 
-    def value(self, e):
+    def value(self, e: int) -> int:
         return self.batch_size
 
 
@@ -570,7 +587,8 @@ class StepBatchSize(BatchSizeSchedule):
     [32, 32, 160, 160, 800, 800, 1000]
     """
 
-    def __init__(self, batch_size, step_size, factor=2, max_batch_size=None):
+    def __init__(self, batch_size: int, step_size: int, factor: int = 2,
+                 max_batch_size: int | None = None) -> None:
         self.batch_size = check.positive_int("batch_size", batch_size)
         self.step_size = check.positive_int("step_size", step_size)
         self.factor = check.real("factor", factor, low=1.0)
@@ -583,7 +601,7 @@ class StepBatchSize(BatchSizeSchedule):
                 raise ValueError(f"max_batch_size ({self.max_batch_size}) must be >= batch_size "
                                  f"({self.batch_size})")
 
-    def value(self, e):
+    def value(self, e: int) -> int:
         k = e // self.step_size
         if isinstance(self.factor, int):
             size = self.batch_size * self.factor ** k
@@ -602,16 +620,17 @@ class StepBatchSize(BatchSizeSchedule):
 class FunctionBatchSize(BatchSizeSchedule):
     """Wrap a callable ``fn(e) -> batch size``; each value must be an int >= 1."""
 
-    def __init__(self, fn):
+    def __init__(self, fn: Callable[[int], int]) -> None:
         if not callable(fn):
             raise TypeError(f"fn must be callable e -> batch size, got {type(fn).__name__}")
         self.fn = fn
 
-    def value(self, e):
+    def value(self, e: int) -> int:
         return check.positive_int(f"batch_size({e})", self.fn(e))
 
 
-def as_batch_size_schedule(batch_size):
+def as_batch_size_schedule(batch_size: int | BatchSizeSchedule | Callable[[int], int]
+                           ) -> BatchSizeSchedule:
     """Accept an int (constant), a BatchSizeSchedule, or a callable e -> positive int."""
     if isinstance(batch_size, BatchSizeSchedule):
         return batch_size

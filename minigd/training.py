@@ -1,10 +1,15 @@
 """fit: the mini-batch training loop, with a per-iteration history and divergence detection."""
+from __future__ import annotations
+
 import bisect
 import math
 import time
 import warnings
+from os import PathLike
+from typing import Callable, Sequence, cast
 
 import numpy as np
+import numpy.typing as npt
 
 from . import _validation as check
 from . import fused
@@ -19,7 +24,13 @@ from .metrics import evaluate
 from .model import Sequential
 from .optim import Optimizer
 from .resume import checkpoint_callback
-from .schedules import ConstantBatchSize, as_batch_size_schedule, as_schedule
+from .schedules import (
+    BatchSizeSchedule,
+    ConstantBatchSize,
+    Schedule,
+    as_batch_size_schedule,
+    as_schedule,
+)
 
 DIVERGENCE_POLICIES = ("warn", "raise")
 
@@ -102,7 +113,7 @@ class TrainingState:
         return self.schedule.momentum(t)
 
     def lr_at(self, epoch_index, step):
-        """Learning rate for the update after ``step`` updates, in epoch ``epoch_index`` (0-based)."""
+        """Learning rate for the update after ``step`` updates, in 0-based epoch ``epoch_index``."""
         if self.schedule is None:
             return self.base_lr * self.lr_scale
         t = epoch_index if self.schedule.unit == "epoch" else step
@@ -134,7 +145,7 @@ def _check_loss(loss):
     return loss
 
 
-def _check_callbacks(callbacks):
+def _check_callbacks(callbacks) -> list[Callback]:
     """A list of Callback; a single Callback is wrapped in a list."""
     if callbacks is None:
         return []
@@ -203,10 +214,15 @@ def _progress(total, description, enabled):
                 disable=None if enabled else True)
 
 
-def fit(model, X, y, *, optimizer, epochs, batch_size, loss=None, schedule=None, shuffle=True,
-        drop_last=False, seed=None, validation_data=None, callbacks=(), verbose=1,
-        on_divergence="warn", checkpoint=None, resume=False, checkpoint_every=None,
-        grad_clip=None, accumulate=1):
+def fit(model: Sequential, X: npt.ArrayLike, y: npt.ArrayLike, *, optimizer: Optimizer,
+        epochs: int, batch_size: int | BatchSizeSchedule | Callable[[int], int],
+        loss: Loss | None = None, schedule: Schedule | Callable[[int], float] | None = None,
+        shuffle: bool = True, drop_last: bool = False, seed: int | None = None,
+        validation_data: tuple[npt.ArrayLike, npt.ArrayLike] | None = None,
+        callbacks: Callback | Sequence[Callback] = (), verbose: int = 1,
+        on_divergence: str = "warn", checkpoint: str | PathLike | None = None,
+        resume: bool = False, checkpoint_every: int | None = None,
+        grad_clip: float | None = None, accumulate: int = 1) -> History:
     """Train ``model`` on (X, y) with mini-batch gradient descent; return its History.
 
     One epoch is one pass over the data in ``ceil(N / batch_size)`` iterations (``floor`` with
@@ -308,7 +324,8 @@ def fit(model, X, y, *, optimizer, epochs, batch_size, loss=None, schedule=None,
                           loss=loss, has_validation=validation is not None)
     state.grad_clip, state.accumulate = grad_clip, accumulate
     if schedule is not None and schedule.sets_momentum:
-        optimizer.set_momentum(schedule.momentum(0))    # TypeError/ValueError before training
+        # a float when sets_momentum; TypeError/ValueError here, before training
+        optimizer.set_momentum(cast(float, schedule.momentum(0)))
     saver = checkpoint_callback(state, callbacks, checkpoint, resume, checkpoint_every, seed,
                                 verbose)
     callbacks += [saver] if saver is not None else []
@@ -394,7 +411,8 @@ def _run_epoch(state, loss, callbacks, verbose, start=0):
             _mark_divergence(state, *divergence)
         return loss_sum, samples
     kernels = _active_kernels()
-    model, optimizer, history, iterator = state.model, state.optimizer, state.history, state.iterator
+    model, optimizer = state.model, state.optimizer
+    history, iterator = state.history, state.iterator
     grad_buffer = _loss_gradient_buffer(state)
     grad_norm = _grad_norm_function(state)
     per_iteration = [cb for cb in callbacks if cb.per_iteration]
@@ -474,7 +492,8 @@ def _run_epoch_accumulated(state, loss, callbacks, verbose, start=0):
     up to k micro-batches, each micro-batch's d loss / d outputs scaled by its share of the
     group's samples, so the update follows the mean loss over all of them."""
     kernels = _active_kernels()
-    model, optimizer, history, iterator = state.model, state.optimizer, state.history, state.iterator
+    model, optimizer = state.model, state.optimizer
+    history, iterator = state.history, state.iterator
     k = state.accumulate
     grad_buffer = _loss_gradient_buffer(state)
     grad_norm = _grad_norm_function(state)
@@ -556,7 +575,7 @@ def _grad_norm_function(state):
     spec = fused.layer_spec(state.model) if get_backend() == "numba" else None
     if spec is None:
         return lambda grads, n: math.sqrt(float(np.dot(grads, grads)))
-    from .kernels import jit_epoch       # here: `import minigd` stays Numba-free
+    from .kernels import jit_epoch  # here: `import minigd` stays Numba-free
     from .kernels.jit_config import parallel_parts
     dims, w_offsets, b_offsets, _ = spec
     scratch = np.empty(int((dims[:, 0] * dims[:, 1]).max()), dtype=state.model.dtype)

@@ -27,7 +27,8 @@ RUN_RTOL, RUN_ATOL = 1e-9, 1e-12
 
 def public_functions(module):
     return {name: f for name, f in vars(module).items()
-            if not name.startswith("_") and inspect.isfunction(f) and f.__module__ == module.__name__}
+            if not name.startswith("_") and inspect.isfunction(f)
+            and f.__module__ == module.__name__}
 
 
 def both(kernel, *arrays, **scalars):
@@ -49,7 +50,7 @@ def assert_same(results, rtol=KERNEL_RTOL, atol=0.0):
             np.testing.assert_allclose(b, a, rtol=rtol, atol=atol, equal_nan=True)
 
 
-# ---- kernels ------------------------------------------------------------------------------------
+# ---- kernels -------------------------------------------------------------------------------------
 def test_numba_implements_every_reference_kernel_with_the_same_signature():
     for name, f in public_functions(reference).items():
         assert hasattr(jit, name), f"minigd.kernels.jit lacks {name}"
@@ -120,7 +121,7 @@ def test_adam_update_kernel_agrees(decoupled, weight_decay, rng):
                      eps=1e-6, weight_decay=weight_decay, decoupled=decoupled))
 
 
-# ---- optimizer steps through the classes -----------------------------------------------------------
+# ---- optimizer steps through the classes ---------------------------------------------------------
 OPTIMIZERS = {
     "sgd": lambda ps: mg.SGD(ps, lr=0.1),
     "sgd_momentum": lambda ps: mg.SGD(ps, lr=0.1, momentum=0.9),
@@ -160,7 +161,7 @@ def test_optimizer_steps_agree_on_parameters_and_state(name, whole_model):
         np.testing.assert_allclose(s_nb["state"][key], s_np["state"][key], rtol=KERNEL_RTOL)
 
 
-# ---- whole fit runs -----------------------------------------------------------------------------------
+# ---- whole fit runs ------------------------------------------------------------------------------
 def data(n=101, n_in=12, classes=4, kind="float64", tmp_path=None, seed=0):
     rng = np.random.default_rng(seed)
     X = rng.random((n, n_in))
@@ -356,7 +357,7 @@ def test_divergence_can_raise_from_the_fused_path(fused_calls):
     assert f"iteration {error.value.iteration}" in str(error.value)
 
 
-# ---- when the fused path is used -------------------------------------------------------------------
+# ---- when the fused path is used -----------------------------------------------------------------
 def state_for(model, optimizer, X):
     history = mg.History()
     iterator = mg.BatchIterator(X, np.zeros(len(X), int), 4)

@@ -5,8 +5,13 @@ import pytest
 
 import minigd as mg
 from minigd.data import iterations_per_epoch
-from minigd.schedules import (ConstantBatchSize, FunctionBatchSize, StepBatchSize, StepDecay,
-                              as_batch_size_schedule)
+from minigd.schedules import (
+    ConstantBatchSize,
+    FunctionBatchSize,
+    StepBatchSize,
+    StepDecay,
+    as_batch_size_schedule,
+)
 
 
 def small_model(seed=0, hidden=8, n_in=5, n_out=3):

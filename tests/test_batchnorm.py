@@ -1,4 +1,4 @@
-"""mg.BatchNorm: torch BatchNorm1d semantics, buffers in state_dict, gradcheck, torch cross-check."""
+"""mg.BatchNorm: torch BatchNorm1d semantics, buffers in state_dict, gradcheck, torch check."""
 import pickle
 
 import numpy as np

@@ -49,7 +49,8 @@ def reference(optimizer):
     if optimizer not in _REFERENCE:
         model, history, ran = train(4, optimizer)
         assert ran == [1, 2, 3, 4]
-        _REFERENCE[optimizer] = model.flat_values.copy(), json.loads(json.dumps(comparable(history)))
+        plain = json.loads(json.dumps(comparable(history)))
+        _REFERENCE[optimizer] = model.flat_values.copy(), plain
     return _REFERENCE[optimizer]
 
 
@@ -106,7 +107,7 @@ print("saved big", flush=True)
 
 def test_kill_during_save_leaves_the_previous_checkpoint_intact(tmp_path):
     path = tmp_path / "run.npz"
-    for attempt in range(3):
+    for _attempt in range(3):
         for leftover in tmp_path.iterdir():
             leftover.unlink()
         child = subprocess.Popen([sys.executable, "-c", _SAVER, str(path)], env=_env(),

@@ -355,7 +355,8 @@ def test_bad_checksum_download_leaves_no_file(tmp_path, fake_mnist, server):
 
 
 def test_all_downloads_bad_leaves_cache_empty(tmp_path, fake_mnist, server, monkeypatch):
-    table = {name: ("0" * 32, magic, shape) for name, (_, magic, shape) in _mnist.MNIST_FILES.items()}
+    table = {name: ("0" * 32, magic, shape)
+             for name, (_, magic, shape) in _mnist.MNIST_FILES.items()}
     monkeypatch.setattr(_mnist, "MNIST_FILES", table)
     cache = tmp_path / "cache"
     with pytest.raises(datasets.DatasetUnavailableError):

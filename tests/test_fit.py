@@ -81,7 +81,8 @@ def test_fit_matches_a_hand_written_loop(backend):
 @pytest.mark.parametrize("schedule,expected", [
     (S.StepDecay(0.1, 1, 0.5), lambda e, s: 0.1 * 0.5 ** e),
     (S.CyclicLR(0.01, 0.1, 4), lambda e, s: S.CyclicLR(0.01, 0.1, 4)(s)),
-    (S.Warmup(S.Constant(0.1, unit="iteration"), 5, 0.2), lambda e, s: 0.1 * min(1, 0.2 + 0.8 * s / 5)),
+    (S.Warmup(S.Constant(0.1, unit="iteration"), 5, 0.2),
+     lambda e, s: 0.1 * min(1, 0.2 + 0.8 * s / 5)),
 ])
 def test_recorded_lr_is_the_schedule_at_epoch_or_iteration(schedule, expected):
     X, y = small_problem()

@@ -35,7 +35,8 @@ ACTIVATIONS = [mg.ReLU, mg.Tanh, mg.Sigmoid]
 @pytest.mark.parametrize("batch", [1, 2, 7])
 def test_network_gradients_match_finite_differences(activation, batch, backend):
     rng = np.random.default_rng(batch)
-    n_in, n_hidden, n_out = int(rng.integers(1, 6)), int(rng.integers(1, 7)), int(rng.integers(2, 5))
+    n_in, n_hidden = int(rng.integers(1, 6)), int(rng.integers(1, 7))
+    n_out = int(rng.integers(2, 5))
     model = mg.Sequential(mg.Dense(n_in, n_hidden), activation(), mg.Dense(n_hidden, n_out),
                           seed=batch, dtype=np.float64)
     x = rng.normal(size=(batch, n_in))

@@ -2,7 +2,6 @@
 import numpy as np
 
 import minigd as mg
-from minigd import fused
 from minigd.hooks import hooks_apply
 
 

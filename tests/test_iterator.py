@@ -48,7 +48,8 @@ def test_drop_last_uses_floor(n, batch):
 
 def test_describe_states_the_plan():
     it = make(8000, 64)
-    assert it.describe() == "8000 samples, batch 64 -> 125 iterations per epoch (last batch: 64 samples)"
+    assert it.describe() == ("8000 samples, batch 64 -> 125 iterations per epoch "
+                             "(last batch: 64 samples)")
     assert make(1000, 64).describe() == ("1000 samples, batch 64 -> 16 iterations per epoch "
                                          "(last batch: 40 samples)")
     assert "40 dropped" in make(1000, 64, drop_last=True).describe()

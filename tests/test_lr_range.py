@@ -7,8 +7,14 @@ import numpy as np
 import pytest
 
 import minigd as mg
-from minigd.experiments.lr_range import (lr_ramp, min_div_10, smooth_losses, steepest, suggest,
-                                         valley)
+from minigd.experiments.lr_range import (
+    lr_ramp,
+    min_div_10,
+    smooth_losses,
+    steepest,
+    suggest,
+    valley,
+)
 
 
 def blobs(n=240, features=12, classes=3, seed=0):

@@ -19,8 +19,8 @@ FLOAT32_SUBSET_REASON = (
     "NumPy backend, float32: OpenBLAS picks kernels and blocking by the number of rows, so "
     "predict of a row alone and in a batch differ in the last bits (the float32 rounding bound "
     "of tests/test_row_independence.py: measured 5e-7 on predictions of about 2), above this "
-    "check's atol of 1e-7. The Numba backend is exact (every row reduced the same way) and passes it; so does "
-    "float64.")
+    "check's atol of 1e-7. The Numba backend is exact (every row reduced the same way) and "
+    "passes it; so does float64.")
 
 
 def expected_failed_checks(estimator):

@@ -37,7 +37,8 @@ from minigd import fused
 from minigd.kernels import jit, jit_gemm
 
 ROW_COUNTS = list(range(1, 10)) + [67]
-WIDTHS = [(1, 1), (3, 5), (4, 4), (6, 4), (13, 10), (17, 33), (64, 16), (300, 50), (100, 130), (784, 128)]
+WIDTHS = [(1, 1), (3, 5), (4, 4), (6, 4), (13, 10), (17, 33), (64, 16), (300, 50), (100, 130),
+          (784, 128)]
 DTYPES = [np.float32, np.float64]
 U32 = 2.0 ** -24
 

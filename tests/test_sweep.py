@@ -2,8 +2,8 @@
 the table's exports and the two plots."""
 import csv
 import json
-import re
 import math
+import re
 
 import matplotlib
 import numpy as np

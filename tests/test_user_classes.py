@@ -6,7 +6,6 @@ import pytest
 
 import minigd as mg
 
-
 # ---- what a user writes -----------------------------------------------------------------------
 
 class Scale(mg.Layer):

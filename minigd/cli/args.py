@@ -9,10 +9,11 @@ open_fraction, decay_factor, threshold_or_zero, hidden_sizes, data_source, subse
 positive_ints, positive_floats, nonnegative_ints, milestones.
 
 Shared flags: add_data_arguments (--data, --data-dir, optionally --validation-split),
-add_model_arguments (--hidden, --activation, --init, --dtype, --dropout, --batch-norm), add_optimizer_arguments
-(--optimizer, --lr, --momentum, --nesterov, --weight-decay), add_schedule_arguments
-(--schedule and the flags of each schedule, SCHEDULE_FLAGS, and --warmup), add_backend_argument
-(--backend). check_arguments / check_optimizer_flags reject flags the choice would ignore.
+add_model_arguments (--hidden, --activation, --init, --dtype, --dropout, --batch-norm),
+add_optimizer_arguments (--optimizer, --lr, --momentum, --nesterov, --weight-decay),
+add_schedule_arguments (--schedule and the flags of each schedule, SCHEDULE_FLAGS, and
+--warmup), add_backend_argument (--backend). check_arguments / check_optimizer_flags reject
+flags the choice would ignore.
 The optimizer and activation choices are the names in :mod:`minigd.registry`.
 """
 import argparse

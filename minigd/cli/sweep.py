@@ -168,6 +168,7 @@ def sweep_command(args):
 def write_outputs(out, result, value):
     """Write sweep.csv, sweep.json, heatmap.png and curves.png to ``out``; close the figures."""
     import matplotlib.pyplot as plt
+
     import minigd as mg
     os.makedirs(out, exist_ok=True)
     result.to_csv(os.path.join(out, "sweep.csv"))

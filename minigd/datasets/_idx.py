@@ -31,7 +31,7 @@ MAGIC_LABELS = 0x00000801
 
 _GZIP_MAGIC = b"\x1f\x8b"
 
-_TYPE_CODES = {
+_TYPE_CODES: dict[int, np.dtype] = {
     0x08: np.dtype(">u1"),
     0x09: np.dtype(">i1"),
     0x0B: np.dtype(">i2"),

@@ -1,7 +1,11 @@
 """Experiments on top of fit: the LR range test, the gradient noise scale, batch x lr sweeps."""
 from .lr_range import LRRangeResult, lr_range_test
-from .noise_scale import (GradientNoiseScale, NoiseScaleEstimate, gradient_noise_scale,
-                          noise_scale_from_norms)
+from .noise_scale import (
+                          GradientNoiseScale,
+                          NoiseScaleEstimate,
+                          gradient_noise_scale,
+                          noise_scale_from_norms,
+)
 from .sweep import MLPBuilder, SweepResult, sweep
 
 __all__ = ["GradientNoiseScale", "LRRangeResult", "MLPBuilder", "NoiseScaleEstimate",

@@ -1,8 +1,11 @@
 """LR range test (Smith 2017; fastai's ``lr_find``): train a copy of the model while the learning
 rate grows every iteration, and read a good learning rate off the loss curve."""
+from __future__ import annotations
+
 import csv
 import json
 import math
+from typing import Callable
 
 import numpy as np
 
@@ -217,9 +220,12 @@ def _progress(total, enabled):
                 disable=None if enabled else True)
 
 
-def lr_range_test(model, X, y, *, optimizer="sgd", start_lr=1e-6, end_lr=10.0, num_iter=100,
-                  batch_size=64, mode="exp", smooth=0.98, diverge_threshold=4.0, seed=None,
-                  progress=False):
+def lr_range_test(model: Sequential, X: np.ndarray, y: np.ndarray, *,
+                  optimizer: str | Callable[..., Optimizer] = "sgd", start_lr: float = 1e-6,
+                  end_lr: float = 10.0, num_iter: int = 100, batch_size: int = 64,
+                  mode: str = "exp", smooth: float = 0.98,
+                  diverge_threshold: float | None = 4.0, seed: int | None = None,
+                  progress: bool = False) -> LRRangeResult:
     """LR range test: train a copy of ``model`` with the lr growing every iteration; the loss
     curve against lr shows where training is fastest and where it blows up.
 

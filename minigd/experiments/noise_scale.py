@@ -1,6 +1,8 @@
 """Gradient noise scale (McCandlish et al. 2018, "An Empirical Model of Large-Batch Training",
 Appendix A): B_simple = tr(Sigma) / |G|^2, the batch size at which the gradient's noise and its
 signal are equally large, estimated without bias from gradient norms at two batch sizes."""
+from __future__ import annotations
+
 import csv
 import math
 import warnings
@@ -149,8 +151,10 @@ def _progress(total, enabled, description="noise scale"):
                 disable=None if enabled else True)
 
 
-def gradient_noise_scale(model, X, y, small_batch, big_batch, *, n_pairs=20, seed=None,
-                         details=False, progress=False):
+def gradient_noise_scale(model: Sequential, X: np.ndarray, y: np.ndarray, small_batch: int,
+                         big_batch: int, *, n_pairs: int = 20, seed: int | None = None,
+                         details: bool = False,
+                         progress: bool = False) -> float | NoiseScaleEstimate:
     """Estimate the simple gradient noise scale B_simple = tr(Sigma) / |G|^2 at the model's
     current weights (McCandlish et al. 2018), the paper's estimate of the critical batch size:
     below it a bigger batch buys almost proportionally fewer steps; above it, little.

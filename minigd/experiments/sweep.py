@@ -11,6 +11,8 @@ With ``storage="sweep.db"`` every finished cell is committed to SQLite as it arr
 :mod:`minigd.experiments.sweep_storage`); rerunning the same call skips the stored cells, and
 ``SweepResult.from_storage`` / ``SweepResult.list_storage`` read the file back.
 """
+from __future__ import annotations
+
 import contextlib
 import csv
 import functools
@@ -21,6 +23,8 @@ import math
 import numbers
 import time
 import warnings
+from os import PathLike
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -224,9 +228,15 @@ def _json_value(value):
     return value
 
 
-def sweep(build_model, X, y, *, batch_sizes, lrs=None, scaling=None, base_lr=None,
-          base_batch_size=None, epochs, seeds=(0,), optimizer="sgd", optimizer_kwargs=None,
-          validation_data=None, n_jobs=1, backend=None, storage=None, verbose=0):
+def sweep(build_model: Callable[..., Sequential], X: np.ndarray, y: np.ndarray, *,
+          batch_sizes: Sequence[int], lrs: Sequence[float] | None = None,
+          scaling: str | None = None, base_lr: float | None = None,
+          base_batch_size: int | None = None, epochs: int, seeds: Sequence[int] = (0,),
+          optimizer: str | Callable[..., Optimizer] = "sgd",
+          optimizer_kwargs: dict[str, Any] | None = None,
+          validation_data: tuple[np.ndarray, np.ndarray] | None = None, n_jobs: int = 1,
+          backend: str | None = None, storage: str | PathLike | None = None,
+          verbose: int = 0) -> SweepResult:
     """Train one model per (batch size, lr, seed) cell and tabulate the results.
 
     The lrs are either given (``lrs``: every batch size meets every lr) or follow a batch-size
@@ -431,7 +441,7 @@ def describe(obj):
 
 def _has_contents(cell):
     try:
-        cell.cell_contents
+        cell.cell_contents  # noqa: B018 (reading an empty cell raises ValueError)
     except ValueError:
         return False
     return True
