@@ -1,4 +1,5 @@
 """Writing a benchmark's results: JSON and its PNG chart, each written atomically."""
+
 import json
 import os
 import sys

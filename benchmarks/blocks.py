@@ -9,6 +9,7 @@ Prints one line per network (the fastest epoch, in seconds, the first epoch not 
 compiles; the minimum is the least disturbed by other work on the machine)
 and writes DIR/blocks.json (default benchmarks/results).
 """
+
 import argparse
 import os
 import time
@@ -54,8 +55,17 @@ def epoch_seconds(X, y, blocks, allow_fused, epochs, batch_size, hidden):
     previous = fused.ENABLED
     fused.ENABLED = allow_fused
     try:
-        mg.fit(model, X, y, optimizer=mg.SGD(model.parameters(), lr=0.05, momentum=0.9),
-               epochs=epochs, batch_size=batch_size, seed=0, verbose=0, callbacks=[timer])
+        mg.fit(
+            model,
+            X,
+            y,
+            optimizer=mg.SGD(model.parameters(), lr=0.05, momentum=0.9),
+            epochs=epochs,
+            batch_size=batch_size,
+            seed=0,
+            verbose=0,
+            callbacks=[timer],
+        )
     finally:
         fused.ENABLED = previous
     return min(timer.times[1:] or timer.times)
@@ -73,17 +83,30 @@ def main():
     if args.quick:
         X, y, epochs = X[:1000], y[:1000], 2
     rows = []
-    print(f"backend {mg.get_backend()}; {len(X)} rows, batch {args.batch_size}, "
-          f"fastest of epochs 2..{epochs}, s/epoch")
+    print(
+        f"backend {mg.get_backend()}; {len(X)} rows, batch {args.batch_size}, "
+        f"fastest of epochs 2..{epochs}, s/epoch"
+    )
     for name, (blocks, allow_fused) in NETWORKS.items():
         seconds = epoch_seconds(X, y, blocks, allow_fused, epochs, args.batch_size, 128)
-        path = "fused" if allow_fused and not blocks and mg.get_backend() == "numba" \
+        path = (
+            "fused"
+            if allow_fused and not blocks and mg.get_backend() == "numba"
             else "per-iteration"
+        )
         rows.append({"network": name, "path": path, "seconds_per_epoch": seconds})
         print(f"  {name:28s} {path:14s} {seconds:8.3f} s/epoch")
-    save_results({"backend": mg.get_backend(), "rows_of_X": len(X),
-                  "batch_size": args.batch_size, "epochs": epochs, "rows": rows},
-                 args.out, "blocks")
+    save_results(
+        {
+            "backend": mg.get_backend(),
+            "rows_of_X": len(X),
+            "batch_size": args.batch_size,
+            "epochs": epochs,
+            "rows": rows,
+        },
+        args.out,
+        "blocks",
+    )
 
 
 if __name__ == "__main__":

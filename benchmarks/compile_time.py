@@ -16,6 +16,7 @@ after ``pip install`` does:
 
 Results go to ``benchmarks/results/compile_time.json``.
 """
+
 import argparse
 import json
 import os
@@ -71,10 +72,18 @@ def train_args(out, epochs=1, extra=()):
 
 
 def run(args, cache, script=None):
-    env = dict(os.environ, MINIGD_CACHE_DIR=cache, MINIGD_WARM_START="0",
-               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    command = [sys.executable, "-c", script or "import sys; from minigd.cli import main; "
-               "sys.exit(main(sys.argv[1:]))", *args]
+    env = dict(
+        os.environ,
+        MINIGD_CACHE_DIR=cache,
+        MINIGD_WARM_START="0",
+        PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
+    command = [
+        sys.executable,
+        "-c",
+        script or "import sys; from minigd.cli import main; sys.exit(main(sys.argv[1:]))",
+        *args,
+    ]
     started = time.perf_counter()
     done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=ROOT)
     seconds = time.perf_counter() - started
@@ -88,21 +97,32 @@ def per_kernel(extra=()):
         seconds, stdout = run(train_args(os.path.join(out, "run"), extra=extra), cache, RECORD)
     data = json.loads(stdout.split("RECORDS ", 1)[1])
     times = own_times(data["records"])
-    rows = [{"kernel": name, "own_s": own, "inclusive_s": inclusive}
-            for name, (inclusive, own) in sorted(times.items(), key=lambda kv: -kv[1][1])]
-    return {"wall_s": seconds, "main_s": data["total"],
-            "compile_s": sum(r["own_s"] for r in rows), "kernels": rows}
+    rows = [
+        {"kernel": name, "own_s": own, "inclusive_s": inclusive}
+        for name, (inclusive, own) in sorted(times.items(), key=lambda kv: -kv[1][1])
+    ]
+    return {
+        "wall_s": seconds,
+        "main_s": data["total"],
+        "compile_s": sum(r["own_s"] for r in rows),
+        "kernels": rows,
+    }
 
 
 def first_epoch(args, cache, env_extra=None):
     """Seconds from starting ``minigd train`` to its "epoch 1/" line, and to its exit."""
-    env = dict(os.environ, MINIGD_CACHE_DIR=cache, **(env_extra or {}),
-               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(
+        os.environ,
+        MINIGD_CACHE_DIR=cache,
+        **(env_extra or {}),
+        PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
     env.pop("MINIGD_BACKEND", None)
     command = [sys.executable, "-m", "minigd", *args]
     started = time.perf_counter()
-    process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     first = None
     for line in process.stdout:
         if first is None and line.startswith("epoch 1/"):
@@ -114,13 +134,17 @@ def first_epoch(args, cache, env_extra=None):
 
 def wait_for_kernels(cache, timeout=900):
     """Wait until the background compile of a warm start has filled ``cache``."""
-    env = dict(os.environ, MINIGD_CACHE_DIR=cache,
-               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(
+        os.environ,
+        MINIGD_CACHE_DIR=cache,
+        PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
     probe = "from minigd.kernels import jit; print(jit.needs_compilation())"
     started = time.perf_counter()
     while time.perf_counter() - started < timeout:
-        out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
-                             text=True).stdout.strip()
+        out = subprocess.run(
+            [sys.executable, "-c", probe], env=env, capture_output=True, text=True
+        ).stdout.strip()
         if out == "False":
             return time.perf_counter() - started
         time.sleep(2)
@@ -135,14 +159,18 @@ def cold_start(extra=()):
     with tempfile.TemporaryDirectory() as out:
         with tempfile.TemporaryDirectory() as cache:
             results["empty cache, warm start"] = first_epoch(
-                ["train", "--epochs", "1", "--out", out + "/a", *extra], cache)
+                ["train", "--epochs", "1", "--out", out + "/a", *extra], cache
+            )
             results["background compile done after_s"] = wait_for_kernels(cache)
             results["cached"] = first_epoch(
-                ["train", "--epochs", "1", "--out", out + "/b", *extra], cache)
+                ["train", "--epochs", "1", "--out", out + "/b", *extra], cache
+            )
         with tempfile.TemporaryDirectory() as cache:
             results["empty cache, compile first"] = first_epoch(
-                ["train", "--epochs", "1", "--out", out + "/c", *extra], cache,
-                {"MINIGD_WARM_START": "0"})
+                ["train", "--epochs", "1", "--out", out + "/c", *extra],
+                cache,
+                {"MINIGD_WARM_START": "0"},
+            )
     return results
 
 
@@ -150,24 +178,33 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="only the per-kernel table")
     p.add_argument("--out", default=os.path.join(HERE, "results"))
-    p.add_argument("--train-args", default="", help="extra `minigd train` flags, e.g. "
-                                                      "'--optimizer adam'")
+    p.add_argument(
+        "--train-args", default="", help="extra `minigd train` flags, e.g. '--optimizer adam'"
+    )
     args = p.parse_args(argv)
     extra = args.train_args.split()
     kernels = per_kernel(extra)
-    print(f"minigd train --epochs 1 {args.train_args} with an empty cache: "
-          f"{kernels['wall_s']:.1f} s in all, {kernels['compile_s']:.1f} s compiling")
+    print(
+        f"minigd train --epochs 1 {args.train_args} with an empty cache: "
+        f"{kernels['wall_s']:.1f} s in all, {kernels['compile_s']:.1f} s compiling"
+    )
     print("| kernel | own compile s | with callees s |\n|---|---|---|")
     for row in kernels["kernels"]:
         print(f"| {row['kernel']} | {row['own_s']:.2f} | {row['inclusive_s']:.2f} |")
-    results = {"train_args": extra, "per_kernel": kernels, "cpus": os.cpu_count(),
-               "load_average_at_end": os.getloadavg() if hasattr(os, "getloadavg") else None}
+    results = {
+        "train_args": extra,
+        "per_kernel": kernels,
+        "cpus": os.cpu_count(),
+        "load_average_at_end": os.getloadavg() if hasattr(os, "getloadavg") else None,
+    }
     if not args.quick:
         results["cold_start"] = cold_start(extra)
         for label, value in results["cold_start"].items():
             if isinstance(value, dict):
-                print(f"minigd train --epochs 1, {label}: first epoch done after "
-                      f"{value['to_first_epoch_s']:.1f} s, exit after {value['to_exit_s']:.1f} s")
+                print(
+                    f"minigd train --epochs 1, {label}: first epoch done after "
+                    f"{value['to_first_epoch_s']:.1f} s, exit after {value['to_exit_s']:.1f} s"
+                )
             else:
                 print(f"{label}: {value}")
     save_results(results, args.out, "compile_time")

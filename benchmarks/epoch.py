@@ -32,6 +32,7 @@ FLOP floor (the epoch's FLOPs at that peak). Results go to
     python benchmarks/epoch.py              # the full table (a few minutes)
     python benchmarks/epoch.py --quick      # a smoke run on tiny sizes (seconds)
 """
+
 import argparse
 import importlib.util
 import json
@@ -45,15 +46,16 @@ import time
 import warnings
 
 import numpy as np
-
 from _results import save_figure, save_results
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-TARGETS = {"sgd": {16: 0.25, 64: 0.40, 256: 0.60, 1024: 0.75},      # minigd / PyTorch
-           "adam": {16: 0.25, 64: 0.40, 256: 0.60, 1024: 0.75}}
-JAX_TARGET = 0.8                                                     # minigd / JAX
-FLOOR_TARGETS = {16: 0.35, 64: 0.55, 256: 0.70, 1024: 0.70}          # share of the FLOP floor
+TARGETS = {
+    "sgd": {16: 0.25, 64: 0.40, 256: 0.60, 1024: 0.75},  # minigd / PyTorch
+    "adam": {16: 0.25, 64: 0.40, 256: 0.60, 1024: 0.75},
+}
+JAX_TARGET = 0.8  # minigd / JAX
+FLOOR_TARGETS = {16: 0.35, 64: 0.55, 256: 0.70, 1024: 0.70}  # share of the FLOP floor
 OPTIMIZERS = ("sgd", "adam")
 LR = {"sgd": 0.01, "adam": 1e-3}
 N_IN, N_HIDDEN, N_OUT = 784, 128, 10
@@ -62,7 +64,7 @@ SHAPES = (MAIN_SHAPE, "784-512-512-10:relu", "784-256-10:tanh")
 
 
 def parse_shape(shape):
-    """"784-128-10:relu" -> ([784, 128, 10], "relu")."""
+    """ "784-128-10:relu" -> ([784, 128, 10], "relu")."""
     sizes, activation = shape.split(":")
     return [int(n) for n in sizes.split("-")], activation
 
@@ -76,15 +78,16 @@ def flops_per_epoch(rows, shape=MAIN_SHAPE):
     """Multiply-adds x 2 of forward, weight gradients and the hidden layers' input gradients."""
     sizes, _ = parse_shape(shape)
     pairs = list(zip(sizes[:-1], sizes[1:]))
-    per_sample = 2 * sum(i * o for i, o in pairs)                  # forward
-    per_sample += 2 * sum(i * o for i, o in pairs)                 # weight gradients
-    per_sample += 2 * sum(i * o for i, o in pairs[1:])             # gradients into hidden layers
+    per_sample = 2 * sum(i * o for i, o in pairs)  # forward
+    per_sample += 2 * sum(i * o for i, o in pairs)  # weight gradients
+    per_sample += 2 * sum(i * o for i, o in pairs[1:])  # gradients into hidden layers
     return per_sample * rows
 
 
-# ---- peers, each run as `python epoch.py --peer NAME ...` in its own process -----------------------
+# ---- peers, each run as `python epoch.py --peer NAME ...` in its own process ----------------
 def torch_epochs(rows, batch, optimizer, threads, repeats, shape=MAIN_SHAPE):
     import torch
+
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     X, y = synthetic(rows)
@@ -92,12 +95,17 @@ def torch_epochs(rows, batch, optimizer, threads, repeats, shape=MAIN_SHAPE):
     sizes, activation = parse_shape(shape)
     layers = []
     for n_in, n_out in zip(sizes[:-1], sizes[1:]):
-        layers += [torch.nn.Linear(n_in, n_out),
-                   torch.nn.ReLU() if activation == "relu" else torch.nn.Tanh()]
+        layers += [
+            torch.nn.Linear(n_in, n_out),
+            torch.nn.ReLU() if activation == "relu" else torch.nn.Tanh(),
+        ]
     model = torch.nn.Sequential(*layers[:-1])
     loss_fn = torch.nn.CrossEntropyLoss()
-    opt = (torch.optim.SGD(model.parameters(), lr=LR["sgd"]) if optimizer == "sgd"
-           else torch.optim.Adam(model.parameters(), lr=LR["adam"]))
+    opt = (
+        torch.optim.SGD(model.parameters(), lr=LR["sgd"])
+        if optimizer == "sgd"
+        else torch.optim.Adam(model.parameters(), lr=LR["adam"])
+    )
     generator = torch.Generator().manual_seed(0)
     seconds = []
     for _ in range(repeats + 1):
@@ -105,7 +113,7 @@ def torch_epochs(rows, batch, optimizer, threads, repeats, shape=MAIN_SHAPE):
         started = time.perf_counter()
         order = torch.randperm(rows, generator=generator)
         for start in range(0, rows, batch):
-            index = order[start:start + batch]
+            index = order[start : start + batch]
             opt.zero_grad()
             loss = loss_fn(model(X[index]), y[index])
             loss.backward()
@@ -120,13 +128,16 @@ def jax_epochs(rows, batch, optimizer, threads, repeats, shape=MAIN_SHAPE):
     import jax
     import jax.numpy as jnp
     from jax import lax
+
     X, y = synthetic(rows)
     X, y = jnp.asarray(X), jnp.asarray(y, dtype=jnp.int32)
     sizes, activation = parse_shape(shape)
     act = jax.nn.relu if activation == "relu" else jnp.tanh
     keys = jax.random.split(jax.random.PRNGKey(0), len(sizes))
-    params = [(jax.random.normal(k, (i, o), jnp.float32) * (2 / i) ** 0.5,
-               jnp.zeros(o, jnp.float32)) for k, i, o in zip(keys, sizes[:-1], sizes[1:])]
+    params = [
+        (jax.random.normal(k, (i, o), jnp.float32) * (2 / i) ** 0.5, jnp.zeros(o, jnp.float32))
+        for k, i, o in zip(keys, sizes[:-1], sizes[1:])
+    ]
     lr = LR[optimizer]
 
     def loss_fn(params, xb, yb):
@@ -147,9 +158,10 @@ def jax_epochs(rows, batch, optimizer, threads, repeats, shape=MAIN_SHAPE):
             t = t + 1
             m = jax.tree_util.tree_map(lambda a, d: 0.9 * a + 0.1 * d, m, g)
             v = jax.tree_util.tree_map(lambda a, d: 0.999 * a + 0.001 * d * d, v, g)
-            c1, c2 = 1 - 0.9 ** t, 1 - 0.999 ** t
+            c1, c2 = 1 - 0.9**t, 1 - 0.999**t
             params = jax.tree_util.tree_map(
-                lambda p, a, s: p - lr * (a / c1) / (jnp.sqrt(s / c2) + 1e-8), params, m, v)
+                lambda p, a, s: p - lr * (a / c1) / (jnp.sqrt(s / c2) + 1e-8), params, m, v
+            )
         return (params, m, v, t), loss
 
     full, last = rows // batch, rows % batch
@@ -157,11 +169,11 @@ def jax_epochs(rows, batch, optimizer, threads, repeats, shape=MAIN_SHAPE):
     @jax.jit
     def epoch(carry, key):
         order = jax.random.permutation(key, rows)
-        xs = X[order[:full * batch]].reshape(full, batch, -1)
-        ys = y[order[:full * batch]].reshape(full, batch)
+        xs = X[order[: full * batch]].reshape(full, batch, -1)
+        ys = y[order[: full * batch]].reshape(full, batch)
         carry, losses = lax.scan(step, carry, (xs, ys))
         if last:
-            carry, tail = step(carry, (X[order[full * batch:]], y[order[full * batch:]]))
+            carry, tail = step(carry, (X[order[full * batch :]], y[order[full * batch :]]))
             losses = jnp.concatenate([losses, tail[None]])
         return carry, losses
 
@@ -180,15 +192,24 @@ def jax_epochs(rows, batch, optimizer, threads, repeats, shape=MAIN_SHAPE):
 def sklearn_epochs(rows, batch, optimizer, threads, repeats, shape=MAIN_SHAPE):
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPClassifier
+
     X, y = synthetic(rows)
     sizes, activation = parse_shape(shape)
     seconds = []
     for _ in range(repeats):
-        clf = MLPClassifier(hidden_layer_sizes=tuple(sizes[1:-1]), activation=activation,
-                            solver=optimizer,
-                            alpha=0.0, batch_size=batch, learning_rate_init=LR[optimizer],
-                            max_iter=1, shuffle=True, momentum=0.0, nesterovs_momentum=False,
-                            random_state=0)
+        clf = MLPClassifier(
+            hidden_layer_sizes=tuple(sizes[1:-1]),
+            activation=activation,
+            solver=optimizer,
+            alpha=0.0,
+            batch_size=batch,
+            learning_rate_init=LR[optimizer],
+            max_iter=1,
+            shuffle=True,
+            momentum=0.0,
+            nesterovs_momentum=False,
+            random_state=0,
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             started = time.perf_counter()
@@ -197,8 +218,11 @@ def sklearn_epochs(rows, batch, optimizer, threads, repeats, shape=MAIN_SHAPE):
     return seconds
 
 
-PEERS = {"torch": ("torch", torch_epochs), "jax": ("jax", jax_epochs),
-         "sklearn": ("sklearn", sklearn_epochs)}
+PEERS = {
+    "torch": ("torch", torch_epochs),
+    "jax": ("jax", jax_epochs),
+    "sklearn": ("sklearn", sklearn_epochs),
+}
 
 
 def start_peer(name, args, configs):
@@ -206,14 +230,30 @@ def start_peer(name, args, configs):
     module = PEERS[name][0]
     if importlib.util.find_spec(module) is None:
         return None, f"{module} is not installed"
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads),
-               OPENBLAS_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
-               JAX_PLATFORMS="cpu")
-    command = [sys.executable, os.path.abspath(__file__), "--peer", name, "--rows",
-               str(args.rows), "--configs", json.dumps(configs), "--threads", str(args.threads),
-               "--repeats", str(args.repeats)]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env), None
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS=str(args.threads),
+        OPENBLAS_NUM_THREADS=str(args.threads),
+        MKL_NUM_THREADS=str(args.threads),
+        JAX_PLATFORMS="cpu",
+    )
+    command = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--peer",
+        name,
+        "--rows",
+        str(args.rows),
+        "--configs",
+        json.dumps(configs),
+        "--threads",
+        str(args.threads),
+        "--repeats",
+        str(args.repeats),
+    ]
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    ), None
 
 
 def finish_peer(name, process):
@@ -252,6 +292,7 @@ def run_peers(args, configs):
 # ---- minigd, in this process ------------------------------------------------------------------
 def minigd_model(shape):
     import minigd as mg
+
     sizes, activation = parse_shape(shape)
     layers = []
     for n_in, n_out in zip(sizes[:-1], sizes[1:]):
@@ -263,30 +304,38 @@ def chosen_products(shape, rows, batch):
     """The backward products' implementation minigd uses for this shape and batch."""
     from minigd.kernels import autotune
     from minigd.kernels.jit_config import parallel_parts
+
     sizes, _ = parse_shape(shape)
     dims = list(zip(sizes[:-1], sizes[1:]))
     n_full, last = divmod(rows, batch)
     batch_sizes = [batch] * n_full + ([last] if last else [])
-    return autotune.describe(autotune.epoch_products(dims, batch, batch_sizes, np.float32,
-                                                     parallel_parts()))
+    return autotune.describe(
+        autotune.epoch_products(dims, batch, batch_sizes, np.float32, parallel_parts())
+    )
 
 
-def minigd_epochs(X, y, batch, optimizer, backend, repeats, fused_path=True, shape=MAIN_SHAPE,
-                  products=None):
+def minigd_epochs(
+    X, y, batch, optimizer, backend, repeats, fused_path=True, shape=MAIN_SHAPE, products=None
+):
     import minigd as mg
     from minigd import fused
     from minigd.kernels import autotune
+
     model = minigd_model(shape)
-    opt = (mg.SGD(model.parameters(), lr=LR["sgd"]) if optimizer == "sgd"
-           else mg.Adam(model.parameters(), lr=LR["adam"]))
+    opt = (
+        mg.SGD(model.parameters(), lr=LR["sgd"])
+        if optimizer == "sgd"
+        else mg.Adam(model.parameters(), lr=LR["adam"])
+    )
     previous, forced = fused.ENABLED, os.environ.get(autotune.ENV)
     fused.ENABLED = fused_path
     if products:
         os.environ[autotune.ENV] = products
     try:
         with mg.use_backend(backend):
-            history = mg.fit(model, X, y, optimizer=opt, epochs=repeats + 1, batch_size=batch,
-                             seed=0, verbose=0)
+            history = mg.fit(
+                model, X, y, optimizer=opt, epochs=repeats + 1, batch_size=batch, seed=0, verbose=0
+            )
     finally:
         fused.ENABLED = previous
         if forced is None:
@@ -317,21 +366,32 @@ def cold_start(threads):
     and again from the cache it wrote, each in a fresh process."""
     results = {}
     with tempfile.TemporaryDirectory() as cache:
-        env = dict(os.environ, MINIGD_CACHE_DIR=cache, NUMBA_NUM_THREADS=str(threads),
-                   PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        env = dict(
+            os.environ,
+            MINIGD_CACHE_DIR=cache,
+            NUMBA_NUM_THREADS=str(threads),
+            PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        )
         for label in ("empty cache (compiles)", "cached"):
-            out = subprocess.run([sys.executable, "-c", COLD_START], env=env, check=True,
-                                 capture_output=True, text=True).stdout.split()
-            results[label] = dict(zip(("import_s", "import_to_first_epoch_s", "total_s"),
-                                      map(float, out)))
+            out = subprocess.run(
+                [sys.executable, "-c", COLD_START],
+                env=env,
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout.split()
+            results[label] = dict(
+                zip(("import_s", "import_to_first_epoch_s", "total_s"), map(float, out))
+            )
     return results
 
 
 def sgemm_peak(threads, size=2048):
     """GFLOP/s of the fastest float32 product measured here: NumPy's BLAS on size^3 and
     minigd's own kernel on the epoch's biggest product (1024 x 784 x 128)."""
-    from minigd.kernels.jit_gemm import aligned_empty
     from minigd.kernels import jit_gemm
+    from minigd.kernels.jit_gemm import aligned_empty
+
     sys.path.insert(0, HERE)
     from kernels import blas_threads
 
@@ -352,14 +412,17 @@ def sgemm_peak(threads, size=2048):
     z = aligned_empty((1024, N_HIDDEN), np.float32)
     own = best(lambda: jit_gemm.matmul_nt(x, w_t, z, threads), 2 * 1024 * N_IN * N_HIDDEN)
     with blas_threads(threads):
-        blas = best(lambda: np.matmul(a, b, out=out), 2 * size ** 3)
+        blas = best(lambda: np.matmul(a, b, out=out), 2 * size**3)
     return {"numpy_blas_gflops": blas, "minigd_kernel_gflops": own, "peak_gflops": max(blas, own)}
 
 
 def machine():
-    info = {"python": platform.python_version(), "platform": platform.platform(),
-            "cpus": os.cpu_count(),       # a load above 0 means other work shared the cores
-            "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None}
+    info = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),  # a load above 0 means other work shared the cores
+        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+    }
     try:
         lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
         info["lscpu"] = "\n".join(lscpu.splitlines()[:10])
@@ -369,7 +432,9 @@ def machine():
     except OSError:
         pass
     import numba
+
     from minigd.kernels import autotune
+
     info["numpy"], info["numba"] = np.__version__, numba.__version__
     info["cpu_model"], info["vector_isa"] = autotune.cpu_model(), autotune.vector_isa()
     info["llvm_cpu"], info["blas"] = autotune.llvm_cpu()[0], autotune.blas_library()
@@ -378,6 +443,7 @@ def machine():
     for module in ("torch", "sklearn", "jax"):
         try:
             from importlib.metadata import version
+
             info[module] = version("scikit-learn" if module == "sklearn" else module)
         except Exception:
             info[module] = None
@@ -395,9 +461,11 @@ def table(results):
     for shape in results["config"]["shapes"]:
         for opt in OPTIMIZERS:
             lines.append(f"\n{shape} {opt.upper()}: seconds per epoch (median) and ratios")
-            lines.append("| batch | minigd | PyTorch | JAX | minigd / PyTorch | minigd / JAX | "
-                         "share of FLOP floor | sklearn | minigd per-iteration | NumPy backend | "
-                         "products |")
+            lines.append(
+                "| batch | minigd | PyTorch | JAX | minigd / PyTorch | minigd / JAX | "
+                "share of FLOP floor | sklearn | minigd per-iteration | NumPy backend | "
+                "products |"
+            )
             lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
             for row in results["rows"]:
                 if row["optimizer"] != opt or row["shape"] != shape:
@@ -405,37 +473,58 @@ def table(results):
                 ratio, jratio = row["ratio_to_torch"], row["ratio_to_jax"]
                 target = TARGETS[opt].get(row["batch"])
                 floor = FLOOR_TARGETS.get(row["batch"])
-                met = ("" if quick or ratio is None or target is None
-                       else " ok" if ratio <= target else " MISSED")
-                jmet = ("" if quick or jratio is None
-                        else " ok" if jratio <= JAX_TARGET else " MISSED")
-                fmet = ("" if quick or floor is None or shape != MAIN_SHAPE
-                        else " ok" if row["fraction_of_peak"] >= floor else " MISSED")
+                met = (
+                    ""
+                    if quick or ratio is None or target is None
+                    else " ok"
+                    if ratio <= target
+                    else " MISSED"
+                )
+                jmet = (
+                    "" if quick or jratio is None else " ok" if jratio <= JAX_TARGET else " MISSED"
+                )
+                fmet = (
+                    ""
+                    if quick or floor is None or shape != MAIN_SHAPE
+                    else " ok"
+                    if row["fraction_of_peak"] >= floor
+                    else " MISSED"
+                )
                 lines.append(
                     f"| {row['batch']} | {fmt(row['minigd'])} | {fmt(row['torch'])} | "
                     f"{fmt(row['jax'])} | {fmt(ratio, 2)}{met} | {fmt(jratio, 2)}{jmet} | "
                     f"{fmt(100 * row['fraction_of_peak'], 0)}%{fmet} | {fmt(row['sklearn'])} | "
                     f"{fmt(row['minigd_per_iteration'])} | {fmt(row['numpy_backend'])} | "
-                    f"{row['products']} |")
+                    f"{row['products']} |"
+                )
     compared = [r for r in results["rows"] if r.get("minigd_own") is not None]
     if compared:
         lines.append("\nA/B, products forced (MINIGD_PRODUCTS), seconds per epoch (median)")
         lines.append("| shape | optimizer | batch | own | blas | auto (chosen) |")
         lines.append("|---|---|---|---|---|---|")
         for r in compared:
-            lines.append(f"| {r['shape']} | {r['optimizer']} | {r['batch']} | "
-                         f"{fmt(r['minigd_own'])} | {fmt(r['minigd_blas'])} | "
-                         f"{fmt(r['minigd'])} ({r['products']}) |")
+            lines.append(
+                f"| {r['shape']} | {r['optimizer']} | {r['batch']} | "
+                f"{fmt(r['minigd_own'])} | {fmt(r['minigd_blas'])} | "
+                f"{fmt(r['minigd'])} ({r['products']}) |"
+            )
     return "\n".join(lines)
 
 
 def plot(results, path):
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    series = [("minigd", "minigd (Numba)"), ("minigd_per_iteration", "minigd per-iteration"),
-              ("numpy_backend", "minigd NumPy backend"), ("torch", "PyTorch"), ("jax", "JAX"),
-              ("sklearn", "scikit-learn")]
+
+    series = [
+        ("minigd", "minigd (Numba)"),
+        ("minigd_per_iteration", "minigd per-iteration"),
+        ("numpy_backend", "minigd NumPy backend"),
+        ("torch", "PyTorch"),
+        ("jax", "JAX"),
+        ("sklearn", "scikit-learn"),
+    ]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     for ax, opt in zip(axes, OPTIMIZERS):
         rows = [r for r in results["rows"] if r["optimizer"] == opt and r["shape"] == MAIN_SHAPE]
@@ -445,8 +534,10 @@ def plot(results, path):
             ax.bar(xs, [r[key] or 0 for r in rows], width, label=label)
         ax.set_xticks(range(len(rows)), [str(r["batch"]) for r in rows])
         ax.set_xlabel("batch size")
-        ax.set_title(f"{opt.upper()} {MAIN_SHAPE}: {results['config']['rows']:,} rows, "
-                     f"{results['config']['threads']} threads")
+        ax.set_title(
+            f"{opt.upper()} {MAIN_SHAPE}: {results['config']['rows']:,} rows, "
+            f"{results['config']['threads']} threads"
+        )
         ax.set_yscale("log")
     axes[0].set_ylabel("seconds per epoch (log scale)")
     axes[1].legend(fontsize=8)
@@ -457,74 +548,110 @@ def plot(results, path):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="tiny sizes, one repeat, the 784-128-10 "
-                                                        "shape only (smoke test)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny sizes, one repeat, the 784-128-10 shape only (smoke test)",
+    )
     p.add_argument("--rows", type=int, default=60000)
     p.add_argument("--batches", default="16,64,256,1024")
-    p.add_argument("--shapes", default=",".join(SHAPES),
-                   help="comma-separated layer sizes:activation (relu or tanh)")
+    p.add_argument(
+        "--shapes",
+        default=",".join(SHAPES),
+        help="comma-separated layer sizes:activation (relu or tanh)",
+    )
     p.add_argument("--repeats", type=int, default=3, help="timed epochs per measurement")
     p.add_argument("--threads", type=int, default=None, help="default: Numba's thread count")
     p.add_argument("--out", default=os.path.join(HERE, "results"))
     p.add_argument("--no-numpy-backend", action="store_true")
     p.add_argument("--no-cold-start", action="store_true", help="skip the compile-time runs")
-    p.add_argument("--compare-products", action="store_true",
-                   help="also time minigd with each product implementation forced")
+    p.add_argument(
+        "--compare-products",
+        action="store_true",
+        help="also time minigd with each product implementation forced",
+    )
     p.add_argument("--peers", default=",".join(PEERS), help="peers to run (default: all)")
     p.add_argument("--peer", choices=sorted(PEERS), help=argparse.SUPPRESS)
     p.add_argument("--configs", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.threads is None:
         import numba
+
         args.threads = numba.get_num_threads()
     if args.peer:
         run = PEERS[args.peer][1]
-        print(json.dumps([((shape, opt, batch),
-                           run(args.rows, batch, opt, args.threads, args.repeats, shape))
-                          for shape, opt, batch in json.loads(args.configs)]))
+        print(
+            json.dumps(
+                [
+                    (
+                        (shape, opt, batch),
+                        run(args.rows, batch, opt, args.threads, args.repeats, shape),
+                    )
+                    for shape, opt, batch in json.loads(args.configs)
+                ]
+            )
+        )
         return 0
     if args.quick:
         args.rows, args.batches, args.repeats, args.shapes = 2000, "16,256", 1, MAIN_SHAPE
 
     sys.path.insert(0, ROOT)
     import numba
+
     numba.set_num_threads(args.threads)
     batches = [int(b) for b in args.batches.split(",")]
     shapes = args.shapes.split(",")
     X, y = synthetic(args.rows)
     notes = []
     started = time.perf_counter()
-    print(f"minigd epoch benchmark: {args.rows:,} x {N_IN} float32, {', '.join(shapes)}, "
-          f"{args.threads} threads, median of {args.repeats} epochs after a warm-up")
+    print(
+        f"minigd epoch benchmark: {args.rows:,} x {N_IN} float32, {', '.join(shapes)}, "
+        f"{args.threads} threads, median of {args.repeats} epochs after a warm-up"
+    )
     compile_info = None if args.quick or args.no_cold_start else cold_start(args.threads)
-    minigd_epochs(X[:2048], y[:2048], 64, "sgd", "numba", 1)   # load the kernels before timing
+    minigd_epochs(X[:2048], y[:2048], 64, "sgd", "numba", 1)  # load the kernels before timing
     minigd_epochs(X[:2048], y[:2048], 64, "adam", "numba", 1)
     configs = [(shape, opt, batch) for shape in shapes for opt in OPTIMIZERS for batch in batches]
     rows = []
     # Numba first, NumPy's BLAS last: OpenBLAS's worker threads keep spinning for a while after
     # each call and would slow the Numba threads that run next (two thread pools, two cores).
     for shape, opt, batch in configs:
-        row = {"shape": shape, "optimizer": opt, "batch": batch,
-               "products": chosen_products(shape, args.rows, batch)}
+        row = {
+            "shape": shape,
+            "optimizer": opt,
+            "batch": batch,
+            "products": chosen_products(shape, args.rows, batch),
+        }
         row["minigd"] = statistics.median(
-            minigd_epochs(X, y, batch, opt, "numba", args.repeats, shape=shape))
+            minigd_epochs(X, y, batch, opt, "numba", args.repeats, shape=shape)
+        )
         row["minigd_per_iteration"] = statistics.median(
-            minigd_epochs(X, y, batch, opt, "numba", args.repeats, fused_path=False,
-                          shape=shape))
+            minigd_epochs(X, y, batch, opt, "numba", args.repeats, fused_path=False, shape=shape)
+        )
         if args.compare_products:
             for impl in ("own", "blas"):
                 row[f"minigd_{impl}"] = statistics.median(
-                    minigd_epochs(X, y, batch, opt, "numba", args.repeats, shape=shape,
-                                  products=impl))
+                    minigd_epochs(
+                        X, y, batch, opt, "numba", args.repeats, shape=shape, products=impl
+                    )
+                )
         rows.append(row)
-        print(f"  minigd {shape} {opt} batch {batch}: {row['minigd']:.3f} s (per-iteration "
-              f"path {row['minigd_per_iteration']:.3f} s; products {row['products']})",
-              flush=True)
+        print(
+            f"  minigd {shape} {opt} batch {batch}: {row['minigd']:.3f} s (per-iteration "
+            f"path {row['minigd_per_iteration']:.3f} s; products {row['products']})",
+            flush=True,
+        )
     peak = sgemm_peak(args.threads, 512 if args.quick else 2048)
     for row in rows:
-        row["numpy_backend"] = None if args.no_numpy_backend else statistics.median(
-            minigd_epochs(X, y, row["batch"], row["optimizer"], "numpy", args.repeats,
-                          shape=row["shape"]))
+        row["numpy_backend"] = (
+            None
+            if args.no_numpy_backend
+            else statistics.median(
+                minigd_epochs(
+                    X, y, row["batch"], row["optimizer"], "numpy", args.repeats, shape=row["shape"]
+                )
+            )
+        )
     peers, peer_notes = run_peers(args, configs)
     notes += peer_notes
     for row in rows:
@@ -533,29 +660,48 @@ def main(argv=None):
             row[name] = peers[name].get(key)
         row["ratio_to_torch"] = None if row["torch"] is None else row["minigd"] / row["torch"]
         row["ratio_to_jax"] = None if row["jax"] is None else row["minigd"] / row["jax"]
-        row["numpy_over_numba"] = (None if row["numpy_backend"] is None
-                                   else row["numpy_backend"] / row["minigd"])
+        row["numpy_over_numba"] = (
+            None if row["numpy_backend"] is None else row["numpy_backend"] / row["minigd"]
+        )
         row["flops"] = flops_per_epoch(args.rows, row["shape"])
         row["fraction_of_peak"] = row["flops"] / (peak["peak_gflops"] * 1e9) / row["minigd"]
-    results = {"config": {"rows": args.rows, "batches": batches, "shapes": shapes,
-                          "repeats": args.repeats, "threads": args.threads,
-                          "quick": args.quick, "threading_layer": numba.threading_layer()},
-               "machine": machine(), "sgemm": peak, "flops_per_epoch": flops_per_epoch(args.rows),
-               "cold_start": compile_info, "notes": notes, "rows": rows,
-               "benchmark_seconds": time.perf_counter() - started}
+    results = {
+        "config": {
+            "rows": args.rows,
+            "batches": batches,
+            "shapes": shapes,
+            "repeats": args.repeats,
+            "threads": args.threads,
+            "quick": args.quick,
+            "threading_layer": numba.threading_layer(),
+        },
+        "machine": machine(),
+        "sgemm": peak,
+        "flops_per_epoch": flops_per_epoch(args.rows),
+        "cold_start": compile_info,
+        "notes": notes,
+        "rows": rows,
+        "benchmark_seconds": time.perf_counter() - started,
+    }
     print(table(results))
-    print(f"\nmachine: {results['machine'].get('cpu_model')}, {results['machine']['vector_isa']}"
-          f" (LLVM CPU {results['machine']['llvm_cpu']})")
-    print(f"sgemm peak measured here: NumPy BLAS {peak['numpy_blas_gflops']:.0f} GFLOP/s, "
-          f"minigd kernel {peak['minigd_kernel_gflops']:.0f} GFLOP/s; one {MAIN_SHAPE} epoch is "
-          f"{flops_per_epoch(args.rows) / 1e9:.1f} GFLOP, so the FLOP floor is "
-          f"{flops_per_epoch(args.rows) / (peak['peak_gflops'] * 1e9):.3f} s")
+    print(
+        f"\nmachine: {results['machine'].get('cpu_model')}, {results['machine']['vector_isa']}"
+        f" (LLVM CPU {results['machine']['llvm_cpu']})"
+    )
+    print(
+        f"sgemm peak measured here: NumPy BLAS {peak['numpy_blas_gflops']:.0f} GFLOP/s, "
+        f"minigd kernel {peak['minigd_kernel_gflops']:.0f} GFLOP/s; one {MAIN_SHAPE} epoch is "
+        f"{flops_per_epoch(args.rows) / 1e9:.1f} GFLOP, so the FLOP floor is "
+        f"{flops_per_epoch(args.rows) / (peak['peak_gflops'] * 1e9):.3f} s"
+    )
     if compile_info:
         first, cached = compile_info["empty cache (compiles)"], compile_info["cached"]
-        print(f"JIT compile (first process, empty cache): {first['import_to_first_epoch_s']:.1f} s "
-              f"from import to the first epoch done; second process (cached): import "
-              f"{cached['import_s']:.2f} s, then {cached['import_to_first_epoch_s']:.2f} s to the "
-              f"first epoch done")
+        print(
+            f"JIT compile (first process, empty cache): {first['import_to_first_epoch_s']:.1f} s "
+            f"from import to the first epoch done; second process (cached): import "
+            f"{cached['import_s']:.2f} s, then {cached['import_to_first_epoch_s']:.2f} s to the "
+            f"first epoch done"
+        )
     for note in notes:
         print(f"note: skipped a peer: {note}")
     save_results(results, args.out, "epoch", plot)

@@ -12,6 +12,7 @@
     python benchmarks/kernels.py            # a minute or two
     python benchmarks/kernels.py --quick    # smoke run
 """
+
 import argparse
 import os
 import statistics
@@ -20,7 +21,6 @@ import sys
 import time
 
 import numpy as np
-
 from _results import save_results
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -55,10 +55,16 @@ def kernel_cases(batch, dtype=np.float32):
     p, g, m, v = r(n_params), r(n_params), r(n_params), np.abs(r(n_params))
     return [
         ("dense_forward 784->128", "dense_forward", (x, w1, b1, np.empty((batch, 128), dtype))),
-        ("dense_backward 784->128 (no dx)", "dense_backward",
-         (x, h, w1, np.empty_like(w1), np.empty_like(b1), None)),
-        ("dense_backward 128->10", "dense_backward",
-         (h, logits, w2, np.empty_like(w2), np.empty(10, dtype), np.empty_like(h))),
+        (
+            "dense_backward 784->128 (no dx)",
+            "dense_backward",
+            (x, h, w1, np.empty_like(w1), np.empty_like(b1), None),
+        ),
+        (
+            "dense_backward 128->10",
+            "dense_backward",
+            (h, logits, w2, np.empty_like(w2), np.empty(10, dtype), np.empty_like(h)),
+        ),
         ("relu_forward", "relu_forward", (h, np.empty_like(h))),
         ("relu_backward", "relu_backward", (h, h, np.empty_like(h))),
         ("tanh_forward", "tanh_forward", (h, np.empty_like(h))),
@@ -73,17 +79,29 @@ def kernels_table(batches, budget):
     """All Numba timings first, then all NumPy ones: OpenBLAS's workers spin for a while after
     each call and would steal the core Numba's second thread needs (two pools, two cores)."""
     from minigd.kernels import jit, reference
-    cases = [(batch, label, name, args) for batch in batches
-             for label, name, args in kernel_cases(batch)]
+
+    cases = [
+        (batch, label, name, args) for batch in batches for label, name, args in kernel_cases(batch)
+    ]
     numba_s = [per_call(lambda: getattr(jit, name)(*args), budget) for _, _, name, args in cases]
-    numpy_s = [per_call(lambda: getattr(reference, name)(*args), budget)
-               for _, _, name, args in cases]
+    numpy_s = [
+        per_call(lambda: getattr(reference, name)(*args), budget) for _, _, name, args in cases
+    ]
     rows = []
     for (batch, label, _, _), t_nb, t_np in zip(cases, numba_s, numpy_s):
-        rows.append({"batch": batch, "kernel": label, "numpy_us": 1e6 * t_np,
-                     "numba_us": 1e6 * t_nb, "speedup": t_np / t_nb})
-        print(f"  batch {batch:5d}  {label:34s} NumPy {1e6 * t_np:9.1f} us   "
-              f"Numba {1e6 * t_nb:9.1f} us   x{t_np / t_nb:5.1f}")
+        rows.append(
+            {
+                "batch": batch,
+                "kernel": label,
+                "numpy_us": 1e6 * t_np,
+                "numba_us": 1e6 * t_nb,
+                "speedup": t_np / t_nb,
+            }
+        )
+        print(
+            f"  batch {batch:5d}  {label:34s} NumPy {1e6 * t_np:9.1f} us   "
+            f"Numba {1e6 * t_nb:9.1f} us   x{t_np / t_nb:5.1f}"
+        )
     return rows
 
 
@@ -91,15 +109,19 @@ def blas_threads(n):
     """Context limiting NumPy's BLAS to n threads (threadpoolctl; a no-op without it)."""
     try:
         from threadpoolctl import threadpool_limits
+
         return threadpool_limits(n)
     except ImportError:
         import contextlib
+
         return contextlib.nullcontext()
 
 
 def products_table(batches, budget, threads):
     import numba
+
     from minigd.kernels import jit_gemm
+
     try:
         import scipy.linalg.cython_blas  # noqa: F401  (np.dot inside @njit needs it)
 
@@ -121,20 +143,27 @@ def products_table(batches, budget, threads):
             with blas_threads(n_threads):
                 row["numpy_forward"] = flops / per_call(lambda: np.matmul(x, w, out=z), budget)
                 row["numpy_weight_grad"] = flops / per_call(
-                    lambda: np.matmul(dz.T, x, out=dw_t), budget)
+                    lambda: np.matmul(dz.T, x, out=dw_t), budget
+                )
                 if njit_dot is not None:
                     row["njit_np_dot_forward"] = flops / per_call(lambda: njit_dot(x, w, z), budget)
                     row["njit_np_dot_weight_grad"] = flops / per_call(
-                        lambda: njit_dot(dz.T, x, dw_t), budget)
+                        lambda: njit_dot(dz.T, x, dw_t), budget
+                    )
             row["minigd_forward"] = flops / per_call(
-                lambda: jit_gemm.matmul_nt(x, w_t, z, n_threads), budget)
+                lambda: jit_gemm.matmul_nt(x, w_t, z, n_threads), budget
+            )
             row["minigd_weight_grad"] = flops / per_call(
-                lambda: jit_gemm.matmul_tn(dz, x, dw_t, n_threads), budget)
+                lambda: jit_gemm.matmul_tn(dz, x, dw_t, n_threads), budget
+            )
             row = {k: (v / 1e9 if k not in ("batch", "threads") else v) for k, v in row.items()}
             rows.append(row)
-            print("  batch {batch:5d} threads {threads}: ".format(**row) + "  ".join(
-                f"{k} {v:.0f}" for k, v in row.items() if k not in ("batch", "threads"))
-                + "  GFLOP/s", flush=True)
+            print(
+                "  batch {batch:5d} threads {threads}: ".format(**row)
+                + "  ".join(f"{k} {v:.0f}" for k, v in row.items() if k not in ("batch", "threads"))
+                + "  GFLOP/s",
+                flush=True,
+            )
     return rows
 
 
@@ -160,8 +189,9 @@ def launch_table():
     rows = []
     for layer in ("omp", "tbb", "workqueue"):
         env = dict(os.environ, NUMBA_THREADING_LAYER=layer)
-        done = subprocess.run([sys.executable, "-c", LAUNCH], env=env, capture_output=True,
-                              text=True)
+        done = subprocess.run(
+            [sys.executable, "-c", LAUNCH], env=env, capture_output=True, text=True
+        )
         if done.returncode != 0:
             print(f"  {layer:9s}: not available here")
             rows.append({"layer": layer, "us": None})
@@ -186,14 +216,26 @@ def error_model_table(budget):
     rng = np.random.default_rng(0)
     p, g, m = rng.random((3, 101770), dtype=np.float32)
     v = np.abs(m)
-    args = (p, g, m, v, np.float32(1e-3), np.float32(0.9), np.float32(0.999), np.float32(1e-8),
-            np.float32(0.5), np.float32(0.5))
+    args = (
+        p,
+        g,
+        m,
+        v,
+        np.float32(1e-3),
+        np.float32(0.9),
+        np.float32(0.999),
+        np.float32(1e-8),
+        np.float32(0.5),
+        np.float32(0.5),
+    )
     rows = {}
     for model in ("python", "numpy"):
         f = numba.njit(error_model=model)(adam)
         rows[model] = 1e6 * per_call(lambda: f(*args), budget)
-        print(f"  error_model={model!r:9s}: {rows[model]:7.1f} us per Adam update of "
-              f"101,770 float32", flush=True)
+        print(
+            f"  error_model={model!r:9s}: {rows[model]:7.1f} us per Adam update of 101,770 float32",
+            flush=True,
+        )
     return rows
 
 
@@ -203,6 +245,7 @@ def main(argv=None):
     p.add_argument("--out", default=os.path.join(HERE, "results"))
     args = p.parse_args(argv)
     import numba
+
     threads = numba.get_num_threads()
     batches = (16, 256) if args.quick else (16, 64, 256, 1024)
     budget = 0.005 if args.quick else 0.1

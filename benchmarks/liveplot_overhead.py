@@ -16,6 +16,7 @@ median time of one warm redraw.
 
     python benchmarks/liveplot_overhead.py [--epochs 4] [--batch 64] [--repeats 2]
 """
+
 import argparse
 import json
 import os
@@ -23,7 +24,7 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-KERNEL_CODE = r'''
+KERNEL_CODE = r"""
 import json, time, warnings
 import minigd as mg
 
@@ -73,7 +74,7 @@ for _ in range(8):   # one warm redraw of the full history (render + display upd
 print("RESULT" + json.dumps({"rows": [[b, c, r] for (b, c), r in rows.items()],
                              "redraw": sorted(costs)[len(costs) // 2],
                              "updates": history.n_iterations}))
-'''
+"""
 
 
 def main(argv=None):
@@ -85,8 +86,7 @@ def main(argv=None):
     import nbformat
     from nbclient import NotebookClient
 
-    code = (f"EPOCHS, BATCH, REPEATS = {args.epochs}, {args.batch}, {args.repeats}\n"
-            + KERNEL_CODE)
+    code = f"EPOCHS, BATCH, REPEATS = {args.epochs}, {args.batch}, {args.repeats}\n" + KERNEL_CODE
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
     env_path = ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")
     os.environ["PYTHONPATH"] = env_path
@@ -94,20 +94,26 @@ def main(argv=None):
     text = "".join(o.get("text", "") for o in nb.cells[0].outputs if o.get("name") == "stdout")
     result = json.loads(text.split("RESULT", 1)[1])
     rows = result["rows"]
-    print(f"bundled sample, 7000 train / 1000 validation, 784-128-10, SGD, batch {args.batch}, "
-          f"{args.epochs} epochs, best of {args.repeats}, in a Jupyter kernel")
+    print(
+        f"bundled sample, 7000 train / 1000 validation, 784-128-10, SGD, batch {args.batch}, "
+        f"{args.epochs} epochs, best of {args.repeats}, in a Jupyter kernel"
+    )
     baseline = {}
     for backend, case, r in rows:
         baseline.setdefault(backend, r["seconds"])
         overhead = 100 * (r["seconds"] / baseline[backend] - 1)
         drawing = ""
         if "redraws" in r:
-            drawing = (f"  {r['redraws']} redraws, {r['draw_seconds']:.2f} s drawing "
-                       f"({100 * r['draw_seconds'] / r['seconds']:.1f}% of the run)")
+            drawing = (
+                f"  {r['redraws']} redraws, {r['draw_seconds']:.2f} s drawing "
+                f"({100 * r['draw_seconds'] / r['seconds']:.1f}% of the run)"
+            )
         print(f"{backend:6} {case:32} {r['seconds']:7.2f} s  {overhead:+6.1f}%{drawing}")
-    print(f"one redraw of a {result['updates']}-update history (median of 8, warm): "
-          f"{result['redraw']:.3f} s; with max_overhead=0.03 the next waits "
-          f"{result['redraw'] / 0.03:.1f} s")
+    print(
+        f"one redraw of a {result['updates']}-update history (median of 8, warm): "
+        f"{result['redraw']:.3f} s; with max_overhead=0.03 the next waits "
+        f"{result['redraw'] / 0.03:.1f} s"
+    )
     return 0
 
 

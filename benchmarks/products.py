@@ -9,8 +9,10 @@ interleaved rounds, in GFLOP/s.
     python benchmarks/products.py                      # this CPU's ISA
     NUMBA_CPU_NAME=haswell OPENBLAS_CORETYPE=Haswell python benchmarks/products.py   # AVX2
 
-Results go to ``products-<ISA>.json`` in ``benchmarks/results/`` (ISA as autotune.vector_isa names it).
+Results go to ``products-<ISA>.json`` in ``benchmarks/results/`` (ISA as autotune.vector_isa
+names it).
 """
+
 import argparse
 import os
 import statistics
@@ -18,25 +20,40 @@ import sys
 import time
 
 import numpy as np
-
 from _results import save_results
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from epoch import MAIN_SHAPE, minigd_epochs, minigd_model, parse_shape, synthetic  # noqa: E402
+from epoch import MAIN_SHAPE, minigd_epochs, parse_shape, synthetic  # noqa: E402
 
 IMPLS = ("own", "blas", "auto")
 
 
 def epochs_ab(X, y, batch, optimizer, shape, repeats):
     seconds = {impl: [] for impl in IMPLS}
-    for impl in IMPLS:                                 # warm up: compile, measure, load
-        minigd_epochs(X[:4 * batch], y[:4 * batch], batch, optimizer, "numba", 0, shape=shape,
-                      products=None if impl == "auto" else impl)
+    for impl in IMPLS:  # warm up: compile, measure, load
+        minigd_epochs(
+            X[: 4 * batch],
+            y[: 4 * batch],
+            batch,
+            optimizer,
+            "numba",
+            0,
+            shape=shape,
+            products=None if impl == "auto" else impl,
+        )
     for _ in range(repeats):
         for impl in IMPLS:
-            seconds[impl] += minigd_epochs(X, y, batch, optimizer, "numba", 1, shape=shape,
-                                           products=None if impl == "auto" else impl)
+            seconds[impl] += minigd_epochs(
+                X,
+                y,
+                batch,
+                optimizer,
+                "numba",
+                1,
+                shape=shape,
+                products=None if impl == "auto" else impl,
+            )
     return {impl: statistics.median(s) for impl, s in seconds.items()}
 
 
@@ -44,6 +61,7 @@ def products_ab(shape, batch, rounds=7):
     """GFLOP/s of each implementation on each backward product of the model, best of rounds."""
     from minigd.kernels import autotune, jit_gemm
     from minigd.kernels.jit_config import parallel_parts
+
     sizes, _ = parse_shape(shape)
     parts, rows = parallel_parts(), []
     for l, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
@@ -62,8 +80,14 @@ def products_ab(shape, batch, rounds=7):
                             run(impl, parts)
                         rate = flops * reps / (time.perf_counter() - started) / 1e9
                         best[name] = max(best.get(name, 0), rate)
-            rows.append({"product": product, "layer": f"{n_in}x{n_out}", "batch": batch,
-                         **{f"{k}_gflops": v for k, v in best.items()}})
+            rows.append(
+                {
+                    "product": product,
+                    "layer": f"{n_in}x{n_out}",
+                    "batch": batch,
+                    **{f"{k}_gflops": v for k, v in best.items()},
+                }
+            )
     return rows
 
 
@@ -77,28 +101,45 @@ def main(argv=None):
     p.add_argument("--out", default=os.path.join(HERE, "results"))
     args = p.parse_args(argv)
     from minigd.kernels import autotune
+
     isa = autotune.vector_isa()
     X, y = synthetic(args.rows)
-    results = {"machine": {"cpu_model": autotune.cpu_model(), "vector_isa": isa,
-                           "llvm_cpu": autotune.llvm_cpu()[0], "blas": autotune.blas_library(),
-                           "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None},
-               "config": vars(args), "epochs": [], "products": []}
-    print(f"{autotune.cpu_model()}, {isa}: seconds per epoch ({args.rows:,} rows, "
-          f"{args.optimizer}), median of {args.repeats}, interleaved")
+    results = {
+        "machine": {
+            "cpu_model": autotune.cpu_model(),
+            "vector_isa": isa,
+            "llvm_cpu": autotune.llvm_cpu()[0],
+            "blas": autotune.blas_library(),
+            "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        },
+        "config": vars(args),
+        "epochs": [],
+        "products": [],
+    }
+    print(
+        f"{autotune.cpu_model()}, {isa}: seconds per epoch ({args.rows:,} rows, "
+        f"{args.optimizer}), median of {args.repeats}, interleaved"
+    )
     print("| shape | batch | own | blas | auto | auto chose |\n|---|---|---|---|---|---|")
     for shape in args.shapes.split(","):
         for batch in map(int, args.batches.split(",")):
             medians = epochs_ab(X, y, batch, args.optimizer, shape, args.repeats)
             from epoch import chosen_products
+
             chose = chosen_products(shape, args.rows, batch)
             results["epochs"].append({"shape": shape, "batch": batch, "chose": chose, **medians})
-            print(f"| {shape} | {batch} | {medians['own']:.3f} | {medians['blas']:.3f} | "
-                  f"{medians['auto']:.3f} | {chose} |", flush=True)
+            print(
+                f"| {shape} | {batch} | {medians['own']:.3f} | {medians['blas']:.3f} | "
+                f"{medians['auto']:.3f} | {chose} |",
+                flush=True,
+            )
             results["products"] += products_ab(shape, batch)
     print("\n| product | layer | batch | own GFLOP/s | blas GFLOP/s |\n|---|---|---|---|---|")
     for r in results["products"]:
-        print(f"| {r['product']} | {r['layer']} | {r['batch']} | {r['own_gflops']:.0f} | "
-              f"{r['blas_gflops']:.0f} |")
+        print(
+            f"| {r['product']} | {r['layer']} | {r['batch']} | {r['own_gflops']:.0f} | "
+            f"{r['blas_gflops']:.0f} |"
+        )
     save_results(results, args.out, "products-" + isa.replace("/", "-"))
     return 0
 

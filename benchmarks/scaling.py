@@ -14,6 +14,7 @@
     python benchmarks/scaling.py            # a few minutes
     python benchmarks/scaling.py --quick    # smoke run
 """
+
 import argparse
 import json
 import os
@@ -22,7 +23,6 @@ import sys
 import tempfile
 
 import numpy as np
-
 from _results import save_figure, save_results
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -61,8 +61,7 @@ print(json.dumps(results))
 def runs(rows, configs, path="", epochs=2):
     """Train once per (batch, hidden) in ``configs`` in one fresh process; its measurements."""
     code = RUNS.format(root=ROOT, rows=rows, path=path, epochs=epochs, configs=list(configs))
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -88,10 +87,14 @@ def against_rows(sizes, tmp):
         run.update(rows=rows, memmap=bool(path), us_per_row=1e6 * run["seconds"] / rows)
         add_memory_without_data(run)
         results.append(run)
-        print(f"  N {rows:>9,} {'memmap' if path else 'in RAM':7s} {run['seconds']:8.3f} s/epoch "
-              f"{run['us_per_row']:6.2f} us/row   peak RSS {run['peak_rss_mb']:7.0f} MB   "
-              f"RssAnon {run['rss_anon_mb'] or 0:6.0f} MB ({run['anon_without_data_mb'] or 0:4.0f} MB "
-              f"without an in-RAM dataset)", flush=True)
+        print(
+            f"  N {rows:>9,} {'memmap' if path else 'in RAM':7s} {run['seconds']:8.3f} s/epoch "
+            f"{run['us_per_row']:6.2f} us/row   peak RSS {run['peak_rss_mb']:7.0f} MB   "
+            f"RssAnon {run['rss_anon_mb'] or 0:6.0f} MB "
+            f"({run['anon_without_data_mb'] or 0:4.0f} MB "
+            f"without an in-RAM dataset)",
+            flush=True,
+        )
         if path:
             os.remove(path)
     return results
@@ -99,8 +102,10 @@ def against_rows(sizes, tmp):
 
 def add_memory_without_data(run):
     """RssAnon less the dataset when it is an in-memory array: what training itself holds."""
-    data_mb = 0 if run["memmap"] else run["rows"] * 784 * 4 / 2 ** 20
-    run["anon_without_data_mb"] = None if run["rss_anon_mb"] is None else run["rss_anon_mb"] - data_mb
+    data_mb = 0 if run["memmap"] else run["rows"] * 784 * 4 / 2**20
+    run["anon_without_data_mb"] = (
+        None if run["rss_anon_mb"] is None else run["rss_anon_mb"] - data_mb
+    )
 
 
 def against(name, values, rows, **fixed):
@@ -115,20 +120,32 @@ def against(name, values, rows, **fixed):
 
 def plot(results, path):
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     rows = results["rows"]
     axes[0].loglog([r["rows"] for r in rows], [r["seconds"] for r in rows], "o-", label="epoch")
     ax2 = axes[0].twinx()
-    ax2.semilogx([r["rows"] for r in rows], [r["anon_without_data_mb"] or 0 for r in rows], "s--",
-                 color="gray", label="memory")
+    ax2.semilogx(
+        [r["rows"] for r in rows],
+        [r["anon_without_data_mb"] or 0 for r in rows],
+        "s--",
+        color="gray",
+        label="memory",
+    )
     ax2.set_ylim(0, 2 * max(r["anon_without_data_mb"] or 0 for r in rows))
     ax2.set_ylabel("anonymous memory, in-RAM data excluded (MB)", color="gray")
-    axes[0].set(xlabel="rows N (memmap beyond 100k)", ylabel="seconds per epoch",
-                title="epoch time against N (batch 64)")
-    for ax, key, title in ((axes[1], "batch", "against batch size (N = 60k)"),
-                           (axes[2], "hidden", "against hidden width (N = 60k, batch 64)")):
+    axes[0].set(
+        xlabel="rows N (memmap beyond 100k)",
+        ylabel="seconds per epoch",
+        title="epoch time against N (batch 64)",
+    )
+    for ax, key, title in (
+        (axes[1], "batch", "against batch size (N = 60k)"),
+        (axes[2], "hidden", "against hidden width (N = 60k, batch 64)"),
+    ):
         ax.loglog([r[key] for r in results[key]], [r["seconds"] for r in results[key]], "o-")
         ax.set(xlabel=key, ylabel="seconds per epoch", title=title)
     fig.tight_layout()
@@ -144,7 +161,7 @@ def main(argv=None):
     if args.quick:
         sizes, batches, widths, rows = (1000, 3000), (16, 256), (32, 64), 2000
         global IN_MEMORY_LIMIT
-        IN_MEMORY_LIMIT = 2000                 # exercise the memmap path on a tiny file
+        IN_MEMORY_LIMIT = 2000  # exercise the memmap path on a tiny file
     else:
         sizes = (10_000, 30_000, 100_000, 300_000, 1_000_000)
         batches, widths, rows = (8, 16, 64, 256, 1024, 4096), (32, 128, 512, 1024), 60_000

@@ -1,4 +1,5 @@
 """Atomic file writes: write a temp file beside the target, then os.replace."""
+
 import contextlib
 import os
 import tempfile
@@ -16,8 +17,9 @@ def atomic_open(path, mode="w", **kwargs):
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                               dir=directory)
+    fd, tmp = tempfile.mkstemp(
+        prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory
+    )
     try:
         with os.fdopen(fd, mode, **kwargs) as handle:
             yield handle

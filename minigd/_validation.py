@@ -1,4 +1,5 @@
 """Argument checks shared by the public entry points; every message names the argument."""
+
 import math
 import numbers
 
@@ -101,9 +102,11 @@ def _reject_tensor(name, value):
     """TypeError for a torch (or other framework) tensor, saying how to convert it."""
     module = type(value).__module__ or ""
     if module.split(".")[0] == "torch" or (hasattr(value, "numpy") and hasattr(value, "detach")):
-        raise TypeError(f"{name} is a {module.split('.')[0]} {type(value).__name__}; minigd "
-                        f"takes NumPy arrays: convert with {name}.numpy() (or "
-                        f"{name}.detach().cpu().numpy() for a tensor on a GPU or with grad)")
+        raise TypeError(
+            f"{name} is a {module.split('.')[0]} {type(value).__name__}; minigd "
+            f"takes NumPy arrays: convert with {name}.numpy() (or "
+            f"{name}.detach().cpu().numpy() for a tensor on a GPU or with grad)"
+        )
 
 
 def boolean(name, value):
@@ -126,8 +129,9 @@ def features(name, X, n_features=None, check_finite=True):
     if X.shape[0] == 0:
         raise ValueError(f"{name} is empty: shape {tuple(X.shape)}")
     if n_features is not None and X.shape[1] != n_features:
-        raise ValueError(f"{name} has {X.shape[1]} features but the model's first layer expects "
-                         f"{n_features}")
+        raise ValueError(
+            f"{name} has {X.shape[1]} features but the model's first layer expects {n_features}"
+        )
     if check_finite and np.issubdtype(X.dtype, np.floating):
         bad = _first_non_finite_row(X)
         if bad is not None:
@@ -139,7 +143,7 @@ def _first_non_finite_row(X, chunk_bytes=1 << 22):
     """Index of the first row holding NaN or inf, reading X in blocks of about 4 MB."""
     chunk = max(1, chunk_bytes // max(1, X.shape[1] * X.dtype.itemsize))
     for start in range(0, X.shape[0], chunk):
-        block = np.asarray(X[start:start + chunk])
+        block = np.asarray(X[start : start + chunk])
         finite_rows = np.isfinite(block).all(axis=1)
         if not finite_rows.all():
             return start + int(np.argmin(finite_rows))
@@ -151,8 +155,9 @@ def labels(name, y, n_samples=None, n_classes=None):
     _reject_tensor(name, y)
     if not hasattr(y, "dtype"):
         y = _as_array(name, y)
-    if y.dtype == np.bool_ or not (np.issubdtype(y.dtype, np.integer)
-                                   or np.issubdtype(y.dtype, np.floating)):
+    if y.dtype == np.bool_ or not (
+        np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)
+    ):
         raise TypeError(f"{name} must hold integer class ids, got dtype {y.dtype}")
     if len(y.shape) != 1:
         raise ValueError(f"{name} must be 1-D, got shape {tuple(y.shape)}")
@@ -164,17 +169,19 @@ def labels(name, y, n_samples=None, n_classes=None):
     if np.issubdtype(y.dtype, np.floating):
         if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
             raise TypeError(f"{name} must hold integer class ids, got non-integer values")
-        if np.abs(y).max() >= 2.0 ** 62:
+        if np.abs(y).max() >= 2.0**62:
             raise ValueError(f"{name} has class id {np.abs(y).max():g}, far beyond any output")
-    elif y.dtype == np.uint64 and y.max() >= 2 ** 62:
+    elif y.dtype == np.uint64 and y.max() >= 2**62:
         raise ValueError(f"{name} has class id {y.max()}, far beyond any output")
     y = y.astype(np.int64, copy=False)
     low, high = int(y.min()), int(y.max())
     if low < 0:
         raise ValueError(f"{name} must be class ids >= 0, got {low}")
     if n_classes is not None and high >= n_classes:
-        raise ValueError(f"{name} has class id {high} but the model has {n_classes} outputs "
-                         f"(ids must be in [0, {n_classes - 1}])")
+        raise ValueError(
+            f"{name} has class id {high} but the model has {n_classes} outputs "
+            f"(ids must be in [0, {n_classes - 1}])"
+        )
     return y
 
 
@@ -186,12 +193,12 @@ def values(name, y, n_samples=None, n_outputs=None):
     _reject_tensor(name, y)
     if not hasattr(y, "shape") or not hasattr(y, "dtype"):
         y = _as_array(name, y)
-    if y.dtype == np.bool_ or not (np.issubdtype(y.dtype, np.integer)
-                                   or np.issubdtype(y.dtype, np.floating)):
+    if y.dtype == np.bool_ or not (
+        np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)
+    ):
         raise TypeError(f"{name} must hold real numbers, got dtype {y.dtype}")
     if len(y.shape) not in (1, 2):
-        raise ValueError(f"{name} must be 1-D (N,) or 2-D (N, outputs), got shape "
-                         f"{tuple(y.shape)}")
+        raise ValueError(f"{name} must be 1-D (N,) or 2-D (N, outputs), got shape {tuple(y.shape)}")
     if n_samples is not None and y.shape[0] != n_samples:
         raise ValueError(f"{name} has {y.shape[0]} targets but X has {n_samples} samples")
     if y.shape[0] == 0:
@@ -200,8 +207,9 @@ def values(name, y, n_samples=None, n_outputs=None):
     if y.ndim == 1:
         y = y.reshape(-1, 1)
     if n_outputs is not None and y.shape[1] != n_outputs:
-        raise ValueError(f"{name} has {y.shape[1]} target column(s) but the model has "
-                         f"{n_outputs} outputs")
+        raise ValueError(
+            f"{name} has {y.shape[1]} target column(s) but the model has {n_outputs} outputs"
+        )
     if np.issubdtype(y.dtype, np.floating):
         bad = _first_non_finite_row(y)
         if bad is not None:

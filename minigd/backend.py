@@ -3,6 +3,7 @@
 The choice is read from ``MINIGD_BACKEND`` at import and changed with :func:`set_backend`.
 Both backends implement the kernels of :mod:`minigd.kernels.reference` with the same signatures.
 """
+
 import importlib
 import os
 

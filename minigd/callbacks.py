@@ -6,6 +6,7 @@ Overriding ``on_iteration_end`` makes ``fit`` call Python after every update, wh
 the fused one-kernel epoch of the Numba backend for that run (the per-iteration path is slower
 at small batches but records the same history).
 """
+
 from __future__ import annotations
 
 import math
@@ -40,18 +41,27 @@ class Callback:
 
 # Hooks of Keras, PyTorch Lightning and fastai that fit never calls, and the minigd hook to use.
 FOREIGN_HOOKS = {
-    "on_batch_end": "on_iteration_end", "on_train_batch_end": "on_iteration_end",
-    "on_step_end": "on_iteration_end", "after_batch": "on_iteration_end",
+    "on_batch_end": "on_iteration_end",
+    "on_train_batch_end": "on_iteration_end",
+    "on_step_end": "on_iteration_end",
+    "after_batch": "on_iteration_end",
     "after_step": "on_iteration_end",
-    "on_batch_begin": None, "on_train_batch_begin": None, "on_step_begin": None,
+    "on_batch_begin": None,
+    "on_train_batch_begin": None,
+    "on_step_begin": None,
     "before_batch": None,
-    "on_epoch_start": "on_epoch_begin", "on_train_epoch_start": "on_epoch_begin",
+    "on_epoch_start": "on_epoch_begin",
+    "on_train_epoch_start": "on_epoch_begin",
     "before_epoch": "on_epoch_begin",
-    "on_train_epoch_end": "on_epoch_end", "on_validation_end": "on_epoch_end",
-    "on_validation_epoch_end": "on_epoch_end", "after_epoch": "on_epoch_end",
-    "on_train_start": "on_train_begin", "on_fit_start": "on_train_begin",
+    "on_train_epoch_end": "on_epoch_end",
+    "on_validation_end": "on_epoch_end",
+    "on_validation_epoch_end": "on_epoch_end",
+    "after_epoch": "on_epoch_end",
+    "on_train_start": "on_train_begin",
+    "on_fit_start": "on_train_begin",
     "before_fit": "on_train_begin",
-    "on_fit_end": "on_train_end", "after_fit": "on_train_end",
+    "on_fit_end": "on_train_end",
+    "after_fit": "on_train_end",
 }
 _warned_hooks: set[tuple[type, str]] = set()
 
@@ -65,17 +75,23 @@ def warn_foreign_hooks(callback):
             continue
         _warned_hooks.add((cls, name))
         if ours is None:
-            fix = ("minigd has no hook before an update; use on_iteration_end (after each "
-                   "update) or on_epoch_begin")
+            fix = (
+                "minigd has no hook before an update; use on_iteration_end (after each "
+                "update) or on_epoch_begin"
+            )
         else:
             fix = f"rename it to {ours}(self, state)"
-        warnings.warn(f"{cls.__name__}.{name} is never called by minigd's fit: {fix}. "
-                      f"minigd's hooks: on_train_begin, on_epoch_begin, on_iteration_end, "
-                      f"on_epoch_end, on_train_end", UserWarning, stacklevel=4)
+        warnings.warn(
+            f"{cls.__name__}.{name} is never called by minigd's fit: {fix}. "
+            f"minigd's hooks: on_train_begin, on_epoch_begin, on_iteration_end, "
+            f"on_epoch_end, on_train_end",
+            UserWarning,
+            stacklevel=4,
+        )
 
 
 MONITORS = ("val_loss", "val_accuracy", "train_loss")
-MAXIMIZED = ("accuracy", "r2")     # metrics where higher is better (mode="auto" picks "max")
+MAXIMIZED = ("accuracy", "r2")  # metrics where higher is better (mode="auto" picks "max")
 
 
 def _loss_classes(cls=Loss):
@@ -91,7 +107,7 @@ def known_monitors():
     for cls in [Loss, *_loss_classes()]:
         try:
             metrics = cls.__new__(cls).metric_names
-        except Exception:           # a metric_names property that needs __init__: check later
+        except Exception:  # a metric_names property that needs __init__: check later
             continue
         names += [f"val_{m}" for m in metrics if f"val_{m}" not in names]
     return tuple(names)
@@ -103,8 +119,9 @@ def _check_monitor(monitor):
         raise TypeError(f"monitor must be a str such as 'val_loss', got {type(monitor).__name__}")
     known = known_monitors()
     if monitor not in known:
-        raise ValueError(f"monitor must be one of the values an epoch records: {known}, got "
-                         f"{monitor!r}")
+        raise ValueError(
+            f"monitor must be one of the values an epoch records: {known}, got {monitor!r}"
+        )
     return monitor
 
 
@@ -113,8 +130,10 @@ def check_recorded(monitor, state):
     when it is a validation value and fit has no validation_data."""
     recorded = state.history.monitorable
     if monitor not in recorded:
-        raise ValueError(f"monitor={monitor!r} is not recorded by this run (loss "
-                         f"{type(state.loss).__name__}); its epochs record {recorded}")
+        raise ValueError(
+            f"monitor={monitor!r} is not recorded by this run (loss "
+            f"{type(state.loss).__name__}); its epochs record {recorded}"
+        )
     if monitor.startswith("val_") and not state.has_validation:
         raise ValueError(f"monitor={monitor!r} needs validation_data in fit()")
 
@@ -155,8 +174,9 @@ class EarlyStopping(Callback):
     for use and testing without training.
     """
 
-    def __init__(self, monitor="val_loss", patience=5, min_delta=0.0, restore_best=True,
-                 mode="auto"):
+    def __init__(
+        self, monitor="val_loss", patience=5, min_delta=0.0, restore_best=True, mode="auto"
+    ):
         self.monitor = _check_monitor(monitor)
         self.patience = check.positive_int("patience", patience)
         self.min_delta = check.non_negative("min_delta", min_delta)
@@ -197,9 +217,15 @@ class EarlyStopping(Callback):
 
     def state_dict(self):
         """Counters, best value and (with restore_best) the best weights, for checkpoints."""
-        return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait,
-                "stopped_epoch": self.stopped_epoch, "should_stop": self.should_stop,
-                "_epoch": self._epoch, "best_weights": self.best_weights}
+        return {
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "wait": self.wait,
+            "stopped_epoch": self.stopped_epoch,
+            "should_stop": self.should_stop,
+            "_epoch": self._epoch,
+            "best_weights": self.best_weights,
+        }
 
     def load_state_dict(self, state):
         """Continue from :meth:`state_dict`'s values."""
@@ -221,8 +247,10 @@ class EarlyStopping(Callback):
             state.model.load_state_dict(self.best_weights)
 
     def __repr__(self):
-        return (f"EarlyStopping(monitor={self.monitor!r}, patience={self.patience}, "
-                f"min_delta={self.min_delta}, restore_best={self.restore_best})")
+        return (
+            f"EarlyStopping(monitor={self.monitor!r}, patience={self.patience}, "
+            f"min_delta={self.min_delta}, restore_best={self.restore_best})"
+        )
 
 
 class ReduceLROnPlateau(Callback):
@@ -237,11 +265,20 @@ class ReduceLROnPlateau(Callback):
     ``step(value, lr) -> new lr`` feeds one epoch by hand, for use and testing without training.
     """
 
-    def __init__(self, monitor="val_loss", factor=0.1, patience=10, threshold=1e-4,
-                 threshold_mode="rel", cooldown=0, min_lr=0.0, eps=1e-8, mode="auto"):
+    def __init__(
+        self,
+        monitor="val_loss",
+        factor=0.1,
+        patience=10,
+        threshold=1e-4,
+        threshold_mode="rel",
+        cooldown=0,
+        min_lr=0.0,
+        eps=1e-8,
+        mode="auto",
+    ):
         self.monitor = _check_monitor(monitor)
-        self.factor = check.real("factor", factor, low=0.0, high=1.0, low_open=True,
-                                 high_open=True)
+        self.factor = check.real("factor", factor, low=0.0, high=1.0, low_open=True, high_open=True)
         self.patience = check.non_negative_int("patience", patience)
         self.threshold = check.non_negative("threshold", threshold)
         self.threshold_mode = check.choice("threshold_mode", threshold_mode, ("rel", "abs"))
@@ -259,11 +296,17 @@ class ReduceLROnPlateau(Callback):
 
     def _is_better(self, value):
         if self.mode == "min":
-            bound = (self.best * (1 - self.threshold) if self.threshold_mode == "rel"
-                     else self.best - self.threshold)
+            bound = (
+                self.best * (1 - self.threshold)
+                if self.threshold_mode == "rel"
+                else self.best - self.threshold
+            )
             return value < bound
-        bound = (self.best * (1 + self.threshold) if self.threshold_mode == "rel"
-                 else self.best + self.threshold)
+        bound = (
+            self.best * (1 + self.threshold)
+            if self.threshold_mode == "rel"
+            else self.best + self.threshold
+        )
         return value > bound
 
     def step(self, value, lr):
@@ -291,8 +334,12 @@ class ReduceLROnPlateau(Callback):
 
     def state_dict(self):
         """Best value, counters and the reductions so far, for checkpoints."""
-        return {"best": self.best, "num_bad_epochs": self.num_bad_epochs,
-                "cooldown_counter": self.cooldown_counter, "reductions": list(self.reductions)}
+        return {
+            "best": self.best,
+            "num_bad_epochs": self.num_bad_epochs,
+            "cooldown_counter": self.cooldown_counter,
+            "reductions": list(self.reductions),
+        }
 
     def load_state_dict(self, state):
         """Continue from :meth:`state_dict`'s values."""
@@ -308,5 +355,7 @@ class ReduceLROnPlateau(Callback):
             self.reductions.append((state.epoch, lr, new_lr))
 
     def __repr__(self):
-        return (f"ReduceLROnPlateau(monitor={self.monitor!r}, factor={self.factor}, "
-                f"patience={self.patience}, min_lr={self.min_lr})")
+        return (
+            f"ReduceLROnPlateau(monitor={self.monitor!r}, factor={self.factor}, "
+            f"patience={self.patience}, min_lr={self.min_lr})"
+        )

@@ -17,6 +17,7 @@ Writes are atomic (temp file beside the target, then ``os.replace``): a crash or
 save leaves the previous checkpoint as it was. Reading checks the archive, the JSON and the
 digest, so a truncated or modified file raises ``ValueError`` naming the path.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -45,9 +46,15 @@ _OPTIONAL_FIELDS = ("grad_norm", "momentum", "micro_batches")
 
 
 # ---- writing --------------------------------------------------------------------------------
-def save_checkpoint(path: str | os.PathLike, model: Sequential, optimizer: Optimizer | None = None,
-                    *, history: History | None = None, training: dict[str, Any] | None = None,
-                    callbacks: Sequence[Callback] = ()) -> str | os.PathLike:
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: Sequential,
+    optimizer: Optimizer | None = None,
+    *,
+    history: History | None = None,
+    training: dict[str, Any] | None = None,
+    callbacks: Sequence[Callback] = (),
+) -> str | os.PathLike:
     """Write model, optimizer state, history, training position and callback state to ``path``.
 
     The file is one ``.npz`` (arrays plus a JSON metadata string and a SHA-256 digest), written
@@ -87,13 +94,22 @@ def save_checkpoint(path: str | os.PathLike, model: Sequential, optimizer: Optim
             raise TypeError(f"callbacks[{i}] must be a minigd Callback, got {type(cb).__name__}")
 
     arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
-    meta: dict[str, Any] = {"format": FORMAT, "version": VERSION,
-            "model": {"architecture": _architecture(model), "dtype": str(model.dtype)},
-            "optimizer": None, "history": None, "training": training, "callbacks": []}
+    meta: dict[str, Any] = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model": {"architecture": _architecture(model), "dtype": str(model.dtype)},
+        "optimizer": None,
+        "history": None,
+        "training": training,
+        "callbacks": [],
+    }
     if optimizer is not None:
         state = optimizer.state_dict()
-        meta["optimizer"] = {"type": state["type"], "hyperparameters": state["hyperparameters"],
-                             "step": int(state["step"])}
+        meta["optimizer"] = {
+            "type": state["type"],
+            "hyperparameters": state["hyperparameters"],
+            "step": int(state["step"]),
+        }
         arrays.update({f"optimizer/{k}": v for k, v in state["state"].items()})
     if history is not None:
         meta["history"], history_arrays = _encode_history(history)
@@ -119,8 +135,9 @@ def _check_optimizer(model, optimizer):
         raise TypeError(f"optimizer must be a minigd optimizer, got {type(optimizer).__name__}")
     owned = {id(p) for p in model.parameters()}
     if not all(id(p) in owned for p in optimizer.params):
-        raise ValueError("optimizer was built for another model's parameters: pass the "
-                         "optimizer of this model")
+        raise ValueError(
+            "optimizer was built for another model's parameters: pass the optimizer of this model"
+        )
 
 
 def _json_scalar(value):
@@ -137,8 +154,12 @@ def check_path(path):
 
 
 def _architecture(model):
-    return [f"Dense({layer.in_features}, {layer.out_features_})" if isinstance(layer, Dense)
-            else f"{type(layer).__name__}()" for layer in model.layers]
+    return [
+        f"Dense({layer.in_features}, {layer.out_features_})"
+        if isinstance(layer, Dense)
+        else f"{type(layer).__name__}()"
+        for layer in model.layers
+    ]
 
 
 def _digest(metadata, arrays):
@@ -160,18 +181,26 @@ def _encode_history(history):
     for field in _OPTIONAL_FIELDS:
         if field in state["iterations"]:
             arrays[f"history/{field}"] = np.array(
-                [np.nan if v is None else v for v in state["iterations"][field]],
-                dtype=np.float64)
-    meta = {"epochs": state["epochs"], "diverged": state["diverged"],
-            "divergence": state["divergence"], "stopped_early": state["stopped_early"]}
+                [np.nan if v is None else v for v in state["iterations"][field]], dtype=np.float64
+            )
+    meta = {
+        "epochs": state["epochs"],
+        "diverged": state["diverged"],
+        "divergence": state["divergence"],
+        "stopped_early": state["stopped_early"],
+    }
     return meta, arrays
 
 
 def stateful_callbacks(callbacks):
     """The callbacks a checkpoint saves, in order: those with callable ``state_dict`` and
     ``load_state_dict`` (EarlyStopping, ReduceLROnPlateau, and yours that define both)."""
-    return [cb for cb in callbacks if callable(getattr(cb, "state_dict", None))
-            and callable(getattr(cb, "load_state_dict", None))]
+    return [
+        cb
+        for cb in callbacks
+        if callable(getattr(cb, "state_dict", None))
+        and callable(getattr(cb, "load_state_dict", None))
+    ]
 
 
 def _encode(state, prefix, arrays):
@@ -181,8 +210,11 @@ def _encode(state, prefix, arrays):
         if isinstance(value, np.ndarray):
             arrays[f"{prefix}/{key}"] = value
             out[key] = {"__array__": f"{prefix}/{key}"}
-        elif isinstance(value, dict) and value and all(isinstance(v, np.ndarray)
-                                                       for v in value.values()):
+        elif (
+            isinstance(value, dict)
+            and value
+            and all(isinstance(v, np.ndarray) for v in value.values())
+        ):
             names = {k: f"{prefix}/{key}/{k}" for k in value}
             arrays.update({names[k]: v for k, v in value.items()})
             out[key] = {"__arrays__": names}
@@ -218,12 +250,17 @@ class Checkpoint:
         self.optimizer_state = None
         if metadata["optimizer"] is not None:
             opt = metadata["optimizer"]
-            self.optimizer_state = {"type": opt["type"], "hyperparameters": opt["hyperparameters"],
-                                    "step": opt["step"], "state": _section(arrays, "optimizer/")}
+            self.optimizer_state = {
+                "type": opt["type"],
+                "hyperparameters": opt["hyperparameters"],
+                "step": opt["step"],
+                "state": _section(arrays, "optimizer/"),
+            }
         self.history = _decode_history(metadata["history"], arrays)
         self.training = metadata["training"]
-        self.callbacks = [{"type": c["type"], "state": _decode(c["state"], arrays)}
-                          for c in metadata["callbacks"]]
+        self.callbacks = [
+            {"type": c["type"], "state": _decode(c["state"], arrays)} for c in metadata["callbacks"]
+        ]
 
     def check_matches(self, model: Sequential, optimizer: Optimizer | None = None) -> None:
         """Raise ValueError/TypeError unless model (and optimizer) fit this checkpoint."""
@@ -231,19 +268,25 @@ class Checkpoint:
             raise TypeError(f"model must be a minigd Sequential, got {type(model).__name__}")
         saved = self.metadata["model"]
         if saved["architecture"] != _architecture(model):
-            raise ValueError(f"checkpoint {self.path} holds a different model: "
-                             f"{saved['architecture']}, not {_architecture(model)}")
+            raise ValueError(
+                f"checkpoint {self.path} holds a different model: "
+                f"{saved['architecture']}, not {_architecture(model)}"
+            )
         if saved["dtype"] != str(model.dtype):
-            raise ValueError(f"checkpoint {self.path} holds {saved['dtype']} weights but the "
-                             f"model is {model.dtype}")
+            raise ValueError(
+                f"checkpoint {self.path} holds {saved['dtype']} weights but the "
+                f"model is {model.dtype}"
+            )
         if optimizer is None:
             return
         _check_optimizer(model, optimizer)
         if self.optimizer_state is None:
             raise ValueError(f"checkpoint {self.path} holds no optimizer state")
         if self.optimizer_state["type"] != type(optimizer).__name__:
-            raise ValueError(f"checkpoint {self.path} holds {self.optimizer_state['type']} state, "
-                             f"not {type(optimizer).__name__}")
+            raise ValueError(
+                f"checkpoint {self.path} holds {self.optimizer_state['type']} state, "
+                f"not {type(optimizer).__name__}"
+            )
 
     def restore(self, model: Sequential, optimizer: Optimizer | None = None) -> None:
         """Load weights (and optimizer state) after checking they match; all or nothing."""
@@ -263,8 +306,10 @@ class Checkpoint:
     def __repr__(self):
         position = ""
         if isinstance(self.training, dict) and "epochs_done" in self.training:
-            position = (f", {self.training['epochs_done']} epochs + "
-                        f"{self.training['iteration']} iterations done")
+            position = (
+                f", {self.training['epochs_done']} epochs + "
+                f"{self.training['iteration']} iterations done"
+            )
         return f"Checkpoint({self.path!r}{position})"
 
 
@@ -285,27 +330,33 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     try:
         arrays = _read_arrays(path)
     except Exception as exc:  # zipfile, numpy and OS errors of a damaged file all mean the same
-        raise ValueError(f"checkpoint {path} cannot be read (truncated, damaged or not written "
-                         f"by minigd?): {type(exc).__name__}: {exc}") from None
+        raise ValueError(
+            f"checkpoint {path} cannot be read (truncated, damaged or not written "
+            f"by minigd?): {type(exc).__name__}: {exc}"
+        ) from None
     metadata, digest = arrays.pop("metadata", None), arrays.pop("sha256", None)
     if metadata is None or digest is None or metadata.dtype != np.uint8 or metadata.ndim != 1:
         raise ValueError(f"{path} is not a minigd checkpoint (no metadata)")
     if not hmac.compare_digest(digest.tobytes(), _digest(metadata, arrays)):
-        raise ValueError(f"checkpoint {path} fails its SHA-256 check: the file was modified or "
-                         f"damaged after it was written")
+        raise ValueError(
+            f"checkpoint {path} fails its SHA-256 check: the file was modified or "
+            f"damaged after it was written"
+        )
     try:
         meta = json.loads(metadata.tobytes().decode("utf-8"))
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             found = meta.get("format") if isinstance(meta, dict) else meta
             raise ValueError(f"format is {found!r}")
         if not _is_int(meta.get("version")) or meta["version"] > VERSION:
-            raise ValueError(f"version {meta.get('version')!r} is newer than this minigd reads "
-                             f"({VERSION})")
+            raise ValueError(
+                f"version {meta.get('version')!r} is newer than this minigd reads ({VERSION})"
+            )
         _check_metadata(meta, arrays)
         return Checkpoint(path, meta, arrays)
     except RecursionError:
-        raise ValueError(f"{path} is not a valid minigd checkpoint: its metadata JSON is nested "
-                         f"too deeply") from None
+        raise ValueError(
+            f"{path} is not a valid minigd checkpoint: its metadata JSON is nested too deeply"
+        ) from None
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"{path} is not a valid minigd checkpoint: {exc}") from None
 
@@ -341,8 +392,11 @@ def _check_member(archive, info):
         version = np.lib.format.read_magic(handle)
         if version not in ((1, 0), (2, 0)):
             raise ValueError(f"member {name!r} has .npy format version {version}")
-        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                       else np.lib.format.read_array_header_2_0)
+        read_header = (
+            np.lib.format.read_array_header_1_0
+            if version == (1, 0)
+            else np.lib.format.read_array_header_2_0
+        )
         shape, _, dtype = read_header(handle)
         offset = handle.tell()
     if dtype.kind not in "biuf" or dtype.hasobject or dtype.fields is not None:
@@ -353,9 +407,11 @@ def _check_member(archive, info):
     for n in shape:
         count *= n
     if offset + count * dtype.itemsize != info.file_size:
-        raise ValueError(f"member {name!r} declares shape {shape} of {dtype} "
-                         f"({count * dtype.itemsize} bytes) but stores "
-                         f"{info.file_size - offset} bytes")
+        raise ValueError(
+            f"member {name!r} declares shape {shape} of {dtype} "
+            f"({count * dtype.itemsize} bytes) but stores "
+            f"{info.file_size - offset} bytes"
+        )
 
 
 def _is_int(value):
@@ -419,15 +475,19 @@ def _check_history(history, arrays):
         value = arrays[key]
         expected = np.int64 if field in _INT_FIELDS else np.float64
         if value.dtype != expected or value.ndim != 1:
-            raise ValueError(f"history array {key!r} must be 1-D {np.dtype(expected)}, got "
-                             f"{value.ndim}-D {value.dtype}")
+            raise ValueError(
+                f"history array {key!r} must be 1-D {np.dtype(expected)}, got "
+                f"{value.ndim}-D {value.dtype}"
+            )
         lengths.add(value.shape[0])
     for field in _OPTIONAL_FIELDS:
         value = arrays.get(f"history/{field}")
         if value is not None:
             if value.dtype != np.float64 or value.ndim != 1:
-                raise ValueError(f"history array 'history/{field}' must be 1-D float64, got "
-                                 f"{value.ndim}-D {value.dtype}")
+                raise ValueError(
+                    f"history array 'history/{field}' must be 1-D float64, got "
+                    f"{value.ndim}-D {value.dtype}"
+                )
             lengths.add(value.shape[0])
     if len(lengths) > 1:
         raise ValueError(f"history arrays have different lengths {sorted(lengths)}")
@@ -439,7 +499,7 @@ def _check_history(history, arrays):
 
 
 def _section(arrays, prefix):
-    return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
 
 
 def _decode_history(meta, arrays):
@@ -448,8 +508,16 @@ def _decode_history(meta, arrays):
     iterations = {f: arrays[f"history/{f}"].tolist() for f in _INT_FIELDS + _FLOAT_FIELDS}
     for field in _OPTIONAL_FIELDS:
         if f"history/{field}" in arrays:
-            iterations[field] = [None if v != v else (int(v) if field == "micro_batches" else v)
-                                 for v in arrays[f"history/{field}"].tolist()]
-    return History.from_dict({"iterations": iterations, "epochs": meta["epochs"],
-                              "diverged": meta["diverged"], "divergence": meta["divergence"],
-                              "stopped_early": meta["stopped_early"]})
+            iterations[field] = [
+                None if v != v else (int(v) if field == "micro_batches" else v)
+                for v in arrays[f"history/{field}"].tolist()
+            ]
+    return History.from_dict(
+        {
+            "iterations": iterations,
+            "epochs": meta["epochs"],
+            "diverged": meta["diverged"],
+            "divergence": meta["divergence"],
+            "stopped_early": meta["stopped_early"],
+        }
+    )

@@ -1,4 +1,5 @@
 """BatchIterator: one epoch of mini-batches gathered from X by index, never copying X."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,8 +27,10 @@ def _reuse_buffers(reuse_buffers, copy):
     if copy is not None:
         copy = check.boolean("copy", copy)
         if reuse_buffers is not None and reuse_buffers == copy:
-            raise ValueError(f"copy={copy} contradicts reuse_buffers={reuse_buffers}: pass "
-                             f"reuse_buffers alone (copy is its older, opposite spelling)")
+            raise ValueError(
+                f"copy={copy} contradicts reuse_buffers={reuse_buffers}: pass "
+                f"reuse_buffers alone (copy is its older, opposite spelling)"
+            )
         return not copy
     return bool(reuse_buffers)
 
@@ -79,16 +82,28 @@ class BatchIterator:
     '8000 samples, batch 64 -> 125 iterations per epoch (last batch: 64 samples)'
     """
 
-    def __init__(self, X: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = True,
-                 drop_last: bool = False, seed: int | None = None,
-                 dtype: npt.DTypeLike = np.float32, copy: bool | None = None,
-                 validate: bool = True, reuse_buffers: bool | None = None,
-                 target_kind: str = "classes") -> None:
+    def __init__(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        batch_size: int,
+        shuffle: bool = True,
+        drop_last: bool = False,
+        seed: int | None = None,
+        dtype: npt.DTypeLike = np.float32,
+        copy: bool | None = None,
+        validate: bool = True,
+        reuse_buffers: bool | None = None,
+        target_kind: str = "classes",
+    ) -> None:
         self.target_kind = check.choice("target_kind", target_kind, ("classes", "values"))
         if validate:
             X = check.features("X", X)
-            y = (check.labels("y", y, X.shape[0]) if self.target_kind == "classes"
-                 else check.values("y", y, X.shape[0]))
+            y = (
+                check.labels("y", y, X.shape[0])
+                if self.target_kind == "classes"
+                else check.values("y", y, X.shape[0])
+            )
         y = np.asarray(y)
         if self.target_kind == "values" and y.ndim == 1:
             y = y.reshape(-1, 1)
@@ -107,8 +122,10 @@ class BatchIterator:
     def check_batch_size(self, batch_size: int) -> None:
         """Raise ValueError when ``batch_size`` with drop_last leaves no batch of this data."""
         if self.drop_last and batch_size > self.n_samples:
-            raise ValueError(f"batch_size={batch_size} with drop_last=True leaves no batch "
-                             f"from {self.n_samples} samples")
+            raise ValueError(
+                f"batch_size={batch_size} with drop_last=True leaves no batch "
+                f"from {self.n_samples} samples"
+            )
 
     def set_batch_size(self, batch_size: int) -> None:
         """Use ``batch_size`` from the next epoch on (a batch-size schedule calls this per epoch).
@@ -136,8 +153,10 @@ class BatchIterator:
 
     def describe(self) -> str:
         """One line: samples, batch size, iterations per epoch, the last batch."""
-        text = (f"{self.n_samples} samples, batch {self.batch_size} -> {len(self)} iterations "
-                f"per epoch (last batch: {self.last_batch_size} samples")
+        text = (
+            f"{self.n_samples} samples, batch {self.batch_size} -> {len(self)} iterations "
+            f"per epoch (last batch: {self.last_batch_size} samples"
+        )
         dropped = self.n_samples - self.samples_per_epoch
         if dropped:
             text += f"; {dropped} dropped each epoch"
@@ -181,8 +200,11 @@ class BatchIterator:
             self._ybuf = np.empty(self._target_shape(rows), dtype=self.target_dtype)
         converts = isinstance(self.X, np.ndarray) and self.X.dtype != self.dtype
         self._stage = np.empty((rows, self.X.shape[1]), dtype=self.X.dtype) if converts else None
-        self._ystage = (np.empty(self._target_shape(rows), dtype=self.y.dtype)
-                        if self.y.dtype != self.target_dtype else None)
+        self._ystage = (
+            np.empty(self._target_shape(rows), dtype=self.y.dtype)
+            if self.y.dtype != self.target_dtype
+            else None
+        )
 
     def buffers(self):
         """(xb, yb): the two buffers of ``min(batch_size, N)`` rows that ``gather`` can fill.
@@ -206,7 +228,7 @@ class BatchIterator:
         """
         self._ensure_buffers()
         n = len(index)
-        if out_x.shape[0] != n:             # buffers() of a full batch, a shorter index
+        if out_x.shape[0] != n:  # buffers() of a full batch, a shorter index
             out_x, out_y = out_x[:n], out_y[:n]
         if not isinstance(self.X, np.ndarray):
             order = np.argsort(index, kind="stable")
@@ -234,8 +256,9 @@ class BatchIterator:
         epoch = check.non_negative_int("epoch", epoch)
         start = check.non_negative_int("start", start)
         if start > len(self):
-            raise ValueError(f"start must be in [0, {len(self)}] (iterations per epoch), "
-                             f"got {start}")
+            raise ValueError(
+                f"start must be in [0, {len(self)}] (iterations per epoch), got {start}"
+            )
         return self._batches(epoch, start)
 
     def _batches(self, epoch, start):
@@ -243,9 +266,9 @@ class BatchIterator:
         order = self.permutation(epoch)
         B = self.batch_size
         for i in range(start, len(self)):
-            index = order[i * B:(i + 1) * B]
+            index = order[i * B : (i + 1) * B]
             if self.reuse_buffers:
-                xb, yb = self._xbuf[:len(index)], self._ybuf[:len(index)]
+                xb, yb = self._xbuf[: len(index)], self._ybuf[: len(index)]
             else:
                 xb = np.empty((len(index), self.X.shape[1]), dtype=self.dtype)
                 yb = np.empty(self._target_shape(len(index)), dtype=self.target_dtype)
@@ -255,9 +278,14 @@ class BatchIterator:
     def state_dict(self):
         """What identifies this iterator's batches (JSON values): seed, batch_size, shuffle,
         drop_last, n_samples, n_features. With the epoch number it fixes every batch."""
-        return {"seed": self.seed, "batch_size": self.batch_size, "shuffle": self.shuffle,
-                "drop_last": self.drop_last, "n_samples": self.n_samples,
-                "n_features": int(self.X.shape[1])}
+        return {
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+            "shuffle": self.shuffle,
+            "drop_last": self.drop_last,
+            "n_samples": self.n_samples,
+            "n_features": int(self.X.shape[1]),
+        }
 
     def load_state_dict(self, state):
         """Continue a saved iterator over the same data: checks batching and data size, then
@@ -266,8 +294,10 @@ class BatchIterator:
         now = self.state_dict()
         for key in ("batch_size", "shuffle", "drop_last", "n_samples", "n_features"):
             if state[key] != now[key]:
-                raise ValueError(f"the saved iterator has {key}={state[key]}, this one has "
-                                 f"{key}={now[key]}: resuming needs the same data and batching")
+                raise ValueError(
+                    f"the saved iterator has {key}={state[key]}, this one has "
+                    f"{key}={now[key]}: resuming needs the same data and batching"
+                )
         self.seed = check.seed("seed", state["seed"])
 
     def __iter__(self):
@@ -277,5 +307,7 @@ class BatchIterator:
 
     def __repr__(self):
         reuse = ", reuse_buffers=True" if self.reuse_buffers else ""
-        return (f"BatchIterator(n_samples={self.n_samples}, batch_size={self.batch_size}, "
-                f"shuffle={self.shuffle}, drop_last={self.drop_last}, seed={self.seed}{reuse})")
+        return (
+            f"BatchIterator(n_samples={self.n_samples}, batch_size={self.batch_size}, "
+            f"shuffle={self.shuffle}, drop_last={self.drop_last}, seed={self.seed}{reuse})"
+        )

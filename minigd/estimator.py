@@ -8,6 +8,7 @@ constructor arguments stored unchanged and checked in ``fit``, fitted attributes
 ``GridSearchCV``, ``cross_val_score`` and ``Pipeline`` without minigd importing scikit-learn.
 Only ``__sklearn_tags__`` imports from scikit-learn, and only scikit-learn calls it.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,15 +27,34 @@ from .losses import Loss, MSELoss, SoftmaxCrossEntropy
 from .schedules import as_batch_size_schedule, as_schedule
 from .training import fit as _fit
 
-_PARAMS = ("hidden", "activation", "init", "optimizer", "lr", "momentum", "batch_size", "epochs",
-           "schedule", "schedule_options", "seed", "dtype", "verbose", "dropout", "batch_norm",
-           "grad_clip", "accumulate")
+_PARAMS = (
+    "hidden",
+    "activation",
+    "init",
+    "optimizer",
+    "lr",
+    "momentum",
+    "batch_size",
+    "epochs",
+    "schedule",
+    "schedule_options",
+    "seed",
+    "dtype",
+    "verbose",
+    "dropout",
+    "batch_norm",
+    "grad_clip",
+    "accumulate",
+)
 
 
 def _block_options(dropout, batch_norm):
     """{"dropout": float in [0, 1), "batch_norm": bool}, checked (ValueError/TypeError)."""
-    if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) \
-            or not 0.0 <= dropout < 1.0:
+    if (
+        isinstance(dropout, bool)
+        or not isinstance(dropout, numbers.Real)
+        or not 0.0 <= dropout < 1.0
+    ):
         raise ValueError(f"dropout must be a float in [0, 1), got {dropout!r}")
     return {"dropout": float(dropout), "batch_norm": check.boolean("batch_norm", batch_norm)}
 
@@ -66,8 +86,9 @@ def _flavoured(cls):
     if theirs is None:
         return cls
     if theirs not in _FLAVOURED:
-        _FLAVOURED[theirs] = type(cls.__name__, (cls, theirs),
-                                  {"__module__": __name__, "__doc__": cls.__doc__})
+        _FLAVOURED[theirs] = type(
+            cls.__name__, (cls, theirs), {"__module__": __name__, "__doc__": cls.__doc__}
+        )
     return _FLAVOURED[theirs]
 
 
@@ -80,8 +101,10 @@ def _check_X(X, name="X", owner="MLPClassifier"):
     if X is None:
         raise ValueError(f"{name} is None; expected an array of shape (n_samples, n_features)")
     if _is_sparse(X):
-        raise TypeError(f"{name} is a sparse matrix; {owner} does not accept sparse input: "
-                        f"convert it with {name}.toarray()")
+        raise TypeError(
+            f"{name} is a sparse matrix; {owner} does not accept sparse input: "
+            f"convert it with {name}.toarray()"
+        )
     if not isinstance(X, np.ndarray):
         X = np.asarray(X)
     if np.issubdtype(X.dtype, np.complexfloating):
@@ -89,12 +112,15 @@ def _check_X(X, name="X", owner="MLPClassifier"):
     if X.dtype == object:
         X = X.astype(np.float64)
     if X.ndim != 2:
-        raise ValueError(f"Expected a 2-D array {name} of shape (n_samples, n_features), got "
-                         f"shape {X.shape}. Reshape your data with {name}.reshape(-1, 1) if it "
-                         f"has one feature or {name}.reshape(1, -1) if it is one sample.")
+        raise ValueError(
+            f"Expected a 2-D array {name} of shape (n_samples, n_features), got "
+            f"shape {X.shape}. Reshape your data with {name}.reshape(-1, 1) if it "
+            f"has one feature or {name}.reshape(1, -1) if it is one sample."
+        )
     if X.shape[1] == 0:
-        raise ValueError(f"{name} has 0 feature(s) (shape={X.shape}) while a minimum of 1 is "
-                         f"required.")
+        raise ValueError(
+            f"{name} has 0 feature(s) (shape={X.shape}) while a minimum of 1 is required."
+        )
     return check.features(name, X)
 
 
@@ -104,9 +130,12 @@ def _check_y(y, n_samples):
         raise ValueError("MLPClassifier requires y to be passed, but the target y is None")
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] == 1:
-        warnings.warn("A column-vector y was passed when a 1d array was expected. Please change "
-                      "the shape of y to (n_samples,), for example using ravel().",
-                      _flavoured(DataConversionWarning), stacklevel=3)
+        warnings.warn(
+            "A column-vector y was passed when a 1d array was expected. Please change "
+            "the shape of y to (n_samples,), for example using ravel().",
+            _flavoured(DataConversionWarning),
+            stacklevel=3,
+        )
         y = y.ravel()
     if y.ndim != 1:
         raise ValueError(f"y should be a 1d array, got an array of shape {y.shape} instead.")
@@ -118,8 +147,10 @@ def _check_y(y, n_samples):
         if not np.all(np.isfinite(y)):
             raise ValueError("Input y contains NaN or infinity")
         if not np.all(y == np.round(y)):
-            raise ValueError(f"Unknown label type: y holds continuous values (e.g. "
-                             f"{y[y != np.round(y)][0]!r}); a classifier needs class labels")
+            raise ValueError(
+                f"Unknown label type: y holds continuous values (e.g. "
+                f"{y[y != np.round(y)][0]!r}); a classifier needs class labels"
+            )
     return y
 
 
@@ -139,21 +170,27 @@ def _check_y_values(y, n_samples, warn=True):
         raise ValueError(f"y must hold numbers for a regressor, got dtype {y.dtype}")
     if y.ndim == 2 and y.shape[1] == 1:
         if warn:
-            warnings.warn("A column-vector y was passed when a 1d array was expected. Please "
-                          "change the shape of y to (n_samples,), for example using ravel().",
-                          _flavoured(DataConversionWarning), stacklevel=3)
+            warnings.warn(
+                "A column-vector y was passed when a 1d array was expected. Please "
+                "change the shape of y to (n_samples,), for example using ravel().",
+                _flavoured(DataConversionWarning),
+                stacklevel=3,
+            )
         y = y[:, 0]
     if y.ndim not in (1, 2) or (y.ndim == 2 and y.shape[1] == 0):
-        raise ValueError(f"y should be a 1d array (n_samples,) or a 2d array (n_samples, "
-                         f"n_targets), got an array of shape {y.shape} instead.")
+        raise ValueError(
+            f"y should be a 1d array (n_samples,) or a 2d array (n_samples, "
+            f"n_targets), got an array of shape {y.shape} instead."
+        )
     if y.shape[0] != n_samples:
         raise ValueError(f"y has {y.shape[0]} targets but X has {n_samples} samples")
     if np.issubdtype(y.dtype, np.floating):
         if np.isnan(y).any():
             raise ValueError("Input y contains NaN.")
         if not np.isfinite(y).all():
-            raise ValueError(f"Input y contains infinity or a value too large for "
-                             f"dtype({y.dtype.name!r}).")
+            raise ValueError(
+                f"Input y contains infinity or a value too large for dtype({y.dtype.name!r})."
+            )
     return y
 
 
@@ -161,8 +198,9 @@ def _unique(values, name):
     try:
         return np.unique(values)
     except TypeError:
-        raise TypeError(f"{name} mixes label types that cannot be sorted (e.g. str and int)") \
-            from None
+        raise TypeError(
+            f"{name} mixes label types that cannot be sorted (e.g. str and int)"
+        ) from None
 
 
 class _MLPEstimator:
@@ -173,8 +211,9 @@ class _MLPEstimator:
     A subclass sets ``_estimator_type``, ``_loss`` (the minigd loss it trains) and writes its
     targets' check and encoding (``_targets``), ``predict`` and ``score``.
     """
+
     _estimator_type: str | None = None
-    _loss: Loss | None = None         # the minigd Loss the network trains on (stateless: shared)
+    _loss: Loss | None = None  # the minigd Loss the network trains on (stateless: shared)
 
     def _store(self, params):
         """Store the constructor arguments unchanged (scikit-learn checks them in fit)."""
@@ -191,8 +230,10 @@ class _MLPEstimator:
         """Set constructor arguments by name; returns self. Unknown names raise ValueError."""
         for name, value in params.items():
             if name not in _PARAMS:
-                raise ValueError(f"Invalid parameter {name!r} for estimator {self!r}. Valid "
-                                 f"parameters are: {sorted(_PARAMS)!r}.")
+                raise ValueError(
+                    f"Invalid parameter {name!r} for estimator {self!r}. Valid "
+                    f"parameters are: {sorted(_PARAMS)!r}."
+                )
             setattr(self, name, value)
         return self
 
@@ -201,8 +242,11 @@ class _MLPEstimator:
 
     def __repr__(self):
         defaults = type(self)()
-        changed = [f"{name}={getattr(self, name)!r}" for name in _PARAMS
-                   if not _same(getattr(self, name), getattr(defaults, name))]
+        changed = [
+            f"{name}={getattr(self, name)!r}"
+            for name in _PARAMS
+            if not _same(getattr(self, name), getattr(defaults, name))
+        ]
         return f"{type(self).__name__}({', '.join(changed)})"
 
     def __getstate__(self):
@@ -233,9 +277,15 @@ class _MLPEstimator:
         config["schedule"] = _named_schedule(config, X.shape[0])
         self._start(X.shape[1], n_outputs, config, root)
         try:
-            self.history_ = self._train(X, targets, config, config["epochs"],
-                                        batch_size=config["batch_size"],
-                                        schedule=config["schedule"], shuffle_seed=root)
+            self.history_ = self._train(
+                X,
+                targets,
+                config,
+                config["epochs"],
+                batch_size=config["batch_size"],
+                schedule=config["schedule"],
+                shuffle_seed=root,
+            )
         except Exception:
             self._forget()
             raise
@@ -258,10 +308,12 @@ class _MLPEstimator:
         if schedule is not None:
             offset = done_epochs if schedule.unit == "epoch" else done_steps
             schedule = _Shifted(schedule, offset)
-        shuffle_seed = int(np.random.SeedSequence([self._root_seed, done_epochs])
-                           .generate_state(1)[0])
-        part = self._train(X, targets, config, 1, batch_size=batch, schedule=schedule,
-                           shuffle_seed=shuffle_seed)
+        shuffle_seed = int(
+            np.random.SeedSequence([self._root_seed, done_epochs]).generate_state(1)[0]
+        )
+        part = self._train(
+            X, targets, config, 1, batch_size=batch, schedule=schedule, shuffle_seed=shuffle_seed
+        )
         _append_history(self.history_, part, done_epochs, done_steps)
         self._summarise()
         return self
@@ -278,10 +330,20 @@ class _MLPEstimator:
         self.optimizer_ = self._build_optimizer(self.model_, config)
 
     def _train(self, X, targets, config, epochs, *, batch_size, schedule, shuffle_seed):
-        return _fit(self.model_, X, targets, optimizer=self.optimizer_, epochs=epochs,
-                    batch_size=batch_size, loss=self._loss, schedule=schedule,
-                    seed=shuffle_seed, verbose=config["verbose"],
-                    grad_clip=config["grad_clip"], accumulate=config["accumulate"])
+        return _fit(
+            self.model_,
+            X,
+            targets,
+            optimizer=self.optimizer_,
+            epochs=epochs,
+            batch_size=batch_size,
+            loss=self._loss,
+            schedule=schedule,
+            seed=shuffle_seed,
+            verbose=config["verbose"],
+            grad_clip=config["grad_clip"],
+            accumulate=config["accumulate"],
+        )
 
     def _summarise(self):
         self.n_iter_ = self.history_.n_epochs
@@ -302,57 +364,87 @@ class _MLPEstimator:
         lr = check.real("lr", self.lr, low=0.0, low_open=True)
         momentum = check.real("momentum", self.momentum, low=0.0, high=1.0, high_open=True)
         if momentum and "momentum" not in registry.optimizer_arguments(optimizer):
-            raise ValueError(f"momentum applies to optimizer='sgd' only, got momentum={momentum} "
-                             f"with optimizer={optimizer!r}")
+            raise ValueError(
+                f"momentum applies to optimizer='sgd' only, got momentum={momentum} "
+                f"with optimizer={optimizer!r}"
+            )
         if isinstance(self.dtype, str):
             dtype = check.choice("dtype", self.dtype, ("float32", "float64"))
         else:
             dtype = self.dtype
         seed = self.seed
         if seed is None:
-            seed = int(np.random.SeedSequence().entropy % 2 ** 63)
+            seed = int(np.random.SeedSequence().entropy % 2**63)
         elif isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
             raise TypeError(f"seed must be a non-negative int or None, got {seed!r}")
         epochs = check.positive_int("epochs", self.epochs)
         batch_size = as_batch_size_schedule(self.batch_size)
         schedule, options = self.schedule, self.schedule_options
         if options is not None and not isinstance(options, dict):
-            raise TypeError(f"schedule_options must be a dict of the schedule's keyword "
-                            f"arguments or None, got {type(options).__name__}")
+            raise TypeError(
+                f"schedule_options must be a dict of the schedule's keyword "
+                f"arguments or None, got {type(options).__name__}"
+            )
         if isinstance(schedule, str):
-            accepted = registry.schedule_arguments(schedule)     # an unknown name raises
+            accepted = registry.schedule_arguments(schedule)  # an unknown name raises
             for key in options or {}:
                 if key not in accepted:
-                    raise TypeError(f"schedule_options: schedule {schedule!r} does not take "
-                                    f"{key!r}; it takes {', '.join(accepted)}")
+                    raise TypeError(
+                        f"schedule_options: schedule {schedule!r} does not take "
+                        f"{key!r}; it takes {', '.join(accepted)}"
+                    )
         else:
             if options:
-                raise ValueError(f"schedule_options applies to a schedule given by name "
-                                 f"(schedule='onecycle', ...), got schedule={schedule!r}")
+                raise ValueError(
+                    f"schedule_options applies to a schedule given by name "
+                    f"(schedule='onecycle', ...), got schedule={schedule!r}"
+                )
             schedule = as_schedule(schedule)
-        return {"hidden": hidden, "activation": activation, "init": init,
-                "optimizer": optimizer, "lr": lr, "momentum": momentum, "batch_size": batch_size,
-                "epochs": epochs, "schedule": schedule,
-                "schedule_options": dict(options or {}), "seed": int(seed), "dtype": dtype,
-                "verbose": check.choice("verbose", self.verbose, (0, 1, 2)),
-                **_block_options(self.dropout, self.batch_norm),
-                "grad_clip": (None if self.grad_clip is None else
-                              check.real("grad_clip", self.grad_clip, low=0.0, low_open=True)),
-                "accumulate": check.positive_int("accumulate", self.accumulate)}
+        return {
+            "hidden": hidden,
+            "activation": activation,
+            "init": init,
+            "optimizer": optimizer,
+            "lr": lr,
+            "momentum": momentum,
+            "batch_size": batch_size,
+            "epochs": epochs,
+            "schedule": schedule,
+            "schedule_options": dict(options or {}),
+            "seed": int(seed),
+            "dtype": dtype,
+            "verbose": check.choice("verbose", self.verbose, (0, 1, 2)),
+            **_block_options(self.dropout, self.batch_norm),
+            "grad_clip": (
+                None
+                if self.grad_clip is None
+                else check.real("grad_clip", self.grad_clip, low=0.0, low_open=True)
+            ),
+            "accumulate": check.positive_int("accumulate", self.accumulate),
+        }
 
     @staticmethod
     def _build_model(n_features, n_outputs, config, seed):
-        return registry.build_mlp(n_features, config["hidden"], n_outputs,
-                                  activation=config["activation"],
-                                  init=config.get("init", "he"), seed=seed,
-                                  dtype=config["dtype"], dropout=config.get("dropout", 0.0),
-                                  batch_norm=config.get("batch_norm", False))
+        return registry.build_mlp(
+            n_features,
+            config["hidden"],
+            n_outputs,
+            activation=config["activation"],
+            init=config.get("init", "he"),
+            seed=seed,
+            dtype=config["dtype"],
+            dropout=config.get("dropout", 0.0),
+            batch_norm=config.get("batch_norm", False),
+        )
 
     @staticmethod
     def _build_optimizer(model, config):
         name = config["optimizer"]
-        hyper = ({"momentum": config["momentum"]}
-                 if "momentum" in registry.optimizer_arguments(name) else {})
+        hyper = (
+            {"momentum": config["momentum"]}
+            if "momentum" in registry.optimizer_arguments(name)
+            else {}
+        )
         return registry.build_optimizer(name, model.parameters(), config["lr"], **hyper)
 
     # ---- prediction --------------------------------------------------------------------------
@@ -360,12 +452,15 @@ class _MLPEstimator:
         if not hasattr(self, "model_"):
             raise _flavoured(NotFittedError)(
                 f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
-                f"appropriate arguments before using this estimator.")
+                f"appropriate arguments before using this estimator."
+            )
 
     def _check_n_features(self, X):
         if X.shape[1] != self.n_features_in_:
-            raise ValueError(f"X has {X.shape[1]} features, but {type(self).__name__} is "
-                             f"expecting {self.n_features_in_} features as input")
+            raise ValueError(
+                f"X has {X.shape[1]} features, but {type(self).__name__} is "
+                f"expecting {self.n_features_in_} features as input"
+            )
 
     def _outputs(self, X):
         """The network's outputs for X (logits or predicted values), after the checks."""
@@ -425,19 +520,41 @@ class MLPClassifier(_MLPEstimator):
     >>> clf = mg.MLPClassifier(hidden=(128,), lr=0.1, batch_size=64, epochs=5, seed=0)
     >>> clf.fit(X, y).score(X_test, y_test)      # about 0.93
     """
+
     _estimator_type = "classifier"
     _loss = SoftmaxCrossEntropy()
 
-    def __init__(self, hidden=(128,), activation="relu", optimizer="sgd", lr=0.1, momentum=0.0,
-                 batch_size=64, epochs=10, schedule=None, seed=None, dtype="float32", verbose=0,
-                 init="he", schedule_options=None, dropout=0.0, batch_norm=False,
-                 grad_clip=None, accumulate=1):
+    def __init__(
+        self,
+        hidden=(128,),
+        activation="relu",
+        optimizer="sgd",
+        lr=0.1,
+        momentum=0.0,
+        batch_size=64,
+        epochs=10,
+        schedule=None,
+        seed=None,
+        dtype="float32",
+        verbose=0,
+        init="he",
+        schedule_options=None,
+        dropout=0.0,
+        batch_norm=False,
+        grad_clip=None,
+        accumulate=1,
+    ):
         self._store(locals())
 
     def __sklearn_tags__(self):
         from sklearn.utils import ClassifierTags, InputTags, Tags, TargetTags
-        return Tags(estimator_type="classifier", target_tags=TargetTags(required=True),
-                    classifier_tags=ClassifierTags(), input_tags=InputTags())
+
+        return Tags(
+            estimator_type="classifier",
+            target_tags=TargetTags(required=True),
+            classifier_tags=ClassifierTags(),
+            input_tags=InputTags(),
+        )
 
     def fit(self, X, y):
         """Train a new network for ``epochs`` epochs on (X, y); returns self."""
@@ -445,8 +562,9 @@ class MLPClassifier(_MLPEstimator):
         y = _check_y(y, X.shape[0])
         classes = _unique(y, "y")
         if len(classes) < 2:
-            raise ValueError(f"y has 1 class ({classes[0]!r}); a classifier needs at least 2 "
-                             f"classes")
+            raise ValueError(
+                f"y has 1 class ({classes[0]!r}); a classifier needs at least 2 classes"
+            )
         self._fit(X, np.searchsorted(classes, y), len(classes))
         self.classes_ = classes
         return self
@@ -466,27 +584,35 @@ class MLPClassifier(_MLPEstimator):
         y = _check_y(y, X.shape[0])
         first = not hasattr(self, "model_")
         if first and classes is None:
-            raise ValueError("classes must be passed on the first call to partial_fit "
-                             "(all labels that will ever be seen)")
+            raise ValueError(
+                "classes must be passed on the first call to partial_fit "
+                "(all labels that will ever be seen)"
+            )
         if classes is not None:
             classes = _unique(np.asarray(classes), "classes")
             if not first and not np.array_equal(classes, self.classes_):
-                raise ValueError(f"classes={classes!r} differs from classes_={self.classes_!r} "
-                                 f"of the earlier calls")
+                raise ValueError(
+                    f"classes={classes!r} differs from classes_={self.classes_!r} "
+                    f"of the earlier calls"
+                )
         if first:
             if len(classes) < 2:
-                raise ValueError(f"classes has 1 class ({classes[0]!r}); a classifier needs at "
-                                 f"least 2 classes")
+                raise ValueError(
+                    f"classes has 1 class ({classes[0]!r}); a classifier needs at least 2 classes"
+                )
             self.classes_ = classes
         return self._partial_fit(X, self._encode(y), len(classes if first else self.classes_))
 
     def _encode(self, y):
         codes = np.searchsorted(self.classes_, y)
-        known = (codes < len(self.classes_)) & (self.classes_[np.minimum(
-            codes, len(self.classes_) - 1)] == y)
+        known = (codes < len(self.classes_)) & (
+            self.classes_[np.minimum(codes, len(self.classes_) - 1)] == y
+        )
         if not np.all(known):
-            raise ValueError(f"y contains labels not in classes_ {self.classes_!r}: "
-                             f"{_unique(y[~known], 'y')[:5]!r}")
+            raise ValueError(
+                f"y contains labels not in classes_ {self.classes_!r}: "
+                f"{_unique(y[~known], 'y')[:5]!r}"
+            )
         return codes
 
     def predict_proba(self, X):
@@ -567,21 +693,41 @@ class MLPRegressor(_MLPEstimator):
     >>> reg = mg.MLPRegressor(hidden=(64,), epochs=50, seed=0).fit(X[:800], y[:800])
     >>> reg.score(X[800:], y[800:])             # R², close to 1
     """
+
     _estimator_type = "regressor"
     _loss = MSELoss()
 
-    def __init__(self, hidden=(100,), activation="relu", optimizer="adam", lr=0.001,
-                 momentum=0.0, batch_size=32, epochs=100, schedule=None, seed=None,
-                 dtype="float32", verbose=0, init="he", schedule_options=None, dropout=0.0,
-                 batch_norm=False, grad_clip=None, accumulate=1):
+    def __init__(
+        self,
+        hidden=(100,),
+        activation="relu",
+        optimizer="adam",
+        lr=0.001,
+        momentum=0.0,
+        batch_size=32,
+        epochs=100,
+        schedule=None,
+        seed=None,
+        dtype="float32",
+        verbose=0,
+        init="he",
+        schedule_options=None,
+        dropout=0.0,
+        batch_norm=False,
+        grad_clip=None,
+        accumulate=1,
+    ):
         self._store(locals())
 
     def __sklearn_tags__(self):
         from sklearn.utils import InputTags, RegressorTags, Tags, TargetTags
-        return Tags(estimator_type="regressor",
-                    target_tags=TargetTags(required=True, multi_output=True,
-                                           single_output=True),
-                    regressor_tags=RegressorTags(), input_tags=InputTags())
+
+        return Tags(
+            estimator_type="regressor",
+            target_tags=TargetTags(required=True, multi_output=True, single_output=True),
+            regressor_tags=RegressorTags(),
+            input_tags=InputTags(),
+        )
 
     def fit(self, X, y):
         """Train a new network for ``epochs`` epochs on (X, y); returns self."""
@@ -603,8 +749,9 @@ class MLPRegressor(_MLPEstimator):
         y = _check_y_values(y, X.shape[0])
         n_outputs = 1 if y.ndim == 1 else y.shape[1]
         if hasattr(self, "model_") and n_outputs != self.n_outputs_:
-            raise ValueError(f"y has {n_outputs} target(s) but the earlier calls had "
-                             f"{self.n_outputs_}")
+            raise ValueError(
+                f"y has {n_outputs} target(s) but the earlier calls had {self.n_outputs_}"
+            )
         self._partial_fit(X, y, n_outputs)
         self.n_outputs_, self._y_ndim = n_outputs, y.ndim
         return self
@@ -634,8 +781,9 @@ def r2_score(y_true, y_pred, sample_weight=None):
     sse = (w * (y_true - y_pred) ** 2).sum(axis=0)
     mean = (w * y_true).sum(axis=0) / w.sum()
     sst = (w * (y_true - mean) ** 2).sum(axis=0)
-    scores = np.where(sst > 0, 1.0 - sse / np.where(sst > 0, sst, 1.0),
-                      np.where(sse == 0, 1.0, 0.0))
+    scores = np.where(
+        sst > 0, 1.0 - sse / np.where(sst > 0, sst, 1.0), np.where(sse == 0, 1.0, 0.0)
+    )
     return float(scores.mean())
 
 
@@ -646,9 +794,13 @@ def _named_schedule(config, n_samples):
         return schedule
     sizes = config["batch_size"].values(config["epochs"])
     updates = [iterations_per_epoch(n_samples, min(b, n_samples)) for b in sizes]
-    return registry.build_schedule(schedule, config["lr"], epochs=config["epochs"],
-                                   updates_per_epoch=updates, **config["schedule_options"])
-
+    return registry.build_schedule(
+        schedule,
+        config["lr"],
+        epochs=config["epochs"],
+        updates_per_epoch=updates,
+        **config["schedule_options"],
+    )
 
 
 class _Shifted:
@@ -671,8 +823,11 @@ def _append_history(total, part, epochs_before, steps_before):
             total.epochs[key].extend(values)
     if part.diverged and not total.diverged:
         total.diverged = True
-        total.divergence = dict(part.divergence, epoch=part.divergence["epoch"] + epochs_before,
-                                step=part.divergence["step"] + steps_before)
+        total.divergence = dict(
+            part.divergence,
+            epoch=part.divergence["epoch"] + epochs_before,
+            step=part.divergence["step"] + steps_before,
+        )
 
 
 def _same(a, b):

@@ -4,6 +4,7 @@ Playground for mini-batch gradient descent).
 
 Needs ipywidgets (``pip install "minigd[notebook]"``), imported only when ``explore`` is called.
 """
+
 import contextlib
 import math
 import time
@@ -32,8 +33,10 @@ def _ipywidgets():
     try:
         import ipywidgets
     except ImportError as error:
-        raise ImportError(f"mg.explore needs ipywidgets, which is not installed: "
-                          f"{INSTALL_HINT} (or pip install ipywidgets)") from error
+        raise ImportError(
+            f"mg.explore needs ipywidgets, which is not installed: "
+            f"{INSTALL_HINT} (or pip install ipywidgets)"
+        ) from error
     return ipywidgets
 
 
@@ -43,6 +46,7 @@ def _one_numba_thread():
     costs more than they save, and on a busy machine their threads wait for each other
     (measured: a run of 20,000 single-sample updates took 185 s on 2 threads, 8 s on 1)."""
     import numba
+
     previous = numba.get_num_threads()
     numba.set_num_threads(1)
     try:
@@ -77,8 +81,11 @@ def make_schedule(name, lr, epochs, updates_per_epoch):
     if name == "cosine":
         return CosineAnnealing(lr, t_max=total, unit="iteration")
     if name == "warmup + cosine":
-        return Warmup(CosineAnnealing(lr, t_max=total, unit="iteration"),
-                      warmup_steps=max(1, total // 10), start_factor=0.01)
+        return Warmup(
+            CosineAnnealing(lr, t_max=total, unit="iteration"),
+            warmup_steps=max(1, total // 10),
+            start_factor=0.01,
+        )
     return CyclicLR(lr / 10, lr, step_size=max(1, updates_per_epoch // 2))
 
 
@@ -91,9 +98,11 @@ def _split(data, n_train, n_val, seed):
         X = check.features("data[0]", data[0])
         y = check.labels("data[1]", data[1], X.shape[0])
     if n_train + n_val > X.shape[0]:
-        raise ValueError(f"n_train + n_val ({n_train} + {n_val}) must not exceed the "
-                         f"{X.shape[0]} rows of the data; lower n_train or n_val")
-    rows = np.sort(np.random.default_rng(seed).permutation(X.shape[0])[:n_train + n_val])
+        raise ValueError(
+            f"n_train + n_val ({n_train} + {n_val}) must not exceed the "
+            f"{X.shape[0]} rows of the data; lower n_train or n_val"
+        )
+    rows = np.sort(np.random.default_rng(seed).permutation(X.shape[0])[: n_train + n_val])
     train, val = rows[:n_train], rows[n_train:]
     return X[train], y[train], X[val], y[val]
 
@@ -119,26 +128,59 @@ class Explorer:
         self.n_classes = int(max(y.max(), y_val.max())) + 1
         slider = {"continuous_update": False, "style": {"description_width": "80px"}}
         self.widgets = {
-            "lr": w.FloatLogSlider(value=settings["lr"], base=10, min=-4, max=1, step=0.05,
-                                   readout_format=".2g", description="lr", **slider),
-            "batch_size": w.SelectionSlider(options=BATCH_SIZES, value=settings["batch_size"],
-                                            description="batch size", **slider),
-            "epochs": w.IntSlider(value=settings["epochs"], min=1, max=20,
-                                  description="epochs", **slider),
-            "hidden": w.SelectionSlider(options=HIDDEN_WIDTHS, value=settings["hidden"],
-                                        description="hidden width", **slider),
-            "optimizer": w.Dropdown(options=OPTIMIZERS, value=settings["optimizer"],
-                                    description="optimizer", style=slider["style"]),
-            "schedule": w.Dropdown(options=SCHEDULES, value=settings["schedule"],
-                                   description="schedule", style=slider["style"]),
-            "activation": w.Dropdown(options=tuple(ACTIVATIONS), value=settings["activation"],
-                                     description="activation", style=slider["style"]),
+            "lr": w.FloatLogSlider(
+                value=settings["lr"],
+                base=10,
+                min=-4,
+                max=1,
+                step=0.05,
+                readout_format=".2g",
+                description="lr",
+                **slider,
+            ),
+            "batch_size": w.SelectionSlider(
+                options=BATCH_SIZES,
+                value=settings["batch_size"],
+                description="batch size",
+                **slider,
+            ),
+            "epochs": w.IntSlider(
+                value=settings["epochs"], min=1, max=20, description="epochs", **slider
+            ),
+            "hidden": w.SelectionSlider(
+                options=HIDDEN_WIDTHS,
+                value=settings["hidden"],
+                description="hidden width",
+                **slider,
+            ),
+            "optimizer": w.Dropdown(
+                options=OPTIMIZERS,
+                value=settings["optimizer"],
+                description="optimizer",
+                style=slider["style"],
+            ),
+            "schedule": w.Dropdown(
+                options=SCHEDULES,
+                value=settings["schedule"],
+                description="schedule",
+                style=slider["style"],
+            ),
+            "activation": w.Dropdown(
+                options=tuple(ACTIVATIONS),
+                value=settings["activation"],
+                description="activation",
+                style=slider["style"],
+            ),
         }
         self.image = w.Image(format="png")
         self.status = w.HTML()
         names = list(self.widgets)
-        controls = w.HBox([w.VBox([self.widgets[n] for n in names[:4]]),
-                           w.VBox([self.widgets[n] for n in names[4:]])])
+        controls = w.HBox(
+            [
+                w.VBox([self.widgets[n] for n in names[:4]]),
+                w.VBox([self.widgets[n] for n in names[4:]]),
+            ]
+        )
         self.panel = w.VBox([controls, self.status, self.image])
         self.retrains, self.seconds, self.train_seconds, self.history = 0, None, None, None
         self._build_figure()
@@ -158,16 +200,29 @@ class Explorer:
         """Train a fresh model with the current settings (same seed) and redraw."""
         started = time.perf_counter()
         s = self.settings
-        model = Sequential(Dense(self.X.shape[1], s["hidden"]), ACTIVATIONS[s["activation"]](),
-                           Dense(s["hidden"], self.n_classes), seed=self.seed)
+        model = Sequential(
+            Dense(self.X.shape[1], s["hidden"]),
+            ACTIVATIONS[s["activation"]](),
+            Dense(s["hidden"], self.n_classes),
+            seed=self.seed,
+        )
         optimizer = _make_optimizer(s["optimizer"], model.parameters(), s["lr"])
         per_epoch = math.ceil(self.X.shape[0] / s["batch_size"])
         schedule = make_schedule(s["schedule"], s["lr"], s["epochs"], per_epoch)
         with warnings.catch_warnings(record=True), _one_numba_thread():
             warnings.simplefilter("always")
-            self.history = fit(model, self.X, self.y, optimizer=optimizer, epochs=s["epochs"],
-                               batch_size=s["batch_size"], schedule=schedule, seed=self.seed,
-                               validation_data=(self.X_val, self.y_val), verbose=0)
+            self.history = fit(
+                model,
+                self.X,
+                self.y,
+                optimizer=optimizer,
+                epochs=s["epochs"],
+                batch_size=s["batch_size"],
+                schedule=schedule,
+                seed=self.seed,
+                validation_data=(self.X_val, self.y_val),
+                verbose=0,
+            )
         self.train_seconds = time.perf_counter() - started
         self._draw()
         self.retrains += 1
@@ -176,24 +231,30 @@ class Explorer:
 
     def _status_text(self, per_epoch):
         h, s = self.history, self.settings
-        text = (f"{self.X.shape[0]} samples / batch {s['batch_size']} = {per_epoch} updates per "
-                f"epoch, x {s['epochs']} epochs = {s['epochs'] * per_epoch} updates; ")
+        text = (
+            f"{self.X.shape[0]} samples / batch {s['batch_size']} = {per_epoch} updates per "
+            f"epoch, x {s['epochs']} epochs = {s['epochs'] * per_epoch} updates; "
+        )
         if h.diverged:
             d = h.divergence
-            text += (f"<b>diverged</b> at epoch {d['epoch']}, update {d['step']} "
-                     f"(lr {d['lr']:.3g}): try a smaller lr")
+            text += (
+                f"<b>diverged</b> at epoch {d['epoch']}, update {d['step']} "
+                f"(lr {d['lr']:.3g}): try a smaller lr"
+            )
         else:
             text += f"held-out accuracy <b>{100 * h.epochs['val_accuracy'][-1]:.1f}%</b>"
         return text + f" &nbsp; ({self.seconds:.2f} s)"
 
     def _build_figure(self):
         from matplotlib.figure import Figure
+
         fig = Figure(figsize=(10, 5.2), dpi=72)
         (a_it, a_ep), (a_lr, a_acc) = fig.subplots(2, 2)
         self.lines = {
             "loss": a_it.plot([], [], lw=0.6, alpha=0.6, label="batch loss")[0],
-            "epoch_train_loss": a_it.plot([], [], "o", ms=4, color="tab:orange",
-                                          label="epoch mean")[0],
+            "epoch_train_loss": a_it.plot(
+                [], [], "o", ms=4, color="tab:orange", label="epoch mean"
+            )[0],
             "train_loss": a_ep.plot([], [], "o-", ms=3, color="tab:orange", label="train")[0],
             "val_loss": a_ep.plot([], [], "s-", ms=3, color="tab:green", label="held-out")[0],
             "lr": a_lr.plot([], [], color="tab:purple")[0],
@@ -205,8 +266,7 @@ class Explorer:
         a_acc.set(title="held-out accuracy", xlabel="epoch")
         a_it.legend(loc="upper right", fontsize="small")
         a_ep.legend(loc="upper right", fontsize="small")
-        fig.subplots_adjust(left=0.07, right=0.98, bottom=0.09, top=0.94, hspace=0.45,
-                            wspace=0.2)
+        fig.subplots_adjust(left=0.07, right=0.98, bottom=0.09, top=0.94, hspace=0.45, wspace=0.2)
         self.figure, self._axes = fig, (a_it, a_ep, a_lr, a_acc)
 
     def _draw(self):
@@ -237,8 +297,20 @@ class Explorer:
         return self.panel._repr_mimebundle_(**kwargs)
 
 
-def explore(data=None, *, n_train=1000, n_val=500, lr=0.1, batch_size=32, epochs=5,
-            optimizer="SGD", schedule="constant", hidden=32, activation="ReLU", seed=0):
+def explore(
+    data=None,
+    *,
+    n_train=1000,
+    n_val=500,
+    lr=0.1,
+    batch_size=32,
+    epochs=5,
+    optimizer="SGD",
+    schedule="constant",
+    hidden=32,
+    activation="ReLU",
+    seed=0,
+):
     """An interactive panel: sliders for lr (log scale), batch size, epochs, hidden width and
     menus for optimizer, schedule and activation; every change retrains a 1-hidden-layer MLP
     from the same seed and redraws the loss of every update, the loss per epoch, the lr and
@@ -281,6 +353,13 @@ def explore(data=None, *, n_train=1000, n_val=500, lr=0.1, batch_size=32, epochs
     check.choice("schedule", schedule, SCHEDULES)
     check.choice("activation", activation, tuple(ACTIVATIONS))
     X, y, X_val, y_val = _split(data, n_train, n_val, seed)
-    settings = {"lr": lr, "batch_size": batch_size, "epochs": epochs, "optimizer": optimizer,
-                "schedule": schedule, "hidden": hidden, "activation": activation}
+    settings = {
+        "lr": lr,
+        "batch_size": batch_size,
+        "epochs": epochs,
+        "optimizer": optimizer,
+        "schedule": schedule,
+        "hidden": hidden,
+        "activation": activation,
+    }
     return Explorer(widgets, X, y, X_val, y_val, settings, seed)

@@ -10,7 +10,8 @@ runs one Python iteration per update with the same kernels and the same results:
 - every layer declares a fused role (:meth:`minigd.Layer.fused_role`): the model is a stack of
   Dense layers, each optionally followed by one activation (ReLU, Tanh, Sigmoid);
 - the optimizer declares a fused update (:meth:`minigd.Optimizer.fused_update`: SGD, Adam,
-  AdamW, RMSprop, Adagrad; kernels in :mod:`minigd.kernels.jit_optim`) and covers all of ``model.parameters()`` in order; the loss is SoftmaxCrossEntropy;
+  AdamW, RMSprop, Adagrad; kernels in :mod:`minigd.kernels.jit_optim`) and covers all of
+  ``model.parameters()`` in order; the loss is SoftmaxCrossEntropy;
   X is a NumPy array (an ``np.memmap`` included) of a real dtype.
 
 :func:`supports` says which condition failed; ``fit`` prints that reason once when a user-written
@@ -20,11 +21,12 @@ Nothing is traded for the speed: the learning rate of every iteration is compute
 from the schedule (schedules are pure functions of the step, see
 :meth:`minigd.TrainingState.lr_at`), every iteration's epoch, iteration, step, batch size, lr,
 loss, gradient norm (and momentum, when the schedule sets it) are recorded in the history
-after the call, and a non-finite loss (or an overflowing gradient) stops the epoch before that update exactly as on the per-iteration path. The two
-paths give bit-identical results. X is never copied: each batch is gathered from it (and
-converted to the model dtype) inside the kernel. The progress bar moves once per epoch; an
+after the call, and a non-finite loss (or an overflowing gradient) stops the epoch before that
+update exactly as on the per-iteration path. The two paths give bit-identical results. X is
+never copied: each batch is gathered from it (and converted to the model dtype) inside the kernel. The progress bar moves once per epoch; an
 interrupt (Ctrl-C) is handled when the epoch's call returns.
 """
+
 from collections import namedtuple
 
 import numpy as np
@@ -48,16 +50,20 @@ def _layer_spec(model):
     roles = [layer.fused_role() for layer in model.layers]
     for layer, role in zip(model.layers, roles):
         if role is None:
-            return None, (f"layer {type(layer).__name__} has no fused kernel: training runs one "
-                          f"Python iteration per update")
-    kept = [i for i, role in enumerate(roles) if role != "identity"]   # Flatten: nothing to run
+            return None, (
+                f"layer {type(layer).__name__} has no fused kernel: training runs one "
+                f"Python iteration per update"
+            )
+    kept = [i for i, role in enumerate(roles) if role != "identity"]  # Flatten: nothing to run
     layers, roles = [model.layers[i] for i in kept], [roles[i] for i in kept]
     i = 0
     while i < len(roles):
         if roles[i] != "dense":
-            return None, (f"layer {kept[i]} ({type(layers[i]).__name__}) does not follow a Dense "
-                          f"layer: the fused kernel runs Dense layers each optionally followed "
-                          f"by one activation")
+            return None, (
+                f"layer {kept[i]} ({type(layers[i]).__name__}) does not follow a Dense "
+                f"layer: the fused kernel runs Dense layers each optionally followed "
+                f"by one activation"
+            )
         dense, act = layers[i], 0
         if i + 1 < len(roles) and roles[i + 1] != "dense":
             act = roles[i + 1]
@@ -72,8 +78,9 @@ def _layer_spec(model):
 
 
 def _supported_input(X):
-    return type(X) in (np.ndarray, np.memmap) and (X.dtype.kind in "iub" or
-                                                   X.dtype in (np.float32, np.float64))
+    return type(X) in (np.ndarray, np.memmap) and (
+        X.dtype.kind in "iub" or X.dtype in (np.float32, np.float64)
+    )
 
 
 def _loss_role(loss):
@@ -108,19 +115,29 @@ def supports(state, loss, callbacks):
     if hooked:
         return Support(False, f"callback {hooked[0]} needs Python after every update")
     if _loss_role(loss) != "softmax_cross_entropy":
-        return Support(False, f"loss {type(loss).__name__} has no fused kernel: training runs "
-                              f"one Python iteration per update")
+        return Support(
+            False,
+            f"loss {type(loss).__name__} has no fused kernel: training runs "
+            f"one Python iteration per update",
+        )
     if state.iterator.target_kind != "classes":
-        return Support(False, "class-probability targets (N, C) train one Python iteration "
-                              "per update")
+        return Support(
+            False, "class-probability targets (N, C) train one Python iteration per update"
+        )
     if optimizer.fused_update() is None:
-        return Support(False, f"optimizer {type(optimizer).__name__} has no fused kernel: "
-                              f"training runs one Python iteration per update")
+        return Support(
+            False,
+            f"optimizer {type(optimizer).__name__} has no fused kernel: "
+            f"training runs one Python iteration per update",
+        )
     if optimizer.flat is None or optimizer.flat[0] is not model.flat_values:
         return Support(False, "the optimizer does not cover all of model.parameters() in order")
     if not _supported_input(state.iterator.X):
-        return Support(False, f"X of type {type(state.iterator.X).__name__} and dtype "
-                              f"{state.iterator.X.dtype} is gathered in Python")
+        return Support(
+            False,
+            f"X of type {type(state.iterator.X).__name__} and dtype "
+            f"{state.iterator.X.dtype} is gathered in Python",
+        )
     spec, reason = _layer_spec(model)
     return Support(spec is not None, reason)
 
@@ -196,57 +213,78 @@ def run_epoch(state, bar, start=0):
     values = aligned_empty(flat_values.shape, dtype)
     grads = aligned_empty(flat_grads.shape, dtype)
     names = list(names)
-    states = [np.empty(0, dtype=dtype) if n is None else aligned_empty(flat_values.shape, dtype)
-              for n in names]
+    states = [
+        np.empty(0, dtype=dtype) if n is None else aligned_empty(flat_values.shape, dtype)
+        for n in names
+    ]
     jit_epoch.to_kernel_layout(flat_values, values, dims, w_offsets)
     jit_epoch.to_kernel_layout(flat_grads, grads, dims, w_offsets)
     for kernel_state, state_name in zip(states, names):
         if state_name is not None:
-            jit_epoch.to_kernel_layout(optimizer.state[state_name], kernel_state, dims,
-                                       w_offsets)
+            jit_epoch.to_kernel_layout(optimizer.state[state_name], kernel_state, dims, w_offsets)
     if len(states) > 3:
-        raise ValueError(f"fused_update of {type(optimizer).__name__} names {len(states)} "
-                         f"state arrays; the fused kernel takes at most 3")
+        raise ValueError(
+            f"fused_update of {type(optimizer).__name__} names {len(states)} "
+            f"state arrays; the fused kernel takes at most 3"
+        )
     state1, state2, state3 = (states + [np.empty(0, dtype=dtype)] * 3)[:3]
     a_offsets = np.concatenate([[0], np.cumsum([_round_up(batch * w) for w in dims[:, 1]])])
     a_offsets = a_offsets.astype(np.int64)
     losses = np.zeros(max(n_run, 1), dtype=np.float64)
     norms = np.zeros(max(n_run, 1), dtype=np.float64)
-    data = jit_epoch.Data(iterator.X, np.ascontiguousarray(iterator.y, dtype=np.int64),
-                          np.ascontiguousarray(iterator.permutation(epoch_index), dtype=np.int64),
-                          iterator.batch_size)
+    data = jit_epoch.Data(
+        iterator.X,
+        np.ascontiguousarray(iterator.y, dtype=np.int64),
+        np.ascontiguousarray(iterator.permutation(epoch_index), dtype=np.int64),
+        iterator.batch_size,
+    )
     net = jit_epoch.Network(values, grads, dims, w_offsets, b_offsets, acts)
-    update = jit_epoch.Update(jit_optim.CODES[name], np.asarray(hyper, dtype=np.float64),
-                              state1, state2, state3, optimizer.step_count,
-                              np.array(lrs[:n_run], dtype=np.float64),
-                              -1.0 if state.grad_clip is None else float(state.grad_clip),
-                              np.array(momenta[:n_run], dtype=np.float64),
-                              -1 if optimizer.momentum_index is None else optimizer.momentum_index)
+    update = jit_epoch.Update(
+        jit_optim.CODES[name],
+        np.asarray(hyper, dtype=np.float64),
+        state1,
+        state2,
+        state3,
+        optimizer.step_count,
+        np.array(lrs[:n_run], dtype=np.float64),
+        -1.0 if state.grad_clip is None else float(state.grad_clip),
+        np.array(momenta[:n_run], dtype=np.float64),
+        -1 if optimizer.momentum_index is None else optimizer.momentum_index,
+    )
     work = jit_epoch.Workspace(
-        aligned_empty((batch, iterator.X.shape[1]), dtype), np.empty(batch, dtype=np.int64),
-        aligned_empty(a_offsets[-1], dtype), a_offsets,
-        aligned_empty(2 * _round_up(batch * int(dims[:, 1].max())), dtype), losses, norms)
+        aligned_empty((batch, iterator.X.shape[1]), dtype),
+        np.empty(batch, dtype=np.int64),
+        aligned_empty(a_offsets[-1], dtype),
+        a_offsets,
+        aligned_empty(2 * _round_up(batch * int(dims[:, 1].max())), dtype),
+        losses,
+        norms,
+    )
 
     divergence = None
     parts = parallel_parts()
     products = autotune.epoch_products(dims, iterator.batch_size, sizes, dtype, parts)
     try:
         with autotune.blas_threads_limited(products):
-            count, status = (0, jit_epoch.COMPLETED) if n_run == 0 else jit_epoch.train_epoch(
-                data, net, update, work, start, n_run, parts, products)
+            count, status = (
+                (0, jit_epoch.COMPLETED)
+                if n_run == 0
+                else jit_epoch.train_epoch(data, net, update, work, start, n_run, parts, products)
+            )
         jit_epoch.from_kernel_layout(values, flat_values, dims, w_offsets)
         jit_epoch.from_kernel_layout(grads, flat_grads, dims, w_offsets)
         for kernel_state, state_name in zip(states, names):
             if state_name is not None:
-                jit_epoch.from_kernel_layout(kernel_state, optimizer.state[state_name], dims,
-                                             w_offsets)
+                jit_epoch.from_kernel_layout(
+                    kernel_state, optimizer.state[state_name], dims, w_offsets
+                )
 
         diverged = status != jit_epoch.COMPLETED
         applied = count - 1 if diverged else count
         losses = losses[:count].tolist()
         norms = norms[:count].tolist()
         if status == jit_epoch.LOSS_DIVERGED:
-            norms[-1] = None                # no backward pass ran for that iteration
+            norms[-1] = None  # no backward pass ran for that iteration
         table = history.iterations
         table["epoch"].extend([state.epoch] * count)
         table["iteration"].extend(range(start + 1, start + count + 1))
@@ -274,7 +312,7 @@ def run_epoch(state, bar, start=0):
             cause = "loss" if status == jit_epoch.LOSS_DIVERGED else "gradient"
             divergence = (start + count, lrs[count - 1], losses[-1], cause)
         elif invalid is not None:
-            optimizer.lr = lrs[invalid]     # raises the optimizer's own error, as the loop would
+            optimizer.lr = lrs[invalid]  # raises the optimizer's own error, as the loop would
         elif error is not None:
             raise error
     finally:

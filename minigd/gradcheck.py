@@ -13,6 +13,7 @@ The error of an entry is ``|analytic - numeric| / max(1, max |numeric| of that a
 to the array's largest gradient, absolute for arrays whose gradients are all below 1 (so that
 entries near zero do not blow up). The result keeps the worst one and where it occurred.
 """
+
 from __future__ import annotations
 
 import copy
@@ -68,19 +69,27 @@ class GradcheckResult:
         return self
 
     def _message(self):
-        lines = [f"gradcheck of {self.checked} failed: max error {self.max_error:.3g} at "
-                 f"{self.where} > tol {self.tol:g} (analytic gradient {self.analytic!r}, central "
-                 f"differences {self.numeric!r})"]
+        lines = [
+            f"gradcheck of {self.checked} failed: max error {self.max_error:.3g} at "
+            f"{self.where} > tol {self.tol:g} (analytic gradient {self.analytic!r}, central "
+            f"differences {self.numeric!r})"
+        ]
         if not np.isfinite(self.analytic):
-            lines.append("the analytic gradient is not finite there: backward must write (not "
-                         "add to) every parameter's grad, and return dx for every input entry")
-        lines.append("worst error per array: " + ", ".join(
-            f"{name} {err:.3g}" for name, err in self.errors.items()))
+            lines.append(
+                "the analytic gradient is not finite there: backward must write (not "
+                "add to) every parameter's grad, and return dx for every input entry"
+            )
+        lines.append(
+            "worst error per array: "
+            + ", ".join(f"{name} {err:.3g}" for name, err in self.errors.items())
+        )
         return "\n".join(lines)
 
     def __repr__(self):
-        return (f"GradcheckResult(ok={self.ok}, max_error={self.max_error:.3g}, "
-                f"where={self.where!r}, tol={self.tol:g})")
+        return (
+            f"GradcheckResult(ok={self.ok}, max_error={self.max_error:.3g}, "
+            f"where={self.where!r}, tol={self.tol:g})"
+        )
 
 
 def _index(shape, flat_index):
@@ -130,11 +139,19 @@ def _rewinder(objects):
     def rewind():
         for generator, state in saved:
             generator.bit_generator.state = state
+
     return rewind
 
 
-def gradcheck(obj: Layer | Loss | Sequential, x: npt.ArrayLike, y: npt.ArrayLike | None = None, *,
-              eps: float = 1e-6, tol: float = 1e-6, seed: int = 0) -> GradcheckResult:
+def gradcheck(
+    obj: Layer | Loss | Sequential,
+    x: npt.ArrayLike,
+    y: npt.ArrayLike | None = None,
+    *,
+    eps: float = 1e-6,
+    tol: float = 1e-6,
+    seed: int = 0,
+) -> GradcheckResult:
     """Compare ``obj``'s gradients with central differences in float64; a :class:`GradcheckResult`.
 
     ``obj`` is a layer (``mg.Layer``), a model (``mg.Sequential``) or a loss (``mg.Loss``), and
@@ -190,20 +207,21 @@ def gradcheck(obj: Layer | Loss | Sequential, x: npt.ArrayLike, y: npt.ArrayLike
     seed = check.seed("seed", seed)
     if seed is None:
         raise TypeError("seed must be an int (gradcheck is deterministic), got None")
-    x = np.array(check.features("x", x), dtype=np.float64)     # our own float64 copy
+    x = np.array(check.features("x", x), dtype=np.float64)  # our own float64 copy
     rng = np.random.default_rng(seed)
     if isinstance(obj, Loss):
         problem = _loss_problem(obj, x, y)
     elif y is not None:
-        raise ValueError(f"y is for a loss (its targets); a {type(obj).__name__} is checked "
-                         f"against a random upstream gradient: leave y out")
+        raise ValueError(
+            f"y is for a loss (its targets); a {type(obj).__name__} is checked "
+            f"against a random upstream gradient: leave y out"
+        )
     elif isinstance(obj, Sequential):
         problem = _model_problem(obj, x, rng)
     elif isinstance(obj, Layer):
         problem = _layer_problem(obj, x, rng)
     else:
-        raise TypeError(f"obj must be a minigd Layer, Sequential or Loss, got "
-                        f"{type(obj).__name__}")
+        raise TypeError(f"obj must be a minigd Layer, Sequential or Loss, got {type(obj).__name__}")
     f, arrays = problem
     worst = (-1.0, "", np.nan, np.nan)
     errors = {}
@@ -212,8 +230,12 @@ def gradcheck(obj: Layer | Loss | Sequential, x: npt.ArrayLike, y: npt.ArrayLike
         err, i, a, n = _compare(analytic, numeric)
         errors[name] = err
         if err > worst[0]:
-            worst = (err, name + _index(array.shape, i), a[i] if a.size else 0.0,
-                     n[i] if n.size else 0.0)
+            worst = (
+                err,
+                name + _index(array.shape, i),
+                a[i] if a.size else 0.0,
+                n[i] if n.size else 0.0,
+            )
     err, where, a, n = worst
     return GradcheckResult(max(err, 0.0), where, a, n, errors, tol, _describe(obj))
 
@@ -224,8 +246,10 @@ def _describe(obj):
 
 def _loss_problem(loss, x, y):
     if y is None:
-        raise ValueError(f"y is required to check the loss {type(loss).__name__}: pass its "
-                         f"targets, e.g. gradcheck(loss, outputs, y)")
+        raise ValueError(
+            f"y is required to check the loss {type(loss).__name__}: pass its "
+            f"targets, e.g. gradcheck(loss, outputs, y)"
+        )
     loss = copy.deepcopy(loss)
     targets = loss.check_targets(y, x.shape[0], x.shape[1])
     if isinstance(targets, np.ndarray) and targets.dtype.kind == "f":
@@ -235,6 +259,7 @@ def _loss_problem(loss, x, y):
 
     def f():
         return float(loss.value_and_grad(x, targets)[0])
+
     return f, [("input", x, analytic)]
 
 
@@ -242,8 +267,9 @@ def _checked_gradient(obj, what, grad, shape):
     grad = np.asarray(grad) if grad is not None else None
     if grad is None or grad.shape != shape:
         got = None if grad is None else grad.shape
-        raise ValueError(f"{type(obj).__name__}: {what} has shape {got}, expected {shape} "
-                         f"(the shape of x)")
+        raise ValueError(
+            f"{type(obj).__name__}: {what} has shape {got}, expected {shape} (the shape of x)"
+        )
     return np.array(grad, dtype=np.float64)
 
 
@@ -284,14 +310,15 @@ def _layer_problem(layer, x, rng):
 
     def f():
         return float(np.sum(g * forward()))
+
     return f, arrays
 
 
 def _model_problem(model, x, rng):
-    twin = Sequential(*[layer.clone() for layer in model.layers], seed=model.seed,
-                      dtype=np.float64)
-    twin.load_state_dict({key: value.astype(np.float64)
-                          for key, value in model.state_dict().items()})
+    twin = Sequential(*[layer.clone() for layer in model.layers], seed=model.seed, dtype=np.float64)
+    twin.load_state_dict(
+        {key: value.astype(np.float64) for key, value in model.state_dict().items()}
+    )
     twin.train(model.training)
     rewind = _rewinder(twin.layers)
     x = check.features("x", x, twin.n_features)
@@ -309,4 +336,5 @@ def _model_problem(model, x, rng):
 
     def f():
         return float(np.sum(g * forward()))
+
     return f, arrays

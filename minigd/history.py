@@ -1,4 +1,5 @@
 """History: what every iteration and every epoch of a run did, as dicts of equal-length lists."""
+
 from __future__ import annotations
 
 import csv
@@ -18,16 +19,21 @@ EPOCH_KEYS = ("epoch", "train_loss", "val_loss", "val_accuracy", "seconds", "sam
 def epoch_keys(metric_names=("accuracy",)):
     """The per-epoch record's keys for a loss with ``metric_names``: epoch, train_loss,
     val_loss, val_<metric> for each metric, seconds, samples_per_second."""
-    return (("epoch", "train_loss", "val_loss") + tuple(f"val_{m}" for m in metric_names)
-            + ("seconds", "samples_per_second"))
+    return (
+        ("epoch", "train_loss", "val_loss")
+        + tuple(f"val_{m}" for m in metric_names)
+        + ("seconds", "samples_per_second")
+    )
 
 
 def _metric_names(keys):
     """The metric names of an epoch table with ``keys`` (its val_<metric> columns)."""
     base = set(epoch_keys(()))
     if not base <= set(keys) or not all(k in base or k.startswith("val_") for k in keys):
-        raise ValueError(f"history epochs must have keys {epoch_keys(())} and val_<metric> "
-                         f"columns, got {sorted(keys)}")
+        raise ValueError(
+            f"history epochs must have keys {epoch_keys(())} and val_<metric> "
+            f"columns, got {sorted(keys)}"
+        )
     return tuple(k[4:] for k in keys if k not in base)
 
 
@@ -69,8 +75,7 @@ class History:
         and optionally momentum and micro_batches."""
         rows = self.n_iterations
         for key in ITERATION_KEYS:
-            self.iterations[key].append(values[key] if key != "grad_norm" else
-                                        values.get(key))
+            self.iterations[key].append(values[key] if key != "grad_norm" else values.get(key))
         for key in OPTIONAL_ITERATION_KEYS:
             if key in values:
                 self.iterations.setdefault(key, [None] * rows).append(values[key])
@@ -86,8 +91,7 @@ class History:
     @property
     def monitorable(self) -> tuple[str, ...]:
         """The recorded per-epoch values a callback can monitor: train_loss, val_loss, val_*."""
-        return tuple(k for k in self.epochs if k not in ("epoch", "seconds",
-                                                         "samples_per_second"))
+        return tuple(k for k in self.epochs if k not in ("epoch", "seconds", "samples_per_second"))
 
     @property
     def n_iterations(self) -> int:
@@ -98,11 +102,15 @@ class History:
         return len(self.epochs["epoch"])
 
     def to_dict(self) -> dict[str, Any]:
-        return {"iterations": {k: [_json_number(v) for v in vals]
-                               for k, vals in self.iterations.items()},
-                "epochs": {k: [_json_number(v) for v in vals] for k, vals in self.epochs.items()},
-                "diverged": self.diverged, "divergence": self.divergence,
-                "stopped_early": self.stopped_early}
+        return {
+            "iterations": {
+                k: [_json_number(v) for v in vals] for k, vals in self.iterations.items()
+            },
+            "epochs": {k: [_json_number(v) for v in vals] for k, vals in self.epochs.items()},
+            "diverged": self.diverged,
+            "divergence": self.divergence,
+            "stopped_early": self.stopped_early,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> History:
@@ -113,10 +121,13 @@ class History:
 
     def state_dict(self):
         """Both tables (copies of their lists) and the divergence and early-stop records."""
-        return {"iterations": {k: list(v) for k, v in self.iterations.items()},
-                "epochs": {k: list(v) for k, v in self.epochs.items()},
-                "diverged": self.diverged, "divergence": self.divergence,
-                "stopped_early": self.stopped_early}
+        return {
+            "iterations": {k: list(v) for k, v in self.iterations.items()},
+            "epochs": {k: list(v) for k, v in self.epochs.items()},
+            "diverged": self.diverged,
+            "divergence": self.divergence,
+            "stopped_early": self.stopped_early,
+        }
 
     def load_state_dict(self, data):
         """Replace this history's records with ``data`` (:meth:`state_dict` or :meth:`to_dict`
@@ -127,7 +138,7 @@ class History:
             source = data[table]
             if keys is None:
                 keys = epoch_keys(_metric_names(list(source)))
-            else:       # grad_norm (absent before it was recorded) and the optional columns
+            else:  # grad_norm (absent before it was recorded) and the optional columns
                 source = dict(source)
                 if "grad_norm" not in source and "step" in source:
                     source["grad_norm"] = [None] * len(source["step"])
@@ -137,8 +148,9 @@ class History:
             lengths = {len(v) for v in source.values()}
             if len(lengths) > 1:
                 raise ValueError(f"history {table} lists have different lengths {sorted(lengths)}")
-            tables[table] = {k: [float(v) if isinstance(v, str) else v for v in source[k]]
-                             for k in keys}
+            tables[table] = {
+                k: [float(v) if isinstance(v, str) else v for v in source[k]] for k in keys
+            }
         self.iterations, self.epochs = tables["iterations"], tables["epochs"]
         self.metric_names = _metric_names(list(self.epochs))
         self.diverged = bool(data.get("diverged", False))

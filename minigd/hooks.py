@@ -8,6 +8,7 @@ and rewrites only its math must get the math they wrote, not the parent's hooks.
 same for layers, optimizers and losses: a hook applies only when the class that defines it is the
 class that defines the math, or a subclass of it.
 """
+
 import functools
 
 

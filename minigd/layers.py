@@ -30,6 +30,7 @@ Example: a layer written by a user (y = x * gamma, one gamma per feature)::
             self.gamma.grad[...] = (dy * self.x).sum(axis=0)
             return dy * self.gamma.value
 """
+
 from __future__ import annotations
 
 import copy
@@ -49,8 +50,10 @@ def _check_init(name, init):
     if callable(init):
         return init
     if isinstance(init, bool) or not isinstance(init, numbers.Real):
-        raise TypeError(f"init of {name!r} must be a float or a callable init(rng, shape), "
-                        f"got {type(init).__name__}")
+        raise TypeError(
+            f"init of {name!r} must be a float or a callable init(rng, shape), "
+            f"got {type(init).__name__}"
+        )
     return float(init)
 
 
@@ -60,8 +63,9 @@ def _check_shape(name, shape):
     try:
         shape = tuple(int(check.positive_int(f"shape of {name!r}", s)) for s in shape)
     except TypeError:
-        raise TypeError(f"shape of {name!r} must be a tuple of positive ints, got "
-                        f"{shape!r}") from None
+        raise TypeError(
+            f"shape of {name!r} must be a tuple of positive ints, got {shape!r}"
+        ) from None
     return shape
 
 
@@ -116,8 +120,8 @@ class Parameter:
         """Rebind ``value`` and ``grad`` to views of the flat buffers ``values`` and ``grads``
         starting at ``offset`` (called by :class:`minigd.Sequential`; copies nothing)."""
         size = self.size
-        self.value = values[offset:offset + size].reshape(self.shape)
-        self.grad = grads[offset:offset + size].reshape(self.shape)
+        self.value = values[offset : offset + size].reshape(self.shape)
+        self.grad = grads[offset : offset + size].reshape(self.shape)
         self.offset = offset
 
     def release(self):
@@ -175,6 +179,7 @@ class Layer:
     Attributes: ``training`` (bool, set by :meth:`train` / :meth:`eval`); ``name`` (str or
     None): the registry name of the class.
     """
+
     name: str | None = None
     training = True
 
@@ -185,7 +190,7 @@ class Layer:
 
     # ---- declaring state ---------------------------------------------------------------------
     def _declared(self, attribute):
-        if attribute not in self.__dict__:     # a subclass that skipped super().__init__()
+        if attribute not in self.__dict__:  # a subclass that skipped super().__init__()
             self.__dict__[attribute] = {}
         return self.__dict__[attribute]
 
@@ -330,6 +335,7 @@ class Dense(Layer):
         bias 0.  "torch": weight and bias ~ U(+-1 / sqrt(in)) as ``torch.nn.Linear``.
         Note: torch stores the weight transposed, as (out, in).
     """
+
     name = "dense"
 
     def __init__(self, in_features: int, out_features: int, init: str = "he") -> None:
@@ -373,8 +379,9 @@ class Dense(Layer):
     def backward(self, dy: np.ndarray) -> np.ndarray:
         """weight.grad = x.T @ dy, bias.grad = sum of dy's rows; returns dy @ weight.T."""
         dx = np.empty((dy.shape[0], self.in_features), dtype=dy.dtype)
-        reference.dense_backward(self._x, dy, self.weight.value, self.weight.grad,
-                                 self.bias.grad, dx)
+        reference.dense_backward(
+            self._x, dy, self.weight.value, self.weight.grad, self.bias.grad, dx
+        )
         return dx
 
     def allocate(self, capacity, in_features, dtype):
@@ -383,17 +390,17 @@ class Dense(Layer):
 
     def forward_batch(self, x, kernels):
         self._x = x
-        out = self._out[:x.shape[0]]
+        out = self._out[: x.shape[0]]
         kernels.dense_forward(x, self.weight.value, self.bias.value, out)
         return out
 
     def backward_batch(self, dy, kernels, need_dx):
-        dx = self._dx[:dy.shape[0]] if need_dx else None
+        dx = self._dx[: dy.shape[0]] if need_dx else None
         kernels.dense_backward(self._x, dy, self.weight.value, self.weight.grad, self.bias.grad, dx)
         return dx
 
     def fused_role(self):
-        """"dense" (the fused kernel runs x @ W + b), unless a subclass replaces the kernels."""
+        """ "dense" (the fused kernel runs x @ W + b), unless a subclass replaces the kernels."""
         return None if _overrides(self, Dense, _ENGINE_HOOKS + _MATH) else "dense"
 
     def clone(self) -> Layer:
@@ -410,6 +417,7 @@ class Activation(Layer):
     ``kernels.<kernel>_backward(dy, y, out)`` in both backends) and its fused code with
     ``code`` (:mod:`minigd.kernels.codes`).
     """
+
     kernel: str | None = None
     code: int | None = None
 
@@ -431,13 +439,13 @@ class Activation(Layer):
         self._dx = np.empty((capacity, in_features), dtype=dtype)
 
     def forward_batch(self, z, kernels):
-        out = self._out[:z.shape[0]]
+        out = self._out[: z.shape[0]]
         getattr(kernels, self.kernel + "_forward")(z, out)
         self._y = out
         return out
 
     def backward_batch(self, dy, kernels, need_dx):
-        dx = self._dx[:dy.shape[0]]
+        dx = self._dx[: dy.shape[0]]
         getattr(kernels, self.kernel + "_backward")(dy, self._y, dx)
         return dx
 
@@ -451,6 +459,7 @@ class Activation(Layer):
 
 class ReLU(Activation):
     """y = max(z, 0);  dz = dy * [y > 0]."""
+
     name = "relu"
     kernel = "relu"
     code = ACT_RELU
@@ -458,6 +467,7 @@ class ReLU(Activation):
 
 class Tanh(Activation):
     """y = tanh(z);  dz = dy * (1 - y^2)."""
+
     name = "tanh"
     kernel = "tanh"
     code = ACT_TANH
@@ -465,6 +475,7 @@ class Tanh(Activation):
 
 class Sigmoid(Activation):
     """y = 1 / (1 + exp(-z));  dz = dy * y * (1 - y)."""
+
     name = "sigmoid"
     kernel = "sigmoid"
     code = ACT_SIGMOID
@@ -490,6 +501,7 @@ class Dropout(Layer):
     p : float in [0, 1), default 0.5
         Probability of zeroing a unit.
     """
+
     name = "dropout"
     p: float
     rng: np.random.Generator
@@ -512,11 +524,15 @@ class Dropout(Layer):
 
     def _draw_mask(self, shape, dtype):
         mask = self._mask
-        if mask is None or mask.shape[0] < shape[0] or mask.shape[1:] != shape[1:] \
-                or mask.dtype != dtype:
+        if (
+            mask is None
+            or mask.shape[0] < shape[0]
+            or mask.shape[1:] != shape[1:]
+            or mask.dtype != dtype
+        ):
             self._mask = np.empty(shape, dtype=dtype)
             self._uniform = np.empty(shape, dtype=np.float64)
-        mask, uniform = self._mask[:shape[0]], self._uniform[:shape[0]]
+        mask, uniform = self._mask[: shape[0]], self._uniform[: shape[0]]
         self.rng.random(out=uniform)
         np.greater_equal(uniform, self.p, out=mask, casting="unsafe")
         mask *= 1.0 / (1.0 - self.p)
@@ -545,14 +561,14 @@ class Dropout(Layer):
             self._active = None
             return x
         self._active = self._draw_mask(x.shape, x.dtype)
-        out = self._out[:x.shape[0]]
+        out = self._out[: x.shape[0]]
         np.multiply(x, self._active, out=out)
         return out
 
     def backward_batch(self, dy, kernels, need_dx):
         if self._active is None:
             return dy
-        dx = self._dx[:dy.shape[0]]
+        dx = self._dx[: dy.shape[0]]
         np.multiply(dy, self._active, out=dx)
         return dx
 
@@ -586,6 +602,7 @@ class BatchNorm(Layer):
     affine : bool, default True
         Learn a per-feature scale ``weight`` (init 1) and shift ``bias`` (init 0).
     """
+
     name = "batch_norm"
     momentum: float
     eps: float
@@ -595,13 +612,17 @@ class BatchNorm(Layer):
     running_mean: Buffer
     running_var: Buffer
 
-    def __init__(self, num_features: int, momentum: float = 0.1, eps: float = 1e-5,
-                 affine: bool = True) -> None:
+    def __init__(
+        self, num_features: int, momentum: float = 0.1, eps: float = 1e-5, affine: bool = True
+    ) -> None:
         super().__init__()
         self.num_features = check.positive_int("num_features", num_features)
         self.in_features = self.num_features
-        if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) \
-                or not 0.0 <= momentum <= 1.0:
+        if (
+            isinstance(momentum, bool)
+            or not isinstance(momentum, numbers.Real)
+            or not 0.0 <= momentum <= 1.0
+        ):
             raise ValueError(f"momentum must be a float in [0, 1], got {momentum!r}")
         if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps > 0:
             raise ValueError(f"eps must be a float > 0, got {eps!r}")
@@ -615,12 +636,16 @@ class BatchNorm(Layer):
 
     def _check(self, x):
         if x.ndim != 2 or x.shape[1] != self.num_features:
-            raise ValueError(f"BatchNorm({self.num_features}) expects inputs of shape "
-                             f"(n, {self.num_features}), got {tuple(x.shape)}")
+            raise ValueError(
+                f"BatchNorm({self.num_features}) expects inputs of shape "
+                f"(n, {self.num_features}), got {tuple(x.shape)}"
+            )
         if self.training and x.shape[0] < 2:
-            raise ValueError(f"BatchNorm needs more than 1 value per feature in train mode, got "
-                             f"a batch of {x.shape[0]} row: use a batch size >= 2 (or "
-                             f"drop_last=True), or call model.eval()")
+            raise ValueError(
+                f"BatchNorm needs more than 1 value per feature in train mode, got "
+                f"a batch of {x.shape[0]} row: use a batch size >= 2 (or "
+                f"drop_last=True), or call model.eval()"
+            )
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Normalise x (NumPy); in train mode also update the running statistics."""
@@ -652,8 +677,9 @@ class BatchNorm(Layer):
         if not self.training:
             return dxhat * self._invstd
         n = dy.shape[0]
-        return (self._invstd / n) * (n * dxhat - dxhat.sum(axis=0)
-                                     - self._xhat * (dxhat * self._xhat).sum(axis=0))
+        return (self._invstd / n) * (
+            n * dxhat - dxhat.sum(axis=0) - self._xhat * (dxhat * self._xhat).sum(axis=0)
+        )
 
     def allocate(self, capacity, in_features, dtype):
         rows = lambda: np.empty((capacity, self.num_features), dtype=dtype)
@@ -723,12 +749,15 @@ class BatchNorm(Layer):
         return dx
 
     def clone(self) -> Layer:
-        return BatchNorm(self.num_features, momentum=self.momentum, eps=self.eps,
-                         affine=self.affine)
+        return BatchNorm(
+            self.num_features, momentum=self.momentum, eps=self.eps, affine=self.affine
+        )
 
     def __repr__(self):
-        return (f"BatchNorm({self.num_features}, momentum={self.momentum}, eps={self.eps}, "
-                f"affine={self.affine})")
+        return (
+            f"BatchNorm({self.num_features}, momentum={self.momentum}, eps={self.eps}, "
+            f"affine={self.affine})"
+        )
 
 
 class Flatten(Layer):
@@ -740,6 +769,7 @@ class Flatten(Layer):
     next layer (a Dense) gives the input width. Inside the model it is the identity, and it
     runs on the fused path.
     """
+
     name = "flatten"
 
     def forward(self, x: np.ndarray) -> np.ndarray:
@@ -758,7 +788,7 @@ class Flatten(Layer):
         return dy
 
     def fused_role(self):
-        """"identity": the fused kernel skips it (its input is already 2-D there)."""
+        """ "identity": the fused kernel skips it (its input is already 2-D there)."""
         return "identity" if type(self) is Flatten else None
 
     def clone(self) -> Layer:

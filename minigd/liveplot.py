@@ -4,6 +4,7 @@ Only matplotlib and IPython's display are used: the figure is a plain
 ``matplotlib.figure.Figure`` (not registered with pyplot, so Jupyter does not show it a second
 time), rendered to PNG and shown through one display handle that every redraw updates.
 """
+
 import bisect
 import math
 import sys
@@ -37,6 +38,7 @@ class _Screen:
 
     def __init__(self, png):
         from IPython.display import Image, display
+
         self._image = Image
         self._handle = display(Image(data=png, format="png"), display_id=True)
 
@@ -53,9 +55,13 @@ def _warn_outside_notebook():
     if _warned:
         return
     _warned = True
-    warnings.warn("LivePlot draws only in a Jupyter notebook (no IPython kernel is running "
-                  "here), so it does nothing in this run. Plot the history after fit instead: "
-                  "mg.plot.history(history).", UserWarning, stacklevel=4)
+    warnings.warn(
+        "LivePlot draws only in a Jupyter notebook (no IPython kernel is running "
+        "here), so it does nothing in this run. Plot the history after fit instead: "
+        "mg.plot.history(history).",
+        UserWarning,
+        stacklevel=4,
+    )
 
 
 def _epoch_end_steps(history):
@@ -121,19 +127,29 @@ class LivePlot(Callback):
     ...                  validation_data=(X_val, y_val), callbacks=[mg.LivePlot()], verbose=0)
     """
 
-    def __init__(self, every="auto", smooth=0.9, min_interval=1.0, max_overhead=0.03,
-                 figsize=(11, 3.4), dpi=72):
+    def __init__(
+        self,
+        every="auto",
+        smooth=0.9,
+        min_interval=1.0,
+        max_overhead=0.03,
+        figsize=(11, 3.4),
+        dpi=72,
+    ):
         if every is not None and every != "auto":
             every = check.positive_int("every", every)
         self.every = every
         self.smooth = check.real("smooth", smooth, low=0.0, high=1.0, high_open=True)
         self.min_interval = check.non_negative("min_interval", min_interval)
-        self.max_overhead = check.real("max_overhead", max_overhead, low=0.0, high=1.0,
-                                       low_open=True)
+        self.max_overhead = check.real(
+            "max_overhead", max_overhead, low=0.0, high=1.0, low_open=True
+        )
         if not (isinstance(figsize, (tuple, list)) and len(figsize) == 2):
             raise TypeError(f"figsize must be a pair (width, height) in inches, got {figsize!r}")
-        self.figsize = (check.real("figsize[0]", figsize[0], low=0.0, low_open=True),
-                        check.real("figsize[1]", figsize[1], low=0.0, low_open=True))
+        self.figsize = (
+            check.real("figsize[0]", figsize[0], low=0.0, low_open=True),
+            check.real("figsize[1]", figsize[1], low=0.0, low_open=True),
+        )
         self.dpi = check.positive_int("dpi", dpi)
         self.active = None
         self.figure, self.lines = None, {}
@@ -159,7 +175,7 @@ class LivePlot(Callback):
         self._since, self._wait, self._last = 0, self.min_interval, _clock()
         self._epochs, self._period = state.epochs, self._every()
         started = _clock()
-        self._build_figure()   # shown at the first redraw, so a short run draws only once
+        self._build_figure()  # shown at the first redraw, so a short run draws only once
         self.draw_seconds += _clock() - started
         self._screen = None
 
@@ -199,17 +215,20 @@ class LivePlot(Callback):
 
     def _build_figure(self):
         from matplotlib.figure import Figure
+
         fig = Figure(figsize=self.figsize, dpi=self.dpi)
         ax_loss, ax_lr, ax_acc = fig.subplots(1, 3, gridspec_kw={"width_ratios": [2.2, 1.2, 1.2]})
         lines = {
-            "loss": ax_loss.plot([], [], lw=0.6, alpha=0.35, color="tab:blue",
-                                 label="batch loss")[0],
-            "smoothed": ax_loss.plot([], [], lw=1.4, color="tab:blue",
-                                     label=f"smoothed ({self.smooth:g})")[0],
-            "train_loss": ax_loss.plot([], [], "o-", ms=3, color="tab:orange",
-                                       label="epoch mean (train)")[0],
-            "val_loss": ax_loss.plot([], [], "s-", ms=3, color="tab:green",
-                                     label="validation")[0],
+            "loss": ax_loss.plot([], [], lw=0.6, alpha=0.35, color="tab:blue", label="batch loss")[
+                0
+            ],
+            "smoothed": ax_loss.plot(
+                [], [], lw=1.4, color="tab:blue", label=f"smoothed ({self.smooth:g})"
+            )[0],
+            "train_loss": ax_loss.plot(
+                [], [], "o-", ms=3, color="tab:orange", label="epoch mean (train)"
+            )[0],
+            "val_loss": ax_loss.plot([], [], "s-", ms=3, color="tab:green", label="validation")[0],
             "lr": ax_lr.plot([], [], color="tab:purple", lw=1)[0],
             "val_accuracy": ax_acc.plot([], [], "s-", ms=3, color="tab:green")[0],
         }
@@ -223,12 +242,13 @@ class LivePlot(Callback):
 
     def _smooth_new(self, losses):
         beta = self.smooth
-        for value in losses[len(self._smoothed):]:
+        for value in losses[len(self._smoothed) :]:
             if math.isfinite(value):
                 self._finite += 1
                 self._average = beta * self._average + (1 - beta) * value
-            self._smoothed.append(self._average / (1 - beta ** self._finite)
-                                  if self._finite else math.nan)
+            self._smoothed.append(
+                self._average / (1 - beta**self._finite) if self._finite else math.nan
+            )
         return self._smoothed
 
     def _set_data(self, history):
@@ -242,8 +262,9 @@ class LivePlot(Callback):
         ends = np.asarray(_epoch_end_steps(history), dtype=float)
         lines["train_loss"].set_data(ends, np.asarray(ep["train_loss"], dtype=float))
         lines["val_loss"].set_data(ends, _nan_if_none(ep["val_loss"]))
-        lines["val_accuracy"].set_data(np.asarray(ep["epoch"], dtype=float),
-                                       _nan_if_none(ep["val_accuracy"]))
+        lines["val_accuracy"].set_data(
+            np.asarray(ep["epoch"], dtype=float), _nan_if_none(ep["val_accuracy"])
+        )
         for ax in self._axes:
             ax.relim()
             ax.autoscale_view()
@@ -264,10 +285,13 @@ class LivePlot(Callback):
 
     def _render(self):
         from io import BytesIO
+
         buffer = BytesIO()
         self.figure.savefig(buffer, format="png", dpi=self.dpi, pil_kwargs={"compress_level": 1})
         return buffer.getvalue()
 
     def __repr__(self):
-        return (f"LivePlot(every={self.every!r}, smooth={self.smooth}, "
-                f"min_interval={self.min_interval}, max_overhead={self.max_overhead})")
+        return (
+            f"LivePlot(every={self.every!r}, smooth={self.smooth}, "
+            f"min_interval={self.min_interval}, max_overhead={self.max_overhead})"
+        )

@@ -5,6 +5,7 @@ A loss of your own subclasses :class:`Loss`, sets ``target_kind`` and writes
 ``evaluate`` and the callbacks then take it like a built-in (it trains on the per-iteration
 path; only SoftmaxCrossEntropy has a fused whole-epoch kernel).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -59,8 +60,9 @@ class Loss:
 
     def value_and_grad(self, outputs: np.ndarray, targets: np.ndarray) -> tuple[float, np.ndarray]:
         """(mean loss as a float, d loss / d outputs): the math a subclass writes, in NumPy."""
-        raise NotImplementedError(f"{type(self).__name__} must define "
-                                  f"value_and_grad(outputs, targets) -> (float, grad)")
+        raise NotImplementedError(
+            f"{type(self).__name__} must define value_and_grad(outputs, targets) -> (float, grad)"
+        )
 
     def value_and_grad_into(self, outputs, targets, grad_out, kernels):
         """Mean loss (float); writes d loss / d outputs into ``grad_out`` (outputs' shape).
@@ -72,13 +74,14 @@ class Loss:
         value, grad = self.value_and_grad(outputs, targets)
         grad = np.asarray(grad)
         if grad.shape != grad_out.shape:
-            raise ValueError(f"{type(self).__name__}.value_and_grad returned a gradient of shape "
-                             f"{grad.shape}; it must have the outputs' shape {grad_out.shape}")
+            raise ValueError(
+                f"{type(self).__name__}.value_and_grad returned a gradient of shape "
+                f"{grad.shape}; it must have the outputs' shape {grad_out.shape}"
+            )
         grad_out[...] = grad
         return float(value)
 
-    def check_targets(self, y: Any, n_samples: int, n_outputs: int,
-                      name: str = "y") -> np.ndarray:
+    def check_targets(self, y: Any, n_samples: int, n_outputs: int, name: str = "y") -> np.ndarray:
         """``y`` checked for this loss: int64 class ids (N,) or a real array (N, n_outputs).
 
         Raises ValueError (TypeError for a wrong dtype) naming the argument, the loss and the
@@ -95,11 +98,15 @@ class Loss:
     def expected_targets(self, n_outputs):
         """One sentence: this loss and the targets it takes (used in error messages)."""
         if self.target_kind == "classes":
-            return (f"Loss {type(self).__name__} takes integer class ids in [0, {n_outputs}), "
-                    f"shape (N,)")
+            return (
+                f"Loss {type(self).__name__} takes integer class ids in [0, {n_outputs}), "
+                f"shape (N,)"
+            )
         shape = "(N,) or (N, 1)" if n_outputs == 1 else f"(N, {n_outputs})"
-        return (f"Loss {type(self).__name__} takes real-valued targets of shape {shape}, one per "
-                f"model output")
+        return (
+            f"Loss {type(self).__name__} takes real-valued targets of shape {shape}, one per "
+            f"model output"
+        )
 
     def metrics(self, outputs: np.ndarray, targets: np.ndarray) -> dict[str, float]:
         """Dict of the metrics of ``outputs`` against ``targets``, over all the rows given.
@@ -111,7 +118,7 @@ class Loss:
         targets)}.
         """
         if self.target_kind == "classes":
-            if np.ndim(targets) == 2:             # class probabilities: the most likely class
+            if np.ndim(targets) == 2:  # class probabilities: the most likely class
                 targets = np.asarray(targets).argmax(axis=1)
             correct = np.count_nonzero(outputs.argmax(axis=1) == targets)
             return {"accuracy": correct / outputs.shape[0]}
@@ -150,8 +157,7 @@ class SoftmaxCrossEntropy(Loss):
         self._grad = np.empty((0, 0))
         self._n = None
 
-    def check_targets(self, y: Any, n_samples: int, n_outputs: int,
-                      name: str = "y") -> np.ndarray:
+    def check_targets(self, y: Any, n_samples: int, n_outputs: int, name: str = "y") -> np.ndarray:
         """Class ids (N,) as int64, or class probabilities (N, n_outputs) returned without a
         copy (rows >= 0 summing to 1 within 1e-4); ValueError/TypeError otherwise."""
         if getattr(y, "ndim", np.ndim(y)) != 2:
@@ -162,22 +168,25 @@ class SoftmaxCrossEntropy(Loss):
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"{exc}. {expected}") from None
         for start in range(0, y.shape[0], 65536):
-            block = np.asarray(y[start:start + 65536], dtype=np.float64)
+            block = np.asarray(y[start : start + 65536], dtype=np.float64)
             if (block < 0).any():
                 row = start + int(np.argmax((block < 0).any(axis=1)))
                 raise ValueError(f"{name} row {row} has a negative probability. {expected}")
             bad = np.abs(block.sum(axis=1) - 1.0) > 1e-4
             if bad.any():
                 row = start + int(np.argmax(bad))
-                raise ValueError(f"{name} row {row} sums to {block[row - start].sum():.6g}, not "
-                                 f"1. {expected}")
+                raise ValueError(
+                    f"{name} row {row} sums to {block[row - start].sum():.6g}, not 1. {expected}"
+                )
         return y
 
     def expected_targets(self, n_outputs):
         """One sentence: the targets this loss takes (class ids or class probabilities)."""
-        return (f"Loss {type(self).__name__} takes integer class ids in [0, {n_outputs}) of "
-                f"shape (N,), or class probabilities of shape (N, {n_outputs}) whose rows are "
-                f">= 0 and sum to 1")
+        return (
+            f"Loss {type(self).__name__} takes integer class ids in [0, {n_outputs}) of "
+            f"shape (N,), or class probabilities of shape (N, {n_outputs}) whose rows are "
+            f">= 0 and sum to 1"
+        )
 
     def value_and_grad_into(self, outputs, targets, grad_out, kernels):
         """Mean loss; the gradient goes into ``grad_out`` through the backend's fused kernel
@@ -201,7 +210,7 @@ class SoftmaxCrossEntropy(Loss):
         return self.value_and_grad_into(logits, labels, self._grad[:n], kernels)
 
     def _gradient(self):
-        return self._grad[:self._n]
+        return self._grad[: self._n]
 
     def forward(self, logits: np.ndarray, y: npt.ArrayLike) -> float:
         """Mean loss (a Python float) of ``logits`` (n, classes) against labels ``y`` (n,) or
@@ -223,11 +232,13 @@ class SoftmaxCrossEntropy(Loss):
         return self._gradient().copy()
 
     def fused_role(self):
-        """"softmax_cross_entropy": the fused epoch kernel computes this loss itself (None for
+        """ "softmax_cross_entropy": the fused epoch kernel computes this loss itself (None for
         a subclass that overrides the math, which then runs on the per-iteration path)."""
         cls = type(self)
-        if (cls.value_and_grad_into is not SoftmaxCrossEntropy.value_and_grad_into
-                or cls.value_and_grad is not SoftmaxCrossEntropy.value_and_grad):
+        if (
+            cls.value_and_grad_into is not SoftmaxCrossEntropy.value_and_grad_into
+            or cls.value_and_grad is not SoftmaxCrossEntropy.value_and_grad
+        ):
             return None
         return "softmax_cross_entropy"
 
@@ -250,6 +261,7 @@ class MSELoss(Loss):
     >>> history = mg.fit(model, X, y, optimizer=mg.Adam(model.parameters(), lr=1e-2),
     ...                  loss=mg.MSELoss(), epochs=20, batch_size=32, seed=0)
     """
+
     name = "mse"
     target_kind = "values"
 
@@ -263,9 +275,11 @@ class MSELoss(Loss):
             if targets.ndim == 1 and outputs.ndim == 2 and outputs.shape[1] == 1:
                 targets = targets.reshape(-1, 1)
             else:
-                raise ValueError(f"MSELoss: targets of shape {targets.shape} do not match "
-                                 f"outputs of shape {outputs.shape}; give (N,) for one output "
-                                 f"or (N, k) for k outputs")
+                raise ValueError(
+                    f"MSELoss: targets of shape {targets.shape} do not match "
+                    f"outputs of shape {outputs.shape}; give (N,) for one output "
+                    f"or (N, k) for k outputs"
+                )
         diff = outputs - targets
         return float(np.mean(diff * diff)), diff * (2.0 / diff.size)
 

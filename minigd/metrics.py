@@ -1,4 +1,5 @@
 """Evaluation: mean loss and the loss's metrics (accuracy, or mse and r2) of a model on data."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,13 +20,20 @@ def check_loss(loss):
     if loss is None:
         return SoftmaxCrossEntropy()
     if not isinstance(loss, Loss):
-        raise TypeError(f"loss must be a minigd Loss (SoftmaxCrossEntropy or a subclass of "
-                        f"mg.Loss), got {type(loss).__name__}")
+        raise TypeError(
+            f"loss must be a minigd Loss (SoftmaxCrossEntropy or a subclass of "
+            f"mg.Loss), got {type(loss).__name__}"
+        )
     return loss
 
 
-def evaluate(model: Sequential, X: np.ndarray, y: np.ndarray, chunk_size: int | None = None,
-             loss: Loss | None = None) -> dict[str, float]:
+def evaluate(
+    model: Sequential,
+    X: np.ndarray,
+    y: np.ndarray,
+    chunk_size: int | None = None,
+    loss: Loss | None = None,
+) -> dict[str, float]:
     """{"loss": mean loss, and the loss's metrics} of ``model`` over all of (X, y), in eval mode
     (the model's mode is restored after).
 
@@ -45,23 +53,26 @@ def evaluate(model: Sequential, X: np.ndarray, y: np.ndarray, chunk_size: int | 
     """
     _check_model(model)
     loss = check_loss(loss)
-    chunk_size = (chunk_rows(model.n_features, model.dtype) if chunk_size is None
-                  else check.positive_int("chunk_size", chunk_size))
+    chunk_size = (
+        chunk_rows(model.n_features, model.dtype)
+        if chunk_size is None
+        else check.positive_int("chunk_size", chunk_size)
+    )
     X = model.check_input(X, "X")
     y = loss.check_targets(y, X.shape[0], model.n_outputs)
     kernels = _active_kernels()
     n = X.shape[0]
     grad = np.empty((min(chunk_size, n), model.n_outputs), dtype=model.dtype)
     outputs = np.empty((n, model.n_outputs), dtype=model.dtype)
-    targets_dtype = np.int64 if y.ndim == 1 else model.dtype     # ids, or values/probabilities
+    targets_dtype = np.int64 if y.ndim == 1 else model.dtype  # ids, or values/probabilities
     total_loss = 0.0
     with evaluating(model):
         for start in range(0, n, chunk_size):
-            xb = np.ascontiguousarray(X[start:start + chunk_size], dtype=model.dtype)
-            yb = np.ascontiguousarray(y[start:start + chunk_size], dtype=targets_dtype)
+            xb = np.ascontiguousarray(X[start : start + chunk_size], dtype=model.dtype)
+            yb = np.ascontiguousarray(y[start : start + chunk_size], dtype=targets_dtype)
             logits = model.forward_batch(xb, kernels)
-            outputs[start:start + len(yb)] = logits
-            total_loss += loss_and_grad(loss, logits, yb, grad[:len(yb)], kernels) * len(yb)
+            outputs[start : start + len(yb)] = logits
+            total_loss += loss_and_grad(loss, logits, yb, grad[: len(yb)], kernels) * len(yb)
     return {"loss": total_loss / n, **loss.metrics(outputs, y)}
 
 

@@ -1,4 +1,5 @@
 """Sequential: a stack of layers with all parameters in one flat buffer."""
+
 from __future__ import annotations
 
 import copy
@@ -81,16 +82,19 @@ class Sequential:
     101770
     """
 
-    def __init__(self, *layers: Layer, seed: int | None = None,
-                 dtype: npt.DTypeLike = np.float32) -> None:
+    def __init__(
+        self, *layers: Layer, seed: int | None = None, dtype: npt.DTypeLike = np.float32
+    ) -> None:
         if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
             layers = tuple(layers[0])
         if not layers:
             raise ValueError("Sequential needs at least one layer")
         for i, layer in enumerate(layers):
             if not isinstance(layer, Layer):
-                raise TypeError(f"layer {i} must be a minigd layer (a subclass of mg.Layer), "
-                                f"got {type(layer).__name__}")
+                raise TypeError(
+                    f"layer {i} must be a minigd layer (a subclass of mg.Layer), "
+                    f"got {type(layer).__name__}"
+                )
         if len({id(layer) for layer in layers}) != len(layers):
             raise ValueError("the same layer object appears twice; create a new one for each use")
         seed = check.seed("seed", seed)
@@ -107,25 +111,33 @@ class Sequential:
         self._batch = None
 
     def _infer_widths(self):
-        first = next((l for l in self.layers if isinstance(getattr(l, "in_features", None), int)),
-                     None)
+        first = next(
+            (l for l in self.layers if isinstance(getattr(l, "in_features", None), int)), None
+        )
         if first is None:
-            raise ValueError("Sequential needs at least one layer with in_features, such as "
-                             "Dense, to know its input width")
+            raise ValueError(
+                "Sequential needs at least one layer with in_features, such as "
+                "Dense, to know its input width"
+            )
         widths = [first.in_features]
         for i, layer in enumerate(self.layers):
             expected = getattr(layer, "in_features", widths[-1])
             if expected != widths[-1]:
-                raise ValueError(f"layer {i} ({layer!r}) expects {expected} inputs but the "
-                                 f"previous layer gives {widths[-1]}")
+                raise ValueError(
+                    f"layer {i} ({layer!r}) expects {expected} inputs but the "
+                    f"previous layer gives {widths[-1]}"
+                )
             widths.append(layer.out_features(widths[-1]))
         return widths
 
     def _build_parameters(self):
         """Adopt every layer's parameters into the flat buffers, give every buffer an array of
         the model dtype, and initialise the parameters (one SeedSequence child per layer)."""
-        named = [(f"{i}.{name}", p) for i, layer in enumerate(self.layers)
-                 for name, p in layer.named_parameters()]
+        named = [
+            (f"{i}.{name}", p)
+            for i, layer in enumerate(self.layers)
+            for name, p in layer.named_parameters()
+        ]
         total = sum(p.size for _, p in named)
         self._values = np.zeros(total, dtype=self.dtype)
         self._grads = np.zeros(total, dtype=self.dtype)
@@ -138,8 +150,11 @@ class Sequential:
         self._buffers = {}
         for i, layer in enumerate(self.layers):
             for name, buffer in layer.named_buffers():
-                buffer.value = (np.zeros(buffer.shape, dtype=self.dtype) if buffer.value is None
-                                else np.array(buffer.value, dtype=self.dtype))
+                buffer.value = (
+                    np.zeros(buffer.shape, dtype=self.dtype)
+                    if buffer.value is None
+                    else np.array(buffer.value, dtype=self.dtype)
+                )
                 self._buffers[f"{i}.{name}"] = buffer
         root = np.random.SeedSequence(self.seed)
         for layer, child in zip(self.layers, root.spawn(len(self.layers))):
@@ -218,7 +233,7 @@ class Sequential:
         for layer in self.layers:
             if hooks_apply(type(layer), ("forward_batch",), ("forward",)):
                 x = layer.forward_batch(x, kernels)
-            else:       # a subclass rewrote the math of a built-in: run what it wrote
+            else:  # a subclass rewrote the math of a built-in: run what it wrote
                 x = Layer.forward_batch(layer, x, kernels)
         self._batch = x.shape[0]
         return x
@@ -245,8 +260,12 @@ class Sequential:
         C-contiguous array or memmap).
         """
         shape = getattr(X, "shape", None)
-        if (isinstance(self.layers[0], Flatten) and shape is not None and len(shape) > 2
-                and hasattr(X, "reshape")):
+        if (
+            isinstance(self.layers[0], Flatten)
+            and shape is not None
+            and len(shape) > 2
+            and hasattr(X, "reshape")
+        ):
             X = X.reshape(shape[0], -1)
         return check.features(name, X, self.n_features)
 
@@ -266,8 +285,10 @@ class Sequential:
             raise RuntimeError("backward() needs a forward() first")
         dlogits = check.features("dlogits", dlogits)
         if dlogits.shape != (self._batch, self.n_outputs):
-            raise ValueError(f"dlogits must have shape {(self._batch, self.n_outputs)} (the last "
-                             f"forward's output), got {dlogits.shape}")
+            raise ValueError(
+                f"dlogits must have shape {(self._batch, self.n_outputs)} (the last "
+                f"forward's output), got {dlogits.shape}"
+            )
         dlogits = np.ascontiguousarray(dlogits, dtype=self.dtype)
         return self.backward_batch(dlogits, need_dx=True).copy()
 
@@ -279,8 +300,8 @@ class Sequential:
         rows = chunk_rows(self.n_features, self.dtype)
         with evaluating(self):
             for start in range(0, X.shape[0], rows):
-                chunk = np.ascontiguousarray(X[start:start + rows], dtype=self.dtype)
-                out[start:start + chunk.shape[0]] = self.forward_batch(chunk, kernels)
+                chunk = np.ascontiguousarray(X[start : start + rows], dtype=self.dtype)
+                out[start : start + chunk.shape[0]] = self.forward_batch(chunk, kernels)
         return out
 
     def predict(self, X: npt.ArrayLike) -> np.ndarray:
@@ -314,16 +335,20 @@ class Sequential:
         (the ``model.npz`` of ``minigd train``).
         """
         if not isinstance(state, Mapping):
-            raise TypeError(f"state must be a dict (or mapping, such as np.load of an .npz) of "
-                            f"arrays, got {type(state).__name__}")
+            raise TypeError(
+                f"state must be a dict (or mapping, such as np.load of an .npz) of "
+                f"arrays, got {type(state).__name__}"
+            )
         entries = self._entries()
         keys = set(state.keys())
         missing = sorted(set(entries) - keys)
         unexpected = sorted(keys - set(entries))
         if missing or unexpected:
-            raise ValueError(f"state dict keys do not match the model: missing {missing}, "
-                             f"unexpected {unexpected}")
-        state = {key: state[key] for key in entries}     # reads an NpzFile's arrays once
+            raise ValueError(
+                f"state dict keys do not match the model: missing {missing}, "
+                f"unexpected {unexpected}"
+            )
+        state = {key: state[key] for key in entries}  # reads an NpzFile's arrays once
         for key, p in entries.items():
             value = state[key]
             if not isinstance(value, np.ndarray):
@@ -339,8 +364,9 @@ class Sequential:
 
     def clone(self) -> Sequential:
         """An independent copy: same layers, dtype, seed, mode, current weights and buffers."""
-        other = Sequential(*[layer.clone() for layer in self.layers], seed=self.seed,
-                           dtype=self.dtype)
+        other = Sequential(
+            *[layer.clone() for layer in self.layers], seed=self.seed, dtype=self.dtype
+        )
         other.flat_values[...] = self._values
         for (_, mine), (_, theirs) in zip(self.named_buffers(), other.named_buffers()):
             theirs.value[...] = mine.value
@@ -365,21 +391,24 @@ class Sequential:
         """Rebuild the flat buffers and every view from the configuration, then copy the weights
         and buffers in (fresh, writable arrays even when the pickle's were read-only)."""
         state = dict(state)
-        if "weights" not in state:                  # a pickle from before __getstate__ existed
+        if "weights" not in state:  # a pickle from before __getstate__ existed
             state["weights"] = state["_values"]
             state = {k: v for k, v in state.items() if k not in self._SCRATCH[:-1]}
-        state["layers"] = [layer.clone() for layer in state["layers"]]    # older layer classes
+        state["layers"] = [layer.clone() for layer in state["layers"]]  # older layer classes
         weights = state.pop("weights")
         buffers = state.pop("buffers", {})
         state.setdefault("training", True)
         self.__dict__.update(state)
-        self._build_parameters()          # binds every layer to its views (weights overwritten)
+        self._build_parameters()  # binds every layer to its views (weights overwritten)
         if weights.shape != self._values.shape:
-            raise ValueError(f"pickled weights have shape {weights.shape}, the layers need "
-                             f"{self._values.shape}")
+            raise ValueError(
+                f"pickled weights have shape {weights.shape}, the layers need {self._values.shape}"
+            )
         if set(buffers) != set(self._buffers):
-            raise ValueError(f"pickled buffers {sorted(buffers)} do not match the layers' "
-                             f"{sorted(self._buffers)}")
+            raise ValueError(
+                f"pickled buffers {sorted(buffers)} do not match the layers' "
+                f"{sorted(self._buffers)}"
+            )
         self._values[...] = weights
         for key, value in buffers.items():
             self._buffers[key].value[...] = value
@@ -407,5 +436,8 @@ class Sequential:
 
     def __repr__(self):
         lines = [f"  ({i}): {layer!r}" for i, layer in enumerate(self.layers)]
-        return ("Sequential(\n" + "\n".join(lines) +
-                f"\n)  # {self.num_parameters():,} parameters, {self.dtype}")
+        return (
+            "Sequential(\n"
+            + "\n".join(lines)
+            + f"\n)  # {self.num_parameters():,} parameters, {self.dtype}"
+        )

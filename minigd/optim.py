@@ -5,6 +5,7 @@ active backend. State uses torch's names (``momentum_buffer``, ``exp_avg``, ``ex
 ``step``) and lives in flat arrays; when the parameters are a whole model's flat buffer (the
 usual ``model.parameters()``) the update is one pass over one vector.
 """
+
 from __future__ import annotations
 
 import numbers
@@ -47,6 +48,7 @@ class Optimizer:
             def update(self, value, grad, state, lr):
                 value -= lr * np.sign(grad)
     """
+
     name: str | None = None
     state_names: tuple[str, ...] = ()
     #: where the momentum a schedule sets (:meth:`set_momentum`) sits in ``fused_update()``'s
@@ -55,20 +57,26 @@ class Optimizer:
 
     def __init__(self, params: Iterable[Parameter], lr: float) -> None:
         if callable(getattr(params, "parameters", None)):
-            raise TypeError(f"params got the {type(params).__name__} itself: pass "
-                            f"model.parameters(), e.g. {type(self).__name__}(model.parameters(), "
-                            f"lr=0.1)")
+            raise TypeError(
+                f"params got the {type(params).__name__} itself: pass "
+                f"model.parameters(), e.g. {type(self).__name__}(model.parameters(), "
+                f"lr=0.1)"
+            )
         try:
             params = list(params)
         except TypeError:
-            raise TypeError(f"params must be an iterable of Parameter: pass model.parameters(), "
-                            f"got {type(params).__name__}") from None
+            raise TypeError(
+                f"params must be an iterable of Parameter: pass model.parameters(), "
+                f"got {type(params).__name__}"
+            ) from None
         if not params:
             raise ValueError("params is empty: pass model.parameters()")
         for i, p in enumerate(params):
             if not isinstance(p, Parameter):
-                raise TypeError(f"params[{i}] must be a minigd Parameter, got {type(p).__name__}: "
-                                f"pass model.parameters()")
+                raise TypeError(
+                    f"params[{i}] must be a minigd Parameter, got {type(p).__name__}: "
+                    f"pass model.parameters()"
+                )
         if len({p.dtype for p in params}) != 1:
             raise TypeError("all params must share one dtype")
         if len({id(p) for p in params}) != len(params):
@@ -113,11 +121,14 @@ class Optimizer:
     @lr.setter
     def lr(self, value):
         if isinstance(value, (Schedule, BatchSizeSchedule)) or (
-                callable(value) and not isinstance(value, numbers.Number)):
-            raise TypeError(f"lr must be a number, got the schedule {value!r}: pass a number as "
-                            f"lr and the schedule as fit(schedule=...), e.g. "
-                            f"fit(..., optimizer=SGD(model.parameters(), lr=0.1), "
-                            f"schedule=schedule)")
+            callable(value) and not isinstance(value, numbers.Number)
+        ):
+            raise TypeError(
+                f"lr must be a number, got the schedule {value!r}: pass a number as "
+                f"lr and the schedule as fit(schedule=...), e.g. "
+                f"fit(..., optimizer=SGD(model.parameters(), lr=0.1), "
+                f"schedule=schedule)"
+            )
         self._lr = check.real("lr", value, low=0.0, high=getattr(self, "_lr_max", None))
 
     def zero_grad(self) -> None:
@@ -146,7 +157,7 @@ class Optimizer:
         is called once per parameter (see :mod:`minigd.hooks`).
         """
         self.step_count += 1
-        mine: Any = type(self)      # a class is hashable; mypy does not see it through lru_cache
+        mine: Any = type(self)  # a class is hashable; mypy does not see it through lru_cache
         if not hooks_apply(mine, ("update_flat",), ("update",)):
             for i, p in enumerate(self.params):
                 lo, hi = self._offsets[i], self._offsets[i + 1]
@@ -157,16 +168,18 @@ class Optimizer:
         for value, grad, state in self._slices():
             self.update_flat(value, grad, state, self.lr, kernels)
 
-    def update(self, value: np.ndarray, grad: np.ndarray, state: dict[str, np.ndarray],
-               lr: float) -> None:
+    def update(
+        self, value: np.ndarray, grad: np.ndarray, state: dict[str, np.ndarray], lr: float
+    ) -> None:
         """Update one parameter in place (NumPy): what a user-written optimizer provides.
 
         ``value``, ``grad`` and each ``state[name]`` (one per name in ``state_names``, zeros
         before the first step) are arrays of the parameter's shape, updated in place;
         ``self.step_count`` is the 1-based number of this step.
         """
-        raise NotImplementedError(f"{type(self).__name__} must implement "
-                                  f"update(value, grad, state, lr)")
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement update(value, grad, state, lr)"
+        )
 
     def update_flat(self, value, grad, state, lr, kernels):
         """Engine hook: update 1-D arrays (a whole flat buffer, or one parameter's) in place
@@ -185,14 +198,17 @@ class Optimizer:
     def set_momentum(self, value: float) -> None:
         """Set the momentum a schedule cycles (``schedule.momentum(t)``, e.g. OneCycle): SGD's
         momentum, Adam's beta1, RMSprop's momentum. The base class has none: TypeError."""
-        raise TypeError(f"{type(self).__name__} has no momentum a schedule can set: use SGD, "
-                        f"Adam, AdamW or RMSprop(momentum > 0), or a schedule that leaves the "
-                        f"momentum alone (e.g. OneCycle(..., cycle_momentum=False))")
+        raise TypeError(
+            f"{type(self).__name__} has no momentum a schedule can set: use SGD, "
+            f"Adam, AdamW or RMSprop(momentum > 0), or a schedule that leaves the "
+            f"momentum alone (e.g. OneCycle(..., cycle_momentum=False))"
+        )
 
     def _replaces_update(self, base):
         """True when a subclass of ``base`` replaces its math (then it does not run fused)."""
-        return any(getattr(type(self), n) is not getattr(base, n)
-                   for n in ("update", "update_flat"))
+        return any(
+            getattr(type(self), n) is not getattr(base, n) for n in ("update", "update_flat")
+        )
 
     def hyperparameters(self) -> dict[str, Any]:
         """{name: value} of the hyperparameters (saved by state_dict); the base has lr only."""
@@ -210,8 +226,12 @@ class Optimizer:
             lo, hi = self._offsets[i], self._offsets[i + 1]
             for name, flat in self.state.items():
                 state[f"{i}.{name}"] = flat[lo:hi].reshape(p.shape).copy()
-        return {"type": type(self).__name__, "hyperparameters": self.hyperparameters(),
-                "step": self.step_count, "state": state}
+        return {
+            "type": type(self).__name__,
+            "hyperparameters": self.hyperparameters(),
+            "step": self.step_count,
+            "state": state,
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore hyperparameters, step count and state after checking them (all or nothing)."""
@@ -221,8 +241,9 @@ class Optimizer:
             if key not in state_dict:
                 raise ValueError(f"optimizer state_dict is missing {key!r}")
         if state_dict["type"] != type(self).__name__:
-            raise ValueError(f"optimizer state_dict is for {state_dict['type']}, not "
-                             f"{type(self).__name__}")
+            raise ValueError(
+                f"optimizer state_dict is for {state_dict['type']}, not {type(self).__name__}"
+            )
         step = state_dict["step"]
         if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
             raise ValueError(f"optimizer state_dict step must be an int >= 0, got {step!r}")
@@ -232,21 +253,26 @@ class Optimizer:
             raise TypeError("optimizer state_dict['state'] must be a dict of arrays")
         hyper = dict(state_dict["hyperparameters"])
         if set(hyper) != set(self.hyperparameters()):
-            raise ValueError(f"optimizer hyperparameters {sorted(hyper)} do not match "
-                             f"{sorted(self.hyperparameters())}")
+            raise ValueError(
+                f"optimizer hyperparameters {sorted(hyper)} do not match "
+                f"{sorted(self.hyperparameters())}"
+            )
         expected = {f"{i}.{name}": p for i, p in enumerate(self.params) for name in self.state}
         state = state_dict["state"]
         if set(state) != set(expected):
-            raise ValueError(f"optimizer state keys do not match: missing "
-                             f"{sorted(set(expected) - set(state))}, unexpected "
-                             f"{sorted(set(state) - set(expected))}")
+            raise ValueError(
+                f"optimizer state keys do not match: missing "
+                f"{sorted(set(expected) - set(state))}, unexpected "
+                f"{sorted(set(state) - set(expected))}"
+            )
         for key, p in expected.items():
             value = state[key]
             if not isinstance(value, np.ndarray) or value.shape != p.shape:
                 raise ValueError(f"optimizer state[{key!r}] must be an array of shape {p.shape}")
             if value.dtype != self.dtype:
-                raise TypeError(f"optimizer state[{key!r}] has dtype {value.dtype}, "
-                                f"expected {self.dtype}")
+                raise TypeError(
+                    f"optimizer state[{key!r}] has dtype {value.dtype}, expected {self.dtype}"
+                )
             if not np.all(np.isfinite(value)):
                 raise ValueError(f"optimizer state[{key!r}] contains NaN or inf")
             if key.endswith("exp_avg_sq") and np.any(value < 0):
@@ -284,15 +310,27 @@ class SGD(Optimizer):
     Note: this is torch's momentum form (lr multiplies the buffer), not Sutskever's
     (where the buffer holds lr * g).
     """
+
     name = "sgd"
     state_names = ("momentum_buffer",)
     momentum_index = 0
 
-    def __init__(self, params: Iterable[Parameter], lr: float, momentum: float = 0.0,
-                 dampening: float = 0.0, nesterov: bool = False,
-                 weight_decay: float = 0.0) -> None:
-        self.set_hyperparameters(lr=lr, momentum=momentum, dampening=dampening,
-                                  nesterov=nesterov, weight_decay=weight_decay)
+    def __init__(
+        self,
+        params: Iterable[Parameter],
+        lr: float,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+    ) -> None:
+        self.set_hyperparameters(
+            lr=lr,
+            momentum=momentum,
+            dampening=dampening,
+            nesterov=nesterov,
+            weight_decay=weight_decay,
+        )
         super().__init__(params, lr)
 
     def set_hyperparameters(self, lr, momentum, dampening, nesterov, weight_decay):
@@ -302,8 +340,10 @@ class SGD(Optimizer):
         self.nesterov = check.boolean("nesterov", nesterov)
         self.weight_decay = check.non_negative("weight_decay", weight_decay)
         if self.nesterov and (self.momentum == 0 or self.dampening != 0):
-            raise ValueError("nesterov=True needs momentum > 0 and dampening = 0 "
-                             f"(got momentum={self.momentum}, dampening={self.dampening})")
+            raise ValueError(
+                "nesterov=True needs momentum > 0 and dampening = 0 "
+                f"(got momentum={self.momentum}, dampening={self.dampening})"
+            )
 
     def set_momentum(self, value: float) -> None:
         """Set ``momentum`` (what a schedule with ``sets_momentum`` cycles)."""
@@ -313,18 +353,38 @@ class SGD(Optimizer):
         self.momentum = momentum
 
     def hyperparameters(self) -> dict[str, Any]:
-        return {"lr": self.lr, "momentum": self.momentum, "dampening": self.dampening,
-                "nesterov": self.nesterov, "weight_decay": self.weight_decay}
+        return {
+            "lr": self.lr,
+            "momentum": self.momentum,
+            "dampening": self.dampening,
+            "nesterov": self.nesterov,
+            "weight_decay": self.weight_decay,
+        }
 
-    def update(self, value: np.ndarray, grad: np.ndarray, state: dict[str, np.ndarray],
-               lr: float) -> None:
+    def update(
+        self, value: np.ndarray, grad: np.ndarray, state: dict[str, np.ndarray], lr: float
+    ) -> None:
         """One step on one parameter (NumPy reference kernel)."""
-        self.update_flat(value.reshape(-1), grad.reshape(-1),
-                         {k: v.reshape(-1) for k, v in state.items()}, lr, reference)
+        self.update_flat(
+            value.reshape(-1),
+            grad.reshape(-1),
+            {k: v.reshape(-1) for k, v in state.items()},
+            lr,
+            reference,
+        )
 
     def update_flat(self, value, grad, state, lr, kernels):
-        kernels.sgd_update(value, grad, state["momentum_buffer"], lr, self.momentum,
-                           self.dampening, self.nesterov, self.weight_decay, self.step_count == 1)
+        kernels.sgd_update(
+            value,
+            grad,
+            state["momentum_buffer"],
+            lr,
+            self.momentum,
+            self.dampening,
+            self.nesterov,
+            self.weight_decay,
+            self.step_count == 1,
+        )
 
     def fused_update(self):
         if self._replaces_update(SGD):
@@ -351,14 +411,20 @@ class Adam(Optimizer):
     eps : float > 0, default 1e-8
     weight_decay : float >= 0, default 0
     """
+
     name = "adam"
     state_names = ("exp_avg", "exp_avg_sq")
     decoupled = False
     momentum_index = 0
 
-    def __init__(self, params: Iterable[Parameter], lr: float = 1e-3,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0) -> None:
+    def __init__(
+        self,
+        params: Iterable[Parameter],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ) -> None:
         self.set_hyperparameters(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
         super().__init__(params, lr)
 
@@ -366,30 +432,54 @@ class Adam(Optimizer):
         self.lr = lr
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-        self.betas = (check.real("betas[0]", betas[0], low=0.0, high=1.0, high_open=True),
-                      check.real("betas[1]", betas[1], low=0.0, high=1.0, high_open=True))
+        self.betas = (
+            check.real("betas[0]", betas[0], low=0.0, high=1.0, high_open=True),
+            check.real("betas[1]", betas[1], low=0.0, high=1.0, high_open=True),
+        )
         self.eps = check.real("eps", eps, low=0.0, low_open=True)
         self.weight_decay = check.non_negative("weight_decay", weight_decay)
 
     def set_momentum(self, value: float) -> None:
         """Set beta1 (what a schedule with ``sets_momentum`` cycles, as torch's OneCycleLR)."""
-        self.betas = (check.real("momentum", value, low=0.0, high=1.0, high_open=True),
-                      self.betas[1])
+        self.betas = (
+            check.real("momentum", value, low=0.0, high=1.0, high_open=True),
+            self.betas[1],
+        )
 
     def hyperparameters(self) -> dict[str, Any]:
-        return {"lr": self.lr, "betas": list(self.betas), "eps": self.eps,
-                "weight_decay": self.weight_decay}
+        return {
+            "lr": self.lr,
+            "betas": list(self.betas),
+            "eps": self.eps,
+            "weight_decay": self.weight_decay,
+        }
 
-    def update(self, value: np.ndarray, grad: np.ndarray, state: dict[str, np.ndarray],
-               lr: float) -> None:
+    def update(
+        self, value: np.ndarray, grad: np.ndarray, state: dict[str, np.ndarray], lr: float
+    ) -> None:
         """One step on one parameter (NumPy reference kernel)."""
-        self.update_flat(value.reshape(-1), grad.reshape(-1),
-                         {k: v.reshape(-1) for k, v in state.items()}, lr, reference)
+        self.update_flat(
+            value.reshape(-1),
+            grad.reshape(-1),
+            {k: v.reshape(-1) for k, v in state.items()},
+            lr,
+            reference,
+        )
 
     def update_flat(self, value, grad, state, lr, kernels):
-        kernels.adam_update(value, grad, state["exp_avg"], state["exp_avg_sq"], self.step_count,
-                            lr, self.betas[0], self.betas[1], self.eps, self.weight_decay,
-                            self.decoupled)
+        kernels.adam_update(
+            value,
+            grad,
+            state["exp_avg"],
+            state["exp_avg_sq"],
+            self.step_count,
+            lr,
+            self.betas[0],
+            self.betas[1],
+            self.eps,
+            self.weight_decay,
+            self.decoupled,
+        )
 
     def fused_update(self):
         if self._replaces_update(Adam):
@@ -404,12 +494,18 @@ class AdamW(Adam):
     p <- p (1 - lr * weight_decay), then the Adam step without weight decay in the gradient.
     Default weight_decay 1e-2, as torch.
     """
+
     name = "adamw"
     decoupled = True
 
-    def __init__(self, params: Iterable[Parameter], lr: float = 1e-3,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 1e-2) -> None:
+    def __init__(
+        self,
+        params: Iterable[Parameter],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+    ) -> None:
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
 
 
@@ -436,20 +532,37 @@ class RMSprop(Optimizer):
     momentum : float in [0, 1), default 0
     centered : bool, default False (normalise by the gradient's estimated variance)
     """
+
     name = "rmsprop"
     momentum_index = 3
 
-    def __init__(self, params: Iterable[Parameter], lr: float = 1e-2, alpha: float = 0.99,
-                 eps: float = 1e-8, weight_decay: float = 0.0, momentum: float = 0.0,
-                 centered: bool = False) -> None:
-        self.set_hyperparameters(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
-                                  momentum=momentum, centered=centered)
+    def __init__(
+        self,
+        params: Iterable[Parameter],
+        lr: float = 1e-2,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        momentum: float = 0.0,
+        centered: bool = False,
+    ) -> None:
+        self.set_hyperparameters(
+            lr=lr,
+            alpha=alpha,
+            eps=eps,
+            weight_decay=weight_decay,
+            momentum=momentum,
+            centered=centered,
+        )
         self.state_names = tuple(n for n in self._slots() if n is not None)
         super().__init__(params, lr)
 
     def _slots(self):
-        return ("square_avg", "momentum_buffer" if self.momentum > 0 else None,
-                "grad_avg" if self.centered else None)
+        return (
+            "square_avg",
+            "momentum_buffer" if self.momentum > 0 else None,
+            "grad_avg" if self.centered else None,
+        )
 
     def set_hyperparameters(self, lr, alpha, eps, weight_decay, momentum, centered):
         self.lr = lr
@@ -459,10 +572,13 @@ class RMSprop(Optimizer):
         momentum = check.real("momentum", momentum, low=0.0, high=1.0, high_open=True)
         centered = check.boolean("centered", centered)
         if "state_names" in self.__dict__ and (
-                (momentum > 0) != (self.momentum > 0) or centered != self.centered):
-            raise ValueError(f"momentum={momentum}, centered={centered} needs other state than "
-                             f"this RMSprop holds (momentum={self.momentum}, centered="
-                             f"{self.centered}): create a new RMSprop")
+            (momentum > 0) != (self.momentum > 0) or centered != self.centered
+        ):
+            raise ValueError(
+                f"momentum={momentum}, centered={centered} needs other state than "
+                f"this RMSprop holds (momentum={self.momentum}, centered="
+                f"{self.centered}): create a new RMSprop"
+            )
         self.alpha, self.eps, self.weight_decay = alpha, eps, weight_decay
         self.momentum, self.centered = momentum, centered
 
@@ -471,34 +587,59 @@ class RMSprop(Optimizer):
         built with momentum > 0 (it holds the momentum buffer)."""
         momentum = check.real("momentum", value, low=0.0, high=1.0, high_open=True)
         if not self.momentum > 0 or not momentum > 0:
-            raise ValueError(f"a schedule that sets the momentum needs RMSprop(momentum > 0) "
-                             f"and momenta > 0 (got {self.momentum} and {momentum})")
+            raise ValueError(
+                f"a schedule that sets the momentum needs RMSprop(momentum > 0) "
+                f"and momenta > 0 (got {self.momentum} and {momentum})"
+            )
         self.momentum = momentum
 
     def hyperparameters(self) -> dict[str, Any]:
-        return {"lr": self.lr, "alpha": self.alpha, "eps": self.eps,
-                "weight_decay": self.weight_decay, "momentum": self.momentum,
-                "centered": self.centered}
+        return {
+            "lr": self.lr,
+            "alpha": self.alpha,
+            "eps": self.eps,
+            "weight_decay": self.weight_decay,
+            "momentum": self.momentum,
+            "centered": self.centered,
+        }
 
-    def update(self, value: np.ndarray, grad: np.ndarray, state: dict[str, np.ndarray],
-               lr: float) -> None:
+    def update(
+        self, value: np.ndarray, grad: np.ndarray, state: dict[str, np.ndarray], lr: float
+    ) -> None:
         """One step on one parameter (NumPy reference)."""
-        self.update_flat(value.reshape(-1), grad.reshape(-1),
-                         {k: v.reshape(-1) for k, v in state.items()}, lr, reference)
+        self.update_flat(
+            value.reshape(-1),
+            grad.reshape(-1),
+            {k: v.reshape(-1) for k, v in state.items()},
+            lr,
+            reference,
+        )
 
     def update_flat(self, value, grad, state, lr, kernels):
         square_avg = state["square_avg"]
         buf, grad_avg = state.get("momentum_buffer"), state.get("grad_avg")
         if kernels is not reference:
             from .kernels import jit_optim  # here: `import minigd` stays Numba-free
-            jit_optim.rmsprop_update(value, grad, square_avg, buf, grad_avg, lr, self.alpha,
-                                     self.eps, self.weight_decay, self.momentum, self.centered)
+
+            jit_optim.rmsprop_update(
+                value,
+                grad,
+                square_avg,
+                buf,
+                grad_avg,
+                lr,
+                self.alpha,
+                self.eps,
+                self.weight_decay,
+                self.momentum,
+                self.centered,
+            )
             return
         g = grad + self.weight_decay * value if self.weight_decay != 0 else grad
         square_avg *= self.alpha
         square_avg += (1 - self.alpha) * g * g
         if self.centered:
-            w = 1 - self.alpha                  # torch.lerp's two forms
+            w = 1 - self.alpha  # torch.lerp's two forms
             if w < 0.5:
                 grad_avg += w * (g - grad_avg)
             else:
@@ -538,14 +679,26 @@ class Adagrad(Optimizer):
     initial_accumulator_value : float >= 0, default 0 (the starting value of "sum")
     eps : float > 0, default 1e-10
     """
+
     name = "adagrad"
     state_names = ("sum",)
 
-    def __init__(self, params: Iterable[Parameter], lr: float = 1e-2, lr_decay: float = 0.0,
-                 weight_decay: float = 0.0, initial_accumulator_value: float = 0.0,
-                 eps: float = 1e-10) -> None:
-        self.set_hyperparameters(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
-                                  initial_accumulator_value=initial_accumulator_value, eps=eps)
+    def __init__(
+        self,
+        params: Iterable[Parameter],
+        lr: float = 1e-2,
+        lr_decay: float = 0.0,
+        weight_decay: float = 0.0,
+        initial_accumulator_value: float = 0.0,
+        eps: float = 1e-10,
+    ) -> None:
+        self.set_hyperparameters(
+            lr=lr,
+            lr_decay=lr_decay,
+            weight_decay=weight_decay,
+            initial_accumulator_value=initial_accumulator_value,
+            eps=eps,
+        )
         super().__init__(params, lr)
         self.state["sum"].fill(self.initial_accumulator_value)
 
@@ -553,26 +706,40 @@ class Adagrad(Optimizer):
         self.lr = lr
         self.lr_decay = check.non_negative("lr_decay", lr_decay)
         self.weight_decay = check.non_negative("weight_decay", weight_decay)
-        self.initial_accumulator_value = check.non_negative("initial_accumulator_value",
-                                                            initial_accumulator_value)
+        self.initial_accumulator_value = check.non_negative(
+            "initial_accumulator_value", initial_accumulator_value
+        )
         self.eps = check.real("eps", eps, low=0.0, low_open=True)
 
     def hyperparameters(self) -> dict[str, Any]:
-        return {"lr": self.lr, "lr_decay": self.lr_decay, "weight_decay": self.weight_decay,
-                "initial_accumulator_value": self.initial_accumulator_value, "eps": self.eps}
+        return {
+            "lr": self.lr,
+            "lr_decay": self.lr_decay,
+            "weight_decay": self.weight_decay,
+            "initial_accumulator_value": self.initial_accumulator_value,
+            "eps": self.eps,
+        }
 
-    def update(self, value: np.ndarray, grad: np.ndarray, state: dict[str, np.ndarray],
-               lr: float) -> None:
+    def update(
+        self, value: np.ndarray, grad: np.ndarray, state: dict[str, np.ndarray], lr: float
+    ) -> None:
         """One step on one parameter (NumPy reference)."""
-        self.update_flat(value.reshape(-1), grad.reshape(-1),
-                         {k: v.reshape(-1) for k, v in state.items()}, lr, reference)
+        self.update_flat(
+            value.reshape(-1),
+            grad.reshape(-1),
+            {k: v.reshape(-1) for k, v in state.items()},
+            lr,
+            reference,
+        )
 
     def update_flat(self, value, grad, state, lr, kernels):
         total = state["sum"]
         if kernels is not reference:
             from .kernels import jit_optim  # here: `import minigd` stays Numba-free
-            jit_optim.adagrad_update(value, grad, total, self.step_count, lr, self.lr_decay,
-                                     self.weight_decay, self.eps)
+
+            jit_optim.adagrad_update(
+                value, grad, total, self.step_count, lr, self.lr_decay, self.weight_decay, self.eps
+            )
             return
         g = grad + self.weight_decay * value if self.weight_decay != 0 else grad
         clr = lr / (1 + (self.step_count - 1) * self.lr_decay)

@@ -1,4 +1,5 @@
 """Plots of a run's history and of schedules (matplotlib, imported on first use)."""
+
 import numpy as np
 
 from . import _validation as check
@@ -9,6 +10,7 @@ from .schedules import as_schedule
 
 def _pyplot():
     import matplotlib.pyplot as plt
+
     return plt
 
 
@@ -17,8 +19,9 @@ def _two_panels(ax, figsize, height_ratios):
     if ax is not None:
         top, bottom = ax
         return top.figure, top, bottom
-    fig, (top, bottom) = _pyplot().subplots(2, 1, sharex=True, figsize=figsize,
-                                            gridspec_kw={"height_ratios": height_ratios})
+    fig, (top, bottom) = _pyplot().subplots(
+        2, 1, sharex=True, figsize=figsize, gridspec_kw={"height_ratios": height_ratios}
+    )
     return fig, top, bottom
 
 
@@ -51,16 +54,18 @@ def history(history, ax=None, log_loss=False, grad_norm=False):
         ax_loss.set_yscale("log")
     ax_loss.set_ylabel("loss")
     ax_loss.legend(loc="upper right", fontsize="small")
-    ax_loss.set_title(f"{history.n_epochs} epochs, {history.n_iterations} iterations"
-                      " (grey lines: epoch boundaries)", fontsize="medium")
+    ax_loss.set_title(
+        f"{history.n_epochs} epochs, {history.n_iterations} iterations"
+        " (grey lines: epoch boundaries)",
+        fontsize="medium",
+    )
     ax_lr.plot(steps, it["lr"], color="tab:purple", lw=1)
     ax_lr.set_ylabel("lr")
     ax_lr.set_xlabel("iteration (update step)")
     if grad_norm:
-        norms = np.array([np.nan if v is None else v for v in it.get("grad_norm", [])],
-                         dtype=float)
+        norms = np.array([np.nan if v is None else v for v in it.get("grad_norm", [])], dtype=float)
         ax_norm = ax_lr.twinx()
-        ax_norm.plot(steps[:len(norms)], norms, color="tab:green", lw=0.8)
+        ax_norm.plot(steps[: len(norms)], norms, color="tab:green", lw=0.8)
         ax_norm.set_ylabel("grad norm")
         if np.any(norms > 0):
             ax_norm.set_yscale("log")
@@ -99,8 +104,13 @@ def schedule(schedule, steps, ax=None, label=None, momentum=None):
     ax.set_ylabel("lr")
     if momentum:
         twin = ax.twinx()
-        twin.plot(np.arange(steps), [schedule.momentum(t) for t in range(steps)], "--",
-                  color="tab:gray", label="momentum")
+        twin.plot(
+            np.arange(steps),
+            [schedule.momentum(t) for t in range(steps)],
+            "--",
+            color="tab:gray",
+            label="momentum",
+        )
         twin.set_ylabel("momentum")
     return ax
 
@@ -108,6 +118,7 @@ def schedule(schedule, steps, ax=None, label=None, momentum=None):
 def save(fig, path, dpi=110):
     """Save a Figure atomically (temp file + replace)."""
     from ._io import atomic_open
+
     with atomic_open(path, "wb") as handle:
         fig.savefig(handle, dpi=dpi, format=str(path).rsplit(".", 1)[-1])
 
@@ -118,6 +129,7 @@ def sweep_heatmap(result, value="val_accuracy", ax=None, annotate=True, cmap=Non
     See :func:`minigd.experiments.sweep_plots.sweep_heatmap`.
     """
     from .experiments.sweep_plots import sweep_heatmap as draw
+
     return draw(result, value=value, ax=ax, annotate=annotate, cmap=cmap)
 
 
@@ -127,6 +139,7 @@ def sweep_curves(result, x="epoch", value="train_loss", ax=None, seed=None):
     See :func:`minigd.experiments.sweep_plots.sweep_curves`.
     """
     from .experiments.sweep_plots import sweep_curves as draw
+
     return draw(result, x=x, value=value, ax=ax, seed=seed)
 
 
@@ -136,6 +149,7 @@ def lr_range_test(result, ax=None, log_x=None):
     ``log_x``: log-scaled lr axis (default: True for mode "exp", False for "linear").
     """
     from .experiments.lr_range import LRRangeResult
+
     if not isinstance(result, LRRangeResult):
         raise TypeError(f"result must be an LRRangeResult, got {type(result).__name__}")
     plt = _pyplot()
@@ -143,8 +157,11 @@ def lr_range_test(result, ax=None, log_x=None):
         _, ax = plt.subplots(figsize=(7, 4))
     ax.plot(result.lr, result.loss, lw=0.8, alpha=0.35, color="tab:blue", label="batch loss")
     ax.plot(result.lr, result.smoothed_loss, lw=1.8, color="tab:blue", label="smoothed loss")
-    markers = {"steepest": ("tab:orange", "v"), "min_div_10": ("tab:green", "o"),
-               "valley": ("tab:red", "s")}
+    markers = {
+        "steepest": ("tab:orange", "v"),
+        "min_div_10": ("tab:green", "o"),
+        "valley": ("tab:red", "s"),
+    }
     for rule, lr in result.suggestions.items():
         if np.isfinite(lr):
             color, marker = markers[rule]
@@ -152,7 +169,7 @@ def lr_range_test(result, ax=None, log_x=None):
             ax.plot([lr], [y], marker, color=color, ms=8, label=f"{rule}: {lr:.3g}")
     finite = result.smoothed_loss[np.isfinite(result.smoothed_loss)]
     if finite.size:
-        top = finite[:int(np.argmin(finite)) + 1].max()
+        top = finite[: int(np.argmin(finite)) + 1].max()
         low = np.nanmin(np.where(np.isfinite(result.loss), result.loss, np.nan))
         ax.set_ylim(min(low, finite.min()) * 0.95, top * 1.15)
     if log_x is None:
@@ -161,8 +178,11 @@ def lr_range_test(result, ax=None, log_x=None):
         ax.set_xscale("log")
     ax.set_xlabel("learning rate")
     ax.set_ylabel("loss")
-    ax.set_title(f"LR range test: {result.n_iterations} iterations, batch "
-                 f"{result.config.get('batch_size')} ({result.stop_reason})", fontsize="medium")
+    ax.set_title(
+        f"LR range test: {result.n_iterations} iterations, batch "
+        f"{result.config.get('batch_size')} ({result.stop_reason})",
+        fontsize="medium",
+    )
     ax.legend(fontsize="small")
     ax.figure.tight_layout()
     return ax
@@ -172,13 +192,21 @@ def noise_scale(tracker, ax=None):
     """B_simple (with standard errors) and the loss against update steps, from a
     GradientNoiseScale callback (or its ``records`` dict); returns the Figure."""
     from .experiments.noise_scale import RECORD_KEYS, GradientNoiseScale
+
     records = tracker.records if isinstance(tracker, GradientNoiseScale) else tracker
     if not isinstance(records, dict) or not set(RECORD_KEYS) <= set(records):
         raise TypeError("tracker must be a GradientNoiseScale callback or its records dict")
     fig, ax_b, ax_loss = _two_panels(ax, (7, 5), [3, 2])
     step = np.asarray(records["step"])
-    ax_b.errorbar(step, records["b_simple"], yerr=records["b_simple_stderr"], fmt="o-",
-                  ms=4, capsize=3, color="tab:red")
+    ax_b.errorbar(
+        step,
+        records["b_simple"],
+        yerr=records["b_simple_stderr"],
+        fmt="o-",
+        ms=4,
+        capsize=3,
+        color="tab:red",
+    )
     ax_b.set_ylabel("B_simple = tr(Sigma) / |G|^2")
     ax_b.set_title("gradient noise scale (critical batch size estimate)", fontsize="medium")
     ax_loss.plot(step, records["loss"], "s-", ms=3)

@@ -2,6 +2,7 @@
 
 Exposed as :func:`minigd.plot.compare`.
 """
+
 import math
 
 import numpy as np
@@ -50,11 +51,18 @@ def compare(histories, labels=None, x="step", y="loss", smooth=1, ax=None, log=F
     log = check.boolean("log", log)
     if ax is None:
         import matplotlib.pyplot as plt
+
         _, ax = plt.subplots(figsize=(8, 4.5))
     for label, history in runs:
         xs, ys = _curve(history, label, x, y, smooth)
-        line, = ax.plot(xs, ys, lw=1.2 if y in EPOCH_COLUMNS else 1.0,
-                        marker="o" if y in EPOCH_COLUMNS else None, ms=3, label=label)
+        (line,) = ax.plot(
+            xs,
+            ys,
+            lw=1.2 if y in EPOCH_COLUMNS else 1.0,
+            marker="o" if y in EPOCH_COLUMNS else None,
+            ms=3,
+            label=label,
+        )
         if history.diverged and len(xs):
             ax.plot(xs[-1], ys[-1], "x", color="red", ms=9, mew=2)
     if log:
@@ -70,12 +78,14 @@ def compare(histories, labels=None, x="step", y="loss", smooth=1, ax=None, log=F
 
 def _runs(histories, labels):
     if isinstance(histories, History):
-        raise TypeError("histories must be a dict or a sequence of History objects; wrap a "
-                        "single run in a list")
+        raise TypeError(
+            "histories must be a dict or a sequence of History objects; wrap a single run in a list"
+        )
     if isinstance(histories, dict):
         if labels is not None:
-            raise TypeError("labels must be None when histories is a dict (its keys are the "
-                            "labels)")
+            raise TypeError(
+                "labels must be None when histories is a dict (its keys are the labels)"
+            )
         pairs = [(str(k), v) for k, v in histories.items()]
     else:
         histories = list(histories)
@@ -89,8 +99,9 @@ def _runs(histories, labels):
         raise ValueError("histories is empty")
     for label, history in pairs:
         if not isinstance(history, History):
-            raise TypeError(f"histories[{label!r}] must be a minigd History, got "
-                            f"{type(history).__name__}")
+            raise TypeError(
+                f"histories[{label!r}] must be a minigd History, got {type(history).__name__}"
+            )
     return pairs
 
 

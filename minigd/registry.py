@@ -18,6 +18,7 @@ Functions: :func:`names`, :func:`get`, :func:`build_mlp`, :func:`build_optimizer
 :func:`optimizer_arguments`, :func:`build_schedule` (a schedule by name for a run: the CLI's
 --schedule and the estimators' ``schedule="name"``), :func:`schedule_arguments`.
 """
+
 from __future__ import annotations
 
 import collections
@@ -65,8 +66,9 @@ def _classes(kind):
         name = cls.__dict__.get("name")
         if isinstance(name, str) and name:
             key = (cls.__module__, cls.__qualname__)
-            found[name] = [c for c in found.get(name, [])
-                           if (c.__module__, c.__qualname__) != key] + [cls]
+            found[name] = [
+                c for c in found.get(name, []) if (c.__module__, c.__qualname__) != key
+            ] + [cls]
         todo.extend(cls.__subclasses__())
     return found
 
@@ -88,21 +90,33 @@ def get(kind: str, name: str) -> type:
     found = _classes(kind)
     valid = tuple(sorted(found))
     if not isinstance(name, str):
-        raise TypeError(f"{kind} must be a name, one of {valid}, got {name!r} "
-                        f"({type(name).__name__})")
+        raise TypeError(
+            f"{kind} must be a name, one of {valid}, got {name!r} ({type(name).__name__})"
+        )
     if name not in found:
         raise ValueError(f"{kind} must be one of {valid}, got {name!r}")
     classes = found[name]
     if len(classes) > 1:
         where = " and ".join(f"{c.__module__}.{c.__qualname__}" for c in classes)
-        raise ValueError(f"{kind} name {name!r} is claimed by {where}: give one of them "
-                         f"another class attribute name")
+        raise ValueError(
+            f"{kind} name {name!r} is claimed by {where}: give one of them "
+            f"another class attribute name"
+        )
     return classes[0]
 
 
-def build_mlp(n_features: int, hidden: Sequence[int], n_outputs: int, *, activation: str = "relu",
-              init: str = "he", seed: int | None = None, dtype: npt.DTypeLike = np.float32,
-              dropout: float = 0.0, batch_norm: bool = False) -> Sequential:
+def build_mlp(
+    n_features: int,
+    hidden: Sequence[int],
+    n_outputs: int,
+    *,
+    activation: str = "relu",
+    init: str = "he",
+    seed: int | None = None,
+    dtype: npt.DTypeLike = np.float32,
+    dropout: float = 0.0,
+    batch_norm: bool = False,
+) -> Sequential:
     """A dense network: Dense(n_features, hidden[0]), activation, ..., Dense(., n_outputs).
 
     Each hidden layer is Dense, [BatchNorm], activation, [Dropout]: BatchNorm when
@@ -131,7 +145,7 @@ def build_mlp(n_features: int, hidden: Sequence[int], n_outputs: int, *, activat
     act = get("activation", activation)
     dense = get("layer", "dense")
     batch_norm = check.boolean("batch_norm", batch_norm)
-    dropout_layer = get("layer", "dropout")(dropout)      # checks dropout (ValueError)
+    dropout_layer = get("layer", "dropout")(dropout)  # checks dropout (ValueError)
     widths = [n_features] + hidden + [n_outputs]
     model_layers = []
     for i in range(len(widths) - 1):
@@ -153,8 +167,11 @@ def optimizer_arguments(name: str) -> tuple[str, ...]:
     """
     cls = get("optimizer", name)
     skip = {"self", "params", "lr"}
-    return tuple(p.name for p in inspect.signature(cls).parameters.values()
-                 if p.name not in skip and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+    return tuple(
+        p.name
+        for p in inspect.signature(cls).parameters.values()
+        if p.name not in skip and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    )
 
 
 def build_optimizer(name: str, params: Iterable[Any], lr: float, **hyper: Any) -> Any:
@@ -171,8 +188,10 @@ def build_optimizer(name: str, params: Iterable[Any], lr: float, **hyper: Any) -
     accepted = optimizer_arguments(name)
     for key in hyper:
         if key not in accepted:
-            raise TypeError(f"optimizer {name!r} does not take {key!r}; it takes "
-                            f"{', '.join(accepted) or 'no hyperparameters'} besides lr")
+            raise TypeError(
+                f"optimizer {name!r} does not take {key!r}; it takes "
+                f"{', '.join(accepted) or 'no hyperparameters'} besides lr"
+            )
     return cls(params, lr=lr, **hyper)
 
 
@@ -187,8 +206,10 @@ _SCHEDULE_RUN_DEFAULTS: dict[str, tuple[str, Callable[..., dict[str, Any]]]] = {
     "cyclic": ("base_lr", lambda E, U, N: {"step_size": 2 * U[0]}),
     "onecycle": ("max_lr", lambda E, U, N: {"total_steps": N}),
     "warm-restarts": ("lr", lambda E, U, N: {"t_0": max(1, N // 3)}),
-    "multistep": ("lr", lambda E, U, N: {"milestones": sorted({max(1, N // 2),
-                                                                max(1, 3 * N // 4)})}),
+    "multistep": (
+        "lr",
+        lambda E, U, N: {"milestones": sorted({max(1, N // 2), max(1, 3 * N // 4)})},
+    ),
     "poly": ("lr", lambda E, U, N: {"total_steps": N}),
 }
 
@@ -200,14 +221,17 @@ def schedule_arguments(name: str) -> tuple[str, ...]:
     ('milestones', 'gamma', 'unit')
     """
     cls = get("schedule", name)
-    params = [p for p in inspect.signature(cls).parameters.values()
-              if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    params = [
+        p
+        for p in inspect.signature(cls).parameters.values()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]
     return tuple(p.name for p in params[1:])
 
 
-def build_schedule(name: str, lr: float, *, epochs: int,
-                   updates_per_epoch: int | Sequence[int],
-                   **options: Any) -> Any:
+def build_schedule(
+    name: str, lr: float, *, epochs: int, updates_per_epoch: int | Sequence[int], **options: Any
+) -> Any:
     """The lr schedule called ``name`` for a run of ``epochs`` epochs, starting (or peaking) at lr.
 
     What the CLI's ``--schedule`` and the estimators' ``schedule="name"`` build. ``options`` are
@@ -240,23 +264,28 @@ def build_schedule(name: str, lr: float, *, epochs: int,
     """
     cls = get("schedule", name)
     if name not in _SCHEDULE_RUN_DEFAULTS:
-        raise ValueError(f"schedule {name!r} cannot be built by name from a run (it wraps other "
-                         f"schedules); build it yourself, e.g. mg.schedules."
-                         f"{cls.__name__}(...), and pass the object")
+        raise ValueError(
+            f"schedule {name!r} cannot be built by name from a run (it wraps other "
+            f"schedules); build it yourself, e.g. mg.schedules."
+            f"{cls.__name__}(...), and pass the object"
+        )
     epochs = check.positive_int("epochs", epochs)
-    if isinstance(updates_per_epoch, (int, np.integer)) and not isinstance(updates_per_epoch,
-                                                                            bool):
+    if isinstance(updates_per_epoch, (int, np.integer)) and not isinstance(updates_per_epoch, bool):
         updates = [check.positive_int("updates_per_epoch", updates_per_epoch)] * epochs
     else:
-        updates = [check.positive_int(f"updates_per_epoch[{i}]", u)
-                   for i, u in enumerate(cast(Sequence[int], updates_per_epoch))]
+        updates = [
+            check.positive_int(f"updates_per_epoch[{i}]", u)
+            for i, u in enumerate(cast(Sequence[int], updates_per_epoch))
+        ]
         if len(updates) != epochs:
             raise ValueError(f"updates_per_epoch has {len(updates)} entries for {epochs} epochs")
     accepted = schedule_arguments(name)
     for key in options:
         if key not in accepted:
-            raise TypeError(f"schedule {name!r} does not take {key!r}; it takes "
-                            f"{', '.join(accepted) or 'nothing'} besides its lr")
+            raise TypeError(
+                f"schedule {name!r} does not take {key!r}; it takes "
+                f"{', '.join(accepted) or 'nothing'} besides its lr"
+            )
     lr_argument, run_defaults = _SCHEDULE_RUN_DEFAULTS[name]
     unit = options.get("unit", inspect.signature(cls).parameters["unit"].default)
     length = sum(updates) if unit == "iteration" else epochs

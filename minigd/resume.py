@@ -6,14 +6,24 @@ A save asks the TrainingState (epoch, iteration, step, lr scale, schedule positi
 checkpoint belongs to the same run (architecture, optimizer, data, batching, seed, callbacks,
 loss), all before anything changes, and then hands each object its ``load_state_dict``.
 """
+
 import os
 
 from . import _validation as check
 from .callbacks import Callback
 from .checkpoint import check_path, load_checkpoint, save_checkpoint, stateful_callbacks
 
-POSITION_KEYS = {"epochs_done", "iteration", "step", "epochs", "lr_scale", "current_lr",
-                 "base_lr", "stop_training", "iterator"}
+POSITION_KEYS = {
+    "epochs_done",
+    "iteration",
+    "step",
+    "epochs",
+    "lr_scale",
+    "current_lr",
+    "base_lr",
+    "stop_training",
+    "iterator",
+}
 ITERATOR_KEYS = ("seed", "batch_size", "shuffle", "drop_last", "n_samples", "n_features")
 
 
@@ -55,8 +65,14 @@ class CheckpointSaver(Callback):
     def save(self, state):
         """Write the run's state as it is now (its position says how far it got)."""
         training = dict(state.state_dict(), iterator=state.iterator.state_dict())
-        save_checkpoint(self.path, state.model, state.optimizer, history=state.history,
-                        training=training, callbacks=self.callbacks)
+        save_checkpoint(
+            self.path,
+            state.model,
+            state.optimizer,
+            history=state.history,
+            training=training,
+            callbacks=self.callbacks,
+        )
 
 
 def checkpoint_callback(state, callbacks, path, resume, every, seed, verbose):
@@ -89,24 +105,33 @@ def checkpoint_callback(state, callbacks, path, resume, every, seed, verbose):
     ckpt = load_checkpoint(path)
     t = ckpt.training
     if not isinstance(t, dict) or not POSITION_KEYS <= set(t) or ckpt.history is None:
-        raise ValueError(f"checkpoint {path} holds no training position (it was not written by "
-                         f"fit); load it with mg.load_checkpoint and restore() instead")
-    if not (isinstance(t["iterator"], dict) and set(ITERATOR_KEYS) <= set(t["iterator"])
-            and all(_is_int(t[k]) and t[k] >= 0 for k in ("epochs_done", "iteration", "step"))):
+        raise ValueError(
+            f"checkpoint {path} holds no training position (it was not written by "
+            f"fit); load it with mg.load_checkpoint and restore() instead"
+        )
+    if not (
+        isinstance(t["iterator"], dict)
+        and set(ITERATOR_KEYS) <= set(t["iterator"])
+        and all(_is_int(t[k]) and t[k] >= 0 for k in ("epochs_done", "iteration", "step"))
+    ):
         raise ValueError(f"checkpoint {path} holds a malformed training position")
     _check_same_run(path, t, ckpt, state, seed)
     stateful = [type(cb).__name__ for cb in stateful_callbacks(callbacks)]
     if stateful != [c["type"] for c in ckpt.callbacks]:
-        raise ValueError(f"checkpoint {path} was written with callbacks "
-                         f"{[c['type'] for c in ckpt.callbacks]}, this call has {stateful}")
+        raise ValueError(
+            f"checkpoint {path} was written with callbacks "
+            f"{[c['type'] for c in ckpt.callbacks]}, this call has {stateful}"
+        )
     ckpt.restore(state.model, state.optimizer)
     state.history.load_state_dict(ckpt.history.state_dict())
     state.iterator.load_state_dict(t["iterator"])
     state.load_state_dict(t)
     saver.pending = ckpt.callbacks
     if verbose:
-        print(f"resumed from {path}: {t['epochs_done']} epochs + {t['iteration']} iterations "
-              f"done ({t['step']} updates)")
+        print(
+            f"resumed from {path}: {t['epochs_done']} epochs + {t['iteration']} iterations "
+            f"done ({t['step']} updates)"
+        )
     return saver
 
 
@@ -117,17 +142,25 @@ def _is_int(value):
 def _check_same_run(path, t, ckpt, state, seed):
     saved, now = t["iterator"], state.iterator.state_dict()
     if seed is not None and seed != saved["seed"]:
-        raise ValueError(f"checkpoint {path} was written with seed={saved['seed']}, this call "
-                         f"has seed={seed}: pass the same seed (or None) to resume")
+        raise ValueError(
+            f"checkpoint {path} was written with seed={saved['seed']}, this call "
+            f"has seed={seed}: pass the same seed (or None) to resume"
+        )
     for key in ITERATOR_KEYS[1:]:
         if saved[key] != now[key]:
-            raise ValueError(f"checkpoint {path} was written with {key}={saved[key]}, this call "
-                             f"has {key}={now[key]}: resuming needs the same data and batching")
+            raise ValueError(
+                f"checkpoint {path} was written with {key}={saved[key]}, this call "
+                f"has {key}={now[key]}: resuming needs the same data and batching"
+            )
     loss = type(state.loss).__name__
     if t.get("loss", loss) != loss or ckpt.history.metric_names != state.history.metric_names:
-        raise ValueError(f"checkpoint {path} was written by a run with loss "
-                         f"{t.get('loss', 'SoftmaxCrossEntropy')}, this call has loss {loss}")
+        raise ValueError(
+            f"checkpoint {path} was written by a run with loss "
+            f"{t.get('loss', 'SoftmaxCrossEntropy')}, this call has loss {loss}"
+        )
     needed = t["epochs_done"] + (1 if t["iteration"] else 0)
     if state.epochs < needed:
-        raise ValueError(f"epochs={state.epochs} but checkpoint {path} is already into epoch "
-                         f"{needed}: epochs is the total number of epochs, pass epochs >= {needed}")
+        raise ValueError(
+            f"epochs={state.epochs} but checkpoint {path} is already into epoch "
+            f"{needed}: epochs is the total number of epochs, pass epochs >= {needed}"
+        )

@@ -15,6 +15,7 @@ fit then sets SGD's momentum or Adam's beta1 to ``s.momentum(t)`` before each up
 Batch-size schedules (``BatchSizeSchedule``: ConstantBatchSize, StepBatchSize, FunctionBatchSize)
 are per-epoch functions ``B = s(e)`` passed to ``fit(..., batch_size=s)``.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -79,6 +80,7 @@ def _lr(name, value):
 
 class Constant(Schedule):
     """s(t) = lr."""
+
     name = "constant"
 
     def __init__(self, lr: float, unit: str = "epoch") -> None:
@@ -91,10 +93,10 @@ class Constant(Schedule):
 
 class StepDecay(Schedule):
     """s(t) = lr * gamma ** floor(t / step_size)   (torch StepLR)."""
+
     name = "step"
 
-    def __init__(self, lr: float, step_size: int, gamma: float = 0.1,
-                 unit: str = "epoch") -> None:
+    def __init__(self, lr: float, step_size: int, gamma: float = 0.1, unit: str = "epoch") -> None:
         super().__init__(unit)
         self.lr = _lr("lr", lr)
         self.step_size = check.positive_int("step_size", step_size)
@@ -106,6 +108,7 @@ class StepDecay(Schedule):
 
 class ExponentialDecay(Schedule):
     """s(t) = lr * gamma ** t   (torch ExponentialLR)."""
+
     name = "exponential"
 
     def __init__(self, lr: float, gamma: float, unit: str = "epoch") -> None:
@@ -114,7 +117,7 @@ class ExponentialDecay(Schedule):
         self.gamma = _gamma(gamma)
 
     def value(self, t: int) -> float:
-        return self.lr * self.gamma ** t
+        return self.lr * self.gamma**t
 
 
 class CosineAnnealing(Schedule):
@@ -123,10 +126,10 @@ class CosineAnnealing(Schedule):
     Past t_max the cosine continues, as torch's does: it climbs back to lr at 2 * t_max and
     repeats with period 2 * t_max (use Chain with a Constant to hold min_lr instead).
     """
+
     name = "cosine"
 
-    def __init__(self, lr: float, t_max: int, min_lr: float = 0.0,
-                 unit: str = "epoch") -> None:
+    def __init__(self, lr: float, t_max: int, min_lr: float = 0.0, unit: str = "epoch") -> None:
         super().__init__(unit)
         self.lr = _lr("lr", lr)
         self.t_max = check.positive_int("t_max", t_max)
@@ -146,19 +149,31 @@ class CyclicLR(Schedule):
     s(t) = base_lr + (max_lr - base_lr) * h(x) * scale, where scale is 1 ("triangular"),
     1 / 2 ** (cycle - 1) ("triangular2", cycle counted from 1) or gamma ** t ("exp_range").
     """
+
     name = "cyclic"
     MODES = ("triangular", "triangular2", "exp_range")
 
-    def __init__(self, base_lr, max_lr, step_size, mode="triangular", gamma=1.0,
-                 step_size_down=None, unit="iteration"):
+    def __init__(
+        self,
+        base_lr,
+        max_lr,
+        step_size,
+        mode="triangular",
+        gamma=1.0,
+        step_size_down=None,
+        unit="iteration",
+    ):
         super().__init__(unit)
         self.base_lr = _lr("base_lr", base_lr)
         self.max_lr = _lr("max_lr", max_lr)
         if self.base_lr > self.max_lr:
             raise ValueError(f"base_lr ({self.base_lr}) must not exceed max_lr ({self.max_lr})")
         self.step_size = check.positive_int("step_size", step_size)
-        self.step_size_down = (self.step_size if step_size_down is None
-                               else check.positive_int("step_size_down", step_size_down))
+        self.step_size_down = (
+            self.step_size
+            if step_size_down is None
+            else check.positive_int("step_size_down", step_size_down)
+        )
         self.mode = check.choice("mode", mode, self.MODES)
         self.gamma = _gamma(gamma)
 
@@ -173,7 +188,7 @@ class CyclicLR(Schedule):
         elif self.mode == "triangular2":
             scale = 1 / (2.0 ** (cycle - 1))
         else:
-            scale = self.gamma ** t
+            scale = self.gamma**t
         return self.base_lr + (self.max_lr - self.base_lr) * height * scale
 
 
@@ -184,17 +199,18 @@ class Warmup(Schedule):
     Same numbers as torch's ChainedScheduler([LinearLR(start_factor, total_iters=warmup_steps),
     inner]). ``warmup_steps`` counts in the inner schedule's unit.
     """
+
     name = "warmup"
 
-    def __init__(self, schedule: Schedule, warmup_steps: int,
-                 start_factor: float = 1 / 3) -> None:
+    def __init__(self, schedule: Schedule, warmup_steps: int, start_factor: float = 1 / 3) -> None:
         if not isinstance(schedule, Schedule):
             raise TypeError(f"schedule must be a minigd schedule, got {type(schedule).__name__}")
         super().__init__(schedule.unit)
         self.schedule = schedule
         self.warmup_steps = check.positive_int("warmup_steps", warmup_steps)
-        self.start_factor = check.real("start_factor", start_factor, low=0.0, high=1.0,
-                                       low_open=True)
+        self.start_factor = check.real(
+            "start_factor", start_factor, low=0.0, high=1.0, low_open=True
+        )
 
     def value(self, t: int) -> float:
         factor = 1.0
@@ -210,6 +226,7 @@ class Chain(Schedule):
     steps, then anneals from 0.1 with its own t starting at 0 (torch SequentialLR, optax
     join_schedules). All schedules share one unit.
     """
+
     name = "chain"
 
     def __init__(self, schedules: Sequence[Schedule], boundaries: Sequence[int]) -> None:
@@ -217,8 +234,10 @@ class Chain(Schedule):
         if not schedules or not all(isinstance(s, Schedule) for s in schedules):
             raise TypeError("schedules must be a non-empty list of minigd schedules")
         if len(boundaries) != len(schedules) - 1:
-            raise ValueError(f"boundaries needs {len(schedules) - 1} entries for "
-                             f"{len(schedules)} schedules, got {len(boundaries)}")
+            raise ValueError(
+                f"boundaries needs {len(schedules) - 1} entries for "
+                f"{len(schedules)} schedules, got {len(boundaries)}"
+            )
         boundaries = [check.positive_int(f"boundaries[{i}]", b) for i, b in enumerate(boundaries)]
         if any(b <= a for a, b in zip(boundaries, boundaries[1:])):
             raise ValueError(f"boundaries must increase strictly, got {boundaries}")
@@ -276,41 +295,63 @@ class OneCycle(Schedule):
     name = "onecycle"
     ANNEALS = ("cos", "linear")
 
-    def __init__(self, max_lr, total_steps, pct_start=0.3, anneal="cos", div_factor=25.0,
-                 final_div_factor=1e4, three_phase=False, base_momentum=0.85, max_momentum=0.95,
-                 cycle_momentum=True, unit="iteration"):
+    def __init__(
+        self,
+        max_lr,
+        total_steps,
+        pct_start=0.3,
+        anneal="cos",
+        div_factor=25.0,
+        final_div_factor=1e4,
+        three_phase=False,
+        base_momentum=0.85,
+        max_momentum=0.95,
+        cycle_momentum=True,
+        unit="iteration",
+    ):
         super().__init__(unit)
         self.max_lr = check.real("max_lr", max_lr, low=0.0, low_open=True)
         self.total_steps = check.positive_int("total_steps", total_steps)
-        self.pct_start = check.real("pct_start", pct_start, low=0.0, high=1.0, low_open=True,
-                                    high_open=True)
+        self.pct_start = check.real(
+            "pct_start", pct_start, low=0.0, high=1.0, low_open=True, high_open=True
+        )
         self.anneal = check.choice("anneal", anneal, self.ANNEALS)
         self.div_factor = check.real("div_factor", div_factor, low=0.0, low_open=True)
-        self.final_div_factor = check.real("final_div_factor", final_div_factor, low=0.0,
-                                           low_open=True)
+        self.final_div_factor = check.real(
+            "final_div_factor", final_div_factor, low=0.0, low_open=True
+        )
         self.three_phase = check.boolean("three_phase", three_phase)
-        self.base_momentum = check.real("base_momentum", base_momentum, low=0.0, high=1.0,
-                                        high_open=True)
-        self.max_momentum = check.real("max_momentum", max_momentum, low=0.0, high=1.0,
-                                       high_open=True)
+        self.base_momentum = check.real(
+            "base_momentum", base_momentum, low=0.0, high=1.0, high_open=True
+        )
+        self.max_momentum = check.real(
+            "max_momentum", max_momentum, low=0.0, high=1.0, high_open=True
+        )
         if self.base_momentum > self.max_momentum:
-            raise ValueError(f"base_momentum ({self.base_momentum}) must not exceed max_momentum "
-                             f"({self.max_momentum})")
+            raise ValueError(
+                f"base_momentum ({self.base_momentum}) must not exceed max_momentum "
+                f"({self.max_momentum})"
+            )
         self.cycle_momentum = check.boolean("cycle_momentum", cycle_momentum)
         peak = float(self.pct_start * self.total_steps) - 1
         if peak == 0:  # torch's OneCycleLR divides by zero at step 0 here
-            raise ValueError(f"pct_start * total_steps = {self.pct_start} * {self.total_steps} is "
-                             f"1, a rising phase of zero steps: change pct_start or total_steps")
+            raise ValueError(
+                f"pct_start * total_steps = {self.pct_start} * {self.total_steps} is "
+                f"1, a rising phase of zero steps: change pct_start or total_steps"
+            )
         low, top = self.initial_lr, self.max_lr
         m_low, m_top = self.base_momentum, self.max_momentum
         if self.three_phase:  # (end_step, start_lr, end_lr, start_momentum, end_momentum)
-            self._phases = ((peak, low, top, m_top, m_low),
-                            (float(2 * self.pct_start * self.total_steps) - 2, top, low, m_low,
-                             m_top),
-                            (self.total_steps - 1, low, self.min_lr, m_top, m_top))
+            self._phases = (
+                (peak, low, top, m_top, m_low),
+                (float(2 * self.pct_start * self.total_steps) - 2, top, low, m_low, m_top),
+                (self.total_steps - 1, low, self.min_lr, m_top, m_top),
+            )
         else:
-            self._phases = ((peak, low, top, m_top, m_low),
-                            (self.total_steps - 1, top, self.min_lr, m_low, m_top))
+            self._phases = (
+                (peak, low, top, m_top, m_low),
+                (self.total_steps - 1, top, self.min_lr, m_low, m_top),
+            )
 
     @property
     def initial_lr(self):
@@ -341,9 +382,11 @@ class OneCycle(Schedule):
     def _locate(self, t):
         """(fraction of the phase done, phase) of step t, found as torch's get_lr finds it."""
         if t >= self.total_steps:
-            raise ValueError(f"t = {t} is past the end of {self!r}, which covers t = 0 .. "
-                             f"{self.total_steps - 1}: set total_steps to the number of "
-                             f"{self.unit}s of the run")
+            raise ValueError(
+                f"t = {t} is past the end of {self!r}, which covers t = 0 .. "
+                f"{self.total_steps - 1}: set total_steps to the number of "
+                f"{self.unit}s of the run"
+            )
         start = 0.0
         for i, phase in enumerate(self._phases):
             end = phase[0]
@@ -381,8 +424,9 @@ class CosineWarmRestarts(Schedule):
 
     name = "warm-restarts"
 
-    def __init__(self, lr: float, t_0: int, t_mult: int = 1, min_lr: float = 0.0,
-                 unit: str = "epoch") -> None:
+    def __init__(
+        self, lr: float, t_0: int, t_mult: int = 1, min_lr: float = 0.0, unit: str = "epoch"
+    ) -> None:
         super().__init__(unit)
         self.lr = _lr("lr", lr)
         self.t_0 = check.positive_int("t_0", t_0)
@@ -418,17 +462,21 @@ class MultiStepDecay(Schedule):
 
     name = "multistep"
 
-    def __init__(self, lr: float, milestones: Sequence[int], gamma: float = 0.1,
-                 unit: str = "epoch") -> None:
+    def __init__(
+        self, lr: float, milestones: Sequence[int], gamma: float = 0.1, unit: str = "epoch"
+    ) -> None:
         super().__init__(unit)
         self.lr = _lr("lr", lr)
         if isinstance(milestones, (str, bytes)) or not hasattr(milestones, "__iter__"):
             raise TypeError(f"milestones must be a list of ints, got {milestones!r}")
-        milestones = tuple(check.non_negative_int(f"milestones[{i}]", m)
-                           for i, m in enumerate(milestones))
+        milestones = tuple(
+            check.non_negative_int(f"milestones[{i}]", m) for i, m in enumerate(milestones)
+        )
         if any(b <= a for a, b in zip(milestones, milestones[1:])):
-            raise ValueError(f"milestones must increase strictly, got {list(milestones)}: "
-                             f"sort them and drop repeats")
+            raise ValueError(
+                f"milestones must increase strictly, got {list(milestones)}: "
+                f"sort them and drop repeats"
+            )
         self.milestones = milestones
         self.gamma = _gamma(gamma)
 
@@ -452,8 +500,9 @@ class PolynomialDecay(Schedule):
 
     name = "poly"
 
-    def __init__(self, lr: float, total_steps: int, power: float = 1.0,
-                 unit: str = "epoch") -> None:
+    def __init__(
+        self, lr: float, total_steps: int, power: float = 1.0, unit: str = "epoch"
+    ) -> None:
         super().__init__(unit)
         self.lr = _lr("lr", lr)
         self.total_steps = check.positive_int("total_steps", total_steps)
@@ -464,16 +513,21 @@ class PolynomialDecay(Schedule):
 
 
 def _scaling_args(lr, batch_size, base_batch_size):
-    return (_lr("lr", lr), check.positive_int("batch_size", batch_size),
-            check.positive_int("base_batch_size", base_batch_size))
+    return (
+        _lr("lr", lr),
+        check.positive_int("batch_size", batch_size),
+        check.positive_int("base_batch_size", base_batch_size),
+    )
 
 
 def _ratio(batch_size, base_batch_size):
     try:
         return batch_size / base_batch_size
     except OverflowError:
-        raise ValueError(f"batch_size / base_batch_size = {batch_size} / {base_batch_size} is "
-                         f"beyond the float range") from None
+        raise ValueError(
+            f"batch_size / base_batch_size = {batch_size} / {base_batch_size} is "
+            f"beyond the float range"
+        ) from None
 
 
 def linear_scaling(lr, batch_size, base_batch_size):
@@ -489,14 +543,17 @@ def linear_scaling(lr, batch_size, base_batch_size):
 def sqrt_scaling(lr, batch_size, base_batch_size):
     """Square-root scaling rule (Hoffer et al. 2017): lr * sqrt(batch_size / base_batch_size)."""
     lr, batch_size, base_batch_size = _scaling_args(lr, batch_size, base_batch_size)
-    return _finite_lr(lr * math.sqrt(_ratio(batch_size, base_batch_size)), batch_size,
-                      base_batch_size)
+    return _finite_lr(
+        lr * math.sqrt(_ratio(batch_size, base_batch_size)), batch_size, base_batch_size
+    )
 
 
 def _finite_lr(scaled, batch_size, base_batch_size):
     if not math.isfinite(scaled):
-        raise ValueError(f"the scaled lr overflows: batch_size={batch_size} is too large for "
-                         f"base_batch_size={base_batch_size}")
+        raise ValueError(
+            f"the scaled lr overflows: batch_size={batch_size} is too large for "
+            f"base_batch_size={base_batch_size}"
+        )
     return scaled
 
 
@@ -505,12 +562,14 @@ def as_schedule(schedule: Schedule | Callable[[int], float] | None) -> Schedule 
     if schedule is None or isinstance(schedule, Schedule):
         return schedule
     if isinstance(schedule, BatchSizeSchedule):
-        raise TypeError(f"schedule got the batch-size schedule {schedule!r}: pass it as "
-                        f"batch_size=")
+        raise TypeError(
+            f"schedule got the batch-size schedule {schedule!r}: pass it as batch_size="
+        )
     if callable(schedule):
         return FunctionSchedule(schedule)
-    raise TypeError(f"schedule must be a minigd schedule or a callable t -> lr, got "
-                    f"{type(schedule).__name__}")
+    raise TypeError(
+        f"schedule must be a minigd schedule or a callable t -> lr, got {type(schedule).__name__}"
+    )
 
 
 class FunctionSchedule(Schedule):
@@ -526,6 +585,7 @@ class FunctionSchedule(Schedule):
 
 # ---- batch-size schedules ------------------------------------------------------------------
 
+
 class BatchSizeSchedule:
     """Base class of batch-size schedules: ``B = s(e)``, a positive int for each epoch e >= 0.
 
@@ -535,6 +595,7 @@ class BatchSizeSchedule:
     learning rate, increase the batch size"), with fewer updates per epoch.
     Subclasses define ``value(e)``.
     """
+
     unit = "epoch"
 
     def __call__(self, e: int) -> int:
@@ -587,8 +648,9 @@ class StepBatchSize(BatchSizeSchedule):
     [32, 32, 160, 160, 800, 800, 1000]
     """
 
-    def __init__(self, batch_size: int, step_size: int, factor: int = 2,
-                 max_batch_size: int | None = None) -> None:
+    def __init__(
+        self, batch_size: int, step_size: int, factor: int = 2, max_batch_size: int | None = None
+    ) -> None:
         self.batch_size = check.positive_int("batch_size", batch_size)
         self.step_size = check.positive_int("step_size", step_size)
         self.factor = check.real("factor", factor, low=1.0)
@@ -598,16 +660,18 @@ class StepBatchSize(BatchSizeSchedule):
         if max_batch_size is not None:
             self.max_batch_size = check.positive_int("max_batch_size", max_batch_size)
             if self.max_batch_size < self.batch_size:
-                raise ValueError(f"max_batch_size ({self.max_batch_size}) must be >= batch_size "
-                                 f"({self.batch_size})")
+                raise ValueError(
+                    f"max_batch_size ({self.max_batch_size}) must be >= batch_size "
+                    f"({self.batch_size})"
+                )
 
     def value(self, e: int) -> int:
         k = e // self.step_size
         if isinstance(self.factor, int):
-            size = self.batch_size * self.factor ** k
+            size = self.batch_size * self.factor**k
         else:
             try:
-                size = round(self.batch_size * self.factor ** k)
+                size = round(self.batch_size * self.factor**k)
             except OverflowError:
                 size = math.inf
         if self.max_batch_size is not None:
@@ -629,17 +693,22 @@ class FunctionBatchSize(BatchSizeSchedule):
         return check.positive_int(f"batch_size({e})", self.fn(e))
 
 
-def as_batch_size_schedule(batch_size: int | BatchSizeSchedule | Callable[[int], int]
-                           ) -> BatchSizeSchedule:
+def as_batch_size_schedule(
+    batch_size: int | BatchSizeSchedule | Callable[[int], int],
+) -> BatchSizeSchedule:
     """Accept an int (constant), a BatchSizeSchedule, or a callable e -> positive int."""
     if isinstance(batch_size, BatchSizeSchedule):
         return batch_size
     if isinstance(batch_size, numbers.Integral) and not isinstance(batch_size, (bool, np.bool_)):
         return ConstantBatchSize(batch_size)
     if isinstance(batch_size, Schedule):
-        raise TypeError(f"batch_size got the learning-rate schedule {batch_size!r}: pass it as "
-                        f"schedule=, and a batch-size schedule (e.g. StepBatchSize) as batch_size=")
+        raise TypeError(
+            f"batch_size got the learning-rate schedule {batch_size!r}: pass it as "
+            f"schedule=, and a batch-size schedule (e.g. StepBatchSize) as batch_size="
+        )
     if callable(batch_size):
         return FunctionBatchSize(batch_size)
-    raise TypeError(f"batch_size must be a positive int, a batch-size schedule or a callable "
-                    f"epoch -> batch size, got {batch_size!r} ({type(batch_size).__name__})")
+    raise TypeError(
+        f"batch_size must be a positive int, a batch-size schedule or a callable "
+        f"epoch -> batch size, got {batch_size!r} ({type(batch_size).__name__})"
+    )

@@ -1,4 +1,5 @@
 """EvaluateEvery: held-out loss and metrics every few updates, finer than once per epoch."""
+
 from . import _validation as check
 from .callbacks import Callback
 from .metrics import check_loss, evaluate
@@ -59,9 +60,11 @@ class EvaluateEvery(Callback):
 
     def on_train_begin(self, state):
         if type(state.loss) is not type(self.loss_fn):
-            raise ValueError(f"EvaluateEvery evaluates {type(self.loss_fn).__name__} but fit "
-                             f"trains with {type(state.loss).__name__}: pass "
-                             f"loss=<that loss> to EvaluateEvery")
+            raise ValueError(
+                f"EvaluateEvery evaluates {type(self.loss_fn).__name__} but fit "
+                f"trains with {type(state.loss).__name__}: pass "
+                f"loss=<that loss> to EvaluateEvery"
+            )
         self.reset()
         self._record(state, 0.0)
 
@@ -81,8 +84,10 @@ class EvaluateEvery(Callback):
         """First recorded step whose accuracy is >= ``accuracy``, or None if never reached."""
         target = check.real("accuracy", accuracy, low=0.0, high=1.0)
         if "accuracy" not in self.metrics:
-            raise ValueError(f"steps_to_reach needs accuracy; {type(self.loss_fn).__name__} "
-                             f"records {tuple(self.metrics)}")
+            raise ValueError(
+                f"steps_to_reach needs accuracy; {type(self.loss_fn).__name__} "
+                f"records {tuple(self.metrics)}"
+            )
         for step, value in zip(self.steps, self.accuracy):
             if value >= target:
                 return step

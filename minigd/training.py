@@ -1,4 +1,5 @@
 """fit: the mini-batch training loop, with a per-iteration history and divergence detection."""
+
 from __future__ import annotations
 
 import bisect
@@ -58,8 +59,19 @@ class TrainingState:
     update, fit(accumulate=...)).
     """
 
-    def __init__(self, model, optimizer, history, iterator, epochs, schedule, base_lr,
-                 batch_schedule=None, loss=None, has_validation=False):
+    def __init__(
+        self,
+        model,
+        optimizer,
+        history,
+        iterator,
+        epochs,
+        schedule,
+        base_lr,
+        batch_schedule=None,
+        loss=None,
+        has_validation=False,
+    ):
         self.model, self.optimizer, self.history = model, optimizer, history
         self.iterator, self.epochs, self.schedule = iterator, epochs, schedule
         self.base_lr, self.batch_schedule = base_lr, batch_schedule
@@ -86,14 +98,21 @@ class TrainingState:
         done = self.epoch if self.epoch_finished else self.epoch - 1
         iteration = 0 if self.epoch_finished else self.iteration
         schedule = self.schedule
-        return {"epochs_done": done, "iteration": iteration, "step": self.step,
-                "epochs": self.epochs, "lr_scale": self.lr_scale,
-                "current_lr": self.current_lr, "base_lr": self.base_lr,
-                "stop_training": bool(self.stop_training),
-                "schedule": None if schedule is None else repr(schedule),
-                "schedule_t": None if schedule is None else (
-                    done if schedule.unit == "epoch" else self.step),
-                "loss": type(self.loss).__name__}
+        return {
+            "epochs_done": done,
+            "iteration": iteration,
+            "step": self.step,
+            "epochs": self.epochs,
+            "lr_scale": self.lr_scale,
+            "current_lr": self.current_lr,
+            "base_lr": self.base_lr,
+            "stop_training": bool(self.stop_training),
+            "schedule": None if schedule is None else repr(schedule),
+            "schedule_t": None
+            if schedule is None
+            else (done if schedule.unit == "epoch" else self.step),
+            "loss": type(self.loss).__name__,
+        }
 
     def load_state_dict(self, state):
         """Continue from :meth:`state_dict`'s position (``epochs`` stays this run's total)."""
@@ -124,24 +143,32 @@ def _check_model_and_optimizer(model, optimizer):
     if not isinstance(model, Sequential):
         raise TypeError(f"model must be a minigd Sequential, got {type(model).__name__}")
     if not isinstance(optimizer, Optimizer):
-        raise TypeError(f"optimizer must be a minigd optimizer (SGD, Adam, AdamW, RMSprop, "
-                        f"Adagrad), got "
-                        f"{type(optimizer).__name__}")
+        raise TypeError(
+            f"optimizer must be a minigd optimizer (SGD, Adam, AdamW, RMSprop, "
+            f"Adagrad), got "
+            f"{type(optimizer).__name__}"
+        )
     owned = {id(p) for p in model.parameters()}
     if not all(id(p) in owned for p in optimizer.params):
-        raise ValueError("optimizer was built for another model's parameters: pass "
-                         "model.parameters() of this model")
+        raise ValueError(
+            "optimizer was built for another model's parameters: pass "
+            "model.parameters() of this model"
+        )
 
 
 def _check_loss(loss):
     if loss is None:
         return SoftmaxCrossEntropy()
     if not isinstance(loss, Loss):
-        raise TypeError(f"loss must be a minigd Loss (SoftmaxCrossEntropy, or a subclass of "
-                        f"mg.Loss with value_and_grad), got {type(loss).__name__}")
+        raise TypeError(
+            f"loss must be a minigd Loss (SoftmaxCrossEntropy, or a subclass of "
+            f"mg.Loss with value_and_grad), got {type(loss).__name__}"
+        )
     if loss.target_kind not in ("classes", "values"):
-        raise ValueError(f"{type(loss).__name__}.target_kind must be 'classes' or 'values', "
-                         f"got {loss.target_kind!r}")
+        raise ValueError(
+            f"{type(loss).__name__}.target_kind must be 'classes' or 'values', "
+            f"got {loss.target_kind!r}"
+        )
     return loss
 
 
@@ -154,12 +181,16 @@ def _check_callbacks(callbacks) -> list[Callback]:
     try:
         callbacks = list(callbacks)
     except TypeError:
-        raise TypeError(f"callbacks must be a list of callbacks, e.g. "
-                        f"callbacks=[mg.EarlyStopping()], got {type(callbacks).__name__}") from None
+        raise TypeError(
+            f"callbacks must be a list of callbacks, e.g. "
+            f"callbacks=[mg.EarlyStopping()], got {type(callbacks).__name__}"
+        ) from None
     for i, cb in enumerate(callbacks):
         if not isinstance(cb, Callback):
-            raise TypeError(f"callbacks[{i}] must be a minigd Callback (subclass mg.Callback), "
-                            f"got {type(cb).__name__}")
+            raise TypeError(
+                f"callbacks[{i}] must be a minigd Callback (subclass mg.Callback), "
+                f"got {type(cb).__name__}"
+            )
         warn_foreign_hooks(cb)
     return callbacks
 
@@ -188,10 +219,13 @@ def _warn_if_inputs_unscaled(X):
         fix = "scale X, e.g. X / 255 for pixel values 0..255"
     else:
         fix = "standardize X, e.g. (X - X.mean(axis=0)) / X.std(axis=0)"
-    warnings.warn(f"X is far from unit scale (values {low:g}..{high:g}, root mean square "
-                  f"{rms:.3g} in a sample of {min(rows, X.shape[0])} rows): the first losses "
-                  f"can explode and the network stop learning. {fix}, before fit.",
-                  UserWarning, stacklevel=3)
+    warnings.warn(
+        f"X is far from unit scale (values {low:g}..{high:g}, root mean square "
+        f"{rms:.3g} in a sample of {min(rows, X.shape[0])} rows): the first losses "
+        f"can explode and the network stop learning. {fix}, before fit.",
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 def _check_validation(validation_data, model, loss):
@@ -200,8 +234,9 @@ def _check_validation(validation_data, model, loss):
     if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
         raise TypeError("validation_data must be a pair (X_val, y_val)")
     X_val = model.check_input(validation_data[0], "validation_data[0]")
-    y_val = loss.check_targets(validation_data[1], X_val.shape[0], model.n_outputs,
-                               name="validation_data[1]")
+    y_val = loss.check_targets(
+        validation_data[1], X_val.shape[0], model.n_outputs, name="validation_data[1]"
+    )
     return X_val, y_val
 
 
@@ -210,19 +245,34 @@ def _progress(total, description, enabled):
         from tqdm.auto import tqdm
     else:  # tqdm.auto warns in a notebook without ipywidgets, even for a disabled bar
         from tqdm import tqdm
-    return tqdm(total=total, desc=description, leave=False, unit="it",
-                disable=None if enabled else True)
+    return tqdm(
+        total=total, desc=description, leave=False, unit="it", disable=None if enabled else True
+    )
 
 
-def fit(model: Sequential, X: npt.ArrayLike, y: npt.ArrayLike, *, optimizer: Optimizer,
-        epochs: int, batch_size: int | BatchSizeSchedule | Callable[[int], int],
-        loss: Loss | None = None, schedule: Schedule | Callable[[int], float] | None = None,
-        shuffle: bool = True, drop_last: bool = False, seed: int | None = None,
-        validation_data: tuple[npt.ArrayLike, npt.ArrayLike] | None = None,
-        callbacks: Callback | Sequence[Callback] = (), verbose: int = 1,
-        on_divergence: str = "warn", checkpoint: str | PathLike | None = None,
-        resume: bool = False, checkpoint_every: int | None = None,
-        grad_clip: float | None = None, accumulate: int = 1) -> History:
+def fit(
+    model: Sequential,
+    X: npt.ArrayLike,
+    y: npt.ArrayLike,
+    *,
+    optimizer: Optimizer,
+    epochs: int,
+    batch_size: int | BatchSizeSchedule | Callable[[int], int],
+    loss: Loss | None = None,
+    schedule: Schedule | Callable[[int], float] | None = None,
+    shuffle: bool = True,
+    drop_last: bool = False,
+    seed: int | None = None,
+    validation_data: tuple[npt.ArrayLike, npt.ArrayLike] | None = None,
+    callbacks: Callback | Sequence[Callback] = (),
+    verbose: int = 1,
+    on_divergence: str = "warn",
+    checkpoint: str | PathLike | None = None,
+    resume: bool = False,
+    checkpoint_every: int | None = None,
+    grad_clip: float | None = None,
+    accumulate: int = 1,
+) -> History:
     """Train ``model`` on (X, y) with mini-batch gradient descent; return its History.
 
     One epoch is one pass over the data in ``ceil(N / batch_size)`` iterations (``floor`` with
@@ -312,30 +362,52 @@ def fit(model: Sequential, X: npt.ArrayLike, y: npt.ArrayLike, *, optimizer: Opt
     _warn_if_inputs_unscaled(X)
     batch_schedule = as_batch_size_schedule(batch_size)
     batch_sizes = batch_schedule.values(epochs)
-    iterator = BatchIterator(X, y, batch_sizes[0], shuffle=shuffle, drop_last=drop_last, seed=seed,
-                             dtype=model.dtype, validate=False, reuse_buffers=True,
-                             target_kind="classes" if y.ndim == 1 else "values")
+    iterator = BatchIterator(
+        X,
+        y,
+        batch_sizes[0],
+        shuffle=shuffle,
+        drop_last=drop_last,
+        seed=seed,
+        dtype=model.dtype,
+        validate=False,
+        reuse_buffers=True,
+        target_kind="classes" if y.ndim == 1 else "values",
+    )
     for size in batch_sizes:
         iterator.check_batch_size(size)
 
     history = History(loss.metric_names)
-    state = TrainingState(model, optimizer, history, iterator, epochs, schedule, optimizer.lr,
-                          None if isinstance(batch_schedule, ConstantBatchSize) else batch_schedule,
-                          loss=loss, has_validation=validation is not None)
+    state = TrainingState(
+        model,
+        optimizer,
+        history,
+        iterator,
+        epochs,
+        schedule,
+        optimizer.lr,
+        None if isinstance(batch_schedule, ConstantBatchSize) else batch_schedule,
+        loss=loss,
+        has_validation=validation is not None,
+    )
     state.grad_clip, state.accumulate = grad_clip, accumulate
     if schedule is not None and schedule.sets_momentum:
         # a float when sets_momentum; TypeError/ValueError here, before training
         optimizer.set_momentum(cast(float, schedule.momentum(0)))
-    saver = checkpoint_callback(state, callbacks, checkpoint, resume, checkpoint_every, seed,
-                                verbose)
+    saver = checkpoint_callback(
+        state, callbacks, checkpoint, resume, checkpoint_every, seed, verbose
+    )
     callbacks += [saver] if saver is not None else []
     if verbose:
         announce_compilation(print)
-        print(_plan_line(iterator, batch_sizes) if accumulate == 1 else
-              _accumulate_plan_line(iterator, batch_sizes, accumulate))
+        print(
+            _plan_line(iterator, batch_sizes)
+            if accumulate == 1
+            else _accumulate_plan_line(iterator, batch_sizes, accumulate)
+        )
         support = fused.supports(state, loss, callbacks)
         if support.custom:
-            print(support.reason)          # a user-written layer, loss or optimizer: said once
+            print(support.reason)  # a user-written layer, loss or optimizer: said once
     model.train()
     for cb in callbacks:
         cb.on_train_begin(state)
@@ -369,11 +441,15 @@ def _train(state, loss, validation, callbacks, verbose, on_divergence):
             return
         state.epoch_finished = True
         val = evaluate(model, *validation, loss=loss) if validation is not None else None
-        metrics = {f"val_{name}": None if val is None else val[name]
-                   for name in loss.metric_names}
-        history.record_epoch(epoch=epoch, train_loss=_epoch_train_loss(history, epoch),
-                             val_loss=None if val is None else val["loss"], **metrics,
-                             seconds=seconds, samples_per_second=samples / seconds)
+        metrics = {f"val_{name}": None if val is None else val[name] for name in loss.metric_names}
+        history.record_epoch(
+            epoch=epoch,
+            train_loss=_epoch_train_loss(history, epoch),
+            val_loss=None if val is None else val["loss"],
+            **metrics,
+            seconds=seconds,
+            samples_per_second=samples / seconds,
+        )
         if verbose:
             print(_epoch_line(history, state.epochs))
         for cb in callbacks:
@@ -405,8 +481,12 @@ def _run_epoch(state, loss, callbacks, verbose, start=0):
         return _run_epoch_accumulated(state, loss, callbacks, verbose, start)
     if fused.supports(state, loss, callbacks):
         loss_sum, samples, divergence = fused.run_epoch(
-            state, _progress(len(state.iterator) - start, f"epoch {state.epoch}/{state.epochs}",
-                             verbose == 1), start)
+            state,
+            _progress(
+                len(state.iterator) - start, f"epoch {state.epoch}/{state.epochs}", verbose == 1
+            ),
+            start,
+        )
         if divergence is not None:
             _mark_divergence(state, *divergence)
         return loss_sum, samples
@@ -417,8 +497,9 @@ def _run_epoch(state, loss, callbacks, verbose, start=0):
     grad_norm = _grad_norm_function(state)
     per_iteration = [cb for cb in callbacks if cb.per_iteration]
     epoch_index = state.epoch - 1
-    seeded = [(i, layer) for i, layer in enumerate(model.layers)
-              if type(layer).reseed is not Layer.reseed]      # Dropout: masks by (seeds, step)
+    seeded = [
+        (i, layer) for i, layer in enumerate(model.layers) if type(layer).reseed is not Layer.reseed
+    ]  # Dropout: masks by (seeds, step)
     loss_sum, samples = 0.0, 0
     bar = _progress(len(iterator), f"epoch {state.epoch}/{state.epochs}", verbose == 1)
     try:
@@ -432,8 +513,14 @@ def _run_epoch(state, loss, callbacks, verbose, start=0):
             dlogits = grad_buffer[:n]
             value = loss_and_grad(loss, logits, yb, dlogits, kernels)
             state.iteration, state.current_lr = iteration, lr
-            row = dict(epoch=state.epoch, iteration=iteration, step=state.step + 1,
-                       batch_size=n, lr=lr, loss=value)
+            row = dict(
+                epoch=state.epoch,
+                iteration=iteration,
+                step=state.step + 1,
+                batch_size=n,
+                lr=lr,
+                loss=value,
+            )
             momentum = state.momentum_at(epoch_index, state.step)
             if momentum is not None:
                 optimizer.set_momentum(momentum)
@@ -466,7 +553,7 @@ def _run_epoch(state, loss, callbacks, verbose, start=0):
 def _groups(sizes, k, drop_last):
     """Micro-batch sizes of an epoch cut into the updates' groups of ``k``; an incomplete last
     group is kept, or dropped with drop_last."""
-    groups = [sizes[i:i + k] for i in range(0, len(sizes), k)]
+    groups = [sizes[i : i + k] for i in range(0, len(sizes), k)]
     if groups and drop_last and len(groups[-1]) < k:
         groups.pop()
     return groups
@@ -474,16 +561,19 @@ def _groups(sizes, k, drop_last):
 
 def _accumulate_plan_line(iterator, batch_sizes, k):
     """The plan line of fit(accumulate=k): micro-batch x k = effective batch -> updates."""
-    counts = [iterations_per_epoch(iterator.n_samples, b, iterator.drop_last)
-              for b in batch_sizes]
+    counts = [iterations_per_epoch(iterator.n_samples, b, iterator.drop_last) for b in batch_sizes]
     updates = [len(_groups([b] * c, k, iterator.drop_last)) for b, c in zip(batch_sizes, counts)]
     b = batch_sizes[0]
-    text = (f"plan: {iterator.n_samples} samples, batch {b} x {k} accumulated = effective "
-            f"{b * k} -> {updates[0]} updates per epoch")
+    text = (
+        f"plan: {iterator.n_samples} samples, batch {b} x {k} accumulated = effective "
+        f"{b * k} -> {updates[0]} updates per epoch"
+    )
     rest = counts[0] % k
     if rest:
-        text += (f" (last group of {rest} micro-batches "
-                 f"{'dropped: drop_last' if iterator.drop_last else 'kept as a smaller update'})")
+        text += (
+            f" (last group of {rest} micro-batches "
+            f"{'dropped: drop_last' if iterator.drop_last else 'kept as a smaller update'})"
+        )
     return text + f"; {len(batch_sizes)} epochs = {sum(updates)} updates"
 
 
@@ -530,8 +620,15 @@ def _run_epoch_accumulated(state, loss, callbacks, verbose, start=0):
                     total += grads
             value /= n_group
             state.iteration, state.current_lr = iteration, lr
-            row = dict(epoch=state.epoch, iteration=iteration, step=state.step + 1,
-                       batch_size=n_group, lr=lr, loss=value, micro_batches=len(group))
+            row = dict(
+                epoch=state.epoch,
+                iteration=iteration,
+                step=state.step + 1,
+                batch_size=n_group,
+                lr=lr,
+                loss=value,
+                micro_batches=len(group),
+            )
             momentum = state.momentum_at(epoch_index, state.step)
             if momentum is not None:
                 optimizer.set_momentum(momentum)
@@ -577,11 +674,13 @@ def _grad_norm_function(state):
         return lambda grads, n: math.sqrt(float(np.dot(grads, grads)))
     from .kernels import jit_epoch  # here: `import minigd` stays Numba-free
     from .kernels.jit_config import parallel_parts
+
     dims, w_offsets, b_offsets, _ = spec
     scratch = np.empty(int((dims[:, 0] * dims[:, 1]).max()), dtype=state.model.dtype)
     parts = parallel_parts()
-    return lambda grads, n: math.sqrt(float(jit_epoch.grad_squares(
-        grads, scratch, dims, w_offsets, b_offsets, n, parts)))
+    return lambda grads, n: math.sqrt(
+        float(jit_epoch.grad_squares(grads, scratch, dims, w_offsets, b_offsets, n, parts))
+    )
 
 
 def _loss_gradient_buffer(state):
@@ -593,8 +692,9 @@ def _loss_gradient_buffer(state):
 
 
 def _plan_line(iterator, batch_sizes):
-    updates = sum(iterations_per_epoch(iterator.n_samples, b, iterator.drop_last)
-                  for b in batch_sizes)
+    updates = sum(
+        iterations_per_epoch(iterator.n_samples, b, iterator.drop_last) for b in batch_sizes
+    )
     if len(set(batch_sizes)) == 1:
         return f"plan: {iterator.describe()}; {len(batch_sizes)} epochs = {updates} updates"
     runs, first = [], 0
@@ -603,30 +703,49 @@ def _plan_line(iterator, batch_sizes):
             span = f"epoch {first + 1}" if e == first + 1 else f"epochs {first + 1}-{e}"
             runs.append(f"{batch_sizes[first]} ({span})")
             first = e
-    return (f"plan: {iterator.n_samples} samples, batch {', '.join(runs)}; "
-            f"{len(batch_sizes)} epochs = {updates} updates")
+    return (
+        f"plan: {iterator.n_samples} samples, batch {', '.join(runs)}; "
+        f"{len(batch_sizes)} epochs = {updates} updates"
+    )
 
 
 def _mark_divergence(state, iteration, lr, value, cause):
     history = state.history
     history.diverged = True
-    history.divergence = {"epoch": state.epoch, "iteration": iteration, "step": state.step + 1,
-                          "lr": lr, "loss": str(value), "cause": cause,
-                          "weights_finite": bool(np.isfinite(state.model.flat_values).all())}
+    history.divergence = {
+        "epoch": state.epoch,
+        "iteration": iteration,
+        "step": state.step + 1,
+        "lr": lr,
+        "loss": str(value),
+        "cause": cause,
+        "weights_finite": bool(np.isfinite(state.model.flat_values).all()),
+    }
 
 
 def _report_divergence(history, on_divergence):
     d = history.divergence
     what = "loss is " + d["loss"] if d["cause"] == "loss" else "the gradient overflowed"
-    message = (f"training diverged: {what} at epoch {d['epoch']}, iteration "
-               f"{d['iteration']} (update {d['step']}) with lr {d['lr']:g}; the update was not "
-               f"applied and the history up to it is kept. Try a smaller learning rate.")
+    message = (
+        f"training diverged: {what} at epoch {d['epoch']}, iteration "
+        f"{d['iteration']} (update {d['step']}) with lr {d['lr']:g}; the update was not "
+        f"applied and the history up to it is kept. Try a smaller learning rate."
+    )
     if not d.get("weights_finite", True):
-        message += (" Note: an earlier update had already overflowed the weights to inf/NaN "
-                    "(lr * gradient beyond the largest float).")
+        message += (
+            " Note: an earlier update had already overflowed the weights to inf/NaN "
+            "(lr * gradient beyond the largest float)."
+        )
     if on_divergence == "raise":
-        raise DivergenceError(message, epoch=d["epoch"], iteration=d["iteration"], step=d["step"],
-                              lr=d["lr"], loss=float(d["loss"]), history=history)
+        raise DivergenceError(
+            message,
+            epoch=d["epoch"],
+            iteration=d["iteration"],
+            step=d["step"],
+            lr=d["lr"],
+            loss=float(d["loss"]),
+            history=history,
+        )
     warnings.warn(message, RuntimeWarning, stacklevel=4)
 
 

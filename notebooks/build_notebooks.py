@@ -16,6 +16,7 @@ Every number the prose quotes is computed in a cell (``say`` in SETUP_SPLIT show
 built from the run), and every claim is an ``assert`` in a cell, so a change that breaks a claim
 fails the build instead of shipping a false sentence.
 """
+
 import argparse
 import os
 import sys
@@ -28,8 +29,12 @@ from nbclient import NotebookClient
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-                    "NUMBA_NUM_THREADS")
+THREAD_VARIABLES = (
+    "OPENBLAS_NUM_THREADS",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "NUMBA_NUM_THREADS",
+)
 CELL_TIMEOUT = 600
 
 SETUP = """\
@@ -73,13 +78,19 @@ def code(text):
 
 def make_notebook(cells):
     nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     nb.metadata["language_info"] = {"name": "python"}
     for i, (kind, text) in enumerate(cells):
         text = textwrap.dedent(text).strip("\n")
-        cell = (nbformat.v4.new_markdown_cell(text) if kind == "markdown"
-                else nbformat.v4.new_code_cell(text))
+        cell = (
+            nbformat.v4.new_markdown_cell(text)
+            if kind == "markdown"
+            else nbformat.v4.new_code_cell(text)
+        )
         cell["id"] = f"cell-{i:02d}"
         nb.cells.append(cell)
     return nb
@@ -93,6 +104,7 @@ def notebook(filename):
     def register(build):
         NOTEBOOKS[filename] = build
         return build
+
     return register
 
 
@@ -2588,8 +2600,14 @@ def kernel_environment():
 def execute(path, timeout=CELL_TIMEOUT):
     """Run the notebook at ``path`` top to bottom in a fresh kernel and save it with outputs."""
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
-                            coalesce_streams=True, resources={"metadata": {"path": str(path.parent)}})
+    client = NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
+        record_timing=False,
+        coalesce_streams=True,
+        resources={"metadata": {"path": str(path.parent)}},
+    )
     started = time.perf_counter()
     try:
         client.execute(env=kernel_environment())  # a failed claim (assert) raises here
@@ -2603,8 +2621,9 @@ def main(argv=None):
     parser.add_argument("numbers", nargs="*", type=int, help="notebook numbers (default: all)")
     parser.add_argument("--no-execute", action="store_true", help="write the cells only")
     args = parser.parse_args(argv)
-    chosen = [name for name in NOTEBOOKS
-              if not args.numbers or int(name.split("_")[0]) in args.numbers]
+    chosen = [
+        name for name in NOTEBOOKS if not args.numbers or int(name.split("_")[0]) in args.numbers
+    ]
     total = 0.0
     for name in chosen:
         path = HERE / name

@@ -5,6 +5,7 @@
 It writes the final weights and the history (JSON) to OUT.npz, and the epochs this process ran.
 ``--kill-at`` SIGKILLs the process itself after that iteration, as a crash would.
 """
+
 import argparse
 import json
 import os
@@ -43,8 +44,15 @@ class _EpochsRun(mg.Callback):
         self.epochs.append(state.epoch)
 
 
-def train(epochs, optimizer="sgd", checkpoint=None, resume=False, every=None, kill_at=None,
-          dtype=np.float32):
+def train(
+    epochs,
+    optimizer="sgd",
+    checkpoint=None,
+    resume=False,
+    every=None,
+    kill_at=None,
+    dtype=np.float32,
+):
     """Returns (model, history, epochs begun in this call)."""
     X, y, X_val, y_val = data()
     model = mg.Sequential(mg.Dense(20, 16), mg.ReLU(), mg.Dense(16, 3), seed=1, dtype=dtype)
@@ -56,13 +64,29 @@ def train(epochs, optimizer="sgd", checkpoint=None, resume=False, every=None, ki
         cosine = mg.schedules.CosineAnnealing(0.01, t_max=60, unit="iteration")
         schedule = mg.schedules.Warmup(cosine, warmup_steps=10)
     seen = _EpochsRun()
-    callbacks = [mg.EarlyStopping(patience=20, restore_best=True),
-                 mg.ReduceLROnPlateau(patience=0, factor=0.5), seen]
+    callbacks = [
+        mg.EarlyStopping(patience=20, restore_best=True),
+        mg.ReduceLROnPlateau(patience=0, factor=0.5),
+        seen,
+    ]
     if kill_at is not None:
         callbacks.append(_KillAt(*kill_at))
-    history = mg.fit(model, X, y, optimizer=opt, epochs=epochs, batch_size=32, schedule=schedule,
-                     seed=7, validation_data=(X_val, y_val), callbacks=callbacks, verbose=0,
-                     checkpoint=checkpoint, resume=resume, checkpoint_every=every)
+    history = mg.fit(
+        model,
+        X,
+        y,
+        optimizer=opt,
+        epochs=epochs,
+        batch_size=32,
+        schedule=schedule,
+        seed=7,
+        validation_data=(X_val, y_val),
+        callbacks=callbacks,
+        verbose=0,
+        checkpoint=checkpoint,
+        resume=resume,
+        checkpoint_every=every,
+    )
     return model, history, seen.epochs
 
 
@@ -84,11 +108,15 @@ def main(argv=None):
     p.add_argument("--kill-at")
     args = p.parse_args(argv)
     kill_at = tuple(int(v) for v in args.kill_at.split(":")) if args.kill_at else None
-    model, history, ran = train(args.epochs, args.optimizer, args.checkpoint, args.resume,
-                                args.every, kill_at)
-    np.savez(args.out, weights=model.flat_values,
-             history=np.frombuffer(json.dumps(history.to_dict()).encode(), dtype=np.uint8),
-             ran=np.asarray(ran, dtype=np.int64))
+    model, history, ran = train(
+        args.epochs, args.optimizer, args.checkpoint, args.resume, args.every, kill_at
+    )
+    np.savez(
+        args.out,
+        weights=model.flat_values,
+        history=np.frombuffer(json.dumps(history.to_dict()).encode(), dtype=np.uint8),
+        ran=np.asarray(ran, dtype=np.int64),
+    )
 
 
 if __name__ == "__main__":

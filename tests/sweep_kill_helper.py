@@ -7,6 +7,7 @@ Trains 9 cells (3 batch sizes x 3 lrs) of a tiny MLP on synthetic data with the 
 SLEEP_SECONDS in every build so that the test can kill it mid-sweep; writes the table to
 OUT_JSON when the sweep completes.
 """
+
 import sys
 import time
 
@@ -38,9 +39,17 @@ def data():
 def main(db, marker, out, sleep=0.0):
     mg.set_backend("numpy")
     X, y = data()
-    result = mg.sweep(CountingBuilder(marker, float(sleep)), X, y, batch_sizes=[8, 16, 32],
-                      lrs=[0.05, 0.1, 0.2], epochs=2, validation_data=(X[:20], y[:20]),
-                      storage=db if db != "-" else None, verbose=1)
+    result = mg.sweep(
+        CountingBuilder(marker, float(sleep)),
+        X,
+        y,
+        batch_sizes=[8, 16, 32],
+        lrs=[0.05, 0.1, 0.2],
+        epochs=2,
+        validation_data=(X[:20], y[:20]),
+        storage=db if db != "-" else None,
+        verbose=1,
+    )
     result.to_json(out)
 
 

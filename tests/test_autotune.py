@@ -1,5 +1,6 @@
 """The product choice is measured once per machine and shape, cached, reused, and a cache
 entry that is not a valid choice is measured again rather than trusted."""
+
 import json
 
 import numpy as np
@@ -7,8 +8,9 @@ import pytest
 
 from minigd.kernels import autotune, jit_gemm
 
-pytestmark = pytest.mark.skipif(not autotune.blas_usable(),
-                                reason="one candidate only: SciPy's BLAS or threadpoolctl missing")
+pytestmark = pytest.mark.skipif(
+    not autotune.blas_usable(), reason="one candidate only: SciPy's BLAS or threadpoolctl missing"
+)
 SHAPE = ("weight_grad", 8, 24, 12, np.float64, 1)
 
 
@@ -44,7 +46,7 @@ def test_first_use_measures_and_writes_the_cache(cache):
 def test_choice_is_reused_from_the_cache_without_measuring(cache, monkeypatch):
     first = autotune.choice(*SHAPE)
     written = cache.read_text()
-    fresh_process(monkeypatch)              # a new process: only the file remembers
+    fresh_process(monkeypatch)  # a new process: only the file remembers
     before = autotune.measurements
     assert autotune.choice(*SHAPE) == first
     assert autotune.measurements == before
@@ -55,7 +57,7 @@ def test_a_cached_choice_wins_over_a_new_measurement(cache, monkeypatch):
     autotune.choice(*SHAPE)
     data = json.loads(cache.read_text())
     record = data["machines"][autotune.machine_key()][autotune.entry_key(*SHAPE)]
-    record["seconds"] = {"own": 1.0, "blas": 2.0}      # a valid record that says "own"
+    record["seconds"] = {"own": 1.0, "blas": 2.0}  # a valid record that says "own"
     record["choice"] = "own"
     cache.write_text(json.dumps(data))
     fresh_process(monkeypatch)
@@ -63,15 +65,18 @@ def test_a_cached_choice_wins_over_a_new_measurement(cache, monkeypatch):
     assert autotune.choice(*SHAPE) == jit_gemm.OWN
 
 
-@pytest.mark.parametrize("corrupt", [
-    {"choice": "fastest", "seconds": {"own": 1.0, "blas": 2.0}},
-    {"choice": "blas", "seconds": {"own": 1.0, "blas": 2.0}},        # contradicts its timings
-    {"choice": "own", "seconds": {"own": -1.0, "blas": 2.0}},
-    {"choice": "own", "seconds": {"own": "1", "blas": 2.0}},
-    {"choice": "own"},
-    "own",
-    None,
-])
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        {"choice": "fastest", "seconds": {"own": 1.0, "blas": 2.0}},
+        {"choice": "blas", "seconds": {"own": 1.0, "blas": 2.0}},  # contradicts its timings
+        {"choice": "own", "seconds": {"own": -1.0, "blas": 2.0}},
+        {"choice": "own", "seconds": {"own": "1", "blas": 2.0}},
+        {"choice": "own"},
+        "own",
+        None,
+    ],
+)
 def test_a_corrupt_entry_is_measured_again(cache, monkeypatch, corrupt):
     autotune.choice(*SHAPE)
     data = json.loads(cache.read_text())
@@ -81,7 +86,7 @@ def test_a_corrupt_entry_is_measured_again(cache, monkeypatch, corrupt):
     before = autotune.measurements
     autotune.choice(*SHAPE)
     assert autotune.measurements == before + 1
-    assert autotune._valid(entry(cache)) is not None            # rewritten as a valid entry
+    assert autotune._valid(entry(cache)) is not None  # rewritten as a valid entry
 
 
 @pytest.mark.parametrize("text", ["{not json", "[]", '{"version": 999, "machines": {}}', ""])
@@ -108,7 +113,7 @@ def test_epoch_products_cover_full_and_last_batches(cache, monkeypatch):
     monkeypatch.setenv(autotune.ENV, "blas")
     products = autotune.epoch_products(np.array([[6, 5], [5, 3]]), 4, [4, 4, 2], np.float32, 1)
     assert products.shape == (2, 2, 2) and products.dtype == np.int64
-    assert products[:, 0, 1].tolist() == [jit_gemm.OWN, jit_gemm.OWN]     # no input grad below
+    assert products[:, 0, 1].tolist() == [jit_gemm.OWN, jit_gemm.OWN]  # no input grad below
     assert (products[:, 1, :] == jit_gemm.BLAS).all() and (products[:, 0, 0] == jit_gemm.BLAS).all()
     assert autotune.describe(products) == "mixed (blas, own)"
 

@@ -9,6 +9,7 @@ applied once too often or a wrong lr moves results by 1e-3 or more, so these tol
 about five orders of magnitude above the rounding noise and far below any real error.
 Same-backend comparisons (determinism, thread count) are exact.
 """
+
 import inspect
 import os
 import subprocess
@@ -26,9 +27,11 @@ RUN_RTOL, RUN_ATOL = 1e-9, 1e-12
 
 
 def public_functions(module):
-    return {name: f for name, f in vars(module).items()
-            if not name.startswith("_") and inspect.isfunction(f)
-            and f.__module__ == module.__name__}
+    return {
+        name: f
+        for name, f in vars(module).items()
+        if not name.startswith("_") and inspect.isfunction(f) and f.__module__ == module.__name__
+    }
 
 
 def both(kernel, *arrays, **scalars):
@@ -81,8 +84,7 @@ def test_activations_agree_including_extremes(name, rng):
     assert_same(both(name + "_forward", z, np.empty_like(z)))
     # 1 - y**2 cancels near |y| = 1, where a fused multiply-add (Numba) rounds once less than
     # NumPy: the relative difference grows there, the absolute one stays at the ulp of 1
-    assert_same(both(name + "_backward", rng.normal(size=z.shape), y, np.empty_like(z)),
-                atol=1e-15)
+    assert_same(both(name + "_backward", rng.normal(size=z.shape), y, np.empty_like(z)), atol=1e-15)
 
 
 def test_relu_forward_propagates_nan_and_clips_minus_inf_like_numpy():
@@ -98,11 +100,13 @@ def test_softmax_cross_entropy_agrees_with_huge_logits_and_batch_one(n, rng):
     assert_same(both("softmax_cross_entropy", logits, labels, np.empty_like(logits)))
 
 
-SGD_CASES = [dict(momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0),
-             dict(momentum=0.9, dampening=0.0, nesterov=False, weight_decay=0.0),
-             dict(momentum=0.9, dampening=0.0, nesterov=True, weight_decay=0.0),
-             dict(momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.01),
-             dict(momentum=0.8, dampening=0.3, nesterov=False, weight_decay=0.01)]
+SGD_CASES = [
+    dict(momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0),
+    dict(momentum=0.9, dampening=0.0, nesterov=False, weight_decay=0.0),
+    dict(momentum=0.9, dampening=0.0, nesterov=True, weight_decay=0.0),
+    dict(momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.01),
+    dict(momentum=0.8, dampening=0.3, nesterov=False, weight_decay=0.01),
+]
 
 
 @pytest.mark.parametrize("case", SGD_CASES)
@@ -117,8 +121,22 @@ def test_sgd_update_kernel_agrees(case, first_step, rng):
 def test_adam_update_kernel_agrees(decoupled, weight_decay, rng):
     p, g, m = rng.normal(size=(3, 1001))
     v = rng.uniform(0, 2, size=1001)
-    assert_same(both("adam_update", p, g, m, v, step=7, lr=1e-2, beta1=0.8, beta2=0.95,
-                     eps=1e-6, weight_decay=weight_decay, decoupled=decoupled))
+    assert_same(
+        both(
+            "adam_update",
+            p,
+            g,
+            m,
+            v,
+            step=7,
+            lr=1e-2,
+            beta1=0.8,
+            beta2=0.95,
+            eps=1e-6,
+            weight_decay=weight_decay,
+            decoupled=decoupled,
+        )
+    )
 
 
 # ---- optimizer steps through the classes ---------------------------------------------------------
@@ -165,7 +183,7 @@ def test_optimizer_steps_agree_on_parameters_and_state(name, whole_model):
 def data(n=101, n_in=12, classes=4, kind="float64", tmp_path=None, seed=0):
     rng = np.random.default_rng(seed)
     X = rng.random((n, n_in))
-    if kind == "uint8":                 # small counts: raw 0..255 saturates tanh at once
+    if kind == "uint8":  # small counts: raw 0..255 saturates tanh at once
         X = (X * 4).astype(np.uint8)
     elif kind == "memmap":
         X = X.astype(np.float32)
@@ -177,21 +195,38 @@ def data(n=101, n_in=12, classes=4, kind="float64", tmp_path=None, seed=0):
 
 
 MODELS = {
-    "relu_tanh": lambda: mg.Sequential(mg.Dense(12, 16), mg.ReLU(), mg.Dense(16, 9), mg.Tanh(),
-                                       mg.Dense(9, 4), seed=1, dtype=np.float64),
-    "sigmoid": lambda: mg.Sequential(mg.Dense(12, 10), mg.Sigmoid(), mg.Dense(10, 4),
-                                     seed=2, dtype=np.float64),
+    "relu_tanh": lambda: mg.Sequential(
+        mg.Dense(12, 16),
+        mg.ReLU(),
+        mg.Dense(16, 9),
+        mg.Tanh(),
+        mg.Dense(9, 4),
+        seed=1,
+        dtype=np.float64,
+    ),
+    "sigmoid": lambda: mg.Sequential(
+        mg.Dense(12, 10), mg.Sigmoid(), mg.Dense(10, 4), seed=2, dtype=np.float64
+    ),
 }
 
 RUNS = {
     "sgd_nesterov_relu_tanh": dict(model="relu_tanh", optimizer="sgd_nesterov", batch_size=16),
-    "adam_cyclic_sigmoid": dict(model="sigmoid", optimizer="adam", batch_size=10,
-                                schedule=mg.schedules.CyclicLR(1e-3, 1e-2, 5)),
-    "adamw_drop_last_uint8": dict(model="relu_tanh", optimizer="adamw", batch_size=32,
-                                  drop_last=True, x="uint8"),
-    "sgd_dampening_memmap_step_decay": dict(model="relu_tanh", optimizer="sgd_dampening",
-                                            batch_size=7, x="memmap",
-                                            schedule=mg.schedules.StepDecay(0.1, 1, 0.5)),
+    "adam_cyclic_sigmoid": dict(
+        model="sigmoid",
+        optimizer="adam",
+        batch_size=10,
+        schedule=mg.schedules.CyclicLR(1e-3, 1e-2, 5),
+    ),
+    "adamw_drop_last_uint8": dict(
+        model="relu_tanh", optimizer="adamw", batch_size=32, drop_last=True, x="uint8"
+    ),
+    "sgd_dampening_memmap_step_decay": dict(
+        model="relu_tanh",
+        optimizer="sgd_dampening",
+        batch_size=7,
+        x="memmap",
+        schedule=mg.schedules.StepDecay(0.1, 1, 0.5),
+    ),
 }
 
 
@@ -201,9 +236,19 @@ def train(run, tmp_path, backend="numba", epochs=3, callbacks=(), **overrides):
     model = MODELS[spec["model"]]()
     opt = OPTIMIZERS[spec["optimizer"]](model.parameters())
     with mg.use_backend(backend):
-        history = mg.fit(model, X, y, optimizer=opt, epochs=epochs, batch_size=spec["batch_size"],
-                         schedule=spec.get("schedule"), drop_last=spec.get("drop_last", False),
-                         seed=4, callbacks=callbacks, verbose=0)
+        history = mg.fit(
+            model,
+            X,
+            y,
+            optimizer=opt,
+            epochs=epochs,
+            batch_size=spec["batch_size"],
+            schedule=spec.get("schedule"),
+            drop_last=spec.get("drop_last", False),
+            seed=4,
+            callbacks=callbacks,
+            verbose=0,
+        )
     return model, opt, history
 
 
@@ -264,8 +309,9 @@ def assert_bit_identical(a, b):
 
 
 @pytest.mark.parametrize("run", RUNS)
-def test_fused_epoch_is_bit_identical_to_the_numba_per_iteration_path(run, tmp_path,
-                                                                      fused_calls, monkeypatch):
+def test_fused_epoch_is_bit_identical_to_the_numba_per_iteration_path(
+    run, tmp_path, fused_calls, monkeypatch
+):
     """Adding a per-iteration callback (which turns the fused path off) changes no bit."""
     fused_run = train(run, tmp_path)
     assert fused_calls == [1, 2, 3]
@@ -290,8 +336,9 @@ def test_float32_fused_epoch_stays_close_to_numpy(tmp_path):
         runs.append((model, history))
     assert runs[1][0].flat_values.dtype == np.float32
     np.testing.assert_allclose(runs[1][0].flat_values, runs[0][0].flat_values, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(runs[1][1].iterations["loss"], runs[0][1].iterations["loss"],
-                               rtol=1e-4)
+    np.testing.assert_allclose(
+        runs[1][1].iterations["loss"], runs[0][1].iterations["loss"], rtol=1e-4
+    )
 
 
 def test_same_seed_same_backend_is_bit_identical(tmp_path, monkeypatch):
@@ -309,8 +356,9 @@ def test_thread_count_does_not_change_the_fused_result(monkeypatch):
     results = []
     for parts in (1, 2, 3):
         monkeypatch.setattr(jit_config, "parallel_parts", lambda parts=parts: parts)
-        model = mg.Sequential(mg.Dense(200, 64), mg.ReLU(), mg.Dense(64, 10), seed=0,
-                              dtype=np.float64)
+        model = mg.Sequential(
+            mg.Dense(200, 64), mg.ReLU(), mg.Dense(64, 10), seed=0, dtype=np.float64
+        )
         opt = mg.Adam(model.parameters(), lr=1e-2)
         history = mg.fit(model, X, y, optimizer=opt, epochs=1, batch_size=64, seed=0, verbose=0)
         results.append((model.flat_values.copy(), history.iterations["loss"]))
@@ -330,8 +378,7 @@ def test_divergence_stops_at_the_same_update_on_both_paths(scale, lr, cause):
         model = mg.Sequential(mg.Dense(12, 16), mg.ReLU(), mg.Dense(16, 4), seed=0)
         opt = mg.SGD(model.parameters(), lr=lr)
         with mg.use_backend(backend), pytest.warns(RuntimeWarning, match="diverged"):
-            history = mg.fit(model, X, y, optimizer=opt, epochs=3, batch_size=8, seed=0,
-                             verbose=0)
+            history = mg.fit(model, X, y, optimizer=opt, epochs=3, batch_size=8, seed=0, verbose=0)
         outcomes.append((history, model.flat_values.copy(), opt.step_count))
     (h_np, w_np, steps_np), (h_nb, w_nb, steps_nb) = outcomes
     assert h_np.diverged and h_nb.diverged
@@ -349,8 +396,17 @@ def test_divergence_can_raise_from_the_fused_path(fused_calls):
     X, y = rng.normal(size=(64, 12)) * 10, rng.integers(0, 4, 64)
     model = mg.Sequential(mg.Dense(12, 16), mg.ReLU(), mg.Dense(16, 4), seed=0)
     with mg.use_backend("numba"), pytest.raises(mg.DivergenceError) as error:
-        mg.fit(model, X, y, optimizer=mg.SGD(model.parameters(), lr=1e4), epochs=2,
-               batch_size=8, seed=0, verbose=0, on_divergence="raise")
+        mg.fit(
+            model,
+            X,
+            y,
+            optimizer=mg.SGD(model.parameters(), lr=1e4),
+            epochs=2,
+            batch_size=8,
+            seed=0,
+            verbose=0,
+            on_divergence="raise",
+        )
     assert fused_calls == [1]
     history = error.value.history
     assert history.diverged and error.value.step == history.iterations["step"][-1] == 5
@@ -376,14 +432,16 @@ def test_fused_path_is_used_only_when_it_applies(tmp_path):
         subset = state_for(model, mg.SGD(model.parameters()[:2], lr=0.1), X)
         assert not fused.supports(subset, loss, [])
         relu_first = mg.Sequential(mg.ReLU(), mg.Dense(6, 3), dtype=np.float64)
-        assert not fused.supports(state_for(relu_first, mg.SGD(relu_first.parameters(), lr=0.1), X),
-                                  loss, [])
+        assert not fused.supports(
+            state_for(relu_first, mg.SGD(relu_first.parameters(), lr=0.1), X), loss, []
+        )
         two_activations = mg.Sequential(mg.Dense(6, 3), mg.ReLU(), mg.Tanh(), dtype=np.float64)
-        assert not fused.supports(state_for(two_activations,
-                                            mg.SGD(two_activations.parameters(), lr=0.1), X),
-                                  loss, [])
-        assert not fused.supports(state_for(model, mg.SGD(model.parameters(), lr=0.1),
-                                            X.astype(np.float16)), loss, [])
+        assert not fused.supports(
+            state_for(two_activations, mg.SGD(two_activations.parameters(), lr=0.1), X), loss, []
+        )
+        assert not fused.supports(
+            state_for(model, mg.SGD(model.parameters(), lr=0.1), X.astype(np.float16)), loss, []
+        )
     with mg.use_backend("numpy"):
         assert not fused.supports(ok, loss, [])
 
@@ -392,8 +450,15 @@ def test_needs_compilation_is_false_once_the_cache_is_written(capsys):
     X, y = data(n=20)
     model = MODELS["sigmoid"]()
     with mg.use_backend("numba"):
-        mg.fit(model, X, y, optimizer=mg.SGD(model.parameters(), lr=0.1), epochs=1,
-               batch_size=8, verbose=0)
+        mg.fit(
+            model,
+            X,
+            y,
+            optimizer=mg.SGD(model.parameters(), lr=0.1),
+            epochs=1,
+            batch_size=8,
+            verbose=0,
+        )
         assert isinstance(jit.needs_compilation(), bool)
         if not jit.needs_compilation():
             mg.backend.announce_compilation(print)
@@ -402,14 +467,19 @@ def test_needs_compilation_is_false_once_the_cache_is_written(capsys):
 
 def test_the_numpy_backend_never_imports_numba():
     """`import minigd` and training on the NumPy backend stay Numba-free (memory, start-up)."""
-    code = ("import sys, numpy as np, minigd as mg\n"
-            "m = mg.Sequential(mg.Dense(3, 2), mg.ReLU(), mg.Dense(2, 2), seed=0)\n"
-            "mg.fit(m, np.ones((4, 3)), np.zeros(4, int), optimizer=mg.SGD(m.parameters(), "
-            "lr=0.1), epochs=1, batch_size=2, verbose=0)\n"
-            "print('numba' in sys.modules)")
+    code = (
+        "import sys, numpy as np, minigd as mg\n"
+        "m = mg.Sequential(mg.Dense(3, 2), mg.ReLU(), mg.Dense(2, 2), seed=0)\n"
+        "mg.fit(m, np.ones((4, 3)), np.zeros(4, int), optimizer=mg.SGD(m.parameters(), "
+        "lr=0.1), epochs=1, batch_size=2, verbose=0)\n"
+        "print('numba' in sys.modules)"
+    )
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, MINIGD_BACKEND="numpy",
-               PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(
+        os.environ,
+        MINIGD_BACKEND="numpy",
+        PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"

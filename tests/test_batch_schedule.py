@@ -1,5 +1,6 @@
 """Batch-size schedules: values, validation, the iterator's per-epoch batch size, and Smith et
 al.'s claim that multiplying the batch by k tracks dividing the lr by k."""
+
 import numpy as np
 import pytest
 
@@ -27,6 +28,7 @@ def blobs(n=100, seed=0):
 
 # ---- schedule values ---------------------------------------------------------------------------
 
+
 def test_step_batch_size_values_match_the_closed_form():
     s = StepBatchSize(32, step_size=2, factor=5)
     assert s.values(6) == [32, 32, 160, 160, 800, 800]
@@ -35,8 +37,16 @@ def test_step_batch_size_values_match_the_closed_form():
 
 
 def test_step_batch_size_cap_and_real_factor():
-    assert StepBatchSize(32, 2, 5, max_batch_size=1000).values(8) == [32, 32, 160, 160, 800,
-                                                                     800, 1000, 1000]
+    assert StepBatchSize(32, 2, 5, max_batch_size=1000).values(8) == [
+        32,
+        32,
+        160,
+        160,
+        800,
+        800,
+        1000,
+        1000,
+    ]
     # 10 * 1.3 ** k rounded: 10, 13, 16.9 -> 17, 21.97 -> 22
     assert StepBatchSize(10, 1, 1.3).values(4) == [10, 13, 17, 22]
     assert StepBatchSize(64, 3, factor=1).values(7) == [64] * 7
@@ -49,20 +59,24 @@ def test_constant_and_function_batch_sizes():
     s = StepBatchSize(8, 1)
     assert as_batch_size_schedule(s) is s
     assert as_batch_size_schedule(lambda e: 3)(4) == 3
-    assert repr(StepBatchSize(8, 2, 4)) == ("StepBatchSize(batch_size=8, step_size=2, factor=4, "
-                                            "max_batch_size=None)")
+    assert repr(StepBatchSize(8, 2, 4)) == (
+        "StepBatchSize(batch_size=8, step_size=2, factor=4, max_batch_size=None)"
+    )
 
 
-@pytest.mark.parametrize("args, error, words", [
-    ((0, 1), ValueError, "batch_size"),
-    ((1.5, 1), TypeError, "batch_size"),
-    ((True, 1), TypeError, "batch_size"),
-    ((8, 0), ValueError, "step_size"),
-    ((8, 1, 0.5), ValueError, "factor"),
-    ((8, 1, float("inf")), ValueError, "factor"),
-    ((8, 1, 2, 4), ValueError, "max_batch_size"),
-    ((8, 1, 2, 0), ValueError, "max_batch_size"),
-])
+@pytest.mark.parametrize(
+    "args, error, words",
+    [
+        ((0, 1), ValueError, "batch_size"),
+        ((1.5, 1), TypeError, "batch_size"),
+        ((True, 1), TypeError, "batch_size"),
+        ((8, 0), ValueError, "step_size"),
+        ((8, 1, 0.5), ValueError, "factor"),
+        ((8, 1, float("inf")), ValueError, "factor"),
+        ((8, 1, 2, 4), ValueError, "max_batch_size"),
+        ((8, 1, 2, 0), ValueError, "max_batch_size"),
+    ],
+)
 def test_step_batch_size_rejects_bad_arguments(args, error, words):
     with pytest.raises(error, match=words):
         StepBatchSize(*args)
@@ -86,6 +100,7 @@ def test_schedule_argument_errors():
 
 # ---- the iterator ------------------------------------------------------------------------------
 
+
 def test_set_batch_size_keeps_the_order_and_reuses_buffers_until_they_grow():
     X = np.arange(20, dtype=np.float32).reshape(10, 2)
     y = np.arange(10)
@@ -95,16 +110,16 @@ def test_set_batch_size_keeps_the_order_and_reuses_buffers_until_they_grow():
     it.set_batch_size(3)
     assert len(it) == 4 and it.batch_sizes() == [3, 3, 3, 1]
     seen_3 = np.concatenate([yb.copy() for yb in (b[1] for b in it.batches(1))])
-    np.testing.assert_array_equal(seen_3, seen_4)          # same permutation of epoch 1
+    np.testing.assert_array_equal(seen_3, seen_4)  # same permutation of epoch 1
     np.testing.assert_array_equal(seen_3, it.permutation(1))
-    assert it._xbuf is buffer                                # shrinking reuses the buffer
+    assert it._xbuf is buffer  # shrinking reuses the buffer
     it.set_batch_size(7)
     list(it.batches(0))
     assert it._xbuf is not buffer and it._xbuf.shape == (7, 2)
-    it.set_batch_size(50)                                    # larger than N: one full batch
+    it.set_batch_size(50)  # larger than N: one full batch
     assert it.batch_sizes() == [10]
     list(it.batches(0))
-    assert it._xbuf.shape == (10, 2)                         # buffers never exceed N rows
+    assert it._xbuf.shape == (10, 2)  # buffers never exceed N rows
     with pytest.raises(ValueError, match="batch_size"):
         it.set_batch_size(0)
 
@@ -118,11 +133,20 @@ def test_set_batch_size_respects_drop_last():
 
 # ---- fit ---------------------------------------------------------------------------------------
 
+
 def test_fit_sets_the_batch_size_per_epoch_and_records_every_iteration():
     X, y = blobs(100)
     model = small_model()
-    history = mg.fit(model, X, y, optimizer=mg.SGD(model.parameters(), lr=0.1), epochs=3,
-                     batch_size=lambda e: (16, 50, 100)[e], seed=0, verbose=0)
+    history = mg.fit(
+        model,
+        X,
+        y,
+        optimizer=mg.SGD(model.parameters(), lr=0.1),
+        epochs=3,
+        batch_size=lambda e: (16, 50, 100)[e],
+        seed=0,
+        verbose=0,
+    )
     sizes = history.iterations["batch_size"]
     assert sizes == [16] * 6 + [4] + [50, 50] + [100]
     assert history.iterations["epoch"] == [1] * 7 + [2, 2] + [3]
@@ -134,14 +158,37 @@ def test_fit_checks_every_epochs_batch_size_before_training():
     model = small_model()
     before = model.state_dict()
     with pytest.raises(ValueError, match=r"batch_size\(2\)"):
-        mg.fit(model, X, y, optimizer=mg.SGD(model.parameters(), lr=0.1), epochs=3,
-               batch_size=lambda e: 10 - 5 * e, verbose=0)
+        mg.fit(
+            model,
+            X,
+            y,
+            optimizer=mg.SGD(model.parameters(), lr=0.1),
+            epochs=3,
+            batch_size=lambda e: 10 - 5 * e,
+            verbose=0,
+        )
     with pytest.raises(ValueError, match="drop_last"):
-        mg.fit(model, X, y, optimizer=mg.SGD(model.parameters(), lr=0.1), epochs=3,
-               batch_size=StepBatchSize(40, 1, 2), drop_last=True, verbose=0)
+        mg.fit(
+            model,
+            X,
+            y,
+            optimizer=mg.SGD(model.parameters(), lr=0.1),
+            epochs=3,
+            batch_size=StepBatchSize(40, 1, 2),
+            drop_last=True,
+            verbose=0,
+        )
     with pytest.raises(TypeError, match="batch-size schedule"):
-        mg.fit(model, X, y, optimizer=mg.SGD(model.parameters(), lr=0.1), epochs=1,
-               batch_size=8, schedule=StepBatchSize(8, 1), verbose=0)
+        mg.fit(
+            model,
+            X,
+            y,
+            optimizer=mg.SGD(model.parameters(), lr=0.1),
+            epochs=1,
+            batch_size=8,
+            schedule=StepBatchSize(8, 1),
+            verbose=0,
+        )
     for key, value in model.state_dict().items():
         np.testing.assert_array_equal(value, before[key])
 
@@ -149,13 +196,22 @@ def test_fit_checks_every_epochs_batch_size_before_training():
 def test_fit_prints_the_plan_with_the_batch_schedule(capsys):
     X, y = blobs(100)
     model = small_model()
-    mg.fit(model, X, y, optimizer=mg.SGD(model.parameters(), lr=0.1), epochs=5,
-           batch_size=StepBatchSize(10, 2, 5), verbose=2)
+    mg.fit(
+        model,
+        X,
+        y,
+        optimizer=mg.SGD(model.parameters(), lr=0.1),
+        epochs=5,
+        batch_size=StepBatchSize(10, 2, 5),
+        verbose=2,
+    )
     lines = capsys.readouterr().out.splitlines()
     # a first run with an empty kernel cache prints the compile line before the plan
     first = next(line for line in lines if not line.startswith("compiling"))
-    assert first == ("plan: 100 samples, batch 10 (epochs 1-2), 50 (epochs 3-4), 250 (epoch 5); "
-                     "5 epochs = 25 updates")
+    assert first == (
+        "plan: 100 samples, batch 10 (epochs 1-2), 50 (epochs 3-4), 250 (epoch 5); "
+        "5 epochs = 25 updates"
+    )
 
 
 def test_an_int_batch_size_gives_the_same_run_as_a_constant_schedule():
@@ -163,8 +219,16 @@ def test_an_int_batch_size_gives_the_same_run_as_a_constant_schedule():
     runs = []
     for batch_size in (16, ConstantBatchSize(16), lambda e: 16):
         model = small_model(seed=1)
-        mg.fit(model, X, y, optimizer=mg.SGD(model.parameters(), lr=0.1), epochs=2,
-               batch_size=batch_size, seed=4, verbose=0)
+        mg.fit(
+            model,
+            X,
+            y,
+            optimizer=mg.SGD(model.parameters(), lr=0.1),
+            epochs=2,
+            batch_size=batch_size,
+            seed=4,
+            verbose=0,
+        )
         runs.append(model.flat_values.copy())
     np.testing.assert_array_equal(runs[0], runs[1])
     np.testing.assert_array_equal(runs[0], runs[2])
@@ -172,11 +236,21 @@ def test_an_int_batch_size_gives_the_same_run_as_a_constant_schedule():
 
 # ---- Smith et al. 2017: increase the batch instead of decaying the lr ---------------------------
 
+
 def _train_losses(batch_size, schedule):
     X, y, _, _ = mg.datasets.load_mnist_sample()
     model = mg.Sequential(mg.Dense(784, 128), mg.ReLU(), mg.Dense(128, 10), seed=0)
-    history = mg.fit(model, X, y, optimizer=mg.SGD(model.parameters(), lr=0.1), epochs=4,
-                     batch_size=batch_size, schedule=schedule, seed=0, verbose=0)
+    history = mg.fit(
+        model,
+        X,
+        y,
+        optimizer=mg.SGD(model.parameters(), lr=0.1),
+        epochs=4,
+        batch_size=batch_size,
+        schedule=schedule,
+        seed=0,
+        verbose=0,
+    )
     return np.array(history.epochs["train_loss"]), history.n_iterations
 
 
@@ -192,13 +266,14 @@ def test_multiplying_the_batch_by_5_tracks_dividing_the_lr_by_5_with_fewer_updat
     loss_a, updates_a = _train_losses(32, StepDecay(0.1, step_size=2, gamma=0.2))
     loss_b, updates_b = _train_losses(StepBatchSize(32, step_size=2, factor=5), None)
     loss_c, _ = _train_losses(32, None)
-    loss_d, _ = _train_losses(StepBatchSize(32, step_size=2, factor=5),
-                              StepDecay(0.1, step_size=2, gamma=0.2))
+    loss_d, _ = _train_losses(
+        StepBatchSize(32, step_size=2, factor=5), StepDecay(0.1, step_size=2, gamma=0.2)
+    )
 
-    np.testing.assert_array_equal(loss_a[:2], loss_b[:2])   # same batches, same lr: identical
+    np.testing.assert_array_equal(loss_a[:2], loss_b[:2])  # same batches, same lr: identical
     relative = np.abs(loss_b - loss_a) / loss_a
     assert relative[2:].max() < 0.02, relative
-    assert np.abs(loss_c[3] - loss_a[3]) / loss_a[3] > 0.02   # the tolerance tells runs apart
+    assert np.abs(loss_c[3] - loss_a[3]) / loss_a[3] > 0.02  # the tolerance tells runs apart
     assert np.abs(loss_d[3] - loss_a[3]) / loss_a[3] > 0.02
     assert loss_b[3] < loss_b[1]
 

@@ -3,6 +3,7 @@
 Peers that are not installed (PyTorch, scikit-learn) are skipped by the scripts themselves.
 These tests check that the scripts work and write their results, not any timing.
 """
+
 import json
 import os
 import subprocess
@@ -14,11 +15,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_script(name, out):
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               MPLBACKEND="Agg")
-    done = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", name), "--quick",
-                           "--out", str(out)], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=600)
+    env = dict(
+        os.environ,
+        PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        MPLBACKEND="Agg",
+    )
+    done = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", name), "--quick", "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     return done.stdout
 
@@ -28,7 +37,11 @@ def test_epoch_benchmark_runs(tmp_path):
     results = json.loads((tmp_path / "epoch.json").read_text())
     assert (tmp_path / "epoch.png").stat().st_size > 0
     assert {(r["optimizer"], r["batch"]) for r in results["rows"]} == {
-        ("sgd", 16), ("sgd", 256), ("adam", 16), ("adam", 256)}
+        ("sgd", 16),
+        ("sgd", 256),
+        ("adam", 16),
+        ("adam", 256),
+    }
     for row in results["rows"]:
         assert row["minigd"] > 0 and row["minigd_per_iteration"] > 0 and row["numpy_backend"] > 0
     for peer in ("torch", "sklearn"):
@@ -45,8 +58,13 @@ def test_kernels_benchmark_runs(tmp_path):
     run_script("kernels.py", tmp_path)
     results = json.loads((tmp_path / "kernels.json").read_text())
     assert {row["kernel"].split()[0] for row in results["kernels"]} >= {
-        "dense_forward", "dense_backward", "relu_forward", "softmax_cross_entropy",
-        "sgd_update", "adam_update"}
+        "dense_forward",
+        "dense_backward",
+        "relu_forward",
+        "softmax_cross_entropy",
+        "sgd_update",
+        "adam_update",
+    }
     assert all(row["numpy_us"] > 0 and row["numba_us"] > 0 for row in results["kernels"])
     assert set(results["error_model_us"]) == {"python", "numpy"}
 
@@ -61,5 +79,7 @@ def test_scaling_benchmark_runs(tmp_path):
     assert "memmap" in stdout
 
 
-pytestmark = pytest.mark.skipif(not os.path.isdir(os.path.join(ROOT, "benchmarks")),
-                                reason="benchmarks/ is not part of this installation")
+pytestmark = pytest.mark.skipif(
+    not os.path.isdir(os.path.join(ROOT, "benchmarks")),
+    reason="benchmarks/ is not part of this installation",
+)

@@ -1,5 +1,6 @@
 """dropout= and batch_norm= in registry.build_mlp, the CLI (--dropout, --batch-norm),
 MLPClassifier and MLPBuilder."""
+
 import numpy as np
 import pytest
 
@@ -14,8 +15,17 @@ def _kinds(model):
 
 def test_build_mlp_adds_batch_norm_and_dropout_per_hidden_layer():
     model = registry.build_mlp(6, (5, 4), 3, dropout=0.25, batch_norm=True, seed=0)
-    assert _kinds(model) == ["Dense", "BatchNorm", "ReLU", "Dropout",
-                             "Dense", "BatchNorm", "ReLU", "Dropout", "Dense"]
+    assert _kinds(model) == [
+        "Dense",
+        "BatchNorm",
+        "ReLU",
+        "Dropout",
+        "Dense",
+        "BatchNorm",
+        "ReLU",
+        "Dropout",
+        "Dense",
+    ]
     assert model.layers[3].p == 0.25 and model.layers[5].num_features == 4
     assert _kinds(registry.build_mlp(6, (5,), 3, seed=0)) == ["Dense", "ReLU", "Dense"]
     with pytest.raises(ValueError, match="dropout probability"):
@@ -33,8 +43,23 @@ def test_cli_flags_parse_and_reach_the_model(tmp_path, capsys):
     sweep = build_parser().parse_args(["sweep", "--dropout", "0.2", "--batch-norm"])
     assert sweep.dropout == 0.2 and sweep.batch_norm
     out = tmp_path / "run"
-    code = main(["train", "--epochs", "1", "--batch-size", "128", "--hidden", "32", "--quiet",
-                 "--dropout", "0.2", "--batch-norm", "--out", str(out)])
+    code = main(
+        [
+            "train",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "128",
+            "--hidden",
+            "32",
+            "--quiet",
+            "--dropout",
+            "0.2",
+            "--batch-norm",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     weights = np.load(out / "model.npz", allow_pickle=False)
     assert {"1.running_mean", "1.running_var", "1.weight", "4.weight"} <= set(weights.files)
@@ -43,6 +68,7 @@ def test_cli_flags_parse_and_reach_the_model(tmp_path, capsys):
 
 def test_estimator_options_get_params_clone_and_fit():
     from sklearn.base import clone
+
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(130, 5)), rng.integers(0, 3, 130)
     clf = mg.MLPClassifier(hidden=(8,), dropout=0.2, batch_norm=True, epochs=2, seed=0)

@@ -4,6 +4,7 @@ Subprocess tests run a copy of the package made read-only, with its own ``MINIGD
 so they neither read nor write the cache of the checkout under test. They compile only the
 small ``relu_forward`` kernel (a few seconds), never the training kernels.
 """
+
 import json
 import os
 import shutil
@@ -54,8 +55,9 @@ def set_read_only(folder, read_only):
 def installed(tmp_path):
     """A read-only copy of the package in tmp_path/site, and a way to run Python against it."""
     site = tmp_path / "site"
-    shutil.copytree(PACKAGE, site / "minigd",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.nbi", "*.nbc"))
+    shutil.copytree(
+        PACKAGE, site / "minigd", ignore=shutil.ignore_patterns("__pycache__", "*.nbi", "*.nbc")
+    )
     set_read_only(site, True)
     cache = tmp_path / "cache"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "NUMBA_CACHE_DIR")}
@@ -63,14 +65,20 @@ def installed(tmp_path):
 
     def run(*args, cache_dir=None, check=True):
         run_env = dict(env) if cache_dir is None else dict(env, MINIGD_CACHE_DIR=str(cache_dir))
-        result = subprocess.run([sys.executable, *args], env=run_env, cwd=tmp_path,
-                                capture_output=True, text=True, timeout=600)
+        result = subprocess.run(
+            [sys.executable, *args],
+            env=run_env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         if check:
             assert result.returncode == 0, result.stderr
         return result
 
     yield site / "minigd", cache, run
-    set_read_only(site, False)        # let tmp_path be cleaned up
+    set_read_only(site, False)  # let tmp_path be cleaned up
 
 
 def test_user_cache_root_follows_the_platform(monkeypatch, tmp_path):
@@ -79,14 +87,13 @@ def test_user_cache_root_follows_the_platform(monkeypatch, tmp_path):
     monkeypatch.setattr(sys, "platform", "linux")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert jit_config.user_cache_root() == str(tmp_path / "xdg" / "minigd")
-    monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")        # the XDG spec says ignore
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")  # the XDG spec says ignore
     assert jit_config.user_cache_root() == str(tmp_path / ".cache" / "minigd")
     monkeypatch.setattr(sys, "platform", "darwin")
     assert jit_config.user_cache_root() == str(tmp_path / "Library" / "Caches" / "minigd")
     monkeypatch.setattr(sys, "platform", "win32")
     monkeypatch.setenv("LOCALAPPDATA", str(tmp_path / "Local"))
-    assert jit_config.user_cache_root() == os.path.join(str(tmp_path / "Local"), "minigd",
-                                                        "Cache")
+    assert jit_config.user_cache_root() == os.path.join(str(tmp_path / "Local"), "minigd", "Cache")
     monkeypatch.setenv("MINIGD_CACHE_DIR", "rel/cache")
     monkeypatch.chdir(tmp_path)
     assert jit_config.user_cache_root() == str(tmp_path / "rel" / "cache")
@@ -127,13 +134,16 @@ def test_read_only_install_compiles_into_the_user_cache_and_loads_from_it(instal
 
 def test_two_locations_get_two_cache_folders(installed):
     package, cache, run = installed
-    theirs = run("-c", "from minigd.kernels import jit_config; print(jit_config.CACHE_DIR)"
-                 ).stdout.strip()
+    theirs = run(
+        "-c", "from minigd.kernels import jit_config; print(jit_config.CACHE_DIR)"
+    ).stdout.strip()
     assert os.path.dirname(theirs) == str(cache / "kernels")
     # Same Numba, another source location: another folder name under the kernels root.
     assert os.path.basename(theirs) != os.path.basename(jit_config.CACHE_DIR)
-    assert os.path.basename(theirs).split("-")[:2] == \
-        os.path.basename(jit_config.CACHE_DIR).split("-")[:2]
+    assert (
+        os.path.basename(theirs).split("-")[:2]
+        == os.path.basename(jit_config.CACHE_DIR).split("-")[:2]
+    )
 
 
 def test_unwritable_cache_warns_once_and_still_runs(installed, tmp_path):
@@ -155,16 +165,20 @@ def test_user_functions_keep_numbas_own_cache(installed, tmp_path):
     package, cache, run = installed
     user = tmp_path / "user"
     user.mkdir()
-    (user / "mycode.py").write_text(textwrap.dedent("""
+    (user / "mycode.py").write_text(
+        textwrap.dedent("""
         import numba
         @numba.njit(cache=True)
         def double(x):
             return 2 * x
-    """))
-    script = ("import sys, numba; sys.path.insert(0, %r)\n"
-              "from minigd.kernels import jit_config\n"
-              "import mycode; assert mycode.double(21) == 42\n"
-              "print(repr(numba.config.CACHE_DIR))" % str(user))
+    """)
+    )
+    script = (
+        "import sys, numba; sys.path.insert(0, %r)\n"
+        "from minigd.kernels import jit_config\n"
+        "import mycode; assert mycode.double(21) == 42\n"
+        "print(repr(numba.config.CACHE_DIR))" % str(user)
+    )
     assert run("-c", script).stdout.strip() == "''"
     assert [p.name for p in numba_files(user / "__pycache__")][0].startswith("mycode.double")
     assert not (cache / "kernels").exists() or not list((cache / "kernels").rglob("mycode*"))
@@ -184,13 +198,13 @@ def test_cache_info_and_clear_commands(installed):
     assert f"kernel cache: {folder}" in info
     assert f"this install: {n_files} files" in info
     assert f"all installs: 1 folders, {n_files} files" in info
-    assert ": no," in info              # relu_forward only: the training kernel is not compiled
+    assert ": no," in info  # relu_forward only: the training kernel is not compiled
 
     cleared = run("-m", "minigd", "cache", "clear").stdout
     assert f"removed {n_files} files" in cleared and str(cache / "kernels") in cleared
     assert numba_files(cache) == []
     assert "this install: 0 files" in run("-m", "minigd", "cache", "info").stdout
-    again = json.loads(run("-c", RUN_KERNEL).stdout)   # the folder is recreated on demand
+    again = json.loads(run("-c", RUN_KERNEL).stdout)  # the folder is recreated on demand
     assert again["misses"] == 1 and again["correct"] and numba_files(cache)
 
 
@@ -198,8 +212,11 @@ def test_clear_removes_only_numbas_files_under_kernels(tmp_path, monkeypatch, ca
     root = tmp_path / "root"
     install = root / "kernels" / "numba-x-abc"
     install.mkdir(parents=True)
-    ours = [install / "jit.relu_forward-90.py311.nbi", install / "jit.relu_forward-90.py311.1.nbc",
-            install / "jit.f-1.py311.nbi.tmp.0123abcd"]
+    ours = [
+        install / "jit.relu_forward-90.py311.nbi",
+        install / "jit.relu_forward-90.py311.1.nbc",
+        install / "jit.f-1.py311.nbi.tmp.0123abcd",
+    ]
     kept = [install / "notes.txt", root / "elsewhere.nbi", root / "mnist" / "train.gz"]
     outside = tmp_path / "outside"
     outside.mkdir()

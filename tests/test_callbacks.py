@@ -1,4 +1,5 @@
 """Policies fed scripted sequences, no training; torch cross-check for ReduceLROnPlateau."""
+
 import numpy as np
 import pytest
 
@@ -11,8 +12,14 @@ def test_early_stopping_scripted_losses():
     for value in [1.0, 0.8, 0.795, 0.7, 0.71, 0.72]:
         improved = es.update(value)
         decisions.append((improved, es.should_stop))
-    assert decisions == [(True, False), (True, False), (False, False), (True, False),
-                         (False, False), (False, True)]
+    assert decisions == [
+        (True, False),
+        (True, False),
+        (False, False),
+        (True, False),
+        (False, False),
+        (False, True),
+    ]
     assert es.best == 0.7 and es.best_epoch == 4 and es.stopped_epoch == 6
 
 
@@ -51,8 +58,17 @@ def test_reduce_on_plateau_in_fit_lowers_the_recorded_lr():
     X, y = rng.normal(size=(64, 4)), rng.integers(0, 2, 64)
     model = mg.Sequential(mg.Dense(4, 2), seed=0)
     plateau = mg.ReduceLROnPlateau(monitor="train_loss", factor=0.5, patience=0, threshold=10.0)
-    history = mg.fit(model, X, y, optimizer=mg.SGD(model.parameters(), lr=0.1), epochs=3,
-                     batch_size=32, callbacks=[plateau], verbose=0, seed=0)
+    history = mg.fit(
+        model,
+        X,
+        y,
+        optimizer=mg.SGD(model.parameters(), lr=0.1),
+        epochs=3,
+        batch_size=32,
+        callbacks=[plateau],
+        verbose=0,
+        seed=0,
+    )
     assert sorted(set(history.iterations["lr"])) == [0.025, 0.05, 0.1]
     assert history.iterations["lr"][-1] == 0.025
 
@@ -61,5 +77,13 @@ def test_monitor_without_validation_data_is_a_clear_error():
     X, y = np.zeros((8, 2)), np.zeros(8, int)
     model = mg.Sequential(mg.Dense(2, 2), seed=0)
     with pytest.raises(ValueError, match="validation_data"):
-        mg.fit(model, X, y, optimizer=mg.SGD(model.parameters(), 0.1), epochs=2, batch_size=4,
-               callbacks=[mg.EarlyStopping()], verbose=0)
+        mg.fit(
+            model,
+            X,
+            y,
+            optimizer=mg.SGD(model.parameters(), 0.1),
+            epochs=2,
+            batch_size=4,
+            callbacks=[mg.EarlyStopping()],
+            verbose=0,
+        )

@@ -1,4 +1,5 @@
 """Checkpoints: exact resume across processes, kills mid-epoch and mid-save, damaged files."""
+
 import json
 import os
 import signal
@@ -27,8 +28,13 @@ def _env():
 
 def run_job(out, *args, expect_kill=False):
     """Run _resume_job.py in a new Python process; return its weights, history and epochs run."""
-    proc = subprocess.run([sys.executable, str(JOB), str(out), *map(str, args)], env=_env(),
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(JOB), str(out), *map(str, args)],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if expect_kill:
         assert proc.returncode == -signal.SIGKILL, proc.stderr
         return None
@@ -39,8 +45,11 @@ def run_job(out, *args, expect_kill=False):
 
 
 def _strip_timing(history_dict):
-    history_dict["epochs"] = {k: v for k, v in history_dict["epochs"].items()
-                              if k not in ("seconds", "samples_per_second")}
+    history_dict["epochs"] = {
+        k: v
+        for k, v in history_dict["epochs"].items()
+        if k not in ("seconds", "samples_per_second")
+    }
     return history_dict
 
 
@@ -62,11 +71,20 @@ def assert_bit_identical(a, b):
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_stopped_after_epoch_2_and_resumed_in_a_new_process_is_bit_identical(tmp_path, optimizer):
     ckpt = tmp_path / "run.npz"
-    _, first, ran = run_job(tmp_path / "a.npz", "--epochs", 2, "--checkpoint", ckpt,
-                            "--optimizer", optimizer)
+    _, first, ran = run_job(
+        tmp_path / "a.npz", "--epochs", 2, "--checkpoint", ckpt, "--optimizer", optimizer
+    )
     assert ran == [1, 2] and len(first["epochs"]["epoch"]) == 2
-    weights, history, ran = run_job(tmp_path / "b.npz", "--epochs", 4, "--checkpoint", ckpt,
-                                    "--resume", "--optimizer", optimizer)
+    weights, history, ran = run_job(
+        tmp_path / "b.npz",
+        "--epochs",
+        4,
+        "--checkpoint",
+        ckpt,
+        "--resume",
+        "--optimizer",
+        optimizer,
+    )
     assert ran == [3, 4]
     ref_weights, ref_history = reference(optimizer)
     assert_bit_identical(weights, ref_weights)
@@ -78,13 +96,24 @@ def test_killed_mid_epoch_3_then_resumed_is_bit_identical(tmp_path):
     ckpt = tmp_path / "run.npz"
     # 19 iterations per epoch; saves every 5 updates; killed after update 38 + 12 = 50, just
     # before that update's save, so the last checkpoint is update 45 = epoch 3, iteration 7.
-    run_job(tmp_path / "a.npz", "--epochs", 4, "--checkpoint", ckpt, "--every", 5,
-            "--kill-at", "3:12", expect_kill=True)
+    run_job(
+        tmp_path / "a.npz",
+        "--epochs",
+        4,
+        "--checkpoint",
+        ckpt,
+        "--every",
+        5,
+        "--kill-at",
+        "3:12",
+        expect_kill=True,
+    )
     saved = mg.load_checkpoint(ckpt)
     assert (saved.training["epochs_done"], saved.training["iteration"]) == (2, 7)
     assert saved.training["step"] == 45 and saved.history.n_iterations == 45
-    weights, history, ran = run_job(tmp_path / "b.npz", "--epochs", 4, "--checkpoint", ckpt,
-                                    "--resume")
+    weights, history, ran = run_job(
+        tmp_path / "b.npz", "--epochs", 4, "--checkpoint", ckpt, "--resume"
+    )
     assert ran == [3, 4]
     ref_weights, ref_history = reference("sgd")
     assert_bit_identical(weights, ref_weights)
@@ -110,8 +139,9 @@ def test_kill_during_save_leaves_the_previous_checkpoint_intact(tmp_path):
     for _attempt in range(3):
         for leftover in tmp_path.iterdir():
             leftover.unlink()
-        child = subprocess.Popen([sys.executable, "-c", _SAVER, str(path)], env=_env(),
-                                 stdout=subprocess.PIPE, text=True)
+        child = subprocess.Popen(
+            [sys.executable, "-c", _SAVER, str(path)], env=_env(), stdout=subprocess.PIPE, text=True
+        )
         try:
             assert child.stdout.readline().strip() == "saved previous"
             previous = path.read_bytes()
@@ -127,8 +157,9 @@ def test_kill_during_save_leaves_the_previous_checkpoint_intact(tmp_path):
             child.kill()
             child.wait()
             child.stdout.close()
-        if child.returncode == -signal.SIGKILL and any(p.name.endswith(".tmp")
-                                                       for p in tmp_path.iterdir()):
+        if child.returncode == -signal.SIGKILL and any(
+            p.name.endswith(".tmp") for p in tmp_path.iterdir()
+        ):
             break  # killed while the new file was still being written
     else:
         pytest.fail("could not kill the child while it was writing its checkpoint")
@@ -160,12 +191,18 @@ def test_truncated_checkpoint_raises_value_error_naming_the_path(tmp_path):
 
 def _same_checkpoint(a, b):
     same_arrays = all(
-        set(x) == set(y) and all(x[k].dtype == y[k].dtype and np.array_equal(x[k], y[k])
-                                 for k in x)
-        for x, y in ((a.model_state, b.model_state),
-                     (a.optimizer_state["state"], b.optimizer_state["state"])))
-    return (same_arrays and a.metadata == b.metadata and a.history == b.history
-            and a.training == b.training)
+        set(x) == set(y) and all(x[k].dtype == y[k].dtype and np.array_equal(x[k], y[k]) for k in x)
+        for x, y in (
+            (a.model_state, b.model_state),
+            (a.optimizer_state["state"], b.optimizer_state["state"]),
+        )
+    )
+    return (
+        same_arrays
+        and a.metadata == b.metadata
+        and a.history == b.history
+        and a.training == b.training
+    )
 
 
 def test_every_flipped_byte_is_detected_or_changes_nothing(tmp_path):
@@ -211,11 +248,19 @@ def test_checkpoint_is_plain_npz_with_json_metadata(tmp_path):
     with np.load(tmp_path / "c.npz", allow_pickle=False) as archive:
         files = set(archive.files)
         meta = json.loads(archive["metadata"].tobytes())
-    assert {"metadata", "sha256", "model/0.weight", "model/2.bias",
-            "optimizer/0.momentum_buffer", "history/loss"} <= files
+    assert {
+        "metadata",
+        "sha256",
+        "model/0.weight",
+        "model/2.bias",
+        "optimizer/0.momentum_buffer",
+        "history/loss",
+    } <= files
     assert meta["format"] == "minigd-checkpoint" and meta["version"] == 1
-    assert meta["model"] == {"architecture": ["Dense(20, 8)", "Tanh()", "Dense(8, 3)"],
-                             "dtype": "float32"}
+    assert meta["model"] == {
+        "architecture": ["Dense(20, 8)", "Tanh()", "Dense(8, 3)"],
+        "dtype": "float32",
+    }
     assert meta["optimizer"]["type"] == "SGD"
     assert meta["optimizer"]["hyperparameters"]["momentum"] == 0.5
     assert meta["optimizer"]["step"] == 2 * 10
@@ -225,8 +270,9 @@ def test_checkpoint_is_plain_npz_with_json_metadata(tmp_path):
     assert meta["callbacks"][0]["type"] == "EarlyStopping"
     stopper = meta["callbacks"][0]["state"]
     assert stopper["best"] == min(history.epochs["train_loss"]) and stopper["best_epoch"] in (1, 2)
-    assert stopper["best_weights"] == {"__arrays__": {k: f"callbacks/0/best_weights/{k}"
-                                                      for k in model.state_dict()}}
+    assert stopper["best_weights"] == {
+        "__arrays__": {k: f"callbacks/0/best_weights/{k}" for k in model.state_dict()}
+    }
     assert "callbacks/0/best_weights/0.weight" in files
 
 
@@ -237,8 +283,16 @@ def test_save_and_load_round_trip_a_diverged_history(tmp_path):
     history = mg.fit(model, X, y, optimizer=opt, epochs=1, batch_size=50, verbose=0, seed=0)
     opt.lr = 1e300
     with pytest.warns(RuntimeWarning, match="diverged"):
-        history2 = mg.fit(model, X, y, optimizer=mg.SGD(model.parameters(), lr=1e300), epochs=3,
-                          batch_size=50, verbose=0, seed=0)
+        history2 = mg.fit(
+            model,
+            X,
+            y,
+            optimizer=mg.SGD(model.parameters(), lr=1e300),
+            epochs=3,
+            batch_size=50,
+            verbose=0,
+            seed=0,
+        )
     assert history2.diverged and not np.isfinite(history2.iterations["loss"][-1])
     mg.save_checkpoint(tmp_path / "d.npz", model, opt, history=history2, training={"k": [1, 2]})
     ckpt = mg.load_checkpoint(tmp_path / "d.npz")
@@ -255,31 +309,41 @@ def test_save_and_load_round_trip_a_diverged_history(tmp_path):
 
 
 def _fresh(arch=(20, 8, 3), dtype=np.float32, optimizer=mg.SGD):
-    model = mg.Sequential(mg.Dense(arch[0], arch[1]), mg.Tanh(), mg.Dense(arch[1], arch[2]),
-                          seed=11, dtype=dtype)
-    opt = optimizer(model.parameters(), lr=0.05) if optimizer is not mg.SGD else \
-        mg.SGD(model.parameters(), lr=0.05, momentum=0.5)
+    model = mg.Sequential(
+        mg.Dense(arch[0], arch[1]), mg.Tanh(), mg.Dense(arch[1], arch[2]), seed=11, dtype=dtype
+    )
+    opt = (
+        optimizer(model.parameters(), lr=0.05)
+        if optimizer is not mg.SGD
+        else mg.SGD(model.parameters(), lr=0.05, momentum=0.5)
+    )
     return model, opt
 
 
-@pytest.mark.parametrize("change, match", [
-    (dict(arch=(20, 9, 3)), "different model"),
-    (dict(dtype=np.float64), "float32 weights but the model is float64"),
-    (dict(optimizer=mg.Adam), "holds SGD state, not Adam"),
-    (dict(batch_size=32), "batch_size=64, this call has batch_size=32"),
-    (dict(seed=4), "seed=3, this call has seed=4"),
-    (dict(shuffle=False), "shuffle=True"),
-    (dict(epochs=1), "pass epochs >= 2"),
-    (dict(callbacks=[mg.ReduceLROnPlateau("train_loss")]), "callbacks"),
-    (dict(n_samples=500), "n_samples=600, this call has n_samples=500"),
-])
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (dict(arch=(20, 9, 3)), "different model"),
+        (dict(dtype=np.float64), "float32 weights but the model is float64"),
+        (dict(optimizer=mg.Adam), "holds SGD state, not Adam"),
+        (dict(batch_size=32), "batch_size=64, this call has batch_size=32"),
+        (dict(seed=4), "seed=3, this call has seed=4"),
+        (dict(shuffle=False), "shuffle=True"),
+        (dict(epochs=1), "pass epochs >= 2"),
+        (dict(callbacks=[mg.ReduceLROnPlateau("train_loss")]), "callbacks"),
+        (dict(n_samples=500), "n_samples=600, this call has n_samples=500"),
+    ],
+)
 def test_resume_into_a_different_run_is_rejected_and_changes_nothing(tmp_path, change, match):
     _small_run(tmp_path)
     path = tmp_path / "c.npz"
     saved = path.read_bytes()
     change = dict(change)
-    model, opt = _fresh(change.pop("arch", (20, 8, 3)), change.pop("dtype", np.float32),
-                        change.pop("optimizer", mg.SGD))
+    model, opt = _fresh(
+        change.pop("arch", (20, 8, 3)),
+        change.pop("dtype", np.float32),
+        change.pop("optimizer", mg.SGD),
+    )
     before, opt_before = model.flat_values.copy(), opt.state_dict()
     X, y, _, _ = data()
     n = change.pop("n_samples", 600)
@@ -289,8 +353,10 @@ def test_resume_into_a_different_run_is_rejected_and_changes_nothing(tmp_path, c
         mg.fit(model, X[:n], y[:n], optimizer=opt, **args)
     assert_bit_identical(model.flat_values, before)
     after = opt.state_dict()
-    assert after["step"] == opt_before["step"] and after["hyperparameters"] == \
-        opt_before["hyperparameters"]
+    assert (
+        after["step"] == opt_before["step"]
+        and after["hyperparameters"] == opt_before["hyperparameters"]
+    )
     assert all(np.array_equal(after["state"][k], opt_before["state"][k]) for k in after["state"])
     assert path.read_bytes() == saved and sorted(p.name for p in tmp_path.iterdir()) == ["c.npz"]
 
@@ -300,8 +366,18 @@ def test_resume_with_seed_none_uses_the_saved_seed(tmp_path):
     _small_run(tmp_path, epochs=1)
     model, opt = _fresh()
     X, y, _, _ = data()
-    history = mg.fit(model, X, y, optimizer=opt, epochs=3, batch_size=64, seed=None, verbose=0,
-                     checkpoint=tmp_path / "c.npz", resume=True)
+    history = mg.fit(
+        model,
+        X,
+        y,
+        optimizer=opt,
+        epochs=3,
+        batch_size=64,
+        seed=None,
+        verbose=0,
+        checkpoint=tmp_path / "c.npz",
+        resume=True,
+    )
     assert_bit_identical(model.flat_values, ref_model.flat_values)
     assert comparable(history) == comparable(ref_history)
 
@@ -310,8 +386,17 @@ def test_resume_without_a_file_starts_fresh_and_a_finished_run_does_nothing(tmp_
     model, opt, history = _small_run(tmp_path, epochs=2, resume=True)
     assert history.n_epochs == 2 and (tmp_path / "c.npz").exists()
     model2, opt2 = _fresh()
-    again = mg.fit(model2, *data()[:2], optimizer=opt2, epochs=2, batch_size=64, seed=3,
-                   verbose=0, checkpoint=tmp_path / "c.npz", resume=True)
+    again = mg.fit(
+        model2,
+        *data()[:2],
+        optimizer=opt2,
+        epochs=2,
+        batch_size=64,
+        seed=3,
+        verbose=0,
+        checkpoint=tmp_path / "c.npz",
+        resume=True,
+    )
     assert comparable(again) == comparable(history)
     assert_bit_identical(model2.flat_values, model.flat_values)
     assert opt2.step_count == opt.step_count == 20
@@ -323,9 +408,20 @@ def test_early_stopping_state_survives_a_resume(tmp_path):
         model, opt = _fresh()
         opt.lr = 1.5
         stopper = mg.EarlyStopping(patience=2, restore_best=True)
-        history = mg.fit(model, X, y, optimizer=opt, epochs=epochs, batch_size=64, seed=3,
-                         verbose=0, validation_data=(X_val, y_val), callbacks=[stopper],
-                         checkpoint=path, resume=resume)
+        history = mg.fit(
+            model,
+            X,
+            y,
+            optimizer=opt,
+            epochs=epochs,
+            batch_size=64,
+            seed=3,
+            verbose=0,
+            validation_data=(X_val, y_val),
+            callbacks=[stopper],
+            checkpoint=path,
+            resume=resume,
+        )
         return model, history, stopper
 
     ref_model, ref_history, ref_stopper = run(30, tmp_path / "ref.npz")
@@ -341,14 +437,17 @@ def test_early_stopping_state_survives_a_resume(tmp_path):
     assert comparable(history2) == comparable(ref_history)
 
 
-@pytest.mark.parametrize("args, error, match", [
-    (dict(resume=True), ValueError, "need checkpoint"),
-    (dict(checkpoint_every=5), ValueError, "need checkpoint"),
-    (dict(checkpoint="c.npz", checkpoint_every=0), ValueError, "checkpoint_every"),
-    (dict(checkpoint="c.npz", checkpoint_every=True), TypeError, "checkpoint_every"),
-    (dict(checkpoint="c.npz", resume="yes"), TypeError, "resume"),
-    (dict(checkpoint=12), TypeError, "path"),
-])
+@pytest.mark.parametrize(
+    "args, error, match",
+    [
+        (dict(resume=True), ValueError, "need checkpoint"),
+        (dict(checkpoint_every=5), ValueError, "need checkpoint"),
+        (dict(checkpoint="c.npz", checkpoint_every=0), ValueError, "checkpoint_every"),
+        (dict(checkpoint="c.npz", checkpoint_every=True), TypeError, "checkpoint_every"),
+        (dict(checkpoint="c.npz", resume="yes"), TypeError, "resume"),
+        (dict(checkpoint=12), TypeError, "path"),
+    ],
+)
 def test_bad_checkpoint_options_are_rejected(tmp_path, monkeypatch, args, error, match):
     monkeypatch.chdir(tmp_path)
     model, opt = _fresh()
@@ -386,6 +485,7 @@ def test_not_a_checkpoint_and_missing_file(tmp_path):
 
 def test_cli_resume_matches_an_uninterrupted_run(tmp_path, capsys):
     from minigd.cli import main
+
     common = ["train", "--hidden", "8", "--batch-size", "256", "--quiet", "--seed", "1"]
     assert main(common + ["--epochs", "2", "--out", str(tmp_path / "full")]) == 0
     ckpt = str(tmp_path / "run.npz")
@@ -393,16 +493,21 @@ def test_cli_resume_matches_an_uninterrupted_run(tmp_path, capsys):
     assert main(common + saving + ["--epochs", "1", "--out", str(tmp_path / "a")]) == 0
     assert main(common + saving + ["--epochs", "2", "--out", str(tmp_path / "b"), "--resume"]) == 0
     capsys.readouterr()
-    assert main(common + ["--epochs", "1", "--checkpoint-every", "5",
-                          "--out", str(tmp_path / "c")]) == 2
+    assert (
+        main(common + ["--epochs", "1", "--checkpoint-every", "5", "--out", str(tmp_path / "c")])
+        == 2
+    )
     assert "checkpoint_every need checkpoint" in capsys.readouterr().err
-    with np.load(tmp_path / "full" / "model.npz") as full, \
-            np.load(tmp_path / "b" / "model.npz") as resumed:
+    with (
+        np.load(tmp_path / "full" / "model.npz") as full,
+        np.load(tmp_path / "b" / "model.npz") as resumed,
+    ):
         assert all(full[k].tobytes() == resumed[k].tobytes() for k in full.files)
         n_in, hidden = full["0.weight"].shape
-        model = mg.Sequential(mg.Dense(n_in, hidden), mg.ReLU(),
-                              mg.Dense(hidden, full["2.bias"].shape[0]))
-        model.load_state_dict(full)             # the model.npz that `minigd train` writes
+        model = mg.Sequential(
+            mg.Dense(n_in, hidden), mg.ReLU(), mg.Dense(hidden, full["2.bias"].shape[0])
+        )
+        model.load_state_dict(full)  # the model.npz that `minigd train` writes
         assert all(np.array_equal(model.state_dict()[k], full[k]) for k in full.files)
     assert mg.load_checkpoint(ckpt).training["epochs_done"] == 2
 
@@ -425,8 +530,16 @@ def test_resume_needs_a_checkpoint_written_by_fit(tmp_path):
     model, opt = _fresh()
     X, y, _, _ = data()
     history = mg.fit(model, X, y, optimizer=opt, epochs=1, batch_size=64, verbose=0)
-    mg.save_checkpoint(tmp_path / "c.npz", model, opt, history=history,
-                       training={"epochs_done": 1})
+    mg.save_checkpoint(tmp_path / "c.npz", model, opt, history=history, training={"epochs_done": 1})
     with pytest.raises(ValueError, match="holds no training position"):
-        mg.fit(model, X, y, optimizer=opt, epochs=2, batch_size=64, verbose=0,
-               checkpoint=tmp_path / "c.npz", resume=True)
+        mg.fit(
+            model,
+            X,
+            y,
+            optimizer=opt,
+            epochs=2,
+            batch_size=64,
+            verbose=0,
+            checkpoint=tmp_path / "c.npz",
+            resume=True,
+        )

@@ -4,6 +4,7 @@ large allocation (issue 9, item 7).
 The files here are written by hand from the documented format (module docstring of
 minigd.checkpoint), digest included, as anyone could: the digest proves integrity, not origin.
 """
+
 import copy
 import hashlib
 import io
@@ -54,8 +55,17 @@ def genuine(tmp_path_factory):
     model = mg.Sequential(mg.Dense(6, 5), mg.ReLU(), mg.Dense(5, 3), seed=0)
     opt = mg.SGD(model.parameters(), lr=0.1, momentum=0.9)
     stop = mg.EarlyStopping(patience=5, restore_best=True)
-    history = mg.fit(model, X, y, optimizer=opt, epochs=2, batch_size=16, seed=0,
-                     validation_data=(X, y), callbacks=[stop])
+    history = mg.fit(
+        model,
+        X,
+        y,
+        optimizer=opt,
+        epochs=2,
+        batch_size=16,
+        seed=0,
+        validation_data=(X, y),
+        callbacks=[stop],
+    )
     path = tmp_path_factory.mktemp("genuine") / "c.npz"
     mg.save_checkpoint(path, model, opt, history=history, callbacks=[stop])
     with np.load(path, allow_pickle=False) as archive:
@@ -82,6 +92,7 @@ def _set(path, value):
             del target[path[-1]]
         else:
             target[path[-1]] = value
+
     return mutate
 
 
@@ -91,6 +102,7 @@ def _array(key, value):
             del arrays[key]
         else:
             arrays[key] = value(arrays[key]) if callable(value) else value
+
     return mutate
 
 
@@ -115,8 +127,9 @@ HOSTILE = {
     "hyperparameters list": _set(["optimizer", "hyperparameters"], [0.1]),
     "callbacks a dict": _set(["callbacks"], {"a": 1}),
     "callback state a number": _set(["callbacks", 0, "state"], 5),
-    "callback array name a number": _set(["callbacks", 0, "state", "best_weights"],
-                                         {"__arrays__": {"0.weight": 7}}),
+    "callback array name a number": _set(
+        ["callbacks", 0, "state", "best_weights"], {"__arrays__": {"0.weight": 7}}
+    ),
     "history epochs a number": _set(["history", "epochs"], 5),
     "history epoch values dicts": _set(["history", "epochs", "train_loss"], [{}, {}]),
     "training a string": _set(["training"], "epoch 3"),
@@ -125,8 +138,9 @@ HOSTILE = {
     "weights complex": _array("model/0.weight", lambda v: v.astype(np.complex64)),
     "weights text": _array("model/0.weight", np.array(["a", "b"])),
     "weights structured": _array("model/0.weight", np.zeros(3, dtype=[("a", "<f4")])),
-    "optimizer state float64": _array("optimizer/0.momentum_buffer",
-                                      lambda v: v.astype(np.float64)),
+    "optimizer state float64": _array(
+        "optimizer/0.momentum_buffer", lambda v: v.astype(np.float64)
+    ),
     "history float steps": _array("history/step", lambda v: v.astype(np.float64)),
     "history 2-D": _array("history/loss", lambda v: v.reshape(1, -1)),
     "history lengths differ": _array("history/loss", lambda v: v[:-1]),
@@ -145,8 +159,9 @@ def test_hostile_metadata_with_a_valid_digest_is_a_value_error(genuine, tmp_path
 @pytest.mark.parametrize("depth", [10_000, 200_000])
 def test_deeply_nested_json_is_a_value_error(genuine, tmp_path, depth):
     _, arrays = genuine
-    text = (b'{"format": "minigd-checkpoint", "version": 1, "x": ' + b"[" * depth + b"]" * depth
-            + b"}")
+    text = (
+        b'{"format": "minigd-checkpoint", "version": 1, "x": ' + b"[" * depth + b"]" * depth + b"}"
+    )
     with pytest.raises(ValueError, match="deep.npz"):
         mg.load_checkpoint(write(tmp_path / "deep.npz", text, arrays))
 
@@ -166,6 +181,7 @@ def _refused(path, match):
     def load():
         with pytest.raises(ValueError, match=match):
             mg.load_checkpoint(path)
+
     return load
 
 
@@ -175,12 +191,12 @@ def test_huge_declared_shape_is_refused_before_reading_any_array(genuine, tmp_pa
     path = write(tmp_path / "huge.npz", meta, arrays)
     header = io.BytesIO()
     np.lib.format.write_array_header_1_0(
-        header, {"descr": "<f4", "fortran_order": False, "shape": (1 << 28,)})
+        header, {"descr": "<f4", "fortran_order": False, "shape": (1 << 28,)}
+    )
     with zipfile.ZipFile(path, "a") as archive:
         archive.writestr("model/9.weight.npy", header.getvalue() + bytes(64))
     reads = []
-    monkeypatch.setattr(np.lib.format, "read_array",
-                        lambda *a, **k: reads.append(1) or np.zeros(1))
+    monkeypatch.setattr(np.lib.format, "read_array", lambda *a, **k: reads.append(1) or np.zeros(1))
     _refused(path, "declares shape")()
     assert reads == []
     monkeypatch.undo()
@@ -191,7 +207,7 @@ def test_huge_declared_shape_is_refused_before_reading_any_array(genuine, tmp_pa
 def test_compressed_bomb_with_a_valid_digest_is_refused_small(genuine, tmp_path):
     """64 MiB of zeros deflated to ~64 KiB, its digest correct: refused without inflating it."""
     meta, arrays = genuine
-    count = 16 * MiB                                        # float32: 64 MiB
+    count = 16 * MiB  # float32: 64 MiB
     chunk = np.zeros(MiB, dtype=np.float32)
     members = dict(arrays, **{"model/9.weight": None})
     path = tmp_path / "bomb.npz"
@@ -204,7 +220,8 @@ def test_compressed_bomb_with_a_valid_digest_is_refused_small(genuine, tmp_path)
                 h.update(f"\0{key}\0<f4\0{(count,)}\0".encode("utf-8"))
                 header = io.BytesIO()
                 np.lib.format.write_array_header_1_0(
-                    header, {"descr": "<f4", "fortran_order": False, "shape": (count,)})
+                    header, {"descr": "<f4", "fortran_order": False, "shape": (count,)}
+                )
                 info = zipfile.ZipInfo(key + ".npy")
                 info.compress_type = zipfile.ZIP_DEFLATED
                 with archive.open(info, "w", force_zip64=True) as out:
@@ -220,7 +237,7 @@ def test_compressed_bomb_with_a_valid_digest_is_refused_small(genuine, tmp_path)
         archive.writestr("metadata.npy", npy_bytes(np.frombuffer(text, np.uint8)))
         archive.writestr("sha256.npy", npy_bytes(np.frombuffer(h.digest(), np.uint8)))
     assert path.stat().st_size < 2 * MiB
-    with zipfile.ZipFile(path) as archive:                  # the bomb is what it claims
+    with zipfile.ZipFile(path) as archive:  # the bomb is what it claims
         assert archive.getinfo("model/9.weight.npy").file_size > 64 * MiB
     peak = _peak_while(_refused(path, "compressed"))
     assert peak < 4 * MiB, peak
@@ -241,13 +258,29 @@ def test_huge_shapes_in_the_metadata_allocate_nothing(genuine, tmp_path):
 
 def test_malformed_training_position_is_a_value_error_on_resume(genuine, tmp_path):
     meta, arrays = copy.deepcopy(genuine)
-    meta["training"] = {"epochs_done": 1, "iteration": 0, "step": "8", "epochs": 2,
-                        "lr_scale": 1.0, "current_lr": 0.1, "base_lr": 0.1,
-                        "stop_training": False, "iterator": 5}
+    meta["training"] = {
+        "epochs_done": 1,
+        "iteration": 0,
+        "step": "8",
+        "epochs": 2,
+        "lr_scale": 1.0,
+        "current_lr": 0.1,
+        "base_lr": 0.1,
+        "stop_training": False,
+        "iterator": 5,
+    }
     path = write(tmp_path / "pos.npz", meta, arrays)
     X = np.zeros((64, 6), np.float32)
     model = mg.Sequential(mg.Dense(6, 5), mg.ReLU(), mg.Dense(5, 3), seed=0)
     with pytest.raises(ValueError, match="malformed training position"):
-        mg.fit(model, X, np.arange(64) % 3, optimizer=mg.SGD(model.parameters(), lr=0.1),
-               epochs=2, batch_size=16, checkpoint=path, resume=True,
-               callbacks=[mg.EarlyStopping(patience=5, restore_best=True)])
+        mg.fit(
+            model,
+            X,
+            np.arange(64) % 3,
+            optimizer=mg.SGD(model.parameters(), lr=0.1),
+            epochs=2,
+            batch_size=16,
+            checkpoint=path,
+            resume=True,
+            callbacks=[mg.EarlyStopping(patience=5, restore_best=True)],
+        )

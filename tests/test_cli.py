@@ -11,12 +11,29 @@ from minigd.cli import build_parser, main
 
 def test_train_writes_history_plot_and_model(tmp_path, capsys):
     out = tmp_path / "run"
-    code = main(["train", "--epochs", "2", "--batch-size", "128", "--out", str(out),
-                 "--schedule", "step", "--step-size", "1", "--gamma", "0.5"])
+    code = main(
+        [
+            "train",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "128",
+            "--out",
+            str(out),
+            "--schedule",
+            "step",
+            "--step-size",
+            "1",
+            "--gamma",
+            "0.5",
+        ]
+    )
     assert code == 0
     text = capsys.readouterr().out
-    assert "plan: 7200 samples, batch 128 -> 57 iterations per epoch (last batch: 32 samples); " \
-           "2 epochs = 114 updates" in text
+    assert (
+        "plan: 7200 samples, batch 128 -> 57 iterations per epoch (last batch: 32 samples); "
+        "2 epochs = 114 updates" in text
+    )
     assert "epoch 2/2" in text and "test accuracy:" in text
     history = mg.History.from_json(out / "history.json")
     assert history.n_iterations == 114
@@ -40,8 +57,20 @@ def test_train_reports_divergence_and_keeps_history(tmp_path, capsys):
 def test_help_explains_every_hyperparameter():
     train = build_parser()._subparsers._group_actions[0].choices["train"]
     text = train.format_help()
-    for flag in ("--epochs", "--batch-size", "--lr", "--optimizer", "--momentum", "--schedule",
-                 "--hidden", "--seed", "--early-stopping", "--warmup", "--backend", "--out"):
+    for flag in (
+        "--epochs",
+        "--batch-size",
+        "--lr",
+        "--optimizer",
+        "--momentum",
+        "--schedule",
+        "--hidden",
+        "--seed",
+        "--early-stopping",
+        "--warmup",
+        "--backend",
+        "--out",
+    ):
         assert flag in text
     for action in train._actions:
         if action.option_strings and action.dest != "help":
@@ -59,8 +88,23 @@ def test_bad_arguments_exit_with_a_message(capsys):
 
 
 def test_python_dash_m_runs_the_main_job(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "minigd", "train", "--epochs", "1",
-                             "--hidden", "32", "--out", str(tmp_path), "--quiet"],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "minigd",
+            "train",
+            "--epochs",
+            "1",
+            "--hidden",
+            "32",
+            "--out",
+            str(tmp_path),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert "test accuracy:" in result.stdout

@@ -1,4 +1,5 @@
 """minigd lr-find and minigd noise-scale, run through cli.main with their outputs checked."""
+
 import csv
 import json
 
@@ -16,8 +17,7 @@ def read_csv(path):
 
 def test_lr_find_writes_csv_json_png_and_prints_suggestions(tmp_path, capsys):
     out = tmp_path / "lr"
-    code = main(["lr-find", "--out", str(out), "--num-iter", "60", "--hidden", "32",
-                 "--seed", "1"])
+    code = main(["lr-find", "--out", str(out), "--num-iter", "60", "--hidden", "32", "--seed", "1"])
     assert code == 0
     printed = capsys.readouterr().out
     data = json.loads((out / "lr_range.json").read_text())
@@ -33,10 +33,34 @@ def test_lr_find_writes_csv_json_png_and_prints_suggestions(tmp_path, capsys):
 
 def test_lr_find_flags_reach_the_test(tmp_path):
     out = tmp_path / "lr"
-    code = main(["lr-find", "--out", str(out), "--num-iter", "12", "--mode", "linear",
-                 "--start-lr", "0.001", "--end-lr", "0.1", "--batch-size", "128",
-                 "--optimizer", "sgd", "--momentum", "0.5", "--diverge-threshold", "0",
-                 "--smooth", "0.5", "--hidden", "16", "--quiet"])
+    code = main(
+        [
+            "lr-find",
+            "--out",
+            str(out),
+            "--num-iter",
+            "12",
+            "--mode",
+            "linear",
+            "--start-lr",
+            "0.001",
+            "--end-lr",
+            "0.1",
+            "--batch-size",
+            "128",
+            "--optimizer",
+            "sgd",
+            "--momentum",
+            "0.5",
+            "--diverge-threshold",
+            "0",
+            "--smooth",
+            "0.5",
+            "--hidden",
+            "16",
+            "--quiet",
+        ]
+    )
     assert code == 0
     data = json.loads((out / "lr_range.json").read_text())
     assert data["lr"] == pytest.approx([0.001 + 0.009 * i for i in range(12)], rel=1e-12)
@@ -53,8 +77,24 @@ def test_lr_find_bad_range_is_a_clear_error(tmp_path, capsys):
 
 def test_noise_scale_at_init_only(tmp_path, capsys):
     out = tmp_path / "ns"
-    code = main(["noise-scale", "--out", str(out), "--epochs", "0", "--n-pairs", "3",
-                 "--small-batch", "16", "--big-batch", "256", "--hidden", "16", "--quiet"])
+    code = main(
+        [
+            "noise-scale",
+            "--out",
+            str(out),
+            "--epochs",
+            "0",
+            "--n-pairs",
+            "3",
+            "--small-batch",
+            "16",
+            "--big-batch",
+            "256",
+            "--hidden",
+            "16",
+            "--quiet",
+        ]
+    )
     assert code == 0
     rows = read_csv(out / "noise_scale.csv")
     assert len(rows) == 1 and rows[0]["epoch"] == "0" and rows[0]["step"] == "0"
@@ -64,20 +104,45 @@ def test_noise_scale_at_init_only(tmp_path, capsys):
 
 
 def test_noise_scale_during_training_is_seeded(tmp_path):
-    args = ["noise-scale", "--epochs", "1", "--n-pairs", "2", "--small-batch", "16",
-            "--big-batch", "128", "--hidden", "16", "--batch-size", "256", "--quiet"]
+    args = [
+        "noise-scale",
+        "--epochs",
+        "1",
+        "--n-pairs",
+        "2",
+        "--small-batch",
+        "16",
+        "--big-batch",
+        "128",
+        "--hidden",
+        "16",
+        "--batch-size",
+        "256",
+        "--quiet",
+    ]
     assert main(args + ["--out", str(tmp_path / "a")]) == 0
     assert main(args + ["--out", str(tmp_path / "b")]) == 0
     a = json.loads((tmp_path / "a" / "noise_scale.json").read_text())
     b = json.loads((tmp_path / "b" / "noise_scale.json").read_text())
     assert a["records"] == b["records"]
-    assert a["records"]["step"] == [0, 32]                   # 8000 / 256 = 31.25 -> 32 updates
+    assert a["records"]["step"] == [0, 32]  # 8000 / 256 = 31.25 -> 32 updates
     assert a["config"]["big_batch"] == 128 and a["diverged"] is False
 
 
 def test_noise_scale_bad_batches_is_a_clear_error(tmp_path, capsys):
-    code = main(["noise-scale", "--out", str(tmp_path), "--small-batch", "64",
-                 "--big-batch", "64", "--epochs", "0"])
+    code = main(
+        [
+            "noise-scale",
+            "--out",
+            str(tmp_path),
+            "--small-batch",
+            "64",
+            "--big-batch",
+            "64",
+            "--epochs",
+            "0",
+        ]
+    )
     assert code == 2
     assert "small_batch must be smaller than big_batch" in capsys.readouterr().err
 

@@ -1,4 +1,5 @@
 """CLI: --optimizer rmsprop|adagrad, --grad-clip, --accumulate."""
+
 import pytest
 
 import minigd as mg
@@ -7,9 +8,27 @@ from minigd.cli import main
 
 def test_train_with_rmsprop_grad_clip_and_accumulate(tmp_path, capsys):
     out = tmp_path / "run"
-    code = main(["train", "--epochs", "1", "--batch-size", "64", "--optimizer", "rmsprop",
-                 "--lr", "0.001", "--momentum", "0.5", "--grad-clip", "1.0", "--accumulate", "4",
-                 "--out", str(out)])
+    code = main(
+        [
+            "train",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "64",
+            "--optimizer",
+            "rmsprop",
+            "--lr",
+            "0.001",
+            "--momentum",
+            "0.5",
+            "--grad-clip",
+            "1.0",
+            "--accumulate",
+            "4",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     text = capsys.readouterr().out
     assert "batch 64 x 4 accumulated = effective 256 -> " in text
@@ -19,12 +38,25 @@ def test_train_with_rmsprop_grad_clip_and_accumulate(tmp_path, capsys):
 
 
 def test_adagrad_by_name_and_flags_that_do_not_apply(tmp_path, capsys):
-    code = main(["train", "--epochs", "1", "--optimizer", "adagrad", "--quiet",
-                 "--out", str(tmp_path / "a")])
+    code = main(
+        [
+            "train",
+            "--epochs",
+            "1",
+            "--optimizer",
+            "adagrad",
+            "--quiet",
+            "--out",
+            str(tmp_path / "a"),
+        ]
+    )
     assert code == 0
-    for argv in (["--optimizer", "rmsprop", "--nesterov", "--momentum", "0.9"],
-                 ["--optimizer", "adagrad", "--momentum", "0.9"],
-                 ["--grad-clip", "0"], ["--accumulate", "0"]):
+    for argv in (
+        ["--optimizer", "rmsprop", "--nesterov", "--momentum", "0.9"],
+        ["--optimizer", "adagrad", "--momentum", "0.9"],
+        ["--grad-clip", "0"],
+        ["--accumulate", "0"],
+    ):
         with pytest.raises(SystemExit) as info:
             main(["train", "--quiet", "--out", str(tmp_path / "b")] + argv)
         assert info.value.code == 2

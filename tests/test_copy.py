@@ -1,5 +1,6 @@
 """copy.copy, copy.deepcopy and pickle give an independent model that trains, predicts and saves
 like the original (issue 9, item 0)."""
+
 import copy
 import pickle
 
@@ -28,8 +29,15 @@ def build():
 
 
 def train(model, X, y):
-    mg.fit(model, X, y, optimizer=mg.SGD(model.parameters(), lr=0.05, momentum=0.9),
-           epochs=2, batch_size=32, seed=7)
+    mg.fit(
+        model,
+        X,
+        y,
+        optimizer=mg.SGD(model.parameters(), lr=0.05, momentum=0.9),
+        epochs=2,
+        batch_size=32,
+        seed=7,
+    )
 
 
 def is_consistent(model):
@@ -72,7 +80,7 @@ def test_copy_trains_predicts_and_saves_like_the_original(kind, tmp_path):
 def test_copy_and_original_are_independent(kind):
     X, y = blobs()
     original = build()
-    original.predict(X)                                   # allocates the batch buffers
+    original.predict(X)  # allocates the batch buffers
     before = original.flat_values.copy()
     twin = COPIES[kind](original)
     assert not np.shares_memory(twin.flat_values, original.flat_values)
@@ -86,8 +94,9 @@ def test_copy_and_original_are_independent(kind):
 @pytest.mark.parametrize("kind", COPIES)
 def test_copy_of_a_trained_model_keeps_its_weights_and_dtype(kind):
     X, y = blobs()
-    model = mg.Sequential(mg.Dense(20, 16, init="torch"), mg.Tanh(), mg.Dense(16, 4), seed=1,
-                          dtype=np.float64)
+    model = mg.Sequential(
+        mg.Dense(20, 16, init="torch"), mg.Tanh(), mg.Dense(16, 4), seed=1, dtype=np.float64
+    )
     train(model, X, y)
     twin = COPIES[kind](model)
     assert twin.dtype == np.float64 and twin.seed == model.seed
@@ -97,10 +106,10 @@ def test_copy_of_a_trained_model_keeps_its_weights_and_dtype(kind):
 
 def test_pickle_holds_the_weights_only_not_the_batch_buffers():
     model = mg.Sequential(mg.Dense(784, 128), mg.ReLU(), mg.Dense(128, 10), seed=0)
-    weights = model.num_parameters() * 4                  # 407,080 bytes of float32
+    weights = model.num_parameters() * 4  # 407,080 bytes of float32
     size = len(pickle.dumps(model))
     assert weights < size < weights + 8_000
-    model.predict(np.zeros((2000, 784), np.float32))      # fills ~9 MB of batch buffers
+    model.predict(np.zeros((2000, 784), np.float32))  # fills ~9 MB of batch buffers
     assert len(pickle.dumps(model)) == size
     twin = pickle.loads(pickle.dumps(model))
     assert not hasattr(twin.layers[0], "_out") and twin._capacity == 0
@@ -146,8 +155,9 @@ def test_estimator_copies_train_and_predict_like_the_original(kind, fitted):
         assert is_consistent(twin.model_)
         assert {id(p) for p in twin.optimizer_.params} == {id(p) for p in twin.model_.parameters()}
         np.testing.assert_array_equal(twin.predict_proba(X), clf.predict_proba(X))
-        np.testing.assert_array_equal(twin.optimizer_.state["momentum_buffer"],
-                                      clf.optimizer_.state["momentum_buffer"])
+        np.testing.assert_array_equal(
+            twin.optimizer_.state["momentum_buffer"], clf.optimizer_.state["momentum_buffer"]
+        )
         clf.partial_fit(X, y)
         twin.partial_fit(X, y)
     else:

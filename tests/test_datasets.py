@@ -355,8 +355,9 @@ def test_bad_checksum_download_leaves_no_file(tmp_path, fake_mnist, server):
 
 
 def test_all_downloads_bad_leaves_cache_empty(tmp_path, fake_mnist, server, monkeypatch):
-    table = {name: ("0" * 32, magic, shape)
-             for name, (_, magic, shape) in _mnist.MNIST_FILES.items()}
+    table = {
+        name: ("0" * 32, magic, shape) for name, (_, magic, shape) in _mnist.MNIST_FILES.items()
+    }
     monkeypatch.setattr(_mnist, "MNIST_FILES", table)
     cache = tmp_path / "cache"
     with pytest.raises(datasets.DatasetUnavailableError):
@@ -470,8 +471,14 @@ def test_load_mnist_argument_errors(tmp_path):
 
 def test_public_api():
     assert sorted(datasets.__all__) == sorted(
-        ["load_mnist_sample", "load_mnist", "read_idx", "write_idx", "DatasetUnavailableError",
-         "make_regression"]
+        [
+            "load_mnist_sample",
+            "load_mnist",
+            "read_idx",
+            "write_idx",
+            "DatasetUnavailableError",
+            "make_regression",
+        ]
     )
     assert issubclass(datasets.DatasetUnavailableError, OSError)
     for name in datasets.__all__:

@@ -1,4 +1,5 @@
 """Determinism: same seed, same backend, same machine -> bit-identical weights and history."""
+
 import importlib.util
 
 import numpy as np
@@ -7,8 +8,15 @@ import pytest
 import minigd as mg
 
 HAS_NUMBA_BACKEND = importlib.util.find_spec("minigd.kernels.jit") is not None
-BACKENDS = ["numpy", pytest.param("numba", marks=pytest.mark.skipif(
-    not HAS_NUMBA_BACKEND, reason="the numba backend (minigd.kernels.jit) is not built here"))]
+BACKENDS = [
+    "numpy",
+    pytest.param(
+        "numba",
+        marks=pytest.mark.skipif(
+            not HAS_NUMBA_BACKEND, reason="the numba backend (minigd.kernels.jit) is not built here"
+        ),
+    ),
+]
 TIMING = ("seconds", "samples_per_second")
 
 
@@ -22,17 +30,34 @@ def _data():
 def _run(backend, seed=5, dtype=np.float32, optimizer="adam"):
     X, y, X_val, y_val = _data()
     with mg.use_backend(backend):
-        model = mg.Sequential(mg.Dense(12, 32), mg.ReLU(), mg.Dense(32, 16), mg.Tanh(),
-                              mg.Dense(16, 4), seed=seed, dtype=dtype)
+        model = mg.Sequential(
+            mg.Dense(12, 32),
+            mg.ReLU(),
+            mg.Dense(32, 16),
+            mg.Tanh(),
+            mg.Dense(16, 4),
+            seed=seed,
+            dtype=dtype,
+        )
         if optimizer == "adam":
             opt = mg.AdamW(model.parameters(), lr=3e-3)
             schedule = mg.schedules.CyclicLR(1e-3, 1e-2, step_size=7)
         else:
             opt = mg.SGD(model.parameters(), lr=0.05, momentum=0.9)
             schedule = mg.schedules.ExponentialDecay(0.05, gamma=0.9)
-        history = mg.fit(model, X, y, optimizer=opt, epochs=3, batch_size=24, seed=seed,
-                         schedule=schedule, validation_data=(X_val, y_val), verbose=0,
-                         callbacks=[mg.ReduceLROnPlateau(patience=0)])
+        history = mg.fit(
+            model,
+            X,
+            y,
+            optimizer=opt,
+            epochs=3,
+            batch_size=24,
+            seed=seed,
+            schedule=schedule,
+            validation_data=(X_val, y_val),
+            verbose=0,
+            callbacks=[mg.ReduceLROnPlateau(patience=0)],
+        )
     d = history.to_dict()
     d["epochs"] = {k: v for k, v in d["epochs"].items() if k not in TIMING}
     return model.flat_values.copy(), opt.state_dict(), d
@@ -62,8 +87,9 @@ def test_backends_agree_within_the_documented_float64_tolerance():
     w_numpy, _, h_numpy = _run("numpy", dtype=np.float64)
     w_numba, _, h_numba = _run("numba", dtype=np.float64)
     np.testing.assert_allclose(w_numba, w_numpy, rtol=1e-9, atol=1e-12)
-    np.testing.assert_allclose(h_numba["iterations"]["loss"], h_numpy["iterations"]["loss"],
-                               rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(
+        h_numba["iterations"]["loss"], h_numpy["iterations"]["loss"], rtol=1e-9, atol=1e-12
+    )
     assert h_numba["iterations"]["lr"] == h_numpy["iterations"]["lr"]
 
 
@@ -79,5 +105,7 @@ def test_the_permutation_is_a_pure_function_of_seed_and_epoch():
     for start in (0, 3, len(a) - 1, len(a)):
         rest = [(xb.copy(), yb.copy()) for xb, yb in b.batches(2, start=start)]
         assert len(rest) == len(full) - start
-        assert all(np.array_equal(x1, x2) and np.array_equal(y1, y2)
-                   for (x1, y1), (x2, y2) in zip(full[start:], rest))
+        assert all(
+            np.array_equal(x1, x2) and np.array_equal(y1, y2)
+            for (x1, y1), (x2, y2) in zip(full[start:], rest)
+        )

@@ -1,4 +1,5 @@
 """Divergence: a non-finite loss stops training before its update, says where, keeps the history."""
+
 import math
 import warnings
 
@@ -37,9 +38,20 @@ def _fit(dtype=np.float32, callbacks=(), on_divergence="warn", **args):
     X, y = _data()
     model = mg.Sequential(mg.Dense(20, 16), mg.ReLU(), mg.Dense(16, 3), seed=1, dtype=dtype)
     opt = mg.SGD(model.parameters(), lr=CALM, momentum=0.9)
-    history = mg.fit(model, X, y, optimizer=opt, epochs=4, batch_size=32, seed=0, verbose=0,
-                     schedule=args.pop("schedule", _explodes_in_epoch_2), callbacks=callbacks,
-                     on_divergence=on_divergence, **args)
+    history = mg.fit(
+        model,
+        X,
+        y,
+        optimizer=opt,
+        epochs=4,
+        batch_size=32,
+        seed=0,
+        verbose=0,
+        schedule=args.pop("schedule", _explodes_in_epoch_2),
+        callbacks=callbacks,
+        on_divergence=on_divergence,
+        **args,
+    )
     return model, history
 
 
@@ -89,8 +101,16 @@ def test_diverging_from_the_first_update_keeps_the_initial_weights():
     initial = model.flat_values.copy()  # finite weights, but the logits overflow float32 at once
     X, y = _data()
     with pytest.warns(RuntimeWarning, match="epoch 1, iteration 1"):
-        history = mg.fit(model, X, y, optimizer=mg.SGD(model.parameters(), lr=0.1), epochs=2,
-                         batch_size=32, verbose=0, seed=0)
+        history = mg.fit(
+            model,
+            X,
+            y,
+            optimizer=mg.SGD(model.parameters(), lr=0.1),
+            epochs=2,
+            batch_size=32,
+            verbose=0,
+            seed=0,
+        )
     assert history.n_iterations == 1 and history.n_epochs == 0
     assert model.flat_values.tobytes() == initial.tobytes()
 

@@ -5,6 +5,7 @@ The site tests need the docs extra (``python -m pip install -e ".[docs]"``) and 
 test needs Chromium at /usr/bin/chromium (Debian's ``chromium`` package); ``.ci/run`` installs
 both. Without them those tests skip and say why.
 """
+
 import ast
 import glob
 import html
@@ -24,8 +25,13 @@ import minigd as mg
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
-DOCS_MODULES = ("mkdocs", "material", "mkdocstrings", "mkdocstrings_handlers.python",
-                "mkdocs_jupyter")
+DOCS_MODULES = (
+    "mkdocs",
+    "material",
+    "mkdocstrings",
+    "mkdocstrings_handlers.python",
+    "mkdocs_jupyter",
+)
 
 
 def _missing_docs_modules():
@@ -43,22 +49,40 @@ def _missing_docs_modules():
 needs_docs = pytest.mark.skipif(
     bool(_missing_docs_modules()),
     reason=f"the docs extra is not installed (missing {', '.join(_missing_docs_modules())}): "
-           f"python -m pip install -e \".[docs]\"")
+    f'python -m pip install -e ".[docs]"',
+)
 needs_chromium = pytest.mark.skipif(
     not os.access(CHROMIUM, os.X_OK),
-    reason=f"{CHROMIUM} not found: apt-get install chromium (what .ci/run does)")
+    reason=f"{CHROMIUM} not found: apt-get install chromium (what .ci/run does)",
+)
 
 
 # ---- the site ---------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     """Build the site once with ``mkdocs build --strict``; the output directory."""
     out = tmp_path_factory.mktemp("site")
     env = dict(os.environ, NO_MKDOCS_2_WARNING="1", PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file",
-                           str(ROOT / "mkdocs.yml"), "--site-dir", str(out)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mkdocs",
+            "build",
+            "--strict",
+            "--config-file",
+            str(ROOT / "mkdocs.yml"),
+            "--site-dir",
+            str(out),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"mkdocs build --strict failed:\n{log[-6000:]}"
     warnings = [line for line in log.splitlines() if "WARNING" in line]
@@ -68,11 +92,22 @@ def site(tmp_path_factory):
 
 @needs_docs
 def test_site_builds_strictly_with_every_page(site):
-    pages = {"index.html", "mechanics.html", "extending.html", "architecture.html",
-             "performance.html", "changelog.html", "api/training.html", "api/model.html",
-             "guides/lr_range.html", "guides/sweeps.html", "guides/checkpoint.html"}
-    pages |= {f"notebooks/{pathlib.Path(p).stem}.html"
-              for p in glob.glob(str(ROOT / "notebooks/*.ipynb"))}
+    pages = {
+        "index.html",
+        "mechanics.html",
+        "extending.html",
+        "architecture.html",
+        "performance.html",
+        "changelog.html",
+        "api/training.html",
+        "api/model.html",
+        "guides/lr_range.html",
+        "guides/sweeps.html",
+        "guides/checkpoint.html",
+    }
+    pages |= {
+        f"notebooks/{pathlib.Path(p).stem}.html" for p in glob.glob(str(ROOT / "notebooks/*.ipynb"))
+    }
     missing = sorted(p for p in pages if not (site / p).is_file())
     assert not missing, f"pages missing from the built site: {missing}"
     # every image the pages use was copied
@@ -87,10 +122,21 @@ def _page_text(markup):
 
 def _chromium(url, tmp_path, *args):
     profile = tmp_path / f"profile-{len(list(tmp_path.iterdir()))}"
-    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-               "--no-first-run", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}",
-               "--window-size=1280,2000", *args, url]
+    command = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--window-size=1280,2000",
+        *args,
+        url,
+    ]
     proc = subprocess.run(command, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, f"chromium failed on {url}:\n{proc.stderr[-3000:]}"
     return proc.stdout
@@ -118,12 +164,13 @@ def _fit_signature_shown(text):
     # the rendered signature carries annotations: "fit(model: Sequential, X: ArrayLike, ..."
     start = text.find("fit(model:")
     names = list(inspect.signature(mg.fit).parameters)
-    return start >= 0 and _in_order(text[start:start + 3000], names)
+    return start >= 0 and _in_order(text[start : start + 3000], names)
 
 
 PAGES = {
-    "index.html": lambda t: _has(t, "What it does not do", "python -m pytest -q", "minigd train",
-                                 "The schedule wins"),
+    "index.html": lambda t: _has(
+        t, "What it does not do", "python -m pytest -q", "minigd train", "The schedule wins"
+    ),
     "api/training.html": _fit_signature_shown,
     "notebooks/01_epochs_iterations_batches.html": lambda t: _has(t, "iterations per epoch"),
     "extending.html": lambda t: _has(t, "class LeakyReLU(Layer)", "class SignSGD(Optimizer)"),
@@ -138,6 +185,7 @@ def test_page_renders_in_chromium(site, tmp_path, page):
     shot = tmp_path / "page.png"
     _chromium(url, tmp_path, f"--screenshot={shot}")
     import matplotlib.image
+
     pixels = matplotlib.image.imread(str(shot))
     assert pixels.shape[:2] == (2000, 1280), pixels.shape
     rgb = np.round(pixels[..., :3] * 255).astype(np.uint32)
@@ -170,15 +218,28 @@ def referenced_paths(text):
 
 
 def test_reference_pattern_finds_paths():
-    text = ("see docs/readme_x.md), (benchmarks/epoch.py --quick) `notebooks/01_a.ipynb`; "
-            "every minigd/kernels/jit*.py file; not ~/.cache/minigd/mnist nor benchmarks/<name>.py")
-    assert referenced_paths(text) == ["docs/readme_x.md", "benchmarks/epoch.py",
-                                      "notebooks/01_a.ipynb", "minigd/kernels/jit*.py"]
+    text = (
+        "see docs/readme_x.md), (benchmarks/epoch.py --quick) `notebooks/01_a.ipynb`; "
+        "every minigd/kernels/jit*.py file; not ~/.cache/minigd/mnist nor benchmarks/<name>.py"
+    )
+    assert referenced_paths(text) == [
+        "docs/readme_x.md",
+        "benchmarks/epoch.py",
+        "notebooks/01_a.ipynb",
+        "minigd/kernels/jit*.py",
+    ]
 
 
 def _documentation_files():
-    patterns = ["minigd/**/*.py", "minigd/**/*.md", "docs/**/*.md", "docs/**/*.py",
-                "benchmarks/*.py", "notebooks/*.py", "*.md"]
+    patterns = [
+        "minigd/**/*.py",
+        "minigd/**/*.md",
+        "docs/**/*.md",
+        "docs/**/*.py",
+        "benchmarks/*.py",
+        "notebooks/*.py",
+        "*.md",
+    ]
     for pattern in patterns:
         yield from sorted(ROOT.glob(pattern))
 
@@ -193,6 +254,7 @@ def test_every_referenced_file_exists():
 
 
 # ---- code in the README and on the site --------------------------------------------------------
+
 
 def _python_blocks(path):
     return re.findall(r"```python\n(.*?)```", path.read_text(encoding="utf-8"), re.S)
@@ -259,7 +321,8 @@ def test_code_blocks_use_real_names_and_arguments(code):
         for keyword in node.keywords:
             if keyword.arg is not None:
                 assert keyword.arg in accepted, (
-                    f"{ast.unparse(node.func)}() takes no argument {keyword.arg!r}")
+                    f"{ast.unparse(node.func)}() takes no argument {keyword.arg!r}"
+                )
         checked += 1
     assert checked or "mg." not in code
 
@@ -271,8 +334,9 @@ def test_extending_examples_train(tmp_path):
     namespace = {"__name__": "extending_md"}
     for code in _python_blocks(ROOT / "docs" / "extending.md"):
         exec(compile(code, "docs/extending.md", "exec"), namespace)
-    LeakyReLU, SignSGD, InverseTime = (namespace[n]
-                                       for n in ("LeakyReLU", "SignSGD", "InverseTime"))
+    LeakyReLU, SignSGD, InverseTime = (
+        namespace[n] for n in ("LeakyReLU", "SignSGD", "InverseTime")
+    )
     layer = LeakyReLU(0.1)
     model = mg.Sequential(mg.Dense(4, 3), layer, mg.Dense(3, 2), seed=0)
     z = np.array([[-1.0, 2.0, 0.5]], dtype=np.float32)
@@ -284,8 +348,17 @@ def test_extending_examples_train(tmp_path):
     with mg.use_backend("numpy"):
         opt = SignSGD(model.parameters(), lr=0.01)
         before = model.state_dict()
-        history = mg.fit(model, X, y, optimizer=opt, epochs=2, batch_size=16, seed=0, verbose=0,
-                         schedule=InverseTime(0.01, 1.0))
+        history = mg.fit(
+            model,
+            X,
+            y,
+            optimizer=opt,
+            epochs=2,
+            batch_size=16,
+            seed=0,
+            verbose=0,
+            schedule=InverseTime(0.01, 1.0),
+        )
         assert history.iterations["lr"][0] == 0.01 and history.iterations["lr"][-1] == 0.005
         assert not np.array_equal(before["0.weight"], model.state_dict()["0.weight"])
         mg.save_checkpoint(tmp_path / "c.npz", model, opt, history=history)
@@ -298,14 +371,23 @@ def test_extending_examples_train(tmp_path):
 def test_plot_history_returns_a_figure_that_saves(tmp_path):
     """The docs say: fig = mg.plot.history(history); fig.savefig(path)."""
     import matplotlib
+
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
+
     history = mg.History()
     for step in range(1, 5):
-        history.record_iteration(epoch=1, iteration=step, step=step, batch_size=8, lr=0.1,
-                                 loss=2.0 / step)
-    history.record_epoch(epoch=1, train_loss=1.0, val_loss=None, val_accuracy=None, seconds=1.0,
-                         samples_per_second=32.0)
+        history.record_iteration(
+            epoch=1, iteration=step, step=step, batch_size=8, lr=0.1, loss=2.0 / step
+        )
+    history.record_epoch(
+        epoch=1,
+        train_loss=1.0,
+        val_loss=None,
+        val_accuracy=None,
+        seconds=1.0,
+        samples_per_second=32.0,
+    )
     fig = mg.plot.history(history)
     assert isinstance(fig, Figure)
     fig.savefig(tmp_path / "history.png")

@@ -1,4 +1,5 @@
 """mg.Dropout: inverted dropout, train/eval modes, reproducible masks, exact resume, gradcheck."""
+
 import numpy as np
 import pytest
 
@@ -38,7 +39,7 @@ def test_eval_mode_and_p_zero_are_the_identity():
     model = _model(0.9)
     logits = model.predict_logits(x.repeat(3, axis=1)[:, :12])
     assert np.array_equal(logits, model.predict_logits(x.repeat(3, axis=1)[:, :12]))
-    assert model.training                     # predict restored the mode
+    assert model.training  # predict restored the mode
 
 
 def test_engine_path_matches_numpy_path():
@@ -52,8 +53,17 @@ def test_engine_path_matches_numpy_path():
 
 
 def _fit(model, X, y, **kw):
-    return mg.fit(model, X, y, optimizer=mg.SGD(model.parameters(), lr=0.05, momentum=0.9),
-                  epochs=3, batch_size=16, seed=7, verbose=0, **kw)
+    return mg.fit(
+        model,
+        X,
+        y,
+        optimizer=mg.SGD(model.parameters(), lr=0.05, momentum=0.9),
+        epochs=3,
+        batch_size=16,
+        seed=7,
+        verbose=0,
+        **kw,
+    )
 
 
 def test_same_seeds_reproduce_the_run_bit_for_bit_and_seeds_matter():
@@ -62,12 +72,20 @@ def test_same_seeds_reproduce_the_run_bit_for_bit_and_seeds_matter():
     ha, hb = _fit(a, X, y), _fit(b, X, y)
     assert np.array_equal(a.flat_values, b.flat_values)
     assert ha.iterations["loss"] == hb.iterations["loss"]
-    mg.fit(c, X, y, optimizer=mg.SGD(c.parameters(), lr=0.05, momentum=0.9), epochs=3,
-           batch_size=16, seed=8, verbose=0)
-    assert not np.array_equal(a.flat_values, c.flat_values)     # the fit seed changes masks
+    mg.fit(
+        c,
+        X,
+        y,
+        optimizer=mg.SGD(c.parameters(), lr=0.05, momentum=0.9),
+        epochs=3,
+        batch_size=16,
+        seed=8,
+        verbose=0,
+    )
+    assert not np.array_equal(a.flat_values, c.flat_values)  # the fit seed changes masks
     d.flat_values[...] = _model().flat_values
     _fit(d, X, y)
-    assert not np.array_equal(a.flat_values, d.flat_values)     # so does the model seed
+    assert not np.array_equal(a.flat_values, d.flat_values)  # so does the model seed
 
 
 def test_dropout_changes_training():
@@ -90,12 +108,13 @@ class _Kill(mg.Callback):
 
 @pytest.mark.parametrize("batch_norm", [False, True])
 def test_killed_mid_epoch_and_resumed_is_bit_identical(tmp_path, batch_norm):
-    X, y = _data()                            # 150 rows / 16 -> 10 updates per epoch
+    X, y = _data()  # 150 rows / 16 -> 10 updates per epoch
 
     def model():
         extra = [mg.BatchNorm(16)] if batch_norm else []
-        return mg.Sequential(mg.Dense(12, 16), *extra, mg.ReLU(), mg.Dropout(0.4),
-                             mg.Dense(16, 3), seed=0)
+        return mg.Sequential(
+            mg.Dense(12, 16), *extra, mg.ReLU(), mg.Dropout(0.4), mg.Dense(16, 3), seed=0
+        )
 
     ref = model()
     ref_history = _fit(ref, X, y)
@@ -120,6 +139,7 @@ def test_gradcheck_with_a_fixed_mask():
 
 def test_clone_pickle_and_state_dict():
     import pickle
+
     model = _model(0.2)
     assert list(model.state_dict()) == ["0.weight", "0.bias", "3.weight", "3.bias"]
     twin = pickle.loads(pickle.dumps(model))

@@ -1,4 +1,5 @@
 """The open engine: user-written layers and optimizers, train/eval mode, buffers, fused roles."""
+
 import copy
 import pickle
 
@@ -82,8 +83,16 @@ def test_a_user_layer_trains_predicts_and_says_once_it_is_not_fused(backend, cap
     X, y = data()
     model = scale_model()
     with mg.use_backend(backend):
-        history = mg.fit(model, X, y, optimizer=mg.SGD(model.parameters(), lr=0.2, momentum=0.9),
-                         epochs=4, batch_size=8, seed=0, verbose=2)
+        history = mg.fit(
+            model,
+            X,
+            y,
+            optimizer=mg.SGD(model.parameters(), lr=0.2, momentum=0.9),
+            epochs=4,
+            batch_size=8,
+            seed=0,
+            verbose=2,
+        )
     out = capsys.readouterr().out
     says = "layer Scale has no fused kernel: training runs one Python iteration per update"
     assert out.count(says) == (1 if backend == "numba" else 0)
@@ -138,8 +147,9 @@ def test_a_user_optimizer_steps_per_parameter_and_saves_in_checkpoints(tmp_path)
     with mg.use_backend("numba"):
         support = fused.supports(_state(model, opt, X, y), mg.SoftmaxCrossEntropy(), [])
     assert not support and support.custom
-    assert support.reason == ("optimizer SignSGD has no fused kernel: training runs one Python "
-                              "iteration per update")
+    assert support.reason == (
+        "optimizer SignSGD has no fused kernel: training runs one Python iteration per update"
+    )
     with mg.use_backend("numpy"):
         history = mg.fit(model, X, y, optimizer=opt, epochs=3, batch_size=16, seed=0, verbose=0)
     assert history.epochs["train_loss"][-1] < history.epochs["train_loss"][0]
@@ -166,7 +176,7 @@ def test_train_and_eval_set_every_layer_and_predict_restores_the_mode():
     counter = model.layers[1]
     model.predict(X)
     model.predict_proba(X)
-    assert counter.modes == [False, False] and model.training      # restored to train
+    assert counter.modes == [False, False] and model.training  # restored to train
     assert counter.seen.value[0] == 0
     model.eval()
     model.predict_logits(X)
@@ -180,8 +190,17 @@ def test_fit_trains_in_train_mode_and_validates_in_eval_mode():
     model = mg.Sequential(mg.Dense(4, 5), RowCounter(), mg.ReLU(), mg.Dense(5, 3), seed=0)
     model.eval()
     with mg.use_backend("numpy"):
-        mg.fit(model, X, y, optimizer=mg.SGD(model.parameters(), lr=0.1), epochs=2,
-               batch_size=16, seed=0, verbose=0, validation_data=(X[:10], y[:10]))
+        mg.fit(
+            model,
+            X,
+            y,
+            optimizer=mg.SGD(model.parameters(), lr=0.1),
+            epochs=2,
+            batch_size=16,
+            seed=0,
+            verbose=0,
+            validation_data=(X[:10], y[:10]),
+        )
     counter = model.layers[1]
     assert counter.modes == [True] * 3 + [False] + [True] * 3 + [False]
     assert counter.seen.value[0] == 2 * 48
@@ -195,8 +214,12 @@ def test_buffers_travel_with_state_dict_clone_copy_pickle_and_checkpoints(tmp_pa
     state = model.state_dict()
     assert list(state) == ["0.weight", "0.bias", "2.weight", "2.bias", "1.seen"]
     assert state["1.seen"][0] == 7
-    for twin in (model.clone(), copy.copy(model), copy.deepcopy(model),
-                 pickle.loads(pickle.dumps(model))):
+    for twin in (
+        model.clone(),
+        copy.copy(model),
+        copy.deepcopy(model),
+        pickle.loads(pickle.dumps(model)),
+    ):
         assert twin.state_dict()["1.seen"][0] == 7
         assert not np.shares_memory(twin.buffers()[0].value, model.buffers()[0].value)
         assert twin.flat_values.tobytes() == model.flat_values.tobytes()
@@ -213,10 +236,17 @@ def test_buffers_travel_with_state_dict_clone_copy_pickle_and_checkpoints(tmp_pa
 
 def test_the_fused_path_accepts_every_built_in_and_names_the_custom_class():
     X, y = data()
-    optimizers = [lambda p: mg.SGD(p, lr=0.1), lambda p: mg.SGD(p, lr=0.1, momentum=0.9),
-                  lambda p: mg.Adam(p), lambda p: mg.AdamW(p)]
+    optimizers = [
+        lambda p: mg.SGD(p, lr=0.1),
+        lambda p: mg.SGD(p, lr=0.1, momentum=0.9),
+        lambda p: mg.Adam(p),
+        lambda p: mg.AdamW(p),
+    ]
     assert {mg.ReLU().fused_role(), mg.Tanh().fused_role(), mg.Sigmoid().fused_role()} == {
-        codes.ACT_RELU, codes.ACT_TANH, codes.ACT_SIGMOID}
+        codes.ACT_RELU,
+        codes.ACT_TANH,
+        codes.ACT_SIGMOID,
+    }
     assert mg.Dense(2, 3).fused_role() == "dense"
     loss = mg.SoftmaxCrossEntropy()
     with mg.use_backend("numba"):
@@ -227,25 +257,23 @@ def test_the_fused_path_accepts_every_built_in_and_names_the_custom_class():
                 assert support and support.reason is None, support
 
         model = scale_model()
-        support = fused.supports(_state(model, mg.SGD(model.parameters(), lr=0.1), X, y),
-                                 loss, [])
+        support = fused.supports(_state(model, mg.SGD(model.parameters(), lr=0.1), X, y), loss, [])
         ok, reason = support
         assert not ok and support.custom
-        assert reason == ("layer Scale has no fused kernel: training runs one Python iteration "
-                          "per update")
+        assert reason == (
+            "layer Scale has no fused kernel: training runs one Python iteration per update"
+        )
 
-        class MyDense(mg.Dense):                # replaces the engine hook: not fused
+        class MyDense(mg.Dense):  # replaces the engine hook: not fused
             def forward_batch(self, x, kernels):
                 return super().forward_batch(x, kernels)
 
         model = mg.Sequential(MyDense(4, 3), seed=0)
-        support = fused.supports(_state(model, mg.SGD(model.parameters(), lr=0.1), X, y),
-                                 loss, [])
+        support = fused.supports(_state(model, mg.SGD(model.parameters(), lr=0.1), X, y), loss, [])
         assert not support and "MyDense" in support.reason
 
     with mg.use_backend("numpy"):
-        support = fused.supports(_state(model, mg.SGD(model.parameters(), lr=0.1), X, y),
-                                 loss, [])
+        support = fused.supports(_state(model, mg.SGD(model.parameters(), lr=0.1), X, y), loss, [])
         assert not support and not support.custom
 
 

@@ -1,4 +1,5 @@
 """mg.explore: widgets set from Python retrain and change the plot; ipywidgets stays optional."""
+
 import os
 import subprocess
 import sys
@@ -24,7 +25,7 @@ def ydata(explorer, name):
 def test_first_view_shows_the_first_run(explorer):
     h = explorer.history
     assert explorer.retrains == 1
-    assert h.n_iterations == 2 * 7 and h.n_epochs == 2            # ceil(200 / 32) = 7
+    assert h.n_iterations == 2 * 7 and h.n_epochs == 2  # ceil(200 / 32) = 7
     np.testing.assert_allclose(ydata(explorer, "loss"), h.iterations["loss"])
     np.testing.assert_allclose(ydata(explorer, "lr"), h.iterations["lr"])
     np.testing.assert_allclose(ydata(explorer, "train_loss"), h.epochs["train_loss"])
@@ -73,7 +74,7 @@ def test_same_settings_give_the_same_run(explorer):
 
 def test_own_data_and_divergence_is_reported_not_raised(rng):
     pytest.importorskip("ipywidgets")
-    X = (rng.normal(size=(300, 20)) * 1e4).astype(np.float32)   # far from unit scale
+    X = (rng.normal(size=(300, 20)) * 1e4).astype(np.float32)  # far from unit scale
     y = rng.integers(0, 3, size=300)
     explorer = mg.explore((X, y), n_train=200, n_val=100, epochs=2, lr=10.0)
     assert explorer.n_classes == 3 and explorer.history.diverged
@@ -93,17 +94,20 @@ def test_arguments_are_checked():
 
 
 def test_missing_ipywidgets_names_the_extra(monkeypatch):
-    monkeypatch.setitem(sys.modules, "ipywidgets", None)       # makes `import ipywidgets` fail
+    monkeypatch.setitem(sys.modules, "ipywidgets", None)  # makes `import ipywidgets` fail
     with pytest.raises(ImportError, match=r'pip install "minigd\[notebook\]"'):
         mg.explore()
 
 
 def test_importing_minigd_does_not_import_ipywidgets():
-    code = ("import sys, minigd; "
-            "print(sorted(m for m in ('ipywidgets', 'IPython', 'matplotlib') "
-            "if m in sys.modules))")
+    code = (
+        "import sys, minigd; "
+        "print(sorted(m for m in ('ipywidgets', 'IPython', 'matplotlib') "
+        "if m in sys.modules))"
+    )
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"

@@ -1,4 +1,5 @@
 """mg.Flatten: image-shaped and uint8 X in Sequential, fit, predict, evaluate (no copy)."""
+
 import numpy as np
 import pytest
 
@@ -28,8 +29,16 @@ def test_image_input_fit_predict_evaluate_match_the_flat_model():
     b.flat_values[...] = a.flat_values
     flat = (X / 255.0).reshape(60, 28)
     for model, data in ((a, X / 255.0), (b, flat)):
-        mg.fit(model, data, y, optimizer=mg.Adam(model.parameters(), lr=0.01), epochs=2,
-               batch_size=16, seed=1, verbose=0)
+        mg.fit(
+            model,
+            data,
+            y,
+            optimizer=mg.Adam(model.parameters(), lr=0.01),
+            epochs=2,
+            batch_size=16,
+            seed=1,
+            verbose=0,
+        )
     assert np.array_equal(a.flat_values, b.flat_values)
     assert np.array_equal(a.predict(X / 255.0), b.predict(flat))
     assert mg.evaluate(a, X / 255.0, y) == mg.evaluate(b, flat, y)
@@ -44,8 +53,15 @@ def test_uint8_memmap_images_are_not_copied(tmp_path):
     view = model.check_input(mm)
     assert view.shape == (60, 28) and np.shares_memory(view, mm)
     with pytest.warns(UserWarning, match="unit scale"):
-        mg.fit(model, mm, y, optimizer=mg.SGD(model.parameters(), lr=1e-5), epochs=1,
-               batch_size=16, verbose=0)
+        mg.fit(
+            model,
+            mm,
+            y,
+            optimizer=mg.SGD(model.parameters(), lr=1e-5),
+            epochs=1,
+            batch_size=16,
+            verbose=0,
+        )
     assert model.predict(mm).shape == (60,)
 
 
@@ -59,6 +75,7 @@ def test_image_input_without_flatten_or_with_wrong_size_is_a_clear_error():
 
 def test_flatten_runs_on_the_fused_path():
     from minigd import fused
+
     model = mg.Sequential(mg.Flatten(), mg.Dense(28, 8), mg.ReLU(), mg.Dense(8, 3), seed=0)
     spec = fused.layer_spec(model)
     assert spec is not None and spec[0].tolist() == [[28, 8], [8, 3]]

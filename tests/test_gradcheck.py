@@ -1,5 +1,6 @@
 """mg.gradcheck: passes for every built-in piece and a user layer, fails (loudly, at the right
 place) for a wrong backward, never changes the object it checks."""
+
 import numpy as np
 import pytest
 
@@ -63,8 +64,18 @@ class Square(mg.Layer):
         return 2 * dy * self.x
 
 
-@pytest.mark.parametrize("layer", [lambda: mg.Dense(3, 4), lambda: mg.Dense(3, 2, init="torch"),
-                                   mg.ReLU, mg.Tanh, mg.Sigmoid, lambda: Scale(3), Square])
+@pytest.mark.parametrize(
+    "layer",
+    [
+        lambda: mg.Dense(3, 4),
+        lambda: mg.Dense(3, 2, init="torch"),
+        mg.ReLU,
+        mg.Tanh,
+        mg.Sigmoid,
+        lambda: Scale(3),
+        Square,
+    ],
+)
 def test_built_in_and_user_layers_pass(layer):
     result = mg.gradcheck(layer(), inputs())
     assert result.ok and bool(result), result
@@ -79,12 +90,26 @@ def test_dense_reports_every_array():
 
 def test_whole_model_passes_in_both_dtypes_and_modes():
     for dtype in (np.float32, np.float64):
-        model = mg.Sequential(mg.Dense(3, 5), mg.Tanh(), mg.Dense(5, 4), mg.ReLU(),
-                              mg.Dense(4, 2), seed=0, dtype=dtype)
+        model = mg.Sequential(
+            mg.Dense(3, 5),
+            mg.Tanh(),
+            mg.Dense(5, 4),
+            mg.ReLU(),
+            mg.Dense(4, 2),
+            seed=0,
+            dtype=dtype,
+        )
         result = mg.gradcheck(model, inputs())
         assert result.ok, result
-        assert set(result.errors) == {"input", "0.weight", "0.bias", "2.weight", "2.bias",
-                                      "4.weight", "4.bias"}
+        assert set(result.errors) == {
+            "input",
+            "0.weight",
+            "0.bias",
+            "2.weight",
+            "2.bias",
+            "4.weight",
+            "4.bias",
+        }
         assert mg.gradcheck(model.eval(), inputs()).ok
 
 
@@ -218,7 +243,7 @@ def test_a_random_layer_in_train_mode_sees_the_same_mask_every_evaluation():
     state = layer.rng.bit_generator.state
     assert mg.gradcheck(layer, inputs()).ok
     assert mg.gradcheck(layer.eval(), inputs()).ok
-    assert layer.rng.bit_generator.state == state       # the user's generator is untouched
+    assert layer.rng.bit_generator.state == state  # the user's generator is untouched
 
 
 def test_result_repr_and_message():

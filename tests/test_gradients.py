@@ -1,4 +1,5 @@
 """Finite-difference gradient checks in float64 for every layer and the loss."""
+
 import numpy as np
 import pytest
 
@@ -37,8 +38,13 @@ def test_network_gradients_match_finite_differences(activation, batch, backend):
     rng = np.random.default_rng(batch)
     n_in, n_hidden = int(rng.integers(1, 6)), int(rng.integers(1, 7))
     n_out = int(rng.integers(2, 5))
-    model = mg.Sequential(mg.Dense(n_in, n_hidden), activation(), mg.Dense(n_hidden, n_out),
-                          seed=batch, dtype=np.float64)
+    model = mg.Sequential(
+        mg.Dense(n_in, n_hidden),
+        activation(),
+        mg.Dense(n_hidden, n_out),
+        seed=batch,
+        dtype=np.float64,
+    )
     x = rng.normal(size=(batch, n_in))
     y = rng.integers(0, n_out, size=batch)
     loss = mg.SoftmaxCrossEntropy()

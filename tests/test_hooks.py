@@ -1,4 +1,5 @@
 """A subclass of a built-in that rewrites only the math gets the math it wrote (minigd.hooks)."""
+
 import numpy as np
 
 import minigd as mg
@@ -67,6 +68,14 @@ def test_loss_subclass_value_is_used_by_fit_and_evaluate():
     full = mg.evaluate(model, X, y)["loss"]
     half = mg.evaluate(model, X, y, loss=HalfCrossEntropy())["loss"]
     np.testing.assert_allclose(half, full / 2, rtol=1e-12)
-    h = mg.fit(model, X, y, optimizer=mg.SGD(model.parameters(), lr=0.1), loss=HalfCrossEntropy(),
-               epochs=1, batch_size=40, verbose=0)
+    h = mg.fit(
+        model,
+        X,
+        y,
+        optimizer=mg.SGD(model.parameters(), lr=0.1),
+        loss=HalfCrossEntropy(),
+        epochs=1,
+        batch_size=40,
+        verbose=0,
+    )
     np.testing.assert_allclose(h.iterations["loss"][0], full / 2, rtol=1e-12)

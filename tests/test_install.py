@@ -11,6 +11,7 @@ package.
 Needs a package index (PyPI or a mirror; pip's cache is used) and takes minutes, so it is one
 test, marked ``install``: it runs by default; ``-m "not install"`` deselects it.
 """
+
 import os
 import re
 import shutil
@@ -24,9 +25,22 @@ pytestmark = pytest.mark.install
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTEST_STEP = " && python -m pytest -q"
-NOT_COPIED = shutil.ignore_patterns(".git", ".venv*", "venv", "__pycache__", "*.egg-info", "build",
-                                    "dist", "minigd-run", "runs", ".pytest_cache", ".hypothesis",
-                                    ".ipynb_checkpoints", "*.nbi", "*.nbc")
+NOT_COPIED = shutil.ignore_patterns(
+    ".git",
+    ".venv*",
+    "venv",
+    "__pycache__",
+    "*.egg-info",
+    "build",
+    "dist",
+    "minigd-run",
+    "runs",
+    ".pytest_cache",
+    ".hypothesis",
+    ".ipynb_checkpoints",
+    "*.nbi",
+    "*.nbc",
+)
 
 
 def readme_setup_commands():
@@ -49,7 +63,7 @@ def test_readme_install_order_leaves_a_working_install(tmp_path):
     assert editable.endswith(PYTEST_STEP), editable
     # Step 2 of the README ends by running the test suite. Running it here would run this test
     # again inside itself; the suite is what is running now, so stop after the install.
-    editable = editable[:-len(PYTEST_STEP)]
+    editable = editable[: -len(PYTEST_STEP)]
 
     source = tmp_path / "src"
     shutil.copytree(ROOT, source, ignore=NOT_COPIED)
@@ -57,24 +71,35 @@ def test_readme_install_order_leaves_a_working_install(tmp_path):
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     bindir = venv / ("Scripts" if os.name == "nt" else "bin")
     cache = tmp_path / "minigd-cache"
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONDONTWRITEBYTECODE", "NUMBA_CACHE_DIR")}
-    env.update(PATH=str(bindir) + os.pathsep + env.get("PATH", ""), VIRTUAL_ENV=str(venv),
-               MINIGD_CACHE_DIR=str(cache),
-               MINIGD_WARM_START="0")    # compile in the foreground: the cache is full on exit
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONDONTWRITEBYTECODE", "NUMBA_CACHE_DIR")
+    }
+    env.update(
+        PATH=str(bindir) + os.pathsep + env.get("PATH", ""),
+        VIRTUAL_ENV=str(venv),
+        MINIGD_CACHE_DIR=str(cache),
+        MINIGD_WARM_START="0",
+    )  # compile in the foreground: the cache is full on exit
 
     def sh(command, cwd):
-        result = subprocess.run(command, shell=True, cwd=cwd, env=env, capture_output=True,
-                                text=True, timeout=1800)
-        assert result.returncode == 0, (f"`{command}` failed in {cwd}:\n"
-                                        f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        result = subprocess.run(
+            command, shell=True, cwd=cwd, env=env, capture_output=True, text=True, timeout=1800
+        )
+        assert result.returncode == 0, (
+            f"`{command}` failed in {cwd}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
         return result.stdout
 
-    purelib = Path(sh('python -c "import sysconfig; print(sysconfig.get_paths()[\'purelib\'])"',
-                      tmp_path).strip())
+    purelib = Path(
+        sh(
+            "python -c \"import sysconfig; print(sysconfig.get_paths()['purelib'])\"", tmp_path
+        ).strip()
+    )
     assert purelib.is_relative_to(venv)
 
-    out = sh(install, source)                      # python -m pip install . && minigd train
+    out = sh(install, source)  # python -m pip install . && minigd train
     assert "test accuracy:" in out
     installed = purelib / "minigd"
     assert (installed / "kernels" / "jit.py").is_file()
@@ -82,7 +107,7 @@ def test_readme_install_order_leaves_a_working_install(tmp_path):
     assert numba_files(cache / "kernels"), "the kernels were not cached in MINIGD_CACHE_DIR"
     assert ": yes," in sh("minigd cache info", tmp_path)
 
-    sh(editable, source)                           # python -m pip install -e ".[test]"
+    sh(editable, source)  # python -m pip install -e ".[test]"
     # pip removed the regular install: nothing may be left to shadow the editable one.
     assert not installed.exists(), sorted(map(str, installed.rglob("*")))
 

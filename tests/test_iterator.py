@@ -1,4 +1,5 @@
 """BatchIterator invariants: ceil/floor lengths, each sample once, reshuffling, seeding."""
+
 import math
 
 import numpy as np
@@ -15,8 +16,12 @@ def make(n, batch, **kwargs):
 
 
 @settings(max_examples=60, deadline=None)
-@given(n=st.integers(1, 300), batch=st.integers(1, 80), shuffle=st.booleans(),
-       seed=st.integers(0, 2**32))
+@given(
+    n=st.integers(1, 300),
+    batch=st.integers(1, 80),
+    shuffle=st.booleans(),
+    seed=st.integers(0, 2**32),
+)
 def test_every_sample_exactly_once_per_epoch(n, batch, shuffle, seed):
     it = make(n, batch, shuffle=shuffle, seed=seed)
     assert len(it) == math.ceil(n / batch)
@@ -48,10 +53,12 @@ def test_drop_last_uses_floor(n, batch):
 
 def test_describe_states_the_plan():
     it = make(8000, 64)
-    assert it.describe() == ("8000 samples, batch 64 -> 125 iterations per epoch "
-                             "(last batch: 64 samples)")
-    assert make(1000, 64).describe() == ("1000 samples, batch 64 -> 16 iterations per epoch "
-                                         "(last batch: 40 samples)")
+    assert it.describe() == (
+        "8000 samples, batch 64 -> 125 iterations per epoch (last batch: 64 samples)"
+    )
+    assert make(1000, 64).describe() == (
+        "1000 samples, batch 64 -> 16 iterations per epoch (last batch: 40 samples)"
+    )
     assert "40 dropped" in make(1000, 64, drop_last=True).describe()
 
 
@@ -85,7 +92,7 @@ def test_list_of_batches_gives_distinct_correct_batches():
     batches = list(it)
     assert len(batches) == 125
     for i, (xb, yb) in enumerate(batches):
-        idx = order[i * 64:(i + 1) * 64]
+        idx = order[i * 64 : (i + 1) * 64]
         np.testing.assert_array_equal(xb, X[idx])
         np.testing.assert_array_equal(yb, y[idx])
         assert not np.shares_memory(xb, X)
@@ -155,8 +162,10 @@ def test_converts_dtype_per_batch_and_reads_memmap(tmp_path):
     np.testing.assert_array_equal(got, data[order].astype(np.float32))
 
 
-@pytest.mark.parametrize("bad,exc", [(0, ValueError), (-1, ValueError), (2.0, TypeError),
-                                     (True, TypeError), ("8", TypeError)])
+@pytest.mark.parametrize(
+    "bad,exc",
+    [(0, ValueError), (-1, ValueError), (2.0, TypeError), (True, TypeError), ("8", TypeError)],
+)
 def test_rejects_bad_batch_size(bad, exc):
     with pytest.raises(exc, match="batch_size"):
         make(10, bad)

@@ -4,6 +4,7 @@ Each check runs the tool from the repository root with this interpreter
 (``python -m ruff ...``, ``python -m mypy``) and is skipped, saying why, when the tool is not
 installed (``pip install -e .[test]`` brings both).
 """
+
 import importlib.util
 import subprocess
 import sys
@@ -18,8 +19,9 @@ def run_tool(module, *args):
     """Run ``python -m module args`` in the repository root; skip when the module is missing."""
     if importlib.util.find_spec(module) is None:
         pytest.skip(f"{module} is not installed (pip install -e .[test])")
-    done = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True
+    )
     output = done.stdout + done.stderr
     assert done.returncode == 0, f"{module} {' '.join(args)} failed:\n{output}"
     return output

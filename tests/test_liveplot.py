@@ -4,6 +4,7 @@
 updates (and can make each redraw cost time), and the clock is fake, advanced by a callback
 at every update, so the tests do not depend on the speed of the machine.
 """
+
 import warnings
 
 import numpy as np
@@ -70,9 +71,19 @@ def train(data, callbacks, epochs=5, batch_size=2, validation=True):
     opt = mg.SGD(model.parameters(), lr=0.05)
     schedule = mg.schedules.CosineAnnealing(0.05, t_max=epochs * 100, unit="iteration")
     with mg.use_backend("numpy"):
-        return mg.fit(model, X, y, optimizer=opt, epochs=epochs, batch_size=batch_size, seed=0,
-                      schedule=schedule, validation_data=(X[:50], y[:50]) if validation else None,
-                      callbacks=callbacks, verbose=0)
+        return mg.fit(
+            model,
+            X,
+            y,
+            optimizer=opt,
+            epochs=epochs,
+            batch_size=batch_size,
+            seed=0,
+            schedule=schedule,
+            validation_data=(X[:50], y[:50]) if validation else None,
+            callbacks=callbacks,
+            verbose=0,
+        )
 
 
 def live_plot_warnings(record):
@@ -100,11 +111,11 @@ def test_outside_a_notebook_it_does_nothing_and_warns_once(data, monkeypatch):
 def test_redraws_are_bounded_by_time_not_by_iterations(data, notebook):
     clock, screen = notebook
     lp = mg.LivePlot(every=1, min_interval=1.0)
-    history = train(data, [Tick(clock, 0.01), lp])   # 500 updates, 0.01 s each: 5 s
+    history = train(data, [Tick(clock, 0.01), lp])  # 500 updates, 0.01 s each: 5 s
     assert history.n_iterations == 500 and clock.now == pytest.approx(5.0)
     # at most one redraw per simulated second, plus the final one
     assert 4 <= lp.redraws <= 5 + 1
-    assert len(screen.images) == lp.redraws            # the first redraw opens the picture
+    assert len(screen.images) == lp.redraws  # the first redraw opens the picture
 
 
 def test_every_bounds_redraws_when_time_allows(data, notebook):
@@ -118,9 +129,9 @@ def test_every_bounds_redraws_when_time_allows(data, notebook):
 
 def test_slow_redraws_are_spaced_to_keep_the_overhead_small(data, notebook):
     clock, screen = notebook
-    screen.cost = 0.5                                   # each redraw takes 0.5 s
+    screen.cost = 0.5  # each redraw takes 0.5 s
     lp = mg.LivePlot(every=1, min_interval=0.0, max_overhead=0.05)
-    train(data, [Tick(clock, 0.1), lp])                 # 50 s of training
+    train(data, [Tick(clock, 0.1), lp])  # 50 s of training
     # a 0.5 s redraw is followed by >= 10 s without one: about 5 in 50 s, plus the final one
     assert 5 <= lp.redraws <= 7
     assert lp.draw_seconds == pytest.approx(0.5 * lp.redraws)
@@ -145,15 +156,16 @@ def test_lines_hold_the_history(data, notebook):
     np.testing.assert_array_equal(lines["loss"].get_xdata(), it["step"])
     np.testing.assert_allclose(lines["loss"].get_ydata(), it["loss"])
     np.testing.assert_allclose(lines["lr"].get_ydata(), it["lr"])
-    assert len(set(it["lr"])) > 1                      # the cosine schedule shows
+    assert len(set(it["lr"])) > 1  # the cosine schedule shows
     average, expected = 0.0, []
     for n, value in enumerate(it["loss"], start=1):
         average = 0.8 * average + 0.2 * value
-        expected.append(average / (1 - 0.8 ** n))
+        expected.append(average / (1 - 0.8**n))
     np.testing.assert_allclose(lines["smoothed"].get_ydata(), expected, rtol=1e-12)
     per_epoch = -(-200 // 16)
-    np.testing.assert_array_equal(lines["train_loss"].get_xdata(),
-                                  [per_epoch, 2 * per_epoch, 3 * per_epoch])
+    np.testing.assert_array_equal(
+        lines["train_loss"].get_xdata(), [per_epoch, 2 * per_epoch, 3 * per_epoch]
+    )
     np.testing.assert_allclose(lines["train_loss"].get_ydata(), ep["train_loss"])
     np.testing.assert_allclose(lines["val_loss"].get_ydata(), ep["val_loss"])
     np.testing.assert_array_equal(lines["val_accuracy"].get_xdata(), [1, 2, 3])
@@ -187,9 +199,9 @@ def test_arguments_are_checked():
 def test_auto_keeps_numbas_fused_epoch(notebook):
     lp = mg.LivePlot()
     with mg.use_backend("numba"):
-        assert not lp.per_iteration                     # redrawn at epoch ends
+        assert not lp.per_iteration  # redrawn at epoch ends
     with mg.use_backend("numpy"):
-        assert lp.per_iteration                         # every 10 updates
+        assert lp.per_iteration  # every 10 updates
     with mg.use_backend("numba"):
         assert mg.LivePlot(every=10).per_iteration
         assert not mg.LivePlot(every=None).per_iteration

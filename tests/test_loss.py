@@ -15,7 +15,7 @@ def test_loss_is_mean_over_batch():
     rng = np.random.default_rng(0)
     logits, y = rng.normal(size=(6, 4)), rng.integers(0, 4, 6)
     loss = mg.SoftmaxCrossEntropy()
-    per_row = [mg.SoftmaxCrossEntropy().forward(logits[i:i + 1], y[i:i + 1]) for i in range(6)]
+    per_row = [mg.SoftmaxCrossEntropy().forward(logits[i : i + 1], y[i : i + 1]) for i in range(6)]
     assert loss.forward(logits, y) == pytest.approx(np.mean(per_row), rel=1e-12)
     np.testing.assert_allclose(loss.backward().sum(axis=1), 0, atol=1e-15)
 

@@ -1,5 +1,6 @@
 """LR range test: the ramp, the smoothing, the stop rules, the suggestion rules, the untouched
 model, seeded reproducibility, persistence, the plot, and a sane suggestion on the MNIST sample."""
+
 import json
 import math
 
@@ -45,6 +46,7 @@ def spy_factory(store):
     def build(params):
         store.append(SpySGD(params, lr=0.1))
         return store[-1]
+
     return build
 
 
@@ -65,9 +67,19 @@ def test_linear_ramp_has_constant_steps():
 def test_linear_mode_applies_a_linear_ramp_update_by_update():
     X, y = blobs()
     spies = []
-    result = mg.lr_range_test(small_model(), X, y, optimizer=spy_factory(spies), start_lr=0.001,
-                              end_lr=0.05, num_iter=25, batch_size=32, mode="linear",
-                              diverge_threshold=None, seed=0)
+    result = mg.lr_range_test(
+        small_model(),
+        X,
+        y,
+        optimizer=spy_factory(spies),
+        start_lr=0.001,
+        end_lr=0.05,
+        num_iter=25,
+        batch_size=32,
+        mode="linear",
+        diverge_threshold=None,
+        seed=0,
+    )
     assert result.stop_reason == "completed" and result.n_iterations == 25
     np.testing.assert_allclose(np.diff(result.lr), (0.05 - 0.001) / 24, rtol=1e-12)
     assert spies[0].applied == list(result.lr)
@@ -76,9 +88,18 @@ def test_linear_mode_applies_a_linear_ramp_update_by_update():
 def test_exp_mode_applies_the_recorded_lr_at_every_update():
     X, y = blobs()
     spies = []
-    result = mg.lr_range_test(small_model(), X, y, optimizer=spy_factory(spies), start_lr=1e-4,
-                              end_lr=0.1, num_iter=40, batch_size=16, diverge_threshold=None,
-                              seed=1)
+    result = mg.lr_range_test(
+        small_model(),
+        X,
+        y,
+        optimizer=spy_factory(spies),
+        start_lr=1e-4,
+        end_lr=0.1,
+        num_iter=40,
+        batch_size=16,
+        diverge_threshold=None,
+        seed=1,
+    )
     assert spies[0].applied == list(result.lr)
     np.testing.assert_array_equal(result.lr, lr_ramp(1e-4, 0.1, 40, "exp"))
 
@@ -86,9 +107,18 @@ def test_exp_mode_applies_the_recorded_lr_at_every_update():
 def test_epochs_are_cycled_when_num_iter_exceeds_one_epoch():
     X, y = blobs(n=50)
     spies = []
-    result = mg.lr_range_test(small_model(), X, y, optimizer=spy_factory(spies), start_lr=1e-4,
-                              end_lr=1e-2, num_iter=20, batch_size=16, diverge_threshold=None,
-                              seed=0)
+    result = mg.lr_range_test(
+        small_model(),
+        X,
+        y,
+        optimizer=spy_factory(spies),
+        start_lr=1e-4,
+        end_lr=1e-2,
+        num_iter=20,
+        batch_size=16,
+        diverge_threshold=None,
+        seed=0,
+    )
     # 50 samples, batch 16, short batch dropped: 3 updates per epoch, so 7 epochs
     assert result.n_iterations == 20 and len(spies[0].applied) == 20
 
@@ -100,22 +130,32 @@ def test_smoothing_is_a_bias_corrected_moving_average():
     avg1 = 0.1 * 2.0
     avg2 = b * avg1 + 0.1 * 1.0
     avg3 = b * avg2 + 0.1 * 4.0
-    expected = [avg1 / (1 - b), avg2 / (1 - b ** 2), avg3 / (1 - b ** 3)]
+    expected = [avg1 / (1 - b), avg2 / (1 - b**2), avg3 / (1 - b**3)]
     np.testing.assert_allclose(smooth_losses(losses, b), expected, rtol=1e-15)
     assert smooth_losses(losses, 0.0).tolist() == losses
 
 
 def test_recorded_smoothed_loss_is_the_smoothing_of_the_recorded_loss():
     X, y = blobs()
-    result = mg.lr_range_test(small_model(), X, y, num_iter=30, batch_size=32, smooth=0.9,
-                              seed=0, start_lr=1e-3, end_lr=1.0)
+    result = mg.lr_range_test(
+        small_model(),
+        X,
+        y,
+        num_iter=30,
+        batch_size=32,
+        smooth=0.9,
+        seed=0,
+        start_lr=1e-3,
+        end_lr=1.0,
+    )
     np.testing.assert_array_equal(result.smoothed_loss, smooth_losses(result.loss, 0.9))
 
 
 def test_stops_when_smoothed_loss_exceeds_threshold_times_best():
     X, y = blobs()
-    result = mg.lr_range_test(small_model(), X, y, start_lr=1e-3, end_lr=1e4, num_iter=200,
-                              batch_size=32, seed=0)
+    result = mg.lr_range_test(
+        small_model(), X, y, start_lr=1e-3, end_lr=1e4, num_iter=200, batch_size=32, seed=0
+    )
     assert result.stop_reason == "diverged"
     assert result.n_iterations < 200
     s = result.smoothed_loss
@@ -138,8 +178,18 @@ def test_a_higher_threshold_runs_longer_and_none_never_stops_on_the_threshold():
 def test_non_finite_loss_stops_and_is_recorded():
     X, y = blobs()
     X = X * 1000
-    result = mg.lr_range_test(small_model(), X, y, start_lr=1.0, end_lr=1e8, num_iter=100,
-                              batch_size=32, smooth=0.0, diverge_threshold=None, seed=0)
+    result = mg.lr_range_test(
+        small_model(),
+        X,
+        y,
+        start_lr=1.0,
+        end_lr=1e8,
+        num_iter=100,
+        batch_size=32,
+        smooth=0.0,
+        diverge_threshold=None,
+        seed=0,
+    )
     assert result.stop_reason == "non-finite"
     assert not math.isfinite(result.loss[-1]) and np.all(np.isfinite(result.loss[:-1]))
     assert all(math.isfinite(v) for v in result.suggestions.values())
@@ -148,7 +198,7 @@ def test_non_finite_loss_stops_and_is_recorded():
 # ---- suggestion rules ---------------------------------------------------------------------------
 def test_steepest_finds_the_fastest_fall_against_log_lr():
     lrs = np.logspace(-5, 1, 61)
-    losses = 2 - np.tanh(2 * (np.log10(lrs) + 1))       # fastest fall at lr = 0.1
+    losses = 2 - np.tanh(2 * (np.log10(lrs) + 1))  # fastest fall at lr = 0.1
     assert steepest(lrs, losses) == pytest.approx(0.1, rel=0.13)
 
 
@@ -188,7 +238,7 @@ def test_valley_equals_fastai_reference_on_random_curves(seed):
     n = int(rng.integers(2, 60))
     losses = np.cumsum(rng.normal(-0.05, 0.2, size=n)) + 3
     if seed % 4 == 0:
-        losses = np.round(losses, 1)                      # ties
+        losses = np.round(losses, 1)  # ties
     lrs = np.logspace(-5, 1, n)
     assert valley(lrs, losses) == fastai_valley(lrs, losses)
 
@@ -196,8 +246,8 @@ def test_valley_equals_fastai_reference_on_random_curves(seed):
 def test_suggest_skips_warmup_and_blow_up_like_fastai():
     lrs = np.logspace(-4, 0, 40)
     smoothed = np.linspace(3, 1, 40)
-    smoothed[:4] = 0.1                                    # warm-up artefact: ignored (40 // 10 = 4)
-    smoothed[-5:] = 0.05                                  # last five: ignored
+    smoothed[:4] = 0.1  # warm-up artefact: ignored (40 // 10 = 4)
+    smoothed[-5:] = 0.05  # last five: ignored
     assert suggest(lrs, smoothed, 40)["min_div_10"] == pytest.approx(lrs[-6] / 10)
 
 
@@ -219,7 +269,7 @@ def test_same_seed_agrees_exactly_and_another_seed_differs():
     c = mg.lr_range_test(small_model(), X, y, seed=4, **kw)
     assert a == b
     assert a.loss.tobytes() == b.loss.tobytes()
-    assert not np.array_equal(a.loss[:len(c.loss)], c.loss[:len(a.loss)])
+    assert not np.array_equal(a.loss[: len(c.loss)], c.loss[: len(a.loss)])
 
 
 def test_seed_none_is_recorded_and_reproduces():
@@ -232,23 +282,41 @@ def test_seed_none_is_recorded_and_reproduces():
 
 def test_adam_and_float64_and_factory_with_momentum_run():
     X, y = blobs()
-    r1 = mg.lr_range_test(small_model(dtype=np.float64), X, y, optimizer="adam", num_iter=20,
-                          batch_size=32, seed=0)
-    r2 = mg.lr_range_test(small_model(), X, y, num_iter=20, batch_size=32, seed=0,
-                          optimizer=lambda p: mg.SGD(p, lr=1.0, momentum=0.9))
+    r1 = mg.lr_range_test(
+        small_model(dtype=np.float64), X, y, optimizer="adam", num_iter=20, batch_size=32, seed=0
+    )
+    r2 = mg.lr_range_test(
+        small_model(),
+        X,
+        y,
+        num_iter=20,
+        batch_size=32,
+        seed=0,
+        optimizer=lambda p: mg.SGD(p, lr=1.0, momentum=0.9),
+    )
     assert "Adam" in r1.config["optimizer"] and "momentum=0.9" in r2.config["optimizer"]
     assert np.all(np.isfinite(r1.loss)) and np.all(np.isfinite(r2.loss[:10]))
 
 
 def test_json_and_csv_round_trip(tmp_path):
     X, y = blobs()
-    result = mg.lr_range_test(small_model(), X, y, start_lr=1.0, end_lr=1e9, num_iter=60,
-                              batch_size=32, smooth=0.0, diverge_threshold=None, seed=0)
+    result = mg.lr_range_test(
+        small_model(),
+        X,
+        y,
+        start_lr=1.0,
+        end_lr=1e9,
+        num_iter=60,
+        batch_size=32,
+        smooth=0.0,
+        diverge_threshold=None,
+        seed=0,
+    )
     result.to_json(tmp_path / "r.json")
     back = mg.LRRangeResult.from_json(tmp_path / "r.json")
     assert back == result
     np.testing.assert_array_equal(back.lr, result.lr)
-    json.loads((tmp_path / "r.json").read_text())          # valid JSON even with inf/NaN
+    json.loads((tmp_path / "r.json").read_text())  # valid JSON even with inf/NaN
     result.to_csv(tmp_path / "r.csv")
     rows = (tmp_path / "r.csv").read_text().splitlines()
     assert rows[0] == "iteration,lr,loss,smoothed_loss"
@@ -258,22 +326,25 @@ def test_json_and_csv_round_trip(tmp_path):
 
 
 # ---- argument checks ----------------------------------------------------------------------------
-@pytest.mark.parametrize("kwargs, error, words", [
-    (dict(start_lr=1.0, end_lr=0.1), ValueError, "start_lr must be smaller than end_lr"),
-    (dict(start_lr=1.0, end_lr=1.0), ValueError, "start_lr must be smaller than end_lr"),
-    (dict(start_lr=-1e-3), ValueError, "start_lr"),
-    (dict(end_lr=float("inf")), ValueError, "end_lr"),
-    (dict(num_iter=1), ValueError, "num_iter must be >= 2"),
-    (dict(num_iter=2.5), TypeError, "num_iter"),
-    (dict(mode="log"), ValueError, "mode must be one of"),
-    (dict(smooth=1.0), ValueError, "smooth"),
-    (dict(diverge_threshold=0.5), ValueError, "diverge_threshold"),
-    (dict(batch_size=0), ValueError, "batch_size"),
-    (dict(optimizer="lbfgs"), ValueError, "optimizer must be one of"),
-    (dict(optimizer=3), TypeError, "optimizer must be"),
-    (dict(optimizer=lambda p: "sgd"), TypeError, "must return a minigd Optimizer"),
-    (dict(seed=-1), ValueError, "seed"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, words",
+    [
+        (dict(start_lr=1.0, end_lr=0.1), ValueError, "start_lr must be smaller than end_lr"),
+        (dict(start_lr=1.0, end_lr=1.0), ValueError, "start_lr must be smaller than end_lr"),
+        (dict(start_lr=-1e-3), ValueError, "start_lr"),
+        (dict(end_lr=float("inf")), ValueError, "end_lr"),
+        (dict(num_iter=1), ValueError, "num_iter must be >= 2"),
+        (dict(num_iter=2.5), TypeError, "num_iter"),
+        (dict(mode="log"), ValueError, "mode must be one of"),
+        (dict(smooth=1.0), ValueError, "smooth"),
+        (dict(diverge_threshold=0.5), ValueError, "diverge_threshold"),
+        (dict(batch_size=0), ValueError, "batch_size"),
+        (dict(optimizer="lbfgs"), ValueError, "optimizer must be one of"),
+        (dict(optimizer=3), TypeError, "optimizer must be"),
+        (dict(optimizer=lambda p: "sgd"), TypeError, "must return a minigd Optimizer"),
+        (dict(seed=-1), ValueError, "seed"),
+    ],
+)
 def test_bad_arguments_raise_naming_the_argument(kwargs, error, words):
     X, y = blobs()
     with pytest.raises(error, match=words):
@@ -303,6 +374,7 @@ def test_bad_data_and_model_raise():
 def test_plot_marks_every_suggestion_on_a_log_axis():
     pytest.importorskip("matplotlib")
     import matplotlib
+
     matplotlib.use("Agg")
     X, y = blobs()
     result = mg.lr_range_test(small_model(), X, y, num_iter=40, batch_size=16, seed=0)
@@ -336,8 +408,7 @@ def test_suggestion_on_mnist_sample_is_in_a_sane_band(seed):
 
 def test_memmap_and_float64_input_give_the_same_curve(tmp_path):
     X, y = blobs()
-    mm = np.lib.format.open_memmap(tmp_path / "X.npy", mode="w+", dtype=np.float64,
-                                   shape=X.shape)
+    mm = np.lib.format.open_memmap(tmp_path / "X.npy", mode="w+", dtype=np.float64, shape=X.shape)
     mm[...] = X
     mm.flush()
     kw = dict(num_iter=20, batch_size=16, start_lr=1e-3, end_lr=1.0, seed=0)
@@ -351,6 +422,8 @@ def test_readme_example_numbers():
     X, y, _, _ = mg.datasets.load_mnist_sample()
     model = mg.Sequential(mg.Dense(784, 128), mg.ReLU(), mg.Dense(128, 10), seed=0)
     result = mg.lr_range_test(model, X, y, seed=0)
-    assert repr(result) == ("LRRangeResult(94 iterations, lr 1e-06 -> 3.76, diverged; "
-                            "suggestions: steepest=0.385, min_div_10=0.0534, valley=0.0643)")
+    assert repr(result) == (
+        "LRRangeResult(94 iterations, lr 1e-06 -> 3.76, diverged; "
+        "suggestions: steepest=0.385, min_div_10=0.0534, valley=0.0643)"
+    )
     assert result.suggestion == result.suggestions["min_div_10"]

@@ -1,5 +1,6 @@
 """Data larger than memory: X as an np.memmap (or any integer-indexable array-like) is gathered
 one batch at a time, converted per batch, and never materialised."""
+
 import json
 import os
 import subprocess
@@ -50,8 +51,11 @@ def test_batches_from_a_uint8_memmap_and_a_rows_only_array_like_match_memory(tmp
     mm.flush()
     mm = np.memmap(tmp_path / "X.u8", dtype=np.uint8, mode="r", shape=X.shape)
     rows = RowsOnly(X)
-    iterators = [mg.BatchIterator(source, y, batch_size=64, seed=1, dtype=dtype)
-                 for source in (X.astype(np.float64), mm, rows) for dtype in (np.float32,)]
+    iterators = [
+        mg.BatchIterator(source, y, batch_size=64, seed=1, dtype=dtype)
+        for source in (X.astype(np.float64), mm, rows)
+        for dtype in (np.float32,)
+    ]
     for epoch in (0, 1):
         batches = [[(xb.copy(), yb.copy()) for xb, yb in it.batches(epoch)] for it in iterators]
         for other in batches[1:]:
@@ -71,8 +75,9 @@ def test_fit_on_a_uint8_memmap_equals_fit_on_the_converted_array(tmp_path):
     for source in (mm, X.astype(np.float32), RowsOnly(X)):
         model = mg.Sequential(mg.Dense(16, 8), mg.ReLU(), mg.Dense(8, 4), seed=0)
         opt = mg.SGD(model.parameters(), lr=1e-4, momentum=0.9)
-        history = mg.fit(model, source, y, optimizer=opt, epochs=2, batch_size=32, seed=3,
-                         verbose=0)
+        history = mg.fit(
+            model, source, y, optimizer=opt, epochs=2, batch_size=32, seed=3, verbose=0
+        )
         results.append((model.flat_values.tobytes(), history.iterations["loss"]))
     assert results[0] == results[1] == results[2]
     assert isinstance(mm, np.memmap) and mm.dtype == np.uint8  # used in place, not replaced
@@ -132,27 +137,36 @@ def test_training_on_a_memmap_several_times_larger_than_the_allowed_memory(tmp_p
 
 def _train_on_a_large_memmap(path):
     n, features = 131072, 4096  # 512 MiB of uint8 pixels
-    limit = 160 * MiB           # the child may allocate at most this (RLIMIT_DATA)
+    limit = 160 * MiB  # the child may allocate at most this (RLIMIT_DATA)
     X = np.memmap(path, dtype=np.uint8, mode="w+", shape=(n, features))
     rng = np.random.default_rng(0)
     y = np.empty(n, dtype=np.int64)
     chunk = 8192
     for start in range(0, n, chunk):
         block = rng.integers(0, 256, size=(chunk, features), dtype=np.uint8)
-        X[start:start + chunk] = block
-        y[start:start + chunk] = (block[:, 0] > 127) + 2 * (block[:, 1] > 127)
+        X[start : start + chunk] = block
+        y[start : start + chunk] = (block[:, 0] > 127) + 2 * (block[:, 1] > 127)
     X.flush()
     del X
     np.save(str(path) + ".labels.npy", y)
     file_size = path.stat().st_size
     assert file_size >= 3 * limit
 
-    env = dict(os.environ, MINIGD_BACKEND="numpy", OPENBLAS_NUM_THREADS="1",
-               OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH"))
-                                          if p))
-    proc = subprocess.run([sys.executable, "-c", _CHILD, str(path), str(n), str(features),
-                           str(limit)], env=env, capture_output=True, text=True, timeout=300)
+    env = dict(
+        os.environ,
+        MINIGD_BACKEND="numpy",
+        OPENBLAS_NUM_THREADS="1",
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(path), str(n), str(features), str(limit)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     print(f"\nmemmap {file_size / MiB:.0f} MiB, RLIMIT_DATA {limit / MiB:.0f} MiB: {report}")

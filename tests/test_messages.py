@@ -1,4 +1,5 @@
 """Mistakes people bring from PyTorch and Keras get a message that says what to do."""
+
 import warnings
 
 import numpy as np
@@ -80,21 +81,29 @@ def test_a_keras_hook_warns_once_naming_the_minigd_hook():
             calls.append(state.step)
 
     X, y = problem()
-    with pytest.warns(UserWarning, match=r"KerasStyle\.on_batch_end is never called .* "
-                                         r"rename it to on_iteration_end") as record:
+    with pytest.warns(
+        UserWarning,
+        match=r"KerasStyle\.on_batch_end is never called .* "
+        r"rename it to on_iteration_end",
+    ) as record:
         train(model(), X, y, callbacks=[KerasStyle()])
     assert len([w for w in record if "on_batch_end" in str(w.message)]) == 1
     assert record[0].filename == __file__
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        train(model(), X, y, callbacks=[KerasStyle()])       # once per class: no second warning
+        train(model(), X, y, callbacks=[KerasStyle()])  # once per class: no second warning
     assert calls == []
 
 
-@pytest.mark.parametrize("hook,ours", [("on_epoch_start", "on_epoch_begin"),
-                                       ("on_train_batch_end", "on_iteration_end"),
-                                       ("on_train_start", "on_train_begin"),
-                                       ("on_batch_begin", "no hook before an update")])
+@pytest.mark.parametrize(
+    "hook,ours",
+    [
+        ("on_epoch_start", "on_epoch_begin"),
+        ("on_train_batch_end", "on_iteration_end"),
+        ("on_train_start", "on_train_begin"),
+        ("on_batch_begin", "no hook before an update"),
+    ],
+)
 def test_other_foreign_hooks_name_their_counterpart(hook, ours):
     cls = type(f"Foreign_{hook}", (mg.Callback,), {hook: lambda self, state: None})
     with pytest.warns(UserWarning, match=ours):
@@ -118,6 +127,7 @@ def test_minigd_hooks_do_not_warn():
 # ---- torch tensors -----------------------------------------------------------------------------
 class FakeTensor:
     """Duck-typed like a tensor of another framework: has .numpy() and .detach()."""
+
     shape, dtype = (60, 5), np.float32
 
     def numpy(self):
@@ -147,7 +157,7 @@ def test_torch_tensors_say_convert_with_numpy():
     with pytest.raises(TypeError, match=r"X is a torch Tensor"):
         mg.accuracy(m, torch.from_numpy(X), y)
     np.testing.assert_array_equal(m.flat_values, before)
-    train(m, torch.from_numpy(X).numpy(), torch.from_numpy(y).numpy())   # the fix works
+    train(m, torch.from_numpy(X).numpy(), torch.from_numpy(y).numpy())  # the fix works
 
 
 # ---- input scale (issue 14) --------------------------------------------------------------------
@@ -173,14 +183,19 @@ def test_large_signed_inputs_warn_to_standardize():
         train(model(), X * 1000, y)
 
 
-@pytest.mark.parametrize("case", ["scaled pixels", "standardized", "3 x standardized",
-                                  "normal", "binary"])
+@pytest.mark.parametrize(
+    "case", ["scaled pixels", "standardized", "3 x standardized", "normal", "binary"]
+)
 def test_normal_inputs_do_not_warn(case):
     raw, y = pixels()
     raw = raw.astype(np.float64)
-    X = {"scaled pixels": raw / 255, "standardized": (raw - raw.mean(0)) / raw.std(0),
-         "3 x standardized": 3 * (raw - raw.mean(0)) / raw.std(0),
-         "normal": problem(len(y))[0], "binary": (raw > 128).astype(np.uint8)}[case]
+    X = {
+        "scaled pixels": raw / 255,
+        "standardized": (raw - raw.mean(0)) / raw.std(0),
+        "3 x standardized": 3 * (raw - raw.mean(0)) / raw.std(0),
+        "normal": problem(len(y))[0],
+        "binary": (raw > 128).astype(np.uint8),
+    }[case]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         train(model(), X, y)

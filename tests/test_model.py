@@ -59,13 +59,16 @@ def test_state_dict_round_trip_and_copies():
     np.testing.assert_array_equal(a.flat_values, b.flat_values)
 
 
-@pytest.mark.parametrize("mutate,exc,match", [
-    (lambda s: s.pop("0.bias"), ValueError, "missing"),
-    (lambda s: s.update({"9.weight": np.zeros(1)}), ValueError, "unexpected"),
-    (lambda s: s.update({"0.weight": np.zeros((5, 6), np.float32)}), ValueError, "shape"),
-    (lambda s: s.update({"0.weight": s["0.weight"].astype(np.float64)}), TypeError, "dtype"),
-    (lambda s: s.update({"2.bias": np.full(3, np.nan, np.float32)}), ValueError, "NaN"),
-])
+@pytest.mark.parametrize(
+    "mutate,exc,match",
+    [
+        (lambda s: s.pop("0.bias"), ValueError, "missing"),
+        (lambda s: s.update({"9.weight": np.zeros(1)}), ValueError, "unexpected"),
+        (lambda s: s.update({"0.weight": np.zeros((5, 6), np.float32)}), ValueError, "shape"),
+        (lambda s: s.update({"0.weight": s["0.weight"].astype(np.float64)}), TypeError, "dtype"),
+        (lambda s: s.update({"2.bias": np.full(3, np.nan, np.float32)}), ValueError, "NaN"),
+    ],
+)
 def test_load_state_dict_rejects_and_changes_nothing(mutate, exc, match):
     model = mlp()
     before = model.flat_values.copy()
@@ -78,9 +81,10 @@ def test_load_state_dict_rejects_and_changes_nothing(mutate, exc, match):
 
 def test_load_state_dict_reads_an_npz_and_any_mapping(tmp_path):
     import types
+
     a, b = mlp(1), mlp(2)
     path = tmp_path / "model.npz"
-    np.savez(path, **a.state_dict())                    # as `minigd train` writes model.npz
+    np.savez(path, **a.state_dict())  # as `minigd train` writes model.npz
     with np.load(path, allow_pickle=False) as archive:
         b.load_state_dict(archive)
     np.testing.assert_array_equal(a.flat_values, b.flat_values)

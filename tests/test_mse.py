@@ -1,4 +1,5 @@
 """mg.MSELoss: torch MSELoss (mean over all elements), both backends' kernels, gradcheck, fit."""
+
 import numpy as np
 import pytest
 
@@ -33,8 +34,9 @@ def test_kernels_agree_with_the_numpy_math_into_a_reused_buffer(kernels, dtype):
     grad = np.full_like(out, np.nan)
     before = grad.__array_interface__["data"][0]
     value = mg.MSELoss().value_and_grad_into(out, tgt, grad, kernels)
-    expected_value, expected_grad = mg.MSELoss().value_and_grad(out.astype(np.float64),
-                                                                tgt.astype(np.float64))
+    expected_value, expected_grad = mg.MSELoss().value_and_grad(
+        out.astype(np.float64), tgt.astype(np.float64)
+    )
     rtol = 1e-6 if dtype == np.float32 else 1e-13
     assert value == pytest.approx(expected_value, rel=rtol)
     np.testing.assert_allclose(grad, expected_grad, rtol=rtol)
@@ -65,7 +67,7 @@ def test_a_wrong_gradient_would_be_caught_by_the_torch_check():
     out, tgt = data()
     t_out = torch.tensor(out, requires_grad=True)
     torch.nn.MSELoss()(t_out, torch.tensor(tgt)).backward()
-    wrong = 2 * (out - tgt) / out.shape[0]          # mean over rows only: not torch's mean
+    wrong = 2 * (out - tgt) / out.shape[0]  # mean over rows only: not torch's mean
     assert not np.allclose(wrong, t_out.grad.numpy())
 
 
@@ -83,8 +85,16 @@ def test_fit_targets_are_checked_through_the_loss():
     model = mg.Sequential(mg.Dense(3, 2), seed=0)
     X = np.zeros((5, 3), dtype=np.float32)
     with pytest.raises(ValueError, match="MSELoss takes real-valued targets of shape \\(N, 2\\)"):
-        mg.fit(model, X, np.zeros((5, 3)), optimizer=mg.SGD(model.parameters(), lr=0.1),
-               loss=mg.MSELoss(), epochs=1, batch_size=2, verbose=0)
+        mg.fit(
+            model,
+            X,
+            np.zeros((5, 3)),
+            optimizer=mg.SGD(model.parameters(), lr=0.1),
+            loss=mg.MSELoss(),
+            epochs=1,
+            batch_size=2,
+            verbose=0,
+        )
 
 
 def test_fit_on_a_linear_target_drives_r2_to_one(backend):
@@ -92,8 +102,18 @@ def test_fit_on_a_linear_target_drives_r2_to_one(backend):
     X = rng.normal(size=(200, 4))
     y = X @ np.array([1.0, -2.0, 0.5, 3.0]) + 1.0
     model = mg.Sequential(mg.Dense(4, 1), seed=0, dtype=np.float64)
-    history = mg.fit(model, X, y, optimizer=mg.SGD(model.parameters(), lr=0.05), loss=mg.MSELoss(),
-                     epochs=30, batch_size=16, seed=0, validation_data=(X, y), verbose=0)
+    history = mg.fit(
+        model,
+        X,
+        y,
+        optimizer=mg.SGD(model.parameters(), lr=0.05),
+        loss=mg.MSELoss(),
+        epochs=30,
+        batch_size=16,
+        seed=0,
+        validation_data=(X, y),
+        verbose=0,
+    )
     assert history.epochs["val_r2"][-1] > 0.9999
     assert history.epochs["val_mse"][-1] == pytest.approx(history.epochs["val_loss"][-1])
     result = mg.evaluate(model, X, y, loss=mg.MSELoss())
@@ -113,10 +133,20 @@ def test_fit_equals_the_user_written_mse_bit_for_bit():
     runs = []
     for loss in (mg.MSELoss(), MyMSE()):
         with mg.use_backend("numpy"):
-            model = mg.Sequential(mg.Dense(3, 5), mg.Tanh(), mg.Dense(5, 2), seed=1,
-                                  dtype=np.float64)
-            h = mg.fit(model, X, Y, optimizer=mg.SGD(model.parameters(), lr=0.1), loss=loss,
-                       epochs=2, batch_size=8, seed=0, verbose=0)
+            model = mg.Sequential(
+                mg.Dense(3, 5), mg.Tanh(), mg.Dense(5, 2), seed=1, dtype=np.float64
+            )
+            h = mg.fit(
+                model,
+                X,
+                Y,
+                optimizer=mg.SGD(model.parameters(), lr=0.1),
+                loss=loss,
+                epochs=2,
+                batch_size=8,
+                seed=0,
+                verbose=0,
+            )
             runs.append((model.flat_values.copy(), h.iterations["loss"]))
     np.testing.assert_allclose(runs[0][0], runs[1][0], rtol=1e-12)
     np.testing.assert_allclose(runs[0][1], runs[1][1], rtol=1e-12)

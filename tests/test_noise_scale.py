@@ -1,6 +1,7 @@
 """Gradient noise scale: the two-batch estimators are unbiased where the truth is known in
 closed form (and the naive ones are not), the model-based estimate converges to the exact
 per-sample value, the callback tracks it without disturbing training, determinism, checks."""
+
 import math
 
 import numpy as np
@@ -15,7 +16,7 @@ def gaussian_pairs(n_pairs, small_batch, big_batch, G, sigma_diag, rng):
     g = G + rng.normal(size=(n_pairs, big_batch, G.size)) * np.sqrt(sigma_diag)
     small = g[:, :small_batch].mean(axis=1)
     big = g.mean(axis=1)
-    return (small ** 2).sum(axis=1), (big ** 2).sum(axis=1)
+    return (small**2).sum(axis=1), (big**2).sum(axis=1)
 
 
 def within(estimate, truth, stderr, k=4.0):
@@ -26,9 +27,9 @@ def test_two_batch_estimators_are_unbiased_on_gaussian_gradients():
     rng = np.random.default_rng(0)
     d = 40
     G = rng.normal(size=d)
-    G *= math.sqrt(2.0) / np.linalg.norm(G)                 # |G|^2 = 2
+    G *= math.sqrt(2.0) / np.linalg.norm(G)  # |G|^2 = 2
     sigma = rng.uniform(0.5, 2.5, size=d)
-    sigma *= 60.0 / sigma.sum()                              # tr(Sigma) = 60, B_simple = 30
+    sigma *= 60.0 / sigma.sum()  # tr(Sigma) = 60, B_simple = 30
     small, big = gaussian_pairs(3000, 4, 32, G, sigma, rng)
     est = mg.noise_scale_from_norms(small, big, 4, 32)
     assert est.n_pairs == 3000
@@ -40,8 +41,8 @@ def test_two_batch_estimators_are_unbiased_on_gaussian_gradients():
     # ... the naive estimators are rejected by the same check ...
     se_small = small.std(ddof=1) / math.sqrt(small.size)
     se_big = big.std(ddof=1) / math.sqrt(big.size)
-    assert not within(small.mean(), 2.0, se_small)           # E = 2 + 60 / 4
-    assert not within(big.mean(), 2.0, se_big)               # E = 2 + 60 / 32
+    assert not within(small.mean(), 2.0, se_small)  # E = 2 + 60 / 4
+    assert not within(big.mean(), 2.0, se_big)  # E = 2 + 60 / 32
     # ... and so is a trace estimator missing the 1 / (1 - B_small / B_big) factor
     wrong_trace = 4 * (small - big).mean()
     assert not within(wrong_trace, 60.0, est.trace_stderr)
@@ -78,7 +79,7 @@ def exact_noise_scale(model, X, y):
     loss = mg.SoftmaxCrossEntropy()
     grads = []
     for i in range(len(X)):
-        loss.forward(model.forward(X[i:i + 1]), y[i:i + 1])
+        loss.forward(model.forward(X[i : i + 1]), y[i : i + 1])
         model.backward(loss.backward())
         grads.append(np.concatenate([p.grad.ravel() for p in model.parameters()]))
     grads = np.array(grads)
@@ -143,8 +144,17 @@ def small_model():
 def train(callbacks=(), epochs=2):
     X, y = blobs()
     model = small_model()
-    history = mg.fit(model, X, y, optimizer=mg.SGD(model.parameters(), lr=0.1), epochs=epochs,
-                     batch_size=16, seed=0, callbacks=list(callbacks), verbose=0)
+    history = mg.fit(
+        model,
+        X,
+        y,
+        optimizer=mg.SGD(model.parameters(), lr=0.1),
+        epochs=epochs,
+        batch_size=16,
+        seed=0,
+        callbacks=list(callbacks),
+        verbose=0,
+    )
     return model, history
 
 
@@ -157,7 +167,7 @@ def test_callback_records_at_start_and_every_epoch_without_disturbing_training()
     r = tracker.records
     assert r["epoch"] == [0, 1, 2]
     assert r["step"] == [0, 10, 20]
-    assert all(math.isfinite(b) for b in r["b_simple"])     # 5 pairs: noisy, may dip below 0
+    assert all(math.isfinite(b) for b in r["b_simple"])  # 5 pairs: noisy, may dip below 0
     assert r["loss"][2] < r["loss"][0]
     assert len({len(v) for v in r.values()}) == 1
 
@@ -205,20 +215,28 @@ def test_callback_csv_and_measure_outside_fit(tmp_path):
 def test_inf_with_a_warning_when_the_gradient_estimate_is_not_positive(monkeypatch):
     def fake_measure(self, model, n_pairs, rng, bar=None):
         return np.full(n_pairs, 10.0), np.full(n_pairs, 0.1), np.ones(n_pairs)
+
     monkeypatch.setattr(ns._GradientProbe, "measure", fake_measure)
     X, y = blobs()
     with pytest.warns(RuntimeWarning, match="swamps the signal"):
         assert mg.gradient_noise_scale(small_model(), X, y, 1, 10, n_pairs=2) == math.inf
 
 
-@pytest.mark.parametrize("kwargs, error, words", [
-    (dict(small_batch=32, big_batch=32), ValueError, "small_batch must be smaller than big_batch"),
-    (dict(small_batch=0, big_batch=32), ValueError, "small_batch"),
-    (dict(small_batch=4, big_batch=8.0), TypeError, "big_batch"),
-    (dict(small_batch=4, big_batch=32, n_pairs=0), ValueError, "n_pairs"),
-    (dict(small_batch=4, big_batch=32, details=1), TypeError, "details"),
-    (dict(small_batch=4, big_batch=32, seed=1.5), TypeError, "seed"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, words",
+    [
+        (
+            dict(small_batch=32, big_batch=32),
+            ValueError,
+            "small_batch must be smaller than big_batch",
+        ),
+        (dict(small_batch=0, big_batch=32), ValueError, "small_batch"),
+        (dict(small_batch=4, big_batch=8.0), TypeError, "big_batch"),
+        (dict(small_batch=4, big_batch=32, n_pairs=0), ValueError, "n_pairs"),
+        (dict(small_batch=4, big_batch=32, details=1), TypeError, "details"),
+        (dict(small_batch=4, big_batch=32, seed=1.5), TypeError, "seed"),
+    ],
+)
 def test_bad_arguments_raise_naming_the_argument(kwargs, error, words):
     X, y = blobs()
     with pytest.raises(error, match=words):
@@ -245,13 +263,13 @@ def test_bad_inputs_raise():
 
 def test_plot_shows_b_simple_and_loss():
     import matplotlib
+
     matplotlib.use("Agg")
     tracker = mg.GradientNoiseScale(4, 32, n_pairs=3, seed=0)
     train([tracker], epochs=1)
     fig = mg.plot.noise_scale(tracker)
     assert len(fig.axes) == 2
-    np.testing.assert_array_equal(fig.axes[1].get_lines()[0].get_ydata(),
-                                  tracker.records["loss"])
+    np.testing.assert_array_equal(fig.axes[1].get_lines()[0].get_ydata(), tracker.records["loss"])
     with pytest.raises(TypeError, match="GradientNoiseScale"):
         mg.plot.noise_scale([1, 2])
     matplotlib.pyplot.close("all")
@@ -263,13 +281,15 @@ def test_memmap_input_gives_the_same_value(tmp_path):
     mm[...] = X
     mm.flush()
     kw = dict(small_batch=4, big_batch=32, n_pairs=3, seed=0)
-    assert (mg.gradient_noise_scale(small_model(), np.load(tmp_path / "X.npy", mmap_mode="r"),
-                                    y, **kw) == mg.gradient_noise_scale(small_model(), X, y, **kw))
+    assert mg.gradient_noise_scale(
+        small_model(), np.load(tmp_path / "X.npy", mmap_mode="r"), y, **kw
+    ) == mg.gradient_noise_scale(small_model(), X, y, **kw)
 
 
 def test_readme_example_number():
     """docs/readme_noise_scale.md shows B_simple = 61.1 at initialisation; keep them in step."""
     X, y, _, _ = mg.datasets.load_mnist_sample()
-    b = mg.gradient_noise_scale(mnist_model(0), X, y, small_batch=32, big_batch=1024,
-                                n_pairs=50, seed=0)
+    b = mg.gradient_noise_scale(
+        mnist_model(0), X, y, small_batch=32, big_batch=1024, n_pairs=50, seed=0
+    )
     assert round(b, 1) == 61.1

@@ -3,6 +3,7 @@ and is committed with its outputs and in step with notebooks/build_notebooks.py.
 
 Executing all twelve takes about three minutes on 2 cores; deselect with ``-m "not notebooks"``.
 """
+
 import importlib.util
 import os
 import re
@@ -19,10 +20,15 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
 CELL_TIMEOUT = 900
-THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-                    "NUMBA_NUM_THREADS")
-PRIVATE_NAMES = [re.compile(p) for p in (r"mg\._", r"from minigd\.", r"import minigd\.",
-                                         r"\._[a-z]")]
+THREAD_VARIABLES = (
+    "OPENBLAS_NUM_THREADS",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "NUMBA_NUM_THREADS",
+)
+PRIVATE_NAMES = [
+    re.compile(p) for p in (r"mg\._", r"from minigd\.", r"import minigd\.", r"\._[a-z]")
+]
 
 
 def ids(paths):
@@ -34,8 +40,9 @@ def code_cells(nb):
 
 
 def load_build_script():
-    spec = importlib.util.spec_from_file_location("build_notebooks",
-                                                  NOTEBOOK_DIR / "build_notebooks.py")
+    spec = importlib.util.spec_from_file_location(
+        "build_notebooks", NOTEBOOK_DIR / "build_notebooks.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -68,14 +75,19 @@ def test_notebook_runs_top_to_bottom_in_a_fresh_kernel(path, tmp_path):
     for cell in code_cells(nb):
         cell.outputs = []
         cell.execution_count = None
-    client = NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3",
-                            resources={"metadata": {"path": str(tmp_path)}})
+    client = NotebookClient(
+        nb,
+        timeout=CELL_TIMEOUT,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(tmp_path)}},
+    )
     client.execute(env=kernel_environment())  # a cell error raises CellExecutionError
     outputs = [o for cell in code_cells(nb) for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs), "no plot was drawn"
     assert [cell.execution_count for cell in code_cells(nb)] == list(
-        range(1, len(code_cells(nb)) + 1))
+        range(1, len(code_cells(nb)) + 1)
+    )
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=ids(NOTEBOOKS))
@@ -86,8 +98,10 @@ def test_notebook_uses_only_the_public_api(path):
     for source in sources:
         for pattern in PRIVATE_NAMES:
             match = pattern.search(source)
-            assert match is None, (f"{path.name} uses a private name ({pattern.pattern!r}): "
-                                   f"...{source[max(0, match.start() - 40):match.end() + 40]}...")
+            assert match is None, (
+                f"{path.name} uses a private name ({pattern.pattern!r}): "
+                f"...{source[max(0, match.start() - 40) : match.end() + 40]}..."
+            )
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=ids(NOTEBOOKS))
@@ -95,7 +109,8 @@ def test_committed_notebook_carries_its_outputs(path):
     nb = nbformat.read(path, as_version=4)
     cells = code_cells(nb)
     assert [cell.execution_count for cell in cells] == list(range(1, len(cells) + 1)), (
-        f"{path.name} was not executed top to bottom: run notebooks/build_notebooks.py")
+        f"{path.name} was not executed top to bottom: run notebooks/build_notebooks.py"
+    )
     outputs = [o for cell in cells for o in cell.outputs]
     assert any("image/png" in o.get("data", {}) for o in outputs), f"{path.name} has no plot"
     assert not [o for o in outputs if o.output_type == "error"]
@@ -110,13 +125,17 @@ def test_committed_notebooks_match_the_build_script():
         expected = build.make_notebook(build.NOTEBOOKS[path.name]())
         committed = nbformat.read(path, as_version=4)
         assert [(c.cell_type, c.source) for c in committed.cells] == [
-            (c.cell_type, c.source) for c in expected.cells], (
-            f"{path.name} differs from build_notebooks.py: run it to regenerate")
+            (c.cell_type, c.source) for c in expected.cells
+        ], f"{path.name} differs from build_notebooks.py: run it to regenerate"
 
 
 def test_private_name_patterns_catch_what_they_should():
-    for source in ("mg._validation.real", "from minigd.kernels import reference",
-                   "import minigd.backend", "model._values"):
+    for source in (
+        "mg._validation.real",
+        "from minigd.kernels import reference",
+        "import minigd.backend",
+        "model._values",
+    ):
         assert any(p.search(source) for p in PRIVATE_NAMES), source
     for source in ("import minigd as mg", "mg.plot.compare(runs)", "history.iterations"):
         assert not any(p.search(source) for p in PRIVATE_NAMES), source
@@ -155,14 +174,16 @@ def test_choices_use_validation_and_the_test_set_comes_last(number):
     uses = [i for i, s in enumerate(cells[1:], start=1) if "X_test" in s]
     assert len(uses) <= 1, f"{number}: the test set is used in {len(uses)} cells"
     if uses:
-        later = "\n".join(cells[uses[0] + 1:])
+        later = "\n".join(cells[uses[0] + 1 :])
         assert "mg.sweep" not in later and "EvaluateEvery" not in later and "mg.fit" not in later
 
 
 @pytest.mark.parametrize("number", CHECKED)
 def test_every_built_code_cell_is_valid_python(number):
     import ast
+
     for cell in built_cells(number):
         if cell.cell_type == "code":
-            ast.parse("\n".join(line for line in cell.source.splitlines()
-                                if not line.startswith("%")))
+            ast.parse(
+                "\n".join(line for line in cell.source.splitlines() if not line.startswith("%"))
+            )

@@ -1,4 +1,5 @@
 """Optimizer steps against the written update rules and against torch.optim."""
+
 import numpy as np
 import pytest
 
@@ -32,8 +33,11 @@ def test_sgd_momentum_step_with_injected_state(backend):
         d = g + 0.01 * w
         new_b = 0.9 * b + (1 - 0.2) * d
         np.testing.assert_allclose(p.value, w - 0.1 * new_b, rtol=1e-14)
-    np.testing.assert_allclose(opt.state_dict()["state"]["0.momentum_buffer"],
-                               0.9 * buffers[0] + 0.8 * (grads[0] + 0.01 * before[0]), rtol=1e-14)
+    np.testing.assert_allclose(
+        opt.state_dict()["state"]["0.momentum_buffer"],
+        0.9 * buffers[0] + 0.8 * (grads[0] + 0.01 * before[0]),
+        rtol=1e-14,
+    )
 
 
 def test_sgd_first_step_sets_buffer_to_gradient_and_nesterov(backend):
@@ -65,8 +69,10 @@ def test_adam_step_with_injected_state(decoupled, backend):
     v = [rng.uniform(0.1, 1, size=p.shape) for p in model.parameters()]
     state = opt.state_dict()
     state["step"] = 3
-    state["state"] = {**{f"{i}.exp_avg": a for i, a in enumerate(m)},
-                      **{f"{i}.exp_avg_sq": a for i, a in enumerate(v)}}
+    state["state"] = {
+        **{f"{i}.exp_avg": a for i, a in enumerate(m)},
+        **{f"{i}.exp_avg_sq": a for i, a in enumerate(v)},
+    }
     opt.load_state_dict(state)
     before = [p.value.copy() for p in model.parameters()]
     grads = set_grads(model, rng)
@@ -79,7 +85,7 @@ def test_adam_step_with_injected_state(decoupled, backend):
             g = g + 0.1 * w
         m1 = 0.8 * m0 + 0.2 * g
         v1 = 0.95 * v0 + 0.05 * g * g
-        expected = w - 0.01 / (1 - 0.8 ** t) * m1 / (np.sqrt(v1) / np.sqrt(1 - 0.95 ** t) + 1e-6)
+        expected = w - 0.01 / (1 - 0.8**t) * m1 / (np.sqrt(v1) / np.sqrt(1 - 0.95**t) + 1e-6)
         np.testing.assert_allclose(p.value, expected, rtol=1e-13)
 
 
@@ -146,20 +152,31 @@ def test_optimizer_load_state_dict_rejects_mismatch():
         sgd.load_state_dict(state)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(lr=-0.1), "lr"), (dict(lr=0.1, momentum=1.0), "momentum"),
-    (dict(lr=0.1, momentum=-0.1), "momentum"), (dict(lr=0.1, nesterov=True), "nesterov"),
-    (dict(lr=0.1, weight_decay=-1), "weight_decay"), (dict(lr=True), "lr"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(lr=-0.1), "lr"),
+        (dict(lr=0.1, momentum=1.0), "momentum"),
+        (dict(lr=0.1, momentum=-0.1), "momentum"),
+        (dict(lr=0.1, nesterov=True), "nesterov"),
+        (dict(lr=0.1, weight_decay=-1), "weight_decay"),
+        (dict(lr=True), "lr"),
+    ],
+)
 def test_sgd_rejects_bad_hyperparameters(kwargs, match):
     with pytest.raises((ValueError, TypeError), match=match):
         mg.SGD(tiny_model().parameters(), **kwargs)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(betas=(1.0, 0.9)), "betas"), (dict(betas=(0.9,)), "betas"), (dict(eps=0.0), "eps"),
-    (dict(weight_decay=-0.1), "weight_decay"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(betas=(1.0, 0.9)), "betas"),
+        (dict(betas=(0.9,)), "betas"),
+        (dict(eps=0.0), "eps"),
+        (dict(weight_decay=-0.1), "weight_decay"),
+    ],
+)
 def test_adam_rejects_bad_hyperparameters(kwargs, match):
     with pytest.raises((ValueError, TypeError), match=match):
         mg.Adam(tiny_model().parameters(), **kwargs)

@@ -1,4 +1,5 @@
 """mg.plot.compare: one curve per run, against updates or epochs, from scripted histories."""
+
 import math
 
 import matplotlib
@@ -18,17 +19,27 @@ def scripted(losses_per_epoch, batch_size=8, val=None, diverged_at=None):
     for e, losses in enumerate(losses_per_epoch, start=1):
         for i, loss in enumerate(losses, start=1):
             step += 1
-            history.record_iteration(epoch=e, iteration=i, step=step, batch_size=batch_size,
-                                     lr=0.1, loss=loss)
+            history.record_iteration(
+                epoch=e, iteration=i, step=step, batch_size=batch_size, lr=0.1, loss=loss
+            )
         if diverged_at == e:
             history.diverged = True
-            history.divergence = {"epoch": e, "iteration": len(losses), "step": step,
-                                  "lr": 0.1, "loss": "nan"}
+            history.divergence = {
+                "epoch": e,
+                "iteration": len(losses),
+                "step": step,
+                "lr": 0.1,
+                "loss": "nan",
+            }
             break
-        history.record_epoch(epoch=e, train_loss=float(np.mean(losses)),
-                             val_loss=None if val is None else val[e - 1],
-                             val_accuracy=None if val is None else 1 - val[e - 1],
-                             seconds=1.0, samples_per_second=10.0)
+        history.record_epoch(
+            epoch=e,
+            train_loss=float(np.mean(losses)),
+            val_loss=None if val is None else val[e - 1],
+            val_accuracy=None if val is None else 1 - val[e - 1],
+            seconds=1.0,
+            samples_per_second=10.0,
+        )
     return history
 
 
@@ -105,12 +116,15 @@ def test_draws_into_a_given_axes():
     assert mg.plot.compare({"r": scripted([[1.0]])}, ax=ax) is ax
 
 
-@pytest.mark.parametrize("kwargs, error, words", [
-    ({"x": "time"}, ValueError, "x must be one of"),
-    ({"y": "accuracy"}, ValueError, "y must be one of"),
-    ({"smooth": 0}, ValueError, "smooth"),
-    ({"y": "val_loss"}, ValueError, "validation_data"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, words",
+    [
+        ({"x": "time"}, ValueError, "x must be one of"),
+        ({"y": "accuracy"}, ValueError, "y must be one of"),
+        ({"smooth": 0}, ValueError, "smooth"),
+        ({"y": "val_loss"}, ValueError, "validation_data"),
+    ],
+)
 def test_bad_arguments_are_named(kwargs, error, words):
     with pytest.raises(error, match=words):
         mg.plot.compare({"r": scripted([[1.0, 2.0]])}, **kwargs)
@@ -136,8 +150,16 @@ def test_compare_real_runs_of_two_batch_sizes():
     runs = {}
     for batch in (16, 64):
         model = mg.Sequential(mg.Dense(784, 16), mg.ReLU(), mg.Dense(16, 10), seed=0)
-        runs[f"B={batch}"] = mg.fit(model, X, y, optimizer=mg.SGD(model.parameters(), lr=0.1),
-                                     epochs=2, batch_size=batch, seed=0, verbose=0)
+        runs[f"B={batch}"] = mg.fit(
+            model,
+            X,
+            y,
+            optimizer=mg.SGD(model.parameters(), lr=0.1),
+            epochs=2,
+            batch_size=batch,
+            seed=0,
+            verbose=0,
+        )
     ax = mg.plot.compare(runs, x="epoch")
     x16, _ = line_data(ax, "B=16")
     x64, _ = line_data(ax, "B=64")

@@ -1,4 +1,5 @@
 """SoftmaxCrossEntropy with class probabilities (N, C), as torch's cross_entropy."""
+
 import numpy as np
 import pytest
 
@@ -37,20 +38,31 @@ def test_one_hot_equals_class_ids_and_trains_the_same():
     X, y = rng.normal(size=(90, 5)).astype(np.float32), rng.integers(0, 3, 90)
     a, b = (mg.Sequential(mg.Dense(5, 3), seed=0, dtype=np.float64) for _ in range(2))
     for model, targets in ((a, y), (b, np.eye(3)[y])):
-        history = mg.fit(model, X, targets, optimizer=mg.SGD(model.parameters(), lr=0.1),
-                         epochs=2, batch_size=16, seed=0, verbose=0,
-                         validation_data=(X, targets))
+        history = mg.fit(
+            model,
+            X,
+            targets,
+            optimizer=mg.SGD(model.parameters(), lr=0.1),
+            epochs=2,
+            batch_size=16,
+            seed=0,
+            verbose=0,
+            validation_data=(X, targets),
+        )
     np.testing.assert_allclose(a.flat_values, b.flat_values, rtol=1e-12)
     assert history.epochs["val_accuracy"][-1] == mg.evaluate(a, X, y)["accuracy"]
     assert mg.evaluate(b, X, np.eye(3)[y])["loss"] == pytest.approx(mg.evaluate(a, X, y)["loss"])
 
 
-@pytest.mark.parametrize("targets, match", [
-    (np.full((6, 4), 0.3), "sums to 1.2"),
-    (np.tile([1.5, -0.5, 0, 0], (6, 1)), "negative probability"),
-    (np.full((6, 3), 1 / 3), "3 target column"),
-    (np.full((5, 4), 0.25), "5 targets"),
-])
+@pytest.mark.parametrize(
+    "targets, match",
+    [
+        (np.full((6, 4), 0.3), "sums to 1.2"),
+        (np.tile([1.5, -0.5, 0, 0], (6, 1)), "negative probability"),
+        (np.full((6, 3), 1 / 3), "3 target column"),
+        (np.full((5, 4), 0.25), "5 targets"),
+    ],
+)
 def test_bad_probability_rows_are_a_value_error(targets, match):
     z, _ = _logits_and_soft()
     with pytest.raises(ValueError, match=match):

@@ -5,6 +5,7 @@ minigd.kernels.autotune measured faster here; both must compute the same product
 thread or split between threads, and the per-iteration path must give the same bits as the
 whole-epoch kernel whichever is chosen.
 """
+
 import numpy as np
 import pytest
 
@@ -14,8 +15,9 @@ from minigd.kernels import autotune, jit, jit_gemm, reference
 
 IMPLS = [jit_gemm.OWN, jit_gemm.BLAS]
 SHAPES = [(1, 1, 1), (3, 5, 7), (16, 784, 128), (37, 13, 10), (64, 130, 33)]
-needs_blas = pytest.mark.skipif(not autotune.blas_usable(),
-                                reason="SciPy's BLAS or threadpoolctl is not installed")
+needs_blas = pytest.mark.skipif(
+    not autotune.blas_usable(), reason="SciPy's BLAS or threadpoolctl is not installed"
+)
 
 
 def impl_param(impl):
@@ -28,8 +30,11 @@ ALL_IMPLS = [impl_param(i) for i in IMPLS]
 
 def operands(rows, n_in, n_out, seed=0):
     rng = np.random.default_rng(seed)
-    return (rng.standard_normal((rows, n_out)), rng.standard_normal((rows, n_in)),
-            rng.standard_normal((n_out, n_in)))
+    return (
+        rng.standard_normal((rows, n_out)),
+        rng.standard_normal((rows, n_in)),
+        rng.standard_normal((n_out, n_in)),
+    )
 
 
 @needs_blas
@@ -42,9 +47,9 @@ def test_blas_matmul_matches_numpy_on_every_layout(m, k, n):
             out = np.full((m, n), np.nan)
             jit_gemm.blas_matmul(left, right, out)
             np.testing.assert_allclose(out, a @ b, rtol=1e-12, atol=1e-12)
-    big = np.full((m + 3, n + 5), np.nan)        # a strided window of a bigger output
-    jit_gemm.blas_matmul(a, b, big[1:m + 1, 2:n + 2])
-    np.testing.assert_allclose(big[1:m + 1, 2:n + 2], a @ b, rtol=1e-12, atol=1e-12)
+    big = np.full((m + 3, n + 5), np.nan)  # a strided window of a bigger output
+    jit_gemm.blas_matmul(a, b, big[1 : m + 1, 2 : n + 2])
+    np.testing.assert_allclose(big[1 : m + 1, 2 : n + 2], a @ b, rtol=1e-12, atol=1e-12)
     assert np.isnan(big[0]).all() and np.isnan(big[:, :2]).all()
 
 
@@ -94,10 +99,14 @@ def test_fused_and_per_iteration_paths_agree_bit_for_bit(monkeypatch, choice, op
     X, y = rng.random((203, 30), dtype=np.float32), rng.integers(0, 5, 203)
 
     def train(fused_path):
-        model = mg.Sequential(mg.Dense(30, 24), mg.Tanh(), mg.Dense(24, 16), mg.ReLU(),
-                              mg.Dense(16, 5), seed=0)
-        optimizer = (mg.SGD(model.parameters(), lr=0.05, momentum=0.9) if opt == "sgd"
-                     else mg.Adam(model.parameters(), lr=1e-2))
+        model = mg.Sequential(
+            mg.Dense(30, 24), mg.Tanh(), mg.Dense(24, 16), mg.ReLU(), mg.Dense(16, 5), seed=0
+        )
+        optimizer = (
+            mg.SGD(model.parameters(), lr=0.05, momentum=0.9)
+            if opt == "sgd"
+            else mg.Adam(model.parameters(), lr=1e-2)
+        )
         monkeypatch.setattr(fused, "ENABLED", fused_path)
         mg.fit(model, X, y, optimizer=optimizer, epochs=2, batch_size=16, seed=0, verbose=0)
         return [np.array(p.value, copy=True) for p in model.parameters()]

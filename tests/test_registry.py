@@ -1,6 +1,7 @@
 """minigd.registry: one home for the names of layers, activations, losses, optimizers and
 schedules; one MLP builder and one optimizer builder for the CLI, the estimator, sweeps and the
 LR range test."""
+
 import argparse
 import gc
 
@@ -54,7 +55,7 @@ def _use_a_user_optimizer():
     class Halving(mg.SGD):
         name = "test_halving"
 
-    class Unnamed(mg.SGD):                  # inherits "sgd" from its parent: not registered
+    class Unnamed(mg.SGD):  # inherits "sgd" from its parent: not registered
         pass
 
     assert "test_halving" in registry.names("optimizer")
@@ -64,12 +65,12 @@ def _use_a_user_optimizer():
     assert type(opt) is Halving and opt.lr == 0.5
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     choices = next(a.choices for a in sub.choices["train"]._actions if a.dest == "optimizer")
-    assert "test_halving" in choices            # the CLI offers it without an edit
+    assert "test_halving" in choices  # the CLI offers it without an edit
 
 
 def test_a_user_subclass_is_found_by_its_own_name_only():
     _use_a_user_optimizer()
-    gc.collect()                                # the classes are gone: so is their name
+    gc.collect()  # the classes are gone: so is their name
     assert "test_halving" not in registry.names("optimizer")
 
 
@@ -91,14 +92,23 @@ def test_two_classes_claiming_one_name_is_an_error_naming_both():
     assert "test_twice" not in registry.names("layer")
 
 
-@pytest.mark.parametrize("activation, init", [("relu", "he"), ("tanh", "xavier"),
-                                              ("sigmoid", "torch")])
+@pytest.mark.parametrize(
+    "activation, init", [("relu", "he"), ("tanh", "xavier"), ("sigmoid", "torch")]
+)
 def test_build_mlp_is_the_hand_built_network(activation, init):
     act = registry.get("activation", activation)
-    by_hand = mg.Sequential(mg.Dense(6, 5, init=init), act(), mg.Dense(5, 4, init=init), act(),
-                            mg.Dense(4, 3, init=init), seed=7, dtype=np.float64)
-    built = registry.build_mlp(6, [5, 4], 3, activation=activation, init=init, seed=7,
-                               dtype=np.float64)
+    by_hand = mg.Sequential(
+        mg.Dense(6, 5, init=init),
+        act(),
+        mg.Dense(5, 4, init=init),
+        act(),
+        mg.Dense(4, 3, init=init),
+        seed=7,
+        dtype=np.float64,
+    )
+    built = registry.build_mlp(
+        6, [5, 4], 3, activation=activation, init=init, seed=7, dtype=np.float64
+    )
     assert repr(built) == repr(by_hand)
     for key, value in by_hand.state_dict().items():
         np.testing.assert_array_equal(built.state_dict()[key], value)
@@ -120,8 +130,7 @@ def test_build_mlp_without_hidden_layers_and_bad_arguments():
 
 def test_mlp_builder_of_sweeps_builds_through_the_registry():
     build = mg.MLPBuilder((6, 5, 3), activation="tanh", init="xavier", dtype="float64")
-    same = registry.build_mlp(6, [5], 3, activation="tanh", init="xavier", seed=2,
-                              dtype=np.float64)
+    same = registry.build_mlp(6, [5], 3, activation="tanh", init="xavier", seed=2, dtype=np.float64)
     built = build(2)
     assert repr(built) == repr(same)
     for key, value in same.state_dict().items():
@@ -141,8 +150,12 @@ def test_build_optimizer_passes_hyperparameters_and_rejects_unknown_ones():
         registry.build_optimizer("adam", model.parameters(), 0.1, momentum=0.9)
     with pytest.raises(ValueError, match="optimizer must be one of"):
         registry.build_optimizer("lbfgs", model.parameters(), 0.1)
-    assert registry.optimizer_arguments("sgd") == ("momentum", "dampening", "nesterov",
-                                                   "weight_decay")
+    assert registry.optimizer_arguments("sgd") == (
+        "momentum",
+        "dampening",
+        "nesterov",
+        "weight_decay",
+    )
 
 
 def test_the_cli_offers_the_registry_names():
@@ -157,11 +170,14 @@ def test_the_cli_offers_the_registry_names():
 
 def test_a_class_defined_twice_under_one_name_is_replaced_not_a_clash():
     import gc
+
     made = []
-    for factor in (1.0, 2.0):       # as a notebook cell that is run twice
+    for factor in (1.0, 2.0):  # as a notebook cell that is run twice
+
         class Rerun(mg.SGD):
             name = "rerun_test_sgd"
             scale = factor
+
         made.append(Rerun)
     gc.collect()
     assert mg.registry.get("optimizer", "rerun_test_sgd") is made[-1]

@@ -1,5 +1,6 @@
 """MLPRegressor: scikit-learn's estimator checks for regressors, R², schedules by name, and the
 code it shares with MLPClassifier."""
+
 import pickle
 import warnings
 
@@ -20,7 +21,8 @@ FLOAT32_SUBSET_REASON = (
     "predict of a row alone and in a batch differ in the last bits (the float32 rounding bound "
     "of tests/test_row_independence.py: measured 5e-7 on predictions of about 2), above this "
     "check's atol of 1e-7. The Numba backend is exact (every row reduced the same way) and "
-    "passes it; so does float64.")
+    "passes it; so does float64."
+)
 
 
 def expected_failed_checks(estimator):
@@ -33,13 +35,14 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", "Estimator MLPRegressor does not inherit", UserWarning)
     sklearn_checks = parametrize_with_checks(
         [mg.MLPRegressor(seed=0), mg.MLPRegressor(seed=0, dtype="float64")],
-        expected_failed_checks=expected_failed_checks)
+        expected_failed_checks=expected_failed_checks,
+    )
 
 
 @sklearn_checks
 def test_sklearn_estimator_checks(estimator, check):
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)   # "does not inherit from BaseEstimator"
+        warnings.simplefilter("ignore", UserWarning)  # "does not inherit from BaseEstimator"
         check(estimator)
 
 
@@ -52,8 +55,9 @@ def linear(n=300, k=1, seed=0):
 
 
 def test_both_estimators_share_one_base_class():
-    assert issubclass(mg.MLPRegressor, _MLPEstimator) and issubclass(mg.MLPClassifier,
-                                                                      _MLPEstimator)
+    assert issubclass(mg.MLPRegressor, _MLPEstimator) and issubclass(
+        mg.MLPClassifier, _MLPEstimator
+    )
     assert mg.MLPRegressor.get_params is mg.MLPClassifier.get_params
     assert mg.MLPRegressor._checked_params is mg.MLPClassifier._checked_params
     assert mg.MLPRegressor()._estimator_type == "regressor"
@@ -69,7 +73,8 @@ def test_score_is_r2_and_matches_sklearn(k):
     assert reg.score(X, y) == pytest.approx(r2_score(y, pred), rel=1e-12)
     weights = np.linspace(0.1, 2, len(y))
     assert reg.score(X, y, sample_weight=weights) == pytest.approx(
-        r2_score(y, pred, sample_weight=weights), rel=1e-12)
+        r2_score(y, pred, sample_weight=weights), rel=1e-12
+    )
     assert reg.score(X, y) > 0.98
     assert reg.history_.epochs["train_loss"][-1] < reg.history_.epochs["train_loss"][0]
 
@@ -84,38 +89,66 @@ def test_fit_equals_minigd_fit_with_mse_loss():
     X, y = linear(n=64)
     reg = mg.MLPRegressor(hidden=(8,), epochs=3, batch_size=16, seed=3, dtype="float64").fit(X, y)
     model = mg.registry.build_mlp(4, (8,), 1, seed=3, dtype=np.float64)
-    mg.fit(model, X, y, optimizer=mg.Adam(model.parameters(), lr=1e-3), loss=mg.MSELoss(),
-           epochs=3, batch_size=16, seed=3, verbose=0)
+    mg.fit(
+        model,
+        X,
+        y,
+        optimizer=mg.Adam(model.parameters(), lr=1e-3),
+        loss=mg.MSELoss(),
+        epochs=3,
+        batch_size=16,
+        seed=3,
+        verbose=0,
+    )
     np.testing.assert_array_equal(reg.model_.flat_values, model.flat_values)
 
 
 def test_schedule_by_name_covers_the_run_and_options_reach_it():
     X, y = linear(n=100)
-    reg = mg.MLPRegressor(hidden=(8,), epochs=4, batch_size=32, lr=0.01, schedule="onecycle",
-                          schedule_options={"pct_start": 0.25}, seed=0).fit(X, y)
+    reg = mg.MLPRegressor(
+        hidden=(8,),
+        epochs=4,
+        batch_size=32,
+        lr=0.01,
+        schedule="onecycle",
+        schedule_options={"pct_start": 0.25},
+        seed=0,
+    ).fit(X, y)
     lrs = reg.history_.iterations["lr"]
     assert len(lrs) == 16
-    assert max(lrs) == pytest.approx(0.01) and lrs.index(max(lrs)) == 3   # 0.25 * 16 - 1
+    assert max(lrs) == pytest.approx(0.01) and lrs.index(max(lrs)) == 3  # 0.25 * 16 - 1
     assert lrs[-1] == pytest.approx(0.01 / 25 / 1e4)
-    clf = mg.MLPClassifier(hidden=(4,), epochs=4, lr=0.1, schedule="multistep",
-                           schedule_options={"milestones": [1, 3]}, seed=0)
+    clf = mg.MLPClassifier(
+        hidden=(4,),
+        epochs=4,
+        lr=0.1,
+        schedule="multistep",
+        schedule_options={"milestones": [1, 3]},
+        seed=0,
+    )
     clf.fit(X, (y > 0).astype(int))
     per_epoch = sorted(set(clf.history_.iterations["lr"]), reverse=True)
     assert per_epoch == pytest.approx([0.1, 0.01, 0.001])
 
 
-@pytest.mark.parametrize("params, error, words", [
-    ({"schedule": "linear-ramp"}, ValueError, "schedule must be one of"),
-    ({"schedule": "poly", "schedule_options": {"milestones": [2]}}, TypeError, "milestones"),
-    ({"schedule": "multistep", "schedule_options": {"milestones": [3, 2]}}, ValueError,
-     "increase strictly"),
-    ({"schedule": "onecycle", "schedule_options": {"pct_start": 1.5}}, ValueError, "pct_start"),
-    ({"schedule_options": {"t_0": 2}}, ValueError, "schedule given by name"),
-    ({"schedule": "cosine", "schedule_options": [1]}, TypeError, "schedule_options"),
-])
+@pytest.mark.parametrize(
+    "params, error, words",
+    [
+        ({"schedule": "linear-ramp"}, ValueError, "schedule must be one of"),
+        ({"schedule": "poly", "schedule_options": {"milestones": [2]}}, TypeError, "milestones"),
+        (
+            {"schedule": "multistep", "schedule_options": {"milestones": [3, 2]}},
+            ValueError,
+            "increase strictly",
+        ),
+        ({"schedule": "onecycle", "schedule_options": {"pct_start": 1.5}}, ValueError, "pct_start"),
+        ({"schedule_options": {"t_0": 2}}, ValueError, "schedule given by name"),
+        ({"schedule": "cosine", "schedule_options": [1]}, TypeError, "schedule_options"),
+    ],
+)
 def test_schedule_errors_are_raised_in_fit(params, error, words):
     X, y = linear(n=40)
-    reg = mg.MLPRegressor(epochs=2, **params)                   # never raises
+    reg = mg.MLPRegressor(epochs=2, **params)  # never raises
     with pytest.raises(error, match=words):
         reg.fit(X, y)
     assert not hasattr(reg, "model_")
@@ -145,7 +178,8 @@ def test_partial_fit_grid_search_and_pickle():
         reg.partial_fit(X, y[:, 0])
     twin = pickle.loads(pickle.dumps(reg))
     np.testing.assert_array_equal(twin.predict(X), reg.predict(X))
-    search = GridSearchCV(mg.MLPRegressor(hidden=(8,), epochs=5, seed=0),
-                          {"lr": [1e-3, 1e-2]}, cv=2).fit(X, y)
+    search = GridSearchCV(
+        mg.MLPRegressor(hidden=(8,), epochs=5, seed=0), {"lr": [1e-3, 1e-2]}, cv=2
+    ).fit(X, y)
     assert search.best_params_ == {"lr": 1e-2}
     assert clone(reg).get_params() == reg.get_params()

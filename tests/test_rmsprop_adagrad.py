@@ -1,5 +1,6 @@
 """RMSprop and Adagrad: torch float64 cross-checks, backends agree, fused == per-iteration,
 checkpoint state round trip, registry names."""
+
 import numpy as np
 import pytest
 
@@ -11,7 +12,7 @@ RMSPROP_CASES = [
     {"momentum": 0.9},
     {"centered": True},
     {"centered": True, "momentum": 0.5, "weight_decay": 0.1},
-    {"alpha": 0.3, "weight_decay": 0.05, "eps": 1e-3, "centered": True},   # lerp's other form
+    {"alpha": 0.3, "weight_decay": 0.05, "eps": 1e-3, "centered": True},  # lerp's other form
 ]
 ADAGRAD_CASES = [
     {},
@@ -41,8 +42,11 @@ def _run_minigd(cls, kwargs, lr, grads, model):
 
 def _run_torch(torch_cls, kwargs, lr, grads, model0):
     import torch
-    params = [torch.tensor(p.value.copy(), dtype=torch.float64, requires_grad=True)
-              for p in model0.parameters()]
+
+    params = [
+        torch.tensor(p.value.copy(), dtype=torch.float64, requires_grad=True)
+        for p in model0.parameters()
+    ]
     opt = torch_cls(params, lr=lr, **kwargs)
     for step in grads:
         for p, g in zip(params, step):
@@ -52,8 +56,9 @@ def _run_torch(torch_cls, kwargs, lr, grads, model0):
 
 
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
-@pytest.mark.parametrize("name,kwargs", [("rmsprop", k) for k in RMSPROP_CASES]
-                         + [("adagrad", k) for k in ADAGRAD_CASES])
+@pytest.mark.parametrize(
+    "name,kwargs", [("rmsprop", k) for k in RMSPROP_CASES] + [("adagrad", k) for k in ADAGRAD_CASES]
+)
 def test_matches_torch_float64(backend, name, kwargs):
     torch = pytest.importorskip("torch")
     torch_cls = {"rmsprop": torch.optim.RMSprop, "adagrad": torch.optim.Adagrad}[name]
@@ -70,14 +75,17 @@ def test_matches_torch_float64(backend, name, kwargs):
         if key == "step":
             assert opt.step_count == int(value)
             continue
-        np.testing.assert_allclose(opt.state_dict()["state"][f"0.{key}"], value.numpy(),
-                                   rtol=1e-13, atol=1e-15)
+        np.testing.assert_allclose(
+            opt.state_dict()["state"][f"0.{key}"], value.numpy(), rtol=1e-13, atol=1e-15
+        )
     assert {f"0.{k}" for k in tstate if k != "step"} == {
-        k for k in opt.state_dict()["state"] if k.startswith("0.")}
+        k for k in opt.state_dict()["state"] if k.startswith("0.")
+    }
 
 
-@pytest.mark.parametrize("name,kwargs", [("rmsprop", k) for k in RMSPROP_CASES]
-                         + [("adagrad", k) for k in ADAGRAD_CASES])
+@pytest.mark.parametrize(
+    "name,kwargs", [("rmsprop", k) for k in RMSPROP_CASES] + [("adagrad", k) for k in ADAGRAD_CASES]
+)
 def test_backends_agree(name, kwargs):
     cls = registry.get("optimizer", name)
     grads = _grads(6, _model())
@@ -96,9 +104,15 @@ def _data(n=90, seed=3):
     return X, y
 
 
-@pytest.mark.parametrize("name,kwargs", [
-    ("rmsprop", {}), ("rmsprop", {"momentum": 0.9, "centered": True, "weight_decay": 0.01}),
-    ("rmsprop", {"centered": True}), ("adagrad", {"lr_decay": 0.01, "weight_decay": 0.01})])
+@pytest.mark.parametrize(
+    "name,kwargs",
+    [
+        ("rmsprop", {}),
+        ("rmsprop", {"momentum": 0.9, "centered": True, "weight_decay": 0.01}),
+        ("rmsprop", {"centered": True}),
+        ("adagrad", {"lr_decay": 0.01, "weight_decay": 0.01}),
+    ],
+)
 def test_fused_equals_per_iteration(name, kwargs, monkeypatch):
     X, y = _data()
     out = []
@@ -108,8 +122,13 @@ def test_fused_equals_per_iteration(name, kwargs, monkeypatch):
         opt = registry.build_optimizer(name, model.parameters(), 0.01, **kwargs)
         with mg.use_backend("numba"):
             h = mg.fit(model, X, y, optimizer=opt, epochs=2, batch_size=16, seed=4, verbose=0)
-        out.append((model.flat_values.copy(), {k: v.copy() for k, v in opt.state.items()},
-                    h.iterations["loss"]))
+        out.append(
+            (
+                model.flat_values.copy(),
+                {k: v.copy() for k, v in opt.state.items()},
+                h.iterations["loss"],
+            )
+        )
     np.testing.assert_array_equal(out[0][0], out[1][0])
     assert out[0][2] == out[1][2]
     for k in out[0][1]:
@@ -118,13 +137,20 @@ def test_fused_equals_per_iteration(name, kwargs, monkeypatch):
 
 def test_fused_path_is_taken():
     model = _model(dtype=np.float32)
-    for opt in (mg.RMSprop(model.parameters(), momentum=0.9, centered=True),
-                mg.Adagrad(model.parameters())):
+    for opt in (
+        mg.RMSprop(model.parameters(), momentum=0.9, centered=True),
+        mg.Adagrad(model.parameters()),
+    ):
         assert opt.fused_update() is not None
 
 
-@pytest.mark.parametrize("name,kwargs", [("rmsprop", {"momentum": 0.9, "centered": True}),
-                                         ("adagrad", {"initial_accumulator_value": 0.1})])
+@pytest.mark.parametrize(
+    "name,kwargs",
+    [
+        ("rmsprop", {"momentum": 0.9, "centered": True}),
+        ("adagrad", {"initial_accumulator_value": 0.1}),
+    ],
+)
 def test_checkpoint_round_trip(name, kwargs, tmp_path):
     X, y = _data()
     model = _model(dtype=np.float32)
@@ -165,21 +191,34 @@ def test_registry_and_validation():
     opt = mg.RMSprop(model.parameters())
     assert opt.state_names == ("square_avg",)
     with pytest.raises(ValueError, match="new RMSprop"):
-        opt.set_hyperparameters(lr=0.1, alpha=0.9, eps=1e-8, weight_decay=0, momentum=0.9,
-                                centered=False)
+        opt.set_hyperparameters(
+            lr=0.1, alpha=0.9, eps=1e-8, weight_decay=0, momentum=0.9, centered=False
+        )
 
 
 @pytest.mark.parametrize("name", ["rmsprop", "adagrad"])
 def test_by_name_in_estimator_lr_range_test_and_sweep(name):
     X, y = _data(n=120)
-    clf = mg.MLPClassifier(hidden=(8,), optimizer=name, lr=0.01, batch_size=16, epochs=2,
-                           random_state=0) if "random_state" in mg.MLPClassifier().get_params() \
+    clf = (
+        mg.MLPClassifier(
+            hidden=(8,), optimizer=name, lr=0.01, batch_size=16, epochs=2, random_state=0
+        )
+        if "random_state" in mg.MLPClassifier().get_params()
         else mg.MLPClassifier(hidden=(8,), optimizer=name, lr=0.01, batch_size=16, epochs=2)
+    )
     clf.fit(X, y)
     assert 0 <= clf.score(X, y) <= 1
-    result = mg.lr_range_test(_model(dtype=np.float32), X, y, optimizer=name, num_iter=10,
-                              batch_size=16, seed=0)
+    result = mg.lr_range_test(
+        _model(dtype=np.float32), X, y, optimizer=name, num_iter=10, batch_size=16, seed=0
+    )
     assert len(result.lr) == len(result.loss) > 0
-    table = mg.sweep(lambda: _model(dtype=np.float32), X, y, batch_sizes=[16], lrs=[0.01],
-                     epochs=1, optimizer=name)
+    table = mg.sweep(
+        lambda: _model(dtype=np.float32),
+        X,
+        y,
+        batch_sizes=[16],
+        lrs=[0.01],
+        epochs=1,
+        optimizer=name,
+    )
     assert len(table.table) == 1 and table.table[0]["updates"] == 8

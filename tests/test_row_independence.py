@@ -26,6 +26,7 @@ runs in float64: its own rounding, ~1e-16, is far below). For scikit-learn's sub
 so that check can fail on the NumPy backend in float32 and is marked expected-to-fail there
 only (tests/test_estimator.py).
 """
+
 import warnings
 
 import numba
@@ -37,10 +38,20 @@ from minigd import fused
 from minigd.kernels import jit, jit_gemm
 
 ROW_COUNTS = list(range(1, 10)) + [67]
-WIDTHS = [(1, 1), (3, 5), (4, 4), (6, 4), (13, 10), (17, 33), (64, 16), (300, 50), (100, 130),
-          (784, 128)]
+WIDTHS = [
+    (1, 1),
+    (3, 5),
+    (4, 4),
+    (6, 4),
+    (13, 10),
+    (17, 33),
+    (64, 16),
+    (300, 50),
+    (100, 130),
+    (784, 128),
+]
 DTYPES = [np.float32, np.float64]
-U32 = 2.0 ** -24
+U32 = 2.0**-24
 
 
 def thread_counts():
@@ -62,7 +73,7 @@ class threads:
 
 
 def one_row_at_a_time(f, X):
-    return np.vstack([f(X[i:i + 1]) for i in range(len(X))])
+    return np.vstack([f(X[i : i + 1]) for i in range(len(X))])
 
 
 def assert_rows_bit_identical(f, X):
@@ -74,9 +85,11 @@ def assert_rows_bit_identical(f, X):
             for m in ROW_COUNTS:
                 batch = f(X[:m])
                 rows = np.flatnonzero((batch != alone[:m]).any(axis=1))
-                assert rows.size == 0, (f"{m} rows, {n_threads} threads: rows {rows.tolist()} "
-                                        f"differ from the same rows alone by up to "
-                                        f"{np.abs(batch - alone[:m]).max():.3g}")
+                assert rows.size == 0, (
+                    f"{m} rows, {n_threads} threads: rows {rows.tolist()} "
+                    f"differ from the same rows alone by up to "
+                    f"{np.abs(batch - alone[:m]).max():.3g}"
+                )
 
 
 # ---- Numba: exact -------------------------------------------------------------------------------
@@ -94,9 +107,13 @@ def test_numba_dense_forward_rows_do_not_depend_on_the_batch(n_in, n_out, dtype)
         return out
 
     assert_rows_bit_identical(forward, X)
-    for m in ROW_COUNTS:        # and right: scratch buffers never overlap the weight's
-        np.testing.assert_allclose(forward(X[:m]), X[:m].astype(np.float64) @ w + b,
-                                   rtol=1e-4 if dtype == np.float32 else 1e-12, atol=1e-3)
+    for m in ROW_COUNTS:  # and right: scratch buffers never overlap the weight's
+        np.testing.assert_allclose(
+            forward(X[:m]),
+            X[:m].astype(np.float64) @ w + b,
+            rtol=1e-4 if dtype == np.float32 else 1e-12,
+            atol=1e-3,
+        )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -112,55 +129,71 @@ def test_numba_matmul_nt_rows_do_not_depend_on_the_batch(n_in, n_out, dtype):
         return out
 
     assert_rows_bit_identical(product, X)
-    np.testing.assert_allclose(product(X), X.astype(np.float64) @ w_t.T.astype(np.float64),
-                               rtol=1e-4 if dtype == np.float32 else 1e-12, atol=1e-3)
+    np.testing.assert_allclose(
+        product(X),
+        X.astype(np.float64) @ w_t.T.astype(np.float64),
+        rtol=1e-4 if dtype == np.float32 else 1e-12,
+        atol=1e-3,
+    )
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("hidden, activation", [((13, 7), "relu"), ((50,), "tanh"),
-                                                ((130, 33), "sigmoid"), ((), "relu")])
+@pytest.mark.parametrize(
+    "hidden, activation", [((13, 7), "relu"), ((50,), "tanh"), ((130, 33), "sigmoid"), ((), "relu")]
+)
 def test_numba_predict_proba_rows_do_not_depend_on_the_batch(hidden, activation, dtype):
     rng = np.random.default_rng(0)
     y = rng.integers(0, 5, 200)
     X = rng.normal(size=(200, 21)) + np.eye(5, 21)[y]
     with mg.use_backend("numba"):
-        clf = mg.MLPClassifier(hidden=hidden, activation=activation, epochs=2, batch_size=9,
-                               seed=0, dtype=dtype).fit(X, y)
-        assert_rows_bit_identical(clf.predict_proba, X[:max(ROW_COUNTS)])
-        assert_rows_bit_identical(clf.model_.forward, X[:max(ROW_COUNTS)])
+        clf = mg.MLPClassifier(
+            hidden=hidden, activation=activation, epochs=2, batch_size=9, seed=0, dtype=dtype
+        ).fit(X, y)
+        assert_rows_bit_identical(clf.predict_proba, X[: max(ROW_COUNTS)])
+        assert_rows_bit_identical(clf.model_.forward, X[: max(ROW_COUNTS)])
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_sklearn_subset_invariance_holds_on_the_numba_backend(dtype):
     from sklearn.utils.estimator_checks import check_methods_subset_invariance
+
     with mg.use_backend("numba"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)   # "does not inherit from BaseEstimator"
+        warnings.simplefilter("ignore", UserWarning)  # "does not inherit from BaseEstimator"
         check_methods_subset_invariance("MLPClassifier", mg.MLPClassifier(seed=0, dtype=dtype))
 
 
 @pytest.mark.parametrize("batch_size", [1, 3, 6])
-def test_fused_epoch_with_padded_batches_is_bit_identical_to_per_iteration(batch_size,
-                                                                           monkeypatch):
+def test_fused_epoch_with_padded_batches_is_bit_identical_to_per_iteration(batch_size, monkeypatch):
     """Batches of M % 4 != 0 rows take the padded path in both the fused epoch and the
     per-iteration kernels: same bits either way."""
     rng = np.random.default_rng(1)
     y = rng.integers(0, 3, 41)
     X = rng.normal(size=(41, 6)).astype(np.float32)
-    class EveryIteration(mg.Callback):          # a per-iteration hook turns the fused path off
+
+    class EveryIteration(mg.Callback):  # a per-iteration hook turns the fused path off
         def on_iteration_end(self, state):
             pass
 
     fused_epochs = []
     run_epoch = fused.run_epoch
-    monkeypatch.setattr(fused, "run_epoch",
-                        lambda state, *args: fused_epochs.append(1) or run_epoch(state, *args))
+    monkeypatch.setattr(
+        fused, "run_epoch", lambda state, *args: fused_epochs.append(1) or run_epoch(state, *args)
+    )
     runs = []
     for callbacks in ([], [EveryIteration()]):
         model = mg.Sequential(mg.Dense(6, 11), mg.ReLU(), mg.Dense(11, 3), seed=0)
         with mg.use_backend("numba"):
-            history = mg.fit(model, X, y, optimizer=mg.SGD(model.parameters(), lr=0.1),
-                             epochs=2, batch_size=batch_size, seed=0, verbose=0,
-                             callbacks=callbacks)
+            history = mg.fit(
+                model,
+                X,
+                y,
+                optimizer=mg.SGD(model.parameters(), lr=0.1),
+                epochs=2,
+                batch_size=batch_size,
+                seed=0,
+                verbose=0,
+                callbacks=callbacks,
+            )
         runs.append((model.flat_values.copy(), history.iterations["loss"]))
     assert len(fused_epochs) == 2, "the first run is fused, the second per-iteration"
     assert runs[0][1] == runs[1][1]
@@ -168,8 +201,11 @@ def test_fused_epoch_with_padded_batches_is_bit_identical_to_per_iteration(batch
 
 
 # ---- NumPy: within the float32 error bound ------------------------------------------------------
-ACTIVATIONS = {"ReLU": lambda v: np.maximum(v, 0), "Tanh": np.tanh,
-               "Sigmoid": lambda v: 1 / (1 + np.exp(-v))}
+ACTIVATIONS = {
+    "ReLU": lambda v: np.maximum(v, 0),
+    "Tanh": np.tanh,
+    "Sigmoid": lambda v: 1 / (1 + np.exp(-v)),
+}
 
 
 def gamma(k):
@@ -185,10 +221,11 @@ def logit_error_bound(model, X):
         if isinstance(layer, mg.Dense):
             w = layer.weight.value.astype(np.float64)
             b = layer.bias.value.astype(np.float64)
-            err = err @ np.abs(w) + gamma(w.shape[0] + 1) * ((np.abs(a) + err) @ np.abs(w)
-                                                              + np.abs(b))
+            err = err @ np.abs(w) + gamma(w.shape[0] + 1) * (
+                (np.abs(a) + err) @ np.abs(w) + np.abs(b)
+            )
             a = a @ w + b
-        else:            # ReLU, Tanh, Sigmoid: |f'| <= 1 keeps err; a follows exactly
+        else:  # ReLU, Tanh, Sigmoid: |f'| <= 1 keeps err; a follows exactly
             a = ACTIVATIONS[type(layer).__name__](a)
     return err
 
@@ -206,7 +243,7 @@ def test_numpy_float32_subsets_agree_within_the_error_bound(hidden):
     X = rng.normal(size=(120, 20)) + 3 * np.eye(3, 20)[y]
     with mg.use_backend("numpy"):
         clf = mg.MLPClassifier(hidden=hidden, epochs=3, seed=0).fit(X, y)
-        X = X[:max(ROW_COUNTS)]
+        X = X[: max(ROW_COUNTS)]
         alone = one_row_at_a_time(clf.predict_proba, X)
         bound = proba_difference_bound(clf.model_, X, alone)
         for m in ROW_COUNTS + [120]:

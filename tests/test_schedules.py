@@ -1,4 +1,5 @@
 """Schedules at known points, and against torch.optim.lr_scheduler in float64."""
+
 import math
 
 import numpy as np
@@ -40,7 +41,7 @@ def test_cyclic_triangular2_halves_each_cycle_and_exp_range_decays():
     assert [s(t) for t in (2, 6, 10)] == [1.0, 0.5, 0.25]
     e = S.CyclicLR(0.0, 1.0, step_size=2, mode="exp_range", gamma=0.9)
     assert e(2) == pytest.approx(0.81)
-    assert e(6) == pytest.approx(0.9 ** 6)
+    assert e(6) == pytest.approx(0.9**6)
 
 
 def test_warmup_ramps_linearly_then_follows_inner():
@@ -67,20 +68,23 @@ def test_values_and_t_validation():
             s(bad)
 
 
-@pytest.mark.parametrize("factory,match", [
-    (lambda: S.StepDecay(0.1, 0), "step_size"),
-    (lambda: S.StepDecay(0.1, 2, gamma=0), "gamma"),
-    (lambda: S.StepDecay(0.1, 2, gamma=1.5), "gamma"),
-    (lambda: S.ExponentialDecay(0.1, gamma=-0.5), "gamma"),
-    (lambda: S.CyclicLR(1.0, 0.1, 10), "base_lr"),
-    (lambda: S.CyclicLR(0.1, 1.0, 10, mode="sine"), "mode"),
-    (lambda: S.CosineAnnealing(0.1, 0), "t_max"),
-    (lambda: S.Constant(-1.0), "lr"),
-    (lambda: S.Constant(0.1, unit="batch"), "unit"),
-    (lambda: S.Warmup(S.Constant(0.1), 0), "warmup_steps"),
-    (lambda: S.Chain([S.Constant(0.1), S.Constant(0.2)], [0]), "boundaries"),
-    (lambda: S.Chain([S.Constant(0.1), S.CyclicLR(0.1, 1, 2)], [3]), "unit"),
-])
+@pytest.mark.parametrize(
+    "factory,match",
+    [
+        (lambda: S.StepDecay(0.1, 0), "step_size"),
+        (lambda: S.StepDecay(0.1, 2, gamma=0), "gamma"),
+        (lambda: S.StepDecay(0.1, 2, gamma=1.5), "gamma"),
+        (lambda: S.ExponentialDecay(0.1, gamma=-0.5), "gamma"),
+        (lambda: S.CyclicLR(1.0, 0.1, 10), "base_lr"),
+        (lambda: S.CyclicLR(0.1, 1.0, 10, mode="sine"), "mode"),
+        (lambda: S.CosineAnnealing(0.1, 0), "t_max"),
+        (lambda: S.Constant(-1.0), "lr"),
+        (lambda: S.Constant(0.1, unit="batch"), "unit"),
+        (lambda: S.Warmup(S.Constant(0.1), 0), "warmup_steps"),
+        (lambda: S.Chain([S.Constant(0.1), S.Constant(0.2)], [0]), "boundaries"),
+        (lambda: S.Chain([S.Constant(0.1), S.CyclicLR(0.1, 1, 2)], [3]), "unit"),
+    ],
+)
 def test_schedule_arguments_are_checked(factory, match):
     with pytest.raises((ValueError, TypeError), match=match):
         factory()
@@ -105,21 +109,39 @@ def test_schedules_match_torch():
         (S.StepDecay(0.5, 3, 0.3), lambda o: sched.StepLR(o, 3, 0.3), 0.5, 20),
         (S.ExponentialDecay(0.5, 0.9), lambda o: sched.ExponentialLR(o, 0.9), 0.5, 20),
         (S.CosineAnnealing(0.5, 7, 0.01), lambda o: sched.CosineAnnealingLR(o, 7, 0.01), 0.5, 30),
-        (S.CyclicLR(0.01, 0.3, 5, step_size_down=3),
-         lambda o: sched.CyclicLR(o, 0.01, 0.3, 5, 3, cycle_momentum=False), 0.01, 30),
-        (S.CyclicLR(0.01, 0.3, 4, mode="triangular2"),
-         lambda o: sched.CyclicLR(o, 0.01, 0.3, 4, mode="triangular2", cycle_momentum=False),
-         0.01, 30),
-        (S.CyclicLR(0.01, 0.3, 4, mode="exp_range", gamma=0.97),
-         lambda o: sched.CyclicLR(o, 0.01, 0.3, 4, mode="exp_range", gamma=0.97,
-                                  cycle_momentum=False), 0.01, 30),
-        (S.Warmup(S.StepDecay(0.5, 4, 0.5), 3, start_factor=0.25),
-         lambda o: sched.ChainedScheduler([sched.LinearLR(o, 0.25, total_iters=3),
-                                           sched.StepLR(o, 4, 0.5)]), 0.5, 15),
+        (
+            S.CyclicLR(0.01, 0.3, 5, step_size_down=3),
+            lambda o: sched.CyclicLR(o, 0.01, 0.3, 5, 3, cycle_momentum=False),
+            0.01,
+            30,
+        ),
+        (
+            S.CyclicLR(0.01, 0.3, 4, mode="triangular2"),
+            lambda o: sched.CyclicLR(o, 0.01, 0.3, 4, mode="triangular2", cycle_momentum=False),
+            0.01,
+            30,
+        ),
+        (
+            S.CyclicLR(0.01, 0.3, 4, mode="exp_range", gamma=0.97),
+            lambda o: sched.CyclicLR(
+                o, 0.01, 0.3, 4, mode="exp_range", gamma=0.97, cycle_momentum=False
+            ),
+            0.01,
+            30,
+        ),
+        (
+            S.Warmup(S.StepDecay(0.5, 4, 0.5), 3, start_factor=0.25),
+            lambda o: sched.ChainedScheduler(
+                [sched.LinearLR(o, 0.25, total_iters=3), sched.StepLR(o, 4, 0.5)]
+            ),
+            0.5,
+            15,
+        ),
     ]
     for ours, make, lr, steps in cases:
-        np.testing.assert_allclose(ours.values(steps), torch_lrs(torch, make, steps, lr),
-                                   rtol=1e-12, err_msg=repr(ours))
+        np.testing.assert_allclose(
+            ours.values(steps), torch_lrs(torch, make, steps, lr), rtol=1e-12, err_msg=repr(ours)
+        )
 
 
 def test_plain_callable_is_accepted_as_epoch_schedule():

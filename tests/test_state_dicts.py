@@ -1,5 +1,6 @@
 """Each object fit resumes has its own state_dict / load_state_dict, and checkpoint.py is only the
 file format (issue 10, item 6)."""
+
 import ast
 from pathlib import Path
 
@@ -29,8 +30,15 @@ def test_checkpoint_module_is_the_file_format_only():
 def test_history_state_dict_round_trips_in_place_and_checks_its_tables():
     history = mg.History(("mse", "r2"))
     history.record_iteration(epoch=1, iteration=1, step=1, batch_size=4, lr=0.1, loss=float("inf"))
-    history.record_epoch(epoch=1, train_loss=1.0, val_loss=None, val_mse=None, val_r2=None,
-                         seconds=1.0, samples_per_second=4.0)
+    history.record_epoch(
+        epoch=1,
+        train_loss=1.0,
+        val_loss=None,
+        val_mse=None,
+        val_r2=None,
+        seconds=1.0,
+        samples_per_second=4.0,
+    )
     other = mg.History()
     same = other
     other.load_state_dict(history.state_dict())
@@ -43,8 +51,9 @@ def test_history_state_dict_round_trips_in_place_and_checks_its_tables():
         other.load_state_dict(bad)
     assert other == history
     with pytest.raises(ValueError, match="missing"):
-        history.record_epoch(epoch=2, train_loss=1.0, val_loss=None, seconds=1.0,
-                             samples_per_second=1.0)
+        history.record_epoch(
+            epoch=2, train_loss=1.0, val_loss=None, seconds=1.0, samples_per_second=1.0
+        )
 
 
 def test_iterator_state_dict_carries_the_seed_and_refuses_other_batching():
@@ -82,7 +91,7 @@ def test_callback_state_dicts_round_trip():
     plateau.best, plateau.reductions = 1.0, [(1, 0.1, 0.01)]
     again = mg.ReduceLROnPlateau(monitor="train_loss", patience=0)
     state = plateau.state_dict()
-    state["reductions"] = [list(r) for r in state["reductions"]]      # as JSON gives it back
+    state["reductions"] = [list(r) for r in state["reductions"]]  # as JSON gives it back
     again.load_state_dict(state)
     assert again.reductions == [(1, 0.1, 0.01)] and again.best == 1.0
 
@@ -94,27 +103,58 @@ def test_training_state_position_between_and_within_epochs(tmp_path):
 
     class Watch(mg.Callback):
         def on_epoch_begin(self, state):
-            seen.append(("begin", state.state_dict()["epochs_done"],
-                         state.state_dict()["iteration"]))
+            seen.append(
+                ("begin", state.state_dict()["epochs_done"], state.state_dict()["iteration"])
+            )
 
         def on_iteration_end(self, state):
             if state.iteration == 2:
-                seen.append(("mid", state.state_dict()["epochs_done"],
-                             state.state_dict()["iteration"]))
+                seen.append(
+                    ("mid", state.state_dict()["epochs_done"], state.state_dict()["iteration"])
+                )
 
         def on_epoch_end(self, state):
-            seen.append(("end", state.state_dict()["epochs_done"],
-                         state.state_dict()["iteration"]))
+            seen.append(("end", state.state_dict()["epochs_done"], state.state_dict()["iteration"]))
 
     model = mg.Sequential(mg.Dense(3, 2), seed=0)
-    mg.fit(model, X, y, optimizer=mg.SGD(model.parameters(), lr=0.1), epochs=2, batch_size=16,
-           verbose=0, callbacks=[Watch()])
-    assert seen == [("begin", 0, 0), ("mid", 0, 2), ("end", 1, 0),
-                    ("begin", 1, 0), ("mid", 1, 2), ("end", 2, 0)]
-    state = mg.TrainingState(model, mg.SGD(model.parameters(), lr=0.1), mg.History(),
-                             mg.BatchIterator(X, y, 16), 3, None, 0.1)
-    state.load_state_dict({"epochs_done": 1, "iteration": 2, "step": 5, "lr_scale": 0.5,
-                           "current_lr": 0.05, "base_lr": 0.1, "stop_training": False})
+    mg.fit(
+        model,
+        X,
+        y,
+        optimizer=mg.SGD(model.parameters(), lr=0.1),
+        epochs=2,
+        batch_size=16,
+        verbose=0,
+        callbacks=[Watch()],
+    )
+    assert seen == [
+        ("begin", 0, 0),
+        ("mid", 0, 2),
+        ("end", 1, 0),
+        ("begin", 1, 0),
+        ("mid", 1, 2),
+        ("end", 2, 0),
+    ]
+    state = mg.TrainingState(
+        model,
+        mg.SGD(model.parameters(), lr=0.1),
+        mg.History(),
+        mg.BatchIterator(X, y, 16),
+        3,
+        None,
+        0.1,
+    )
+    state.load_state_dict(
+        {
+            "epochs_done": 1,
+            "iteration": 2,
+            "step": 5,
+            "lr_scale": 0.5,
+            "current_lr": 0.05,
+            "base_lr": 0.1,
+            "stop_training": False,
+        }
+    )
     assert (state.epoch, state.iteration, state.start_iteration) == (2, 2, 2)
     assert state.state_dict()["epochs_done"] == 1 and state.state_dict()["iteration"] == 2
     assert isinstance(CheckpointSaver(str(tmp_path / "c.npz"), None, []), mg.Callback)

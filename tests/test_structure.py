@@ -7,6 +7,7 @@ under minigd/ is parsed, every ``import`` and ``from ... import`` counts, wherev
 Imports of the top-level ``minigd`` package itself (``import minigd as mg`` inside a function)
 are left out, as structure.py leaves them out: that package only re-exports.
 """
+
 import ast
 import os
 from pathlib import Path
@@ -43,7 +44,7 @@ def import_graph(root):
                 base = node.module or ""
                 if node.level:
                     parts = package.split(".")
-                    parts = parts[:len(parts) - (node.level - 1)]
+                    parts = parts[: len(parts) - (node.level - 1)]
                     base = ".".join(parts + ([base] if base else []))
                 subs = [f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in mods]
                 targets += subs
@@ -105,14 +106,20 @@ def test_the_checker_finds_a_cycle_through_a_function_level_import(tmp_path):
     (package / "c.py").write_text("import pkg\nfrom pkg import a\n")
     graph = import_graph(package)
     assert graph["pkg.a"] == {"pkg.sub.b"} and graph["pkg.sub.b"] == {"pkg.a"}
-    assert graph["pkg.c"] == {"pkg.a"} and graph["pkg"] == set()     # the top package is left out
+    assert graph["pkg.c"] == {"pkg.a"} and graph["pkg"] == set()  # the top package is left out
     assert cycles(graph) == [["pkg.a", "pkg.sub.b"]]
 
 
 def test_registry_and_cli_are_leaves_of_the_engine():
     """The engine modules never import the registry or the CLI (names flow one way)."""
     graph = import_graph(PACKAGE)
-    for module in ("minigd.layers", "minigd.losses", "minigd.optim", "minigd.schedules",
-                   "minigd.model", "minigd.training"):
+    for module in (
+        "minigd.layers",
+        "minigd.losses",
+        "minigd.optim",
+        "minigd.schedules",
+        "minigd.model",
+        "minigd.training",
+    ):
         assert "minigd.registry" not in graph[module], module
         assert not any(t.startswith("minigd.cli") for t in graph[module]), module

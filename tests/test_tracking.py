@@ -1,4 +1,5 @@
 """mg.EvaluateEvery: held-out evaluation every few updates, without changing the run."""
+
 import numpy as np
 import pytest
 
@@ -18,8 +19,17 @@ def model():
 def train(data, callbacks=()):
     X, y, _, _ = data
     m = model()
-    history = mg.fit(m, X, y, optimizer=mg.SGD(m.parameters(), lr=0.1), epochs=2,
-                     batch_size=64, seed=1, verbose=0, callbacks=callbacks)
+    history = mg.fit(
+        m,
+        X,
+        y,
+        optimizer=mg.SGD(m.parameters(), lr=0.1),
+        epochs=2,
+        batch_size=64,
+        seed=1,
+        verbose=0,
+        callbacks=callbacks,
+    )
     return m, history
 
 

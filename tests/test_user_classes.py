@@ -1,6 +1,7 @@
 """A user-written Layer, Loss and Optimizer (a few lines each) train end to end with mg.fit
 exactly like a hand-written NumPy loop, predict, pass gradcheck, save and load in checkpoints,
 resume exactly, and fit says once that they have no fused kernel (issue 10, item 3)."""
+
 import numpy as np
 import pytest
 
@@ -8,13 +9,15 @@ import minigd as mg
 
 # ---- what a user writes -----------------------------------------------------------------------
 
+
 class Scale(mg.Layer):
     """y = x * gamma, one gamma per feature."""
 
     def __init__(self, n):
         super().__init__()
-        self.gamma = self.parameter("gamma", (n,), init=lambda rng, shape: rng.uniform(0.5, 1.5,
-                                                                                       shape))
+        self.gamma = self.parameter(
+            "gamma", (n,), init=lambda rng, shape: rng.uniform(0.5, 1.5, shape)
+        )
 
     def forward(self, x):
         self.x = x
@@ -27,6 +30,7 @@ class Scale(mg.Layer):
 
 class HalfSquaredError(mg.Loss):
     """Mean over rows of 0.5 * ||outputs - targets||^2."""
+
     target_kind = "values"
 
     def value_and_grad(self, outputs, targets):
@@ -37,6 +41,7 @@ class HalfSquaredError(mg.Loss):
 
 class MultiMargin(mg.Loss):
     """A classification loss: mean over rows of sum_j max(0, 1 + z_j - z_y) for j != y."""
+
     target_kind = "classes"
 
     def value_and_grad(self, outputs, targets):
@@ -51,6 +56,7 @@ class MultiMargin(mg.Loss):
 
 class HeavyBall(mg.Optimizer):
     """v <- beta v + grad;  p <- p - lr * v / (1 - beta^t)   (t = step count from 1)."""
+
     state_names = ("velocity",)
 
     def __init__(self, params, lr, beta=0.9):
@@ -61,7 +67,7 @@ class HeavyBall(mg.Optimizer):
         v = state["velocity"]
         v *= self.beta
         v += grad
-        value -= lr * v / (1 - self.beta ** self.step_count)
+        value -= lr * v / (1 - self.beta**self.step_count)
 
     def hyperparameters(self):
         return {"lr": self.lr, "beta": self.beta}
@@ -72,6 +78,7 @@ class HeavyBall(mg.Optimizer):
 
 # ---- the same computation written out by hand ----------------------------------------------------
 
+
 def data(n=90, outputs=2, seed=0):
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n, 3))
@@ -80,8 +87,9 @@ def data(n=90, outputs=2, seed=0):
 
 
 def build(outputs, dtype=np.float64, seed=7):
-    return mg.Sequential(mg.Dense(3, 6), Scale(6), mg.Tanh(), mg.Dense(6, outputs), seed=seed,
-                         dtype=dtype)
+    return mg.Sequential(
+        mg.Dense(3, 6), Scale(6), mg.Tanh(), mg.Dense(6, outputs), seed=seed, dtype=dtype
+    )
 
 
 def hand_loop(start, X, Y, loss_grad, epochs, batch, seed, lr, beta):
@@ -94,7 +102,7 @@ def hand_loop(start, X, Y, loss_grad, epochs, batch, seed, lr, beta):
         order = np.random.default_rng([seed, epoch]).permutation(len(X))
         for i in range(0, len(X), batch):
             W1, b1, gamma, W2, b2 = params
-            index = order[i:i + batch]
+            index = order[i : i + batch]
             x, target = X[index], Y[index]
             h = x @ W1 + b1
             a = np.tanh(h * gamma)
@@ -109,11 +117,12 @@ def hand_loop(start, X, Y, loss_grad, epochs, batch, seed, lr, beta):
             for p, v, gr in zip(params, velocity, grads):
                 v *= beta
                 v += gr
-                p -= lr * v / (1 - beta ** t)
+                p -= lr * v / (1 - beta**t)
     return dict(zip(keys, params)), losses
 
 
 # ---- the tests --------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("kind", ["values", "classes"])
 def test_user_layer_loss_and_optimizer_train_like_a_hand_written_loop(backend, kind):
@@ -127,35 +136,47 @@ def test_user_layer_loss_and_optimizer_train_like_a_hand_written_loop(backend, k
     model = build(outputs=2 if kind == "values" else 3)
     start = model.state_dict()
     optimizer = HeavyBall(model.parameters(), lr=0.05, beta=0.8)
-    history = mg.fit(model, X, y, optimizer=optimizer, loss=loss, epochs=3, batch_size=16,
-                     seed=11, verbose=0)
+    history = mg.fit(
+        model, X, y, optimizer=optimizer, loss=loss, epochs=3, batch_size=16, seed=11, verbose=0
+    )
     expected, losses = hand_loop(start, X, Y, loss.value_and_grad, 3, 16, 11, 0.05, 0.8)
 
     assert history.n_iterations == 3 * 6 and optimizer.step_count == 18
     np.testing.assert_allclose(history.iterations["loss"], losses, rtol=1e-12)
     for key, value in model.state_dict().items():
         np.testing.assert_allclose(value, expected[key], rtol=1e-11, atol=1e-13, err_msg=key)
-    assert not np.allclose(start["1.gamma"], model.state_dict()["1.gamma"])   # gamma trained
+    assert not np.allclose(start["1.gamma"], model.state_dict()["1.gamma"])  # gamma trained
     assert losses[-1] < losses[0]
 
     # predict: the hand-written forward with the trained weights, in eval mode
-    W1, b1, gamma, W2, b2 = (expected[k] for k in ("0.weight", "0.bias", "1.gamma", "3.weight",
-                                                   "3.bias"))
+    W1, b1, gamma, W2, b2 = (
+        expected[k] for k in ("0.weight", "0.bias", "1.gamma", "3.weight", "3.bias")
+    )
     outputs = np.tanh((X @ W1 + b1) * gamma) @ W2 + b2
     np.testing.assert_allclose(model.predict_logits(X), outputs, rtol=1e-10, atol=1e-12)
     if kind == "classes":
         np.testing.assert_array_equal(model.predict(X), outputs.argmax(axis=1))
-    assert model.training                   # predict ran in eval mode and restored train mode
+    assert model.training  # predict ran in eval mode and restored train mode
 
 
 def test_user_classes_train_in_float32_too():
     X, Y = data(outputs=2)
     model = build(outputs=2, dtype=np.float32)
     start = model.state_dict()
-    history = mg.fit(model, X, Y, optimizer=HeavyBall(model.parameters(), lr=0.05),
-                     loss=HalfSquaredError(), epochs=2, batch_size=16, seed=1, verbose=0)
-    expected, losses = hand_loop(start, X, Y, HalfSquaredError().value_and_grad, 2, 16, 1,
-                                 0.05, 0.9)
+    history = mg.fit(
+        model,
+        X,
+        Y,
+        optimizer=HeavyBall(model.parameters(), lr=0.05),
+        loss=HalfSquaredError(),
+        epochs=2,
+        batch_size=16,
+        seed=1,
+        verbose=0,
+    )
+    expected, losses = hand_loop(
+        start, X, Y, HalfSquaredError().value_and_grad, 2, 16, 1, 0.05, 0.9
+    )
     assert all(v.dtype == np.float32 for v in model.state_dict().values())
     np.testing.assert_allclose(history.iterations["loss"], losses, rtol=1e-4)
     for key, value in model.state_dict().items():
@@ -167,8 +188,17 @@ def test_same_seed_gives_bit_identical_runs():
     runs = []
     for _ in range(2):
         model = build(outputs=2)
-        mg.fit(model, X, Y, optimizer=HeavyBall(model.parameters(), lr=0.05),
-               loss=HalfSquaredError(), epochs=2, batch_size=16, seed=3, verbose=0)
+        mg.fit(
+            model,
+            X,
+            Y,
+            optimizer=HeavyBall(model.parameters(), lr=0.05),
+            loss=HalfSquaredError(),
+            epochs=2,
+            batch_size=16,
+            seed=3,
+            verbose=0,
+        )
         runs.append(model.state_dict())
     for key in runs[0]:
         np.testing.assert_array_equal(runs[0][key], runs[1][key])
@@ -189,8 +219,17 @@ def test_checkpoint_saves_and_restores_user_classes(tmp_path):
     X, Y = data()
     model = build(outputs=2)
     optimizer = HeavyBall(model.parameters(), lr=0.05, beta=0.7)
-    history = mg.fit(model, X, Y, optimizer=optimizer, loss=HalfSquaredError(), epochs=2,
-                     batch_size=16, seed=0, verbose=0)
+    history = mg.fit(
+        model,
+        X,
+        Y,
+        optimizer=optimizer,
+        loss=HalfSquaredError(),
+        epochs=2,
+        batch_size=16,
+        seed=0,
+        verbose=0,
+    )
     path = tmp_path / "user.npz"
     mg.save_checkpoint(path, model, optimizer, history=history)
 
@@ -215,16 +254,45 @@ def test_checkpoint_saves_and_restores_user_classes(tmp_path):
 def test_resume_with_user_classes_is_exact(tmp_path):
     X, Y = data()
     full = build(outputs=2)
-    mg.fit(full, X, Y, optimizer=HeavyBall(full.parameters(), lr=0.05), loss=HalfSquaredError(),
-           epochs=3, batch_size=16, seed=2, verbose=0)
+    mg.fit(
+        full,
+        X,
+        Y,
+        optimizer=HeavyBall(full.parameters(), lr=0.05),
+        loss=HalfSquaredError(),
+        epochs=3,
+        batch_size=16,
+        seed=2,
+        verbose=0,
+    )
     path = tmp_path / "run.npz"
     part = build(outputs=2)
-    mg.fit(part, X, Y, optimizer=HeavyBall(part.parameters(), lr=0.05), loss=HalfSquaredError(),
-           epochs=1, batch_size=16, seed=2, verbose=0, checkpoint=path)
+    mg.fit(
+        part,
+        X,
+        Y,
+        optimizer=HeavyBall(part.parameters(), lr=0.05),
+        loss=HalfSquaredError(),
+        epochs=1,
+        batch_size=16,
+        seed=2,
+        verbose=0,
+        checkpoint=path,
+    )
     resumed = build(outputs=2, seed=5)
-    history = mg.fit(resumed, X, Y, optimizer=HeavyBall(resumed.parameters(), lr=0.05),
-                     loss=HalfSquaredError(), epochs=3, batch_size=16, seed=2, verbose=0,
-                     checkpoint=path, resume=True)
+    history = mg.fit(
+        resumed,
+        X,
+        Y,
+        optimizer=HeavyBall(resumed.parameters(), lr=0.05),
+        loss=HalfSquaredError(),
+        epochs=3,
+        batch_size=16,
+        seed=2,
+        verbose=0,
+        checkpoint=path,
+        resume=True,
+    )
     assert history.n_iterations == 18
     for key, value in full.state_dict().items():
         np.testing.assert_array_equal(resumed.state_dict()[key], value)
@@ -242,24 +310,37 @@ def test_fit_says_once_that_a_user_class_has_no_fused_kernel(capsys, custom):
     if custom == "layer":
         layers.insert(1, Scale(6))
     model = mg.Sequential(*layers, seed=0)
-    optimizer = (HeavyBall(model.parameters(), lr=0.05) if custom == "optimizer"
-                 else mg.SGD(model.parameters(), lr=0.05))
+    optimizer = (
+        HeavyBall(model.parameters(), lr=0.05)
+        if custom == "optimizer"
+        else mg.SGD(model.parameters(), lr=0.05)
+    )
     loss = MultiMargin() if custom == "loss" else mg.SoftmaxCrossEntropy()
     with mg.use_backend("numba"):
-        mg.fit(model, X, y, optimizer=optimizer, loss=loss, epochs=3, batch_size=16, seed=0,
-               verbose=2)
+        mg.fit(
+            model, X, y, optimizer=optimizer, loss=loss, epochs=3, batch_size=16, seed=0, verbose=2
+        )
     out = capsys.readouterr().out
-    name = {"layer": "layer Scale", "loss": "loss MultiMargin",
-            "optimizer": "optimizer HeavyBall"}[custom]
+    name = {"layer": "layer Scale", "loss": "loss MultiMargin", "optimizer": "optimizer HeavyBall"}[
+        custom
+    ]
     assert note_count(out) == 1, out
     assert f"{name} has no fused kernel" in out
-    assert out.count("\n") >= 4          # the plan line and one line per epoch were printed too
+    assert out.count("\n") >= 4  # the plan line and one line per epoch were printed too
 
 
 def test_built_in_pieces_print_no_such_note(capsys):
     X, Y = data(outputs=3)
     model = mg.Sequential(mg.Dense(3, 6), mg.Tanh(), mg.Dense(6, 3), seed=0)
     with mg.use_backend("numba"):
-        mg.fit(model, X, Y.argmax(axis=1), optimizer=mg.SGD(model.parameters(), lr=0.05),
-               epochs=1, batch_size=16, seed=0, verbose=2)
+        mg.fit(
+            model,
+            X,
+            Y.argmax(axis=1),
+            optimizer=mg.SGD(model.parameters(), lr=0.05),
+            epochs=1,
+            batch_size=16,
+            seed=0,
+            verbose=2,
+        )
     assert note_count(capsys.readouterr().out) == 0

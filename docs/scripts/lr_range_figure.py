@@ -5,6 +5,7 @@
 Prints the range test's suggestions (model seed 0, data seed 0) and the held-out accuracy
 after 3 epochs of SGD, batch 64, at each suggestion and at the reference lr 0.1.
 """
+
 import os
 
 import matplotlib
@@ -31,8 +32,16 @@ def main():
     print(f"{'rule':<11} {'lr':>7} {'test acc after 3 epochs':>24}")
     for rule, lr in candidates.items():
         m = model()
-        mg.fit(m, X, y, optimizer=mg.SGD(m.parameters(), lr=lr), epochs=3, batch_size=64, seed=0,
-               verbose=0)
+        mg.fit(
+            m,
+            X,
+            y,
+            optimizer=mg.SGD(m.parameters(), lr=lr),
+            epochs=3,
+            batch_size=64,
+            seed=0,
+            verbose=0,
+        )
         print(f"{rule:<11} {lr:>7.3g} {100 * mg.accuracy(m, X_test, y_test):>23.2f}%")
 
 

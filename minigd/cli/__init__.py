@@ -4,6 +4,7 @@ Commands: train (:mod:`.train`), lr-find and noise-scale (:mod:`.experiments`), 
 (:mod:`.sweep`), cache (:mod:`.cache`). The flags they share are defined once in :mod:`.args`;
 what they build from them (data, model, optimizer, schedule) lives in :mod:`.common`.
 """
+
 import argparse
 import sys
 
@@ -17,10 +18,16 @@ __all__ = ["build_parser", "check_arguments", "load_npz", "main"]
 def build_parser():
     """The ``minigd`` argument parser with every subcommand."""
     from .. import __version__
+
     parser = argparse.ArgumentParser(
-        prog="minigd", description="Mini-batch gradient descent you can see into.")
-    parser.add_argument("--version", action="version", version=f"minigd {__version__}",
-                        help="print the version and exit")
+        prog="minigd", description="Mini-batch gradient descent you can see into."
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"minigd {__version__}",
+        help="print the version and exit",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for command in (train, experiments, sweep, cache):

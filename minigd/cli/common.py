@@ -3,6 +3,7 @@
 The classes come from :mod:`minigd.registry` by the names the flags give (--activation,
 --optimizer, --schedule), so a class added there is reachable here without an edit.
 """
+
 import numpy as np
 
 from .. import registry
@@ -13,6 +14,7 @@ def load_npz(path, task="classification"):
     else None); read with allow_pickle=False. y holds class ids, or real targets (N,) or
     (N, k) for ``task="regression"``. Raises ValueError naming the file and the fix."""
     from .. import _validation as check
+
     how = "save your data with np.savez(path, X=X, y=y) (optionally X_test=..., y_test=...)"
     try:
         archive = np.load(path, allow_pickle=False)
@@ -24,19 +26,25 @@ def load_npz(path, task="classification"):
         keys = set(archive.files)
         missing = [k for k in ("X", "y") if k not in keys]
         if missing:
-            raise ValueError(f"--data {path}: no array {' or '.join(map(repr, missing))} (it has "
-                             f"{sorted(keys) or 'no arrays'}); {how}")
+            raise ValueError(
+                f"--data {path}: no array {' or '.join(map(repr, missing))} (it has "
+                f"{sorted(keys) or 'no arrays'}); {how}"
+            )
         if ("X_test" in keys) != ("y_test" in keys):
-            raise ValueError(f"--data {path}: has one of X_test and y_test but not the other; "
-                             f"give both or neither")
+            raise ValueError(
+                f"--data {path}: has one of X_test and y_test but not the other; "
+                f"give both or neither"
+            )
         arrays = {}
         for key in ("X", "y", "X_test", "y_test"):
             if key in keys:
                 try:
                     arrays[key] = archive[key]
-                except ValueError as error:     # object arrays need pickle: refused
-                    raise ValueError(f"--data {path}: array {key!r} cannot be read without "
-                                     f"pickle ({error}); store numbers only") from None
+                except ValueError as error:  # object arrays need pickle: refused
+                    raise ValueError(
+                        f"--data {path}: array {key!r} cannot be read without "
+                        f"pickle ({error}); store numbers only"
+                    ) from None
     try:
         targets = check.values if task == "regression" else check.labels
         X = check.features(f"{path}: X", arrays["X"])
@@ -45,10 +53,15 @@ def load_npz(path, task="classification"):
             return X, y, None, None
         X_test = check.features(f"{path}: X_test", arrays["X_test"])
         if X_test.shape[1] != X.shape[1]:
-            raise ValueError(f"{path}: X_test has {X_test.shape[1]} features but X has "
-                             f"{X.shape[1]}")
-        y_test = targets(f"{path}: y_test", arrays["y_test"], X_test.shape[0],
-                         *([y.shape[1]] if task == "regression" else []))
+            raise ValueError(
+                f"{path}: X_test has {X_test.shape[1]} features but X has {X.shape[1]}"
+            )
+        y_test = targets(
+            f"{path}: y_test",
+            arrays["y_test"],
+            X_test.shape[0],
+            *([y.shape[1]] if task == "regression" else []),
+        )
     except (TypeError, ValueError) as error:
         raise ValueError(f"--data {error}") from None
     return X, y, X_test, y_test
@@ -57,6 +70,7 @@ def load_npz(path, task="classification"):
 def load_data(args):
     """(X, y, X_test, y_test) for --data: the bundled sample, full MNIST or the user's .npz."""
     from .. import datasets
+
     task = getattr(args, "task", "classification")
     if task == "regression":
         if args.data == "sample":
@@ -76,6 +90,7 @@ def regression_sample():
     """(X, y, X_test, y_test): ``datasets.make_regression(**REGRESSION_SAMPLE)`` split 8000 / 2000,
     what ``minigd train --task regression`` trains on with ``--data sample``."""
     from .. import datasets
+
     X, y = datasets.make_regression(**REGRESSION_SAMPLE)
     return X[:8000], y[:8000], X[8000:], y[8000:]
 
@@ -105,9 +120,17 @@ def split_validation(X, y, fraction):
 def make_model(args, n_features, n_classes):
     """The MLP of --hidden, --activation, --init, --dtype, --dropout, --batch-norm, seeded by
     --seed."""
-    return registry.build_mlp(n_features, args.hidden, n_classes, activation=args.activation,
-                              init=args.init, seed=args.seed, dtype=np.dtype(args.dtype),
-                              dropout=args.dropout, batch_norm=args.batch_norm)
+    return registry.build_mlp(
+        n_features,
+        args.hidden,
+        n_classes,
+        activation=args.activation,
+        init=args.init,
+        seed=args.seed,
+        dtype=np.dtype(args.dtype),
+        dropout=args.dropout,
+        batch_norm=args.batch_norm,
+    )
 
 
 def optimizer_options(args):
@@ -126,14 +149,16 @@ def optimizer_options(args):
 
 def make_optimizer(args, params, lr=None):
     """The --optimizer over ``params`` at ``lr`` (default --lr) with the flags' hyperparameters."""
-    return registry.build_optimizer(args.optimizer, params, args.lr if lr is None else lr,
-                                    **optimizer_options(args))
+    return registry.build_optimizer(
+        args.optimizer, params, args.lr if lr is None else lr, **optimizer_options(args)
+    )
 
 
 def updates_per_epoch(args, n_samples):
     """Updates in one epoch of ``n_samples`` rows: ceil(N / --batch-size), floor with
     --drop-last, over --accumulate micro-batches per update when that flag exists."""
     from ..data import iterations_per_epoch
+
     group = args.batch_size * (getattr(args, "accumulate", None) or 1)
     return max(1, iterations_per_epoch(n_samples, group, getattr(args, "drop_last", False)))
 
@@ -142,6 +167,7 @@ def schedule_options(args):
     """The keyword arguments of --schedule that its flags give (the flags not given are left
     to registry.build_schedule's defaults)."""
     from .args import SCHEDULE_FLAGS, SCHEDULE_KEYWORDS
+
     options = {}
     for dest in SCHEDULE_FLAGS[args.schedule]:
         value = getattr(args, dest, None)
@@ -163,9 +189,13 @@ def make_schedule(args, iterations_per_epoch):
     if name == "constant":
         schedule = None
     else:
-        schedule = registry.build_schedule(name, lr, epochs=args.epochs,
-                                           updates_per_epoch=iterations_per_epoch,
-                                           **schedule_options(args))
+        schedule = registry.build_schedule(
+            name,
+            lr,
+            epochs=args.epochs,
+            updates_per_epoch=iterations_per_epoch,
+            **schedule_options(args),
+        )
     if args.warmup:
         if schedule is None:
             schedule = registry.get("schedule", "constant")(lr)

@@ -168,9 +168,7 @@ def atomic_write(path):
     permissions (``0o666`` minus the umask).
     """
     directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(
-        directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.part"
-    )
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.part")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -185,9 +183,7 @@ def atomic_write(path):
 def _check_path(path, argname):
     """Return ``path`` as a str, or raise TypeError naming ``argname``."""
     if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(
-            f"{argname} must be a str or os.PathLike, got {type(path).__name__}"
-        )
+        raise TypeError(f"{argname} must be a str or os.PathLike, got {type(path).__name__}")
     name = os.fspath(path)
     if not isinstance(name, str):
         raise TypeError(f"{argname} must be a text path, got {type(name).__name__}")
@@ -209,15 +205,12 @@ def _read_bytes(name):
 def _parse_header(data, name, expected_magic):
     """Return ``(dtype, dims, payload_offset)`` from an IDX header."""
     if len(data) < 4:
-        raise ValueError(
-            f"IDX file {name!r} is too short for a header ({len(data)} bytes)"
-        )
+        raise ValueError(f"IDX file {name!r} is too short for a header ({len(data)} bytes)")
     zero0, zero1, code, ndim = data[:4]
     magic = int.from_bytes(data[:4], "big")
     if expected_magic is not None and magic != expected_magic:
         raise ValueError(
-            f"IDX file {name!r} has magic number 0x{magic:08X}, "
-            f"expected 0x{expected_magic:08X}"
+            f"IDX file {name!r} has magic number 0x{magic:08X}, expected 0x{expected_magic:08X}"
         )
     if zero0 or zero1:
         raise ValueError(
@@ -227,8 +220,7 @@ def _parse_header(data, name, expected_magic):
     if code not in _TYPE_CODES:
         known = ", ".join(f"0x{c:02X}" for c in _TYPE_CODES)
         raise ValueError(
-            f"IDX file {name!r} has unsupported data type code 0x{code:02X} "
-            f"(supported: {known})"
+            f"IDX file {name!r} has unsupported data type code 0x{code:02X} (supported: {known})"
         )
     offset = 4 + 4 * ndim
     if len(data) < offset:

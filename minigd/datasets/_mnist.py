@@ -201,9 +201,7 @@ def _verify_bundled():
         except OSError as exc:
             raise _corrupted_install(f"cannot read {path}: {exc}") from exc
         if actual != sums[name]:
-            raise _corrupted_install(
-                f"{path} has sha256 {actual}, expected {sums[name]}"
-            )
+            raise _corrupted_install(f"{path} has sha256 {actual}, expected {sums[name]}")
 
 
 def _corrupted_install(detail):
@@ -395,7 +393,5 @@ def _read_checked(path, magic, shape):
     """Read an IDX file and check its shape."""
     array = read_idx(path, expected_magic=magic)
     if array.shape != tuple(shape):
-        raise ValueError(
-            f"{path} holds an array of shape {array.shape}, expected {tuple(shape)}"
-        )
+        raise ValueError(f"{path} holds an array of shape {array.shape}, expected {tuple(shape)}")
     return array

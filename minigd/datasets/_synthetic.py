@@ -1,11 +1,13 @@
 """A synthetic regression dataset made offline from a seed (no download, no files)."""
+
 import numpy as np
 
 from .. import _validation as check
 
 
-def make_regression(n_samples=1000, n_features=10, n_targets=1, noise=0.1, seed=0,
-                    dtype=np.float32):
+def make_regression(
+    n_samples=1000, n_features=10, n_targets=1, noise=0.1, seed=0, dtype=np.float32
+):
     """(X, y): a smooth nonlinear regression problem, the same for the same arguments.
 
     X has independent standard normal features. Each target is a linear part plus a

@@ -1,5 +1,6 @@
 """LR range test (Smith 2017; fastai's ``lr_find``): train a copy of the model while the learning
 rate grows every iteration, and read a good learning rate off the loss curve."""
+
 from __future__ import annotations
 
 import csv
@@ -34,8 +35,9 @@ def lr_ramp(start_lr, end_lr, num_iter, mode="exp"):
     start_lr = check.real("start_lr", start_lr, low=0.0, low_open=True)
     end_lr = check.real("end_lr", end_lr, low=0.0, low_open=True)
     if not start_lr < end_lr:
-        raise ValueError(f"start_lr must be smaller than end_lr, got start_lr={start_lr:g}, "
-                         f"end_lr={end_lr:g}")
+        raise ValueError(
+            f"start_lr must be smaller than end_lr, got start_lr={start_lr:g}, end_lr={end_lr:g}"
+        )
     num_iter = check.positive_int("num_iter", num_iter)
     if num_iter < 2:
         raise ValueError(f"num_iter must be >= 2 (the ramp needs two ends), got {num_iter}")
@@ -153,18 +155,25 @@ class LRRangeResult:
         return len(self.lr)
 
     def to_dict(self):
-        return {"lr": [_json_number(v) for v in self.lr],
-                "loss": [_json_number(v) for v in self.loss],
-                "smoothed_loss": [_json_number(v) for v in self.smoothed_loss],
-                "suggestions": {k: _json_number(v) for k, v in self.suggestions.items()},
-                "stop_reason": self.stop_reason, "config": self.config}
+        return {
+            "lr": [_json_number(v) for v in self.lr],
+            "loss": [_json_number(v) for v in self.loss],
+            "smoothed_loss": [_json_number(v) for v in self.smoothed_loss],
+            "suggestions": {k: _json_number(v) for k, v in self.suggestions.items()},
+            "stop_reason": self.stop_reason,
+            "config": self.config,
+        }
 
     @classmethod
     def from_dict(cls, data):
         arrays = {key: [float(v) for v in data[key]] for key in ("lr", "loss", "smoothed_loss")}
         suggestions = {k: float(v) for k, v in data["suggestions"].items()}
-        return cls(suggestions=suggestions, stop_reason=data["stop_reason"],
-                   config=data["config"], **arrays)
+        return cls(
+            suggestions=suggestions,
+            stop_reason=data["stop_reason"],
+            config=data["config"],
+            **arrays,
+        )
 
     def to_json(self, path):
         """Write arrays, suggestions, stop reason and config as JSON (atomically)."""
@@ -189,43 +198,64 @@ class LRRangeResult:
 
     def __repr__(self):
         rules = ", ".join(f"{k}={v:.3g}" for k, v in self.suggestions.items())
-        return (f"LRRangeResult({self.n_iterations} iterations, lr {self.lr[0]:.3g} -> "
-                f"{self.lr[-1]:.3g}, {self.stop_reason}; suggestions: {rules})")
+        return (
+            f"LRRangeResult({self.n_iterations} iterations, lr {self.lr[0]:.3g} -> "
+            f"{self.lr[-1]:.3g}, {self.stop_reason}; suggestions: {rules})"
+        )
 
 
 # ---- the test ------------------------------------------------------------------------------------
 def _make_optimizer(optimizer, params, lr):
     if isinstance(optimizer, str):
-        return build_optimizer(optimizer.lower(), params, lr)     # ValueError: unknown name
+        return build_optimizer(optimizer.lower(), params, lr)  # ValueError: unknown name
     if isinstance(optimizer, Optimizer):
-        raise TypeError("optimizer must be 'sgd', 'adam', 'adamw' or a factory params -> "
-                        "Optimizer (e.g. lambda params: mg.SGD(params, lr=0.1, momentum=0.9)), "
-                        "got an optimizer instance: it would update your model, not the copy")
+        raise TypeError(
+            "optimizer must be 'sgd', 'adam', 'adamw' or a factory params -> "
+            "Optimizer (e.g. lambda params: mg.SGD(params, lr=0.1, momentum=0.9)), "
+            "got an optimizer instance: it would update your model, not the copy"
+        )
     if not callable(optimizer):
-        raise TypeError(f"optimizer must be 'sgd', 'adam', 'adamw' or a factory params -> "
-                        f"Optimizer, got {type(optimizer).__name__}")
+        raise TypeError(
+            f"optimizer must be 'sgd', 'adam', 'adamw' or a factory params -> "
+            f"Optimizer, got {type(optimizer).__name__}"
+        )
     built = optimizer(params)
     if not isinstance(built, Optimizer):
-        raise TypeError(f"the optimizer factory must return a minigd Optimizer, got "
-                        f"{type(built).__name__}")
+        raise TypeError(
+            f"the optimizer factory must return a minigd Optimizer, got {type(built).__name__}"
+        )
     if {id(p) for p in built.params} != {id(p) for p in params}:
-        raise ValueError("the optimizer factory must build the optimizer on the params it is "
-                         "given (the copy's parameters)")
+        raise ValueError(
+            "the optimizer factory must build the optimizer on the params it is "
+            "given (the copy's parameters)"
+        )
     return built
 
 
 def _progress(total, enabled):
     from tqdm.auto import tqdm
-    return tqdm(total=total, desc="lr range test", leave=False, unit="it",
-                disable=None if enabled else True)
+
+    return tqdm(
+        total=total, desc="lr range test", leave=False, unit="it", disable=None if enabled else True
+    )
 
 
-def lr_range_test(model: Sequential, X: np.ndarray, y: np.ndarray, *,
-                  optimizer: str | Callable[..., Optimizer] = "sgd", start_lr: float = 1e-6,
-                  end_lr: float = 10.0, num_iter: int = 100, batch_size: int = 64,
-                  mode: str = "exp", smooth: float = 0.98,
-                  diverge_threshold: float | None = 4.0, seed: int | None = None,
-                  progress: bool = False) -> LRRangeResult:
+def lr_range_test(
+    model: Sequential,
+    X: np.ndarray,
+    y: np.ndarray,
+    *,
+    optimizer: str | Callable[..., Optimizer] = "sgd",
+    start_lr: float = 1e-6,
+    end_lr: float = 10.0,
+    num_iter: int = 100,
+    batch_size: int = 64,
+    mode: str = "exp",
+    smooth: float = 0.98,
+    diverge_threshold: float | None = 4.0,
+    seed: int | None = None,
+    progress: bool = False,
+) -> LRRangeResult:
     """LR range test: train a copy of ``model`` with the lr growing every iteration; the loss
     curve against lr shows where training is fastest and where it blows up.
 
@@ -280,8 +310,9 @@ def lr_range_test(model: Sequential, X: np.ndarray, y: np.ndarray, *,
     lrs = lr_ramp(start_lr, end_lr, num_iter, mode)
     smooth = check.real("smooth", smooth, low=0.0, high=1.0, high_open=True)
     if diverge_threshold is not None:
-        diverge_threshold = check.real("diverge_threshold", diverge_threshold, low=1.0,
-                                       low_open=True)
+        diverge_threshold = check.real(
+            "diverge_threshold", diverge_threshold, low=1.0, low_open=True
+        )
     batch_size = check.positive_int("batch_size", batch_size)
     progress = check.boolean("progress", progress)
     X = check.features("X", X, model.n_features)
@@ -289,17 +320,36 @@ def lr_range_test(model: Sequential, X: np.ndarray, y: np.ndarray, *,
 
     copy = model.clone()
     opt = _make_optimizer(optimizer, copy.parameters(), float(lrs[0]))
-    iterator = BatchIterator(X, y, batch_size, shuffle=True, drop_last=X.shape[0] >= batch_size,
-                             seed=seed, dtype=copy.dtype, validate=False, reuse_buffers=True)
-    config = {"start_lr": float(lrs[0]), "end_lr": float(lrs[-1]), "num_iter": len(lrs),
-              "mode": mode, "batch_size": batch_size, "smooth": smooth,
-              "diverge_threshold": diverge_threshold, "seed": iterator.seed,
-              "optimizer": repr(opt), "model": [repr(layer) for layer in model.layers]}
-    losses, smoothed, stop_reason = _run(copy, opt, iterator, lrs, smooth, diverge_threshold,
-                                         progress)
+    iterator = BatchIterator(
+        X,
+        y,
+        batch_size,
+        shuffle=True,
+        drop_last=X.shape[0] >= batch_size,
+        seed=seed,
+        dtype=copy.dtype,
+        validate=False,
+        reuse_buffers=True,
+    )
+    config = {
+        "start_lr": float(lrs[0]),
+        "end_lr": float(lrs[-1]),
+        "num_iter": len(lrs),
+        "mode": mode,
+        "batch_size": batch_size,
+        "smooth": smooth,
+        "diverge_threshold": diverge_threshold,
+        "seed": iterator.seed,
+        "optimizer": repr(opt),
+        "model": [repr(layer) for layer in model.layers],
+    }
+    losses, smoothed, stop_reason = _run(
+        copy, opt, iterator, lrs, smooth, diverge_threshold, progress
+    )
     n = len(losses)
-    return LRRangeResult(lrs[:n], losses, smoothed, suggest(lrs[:n], smoothed, len(lrs)),
-                         stop_reason, config)
+    return LRRangeResult(
+        lrs[:n], losses, smoothed, suggest(lrs[:n], smoothed, len(lrs)), stop_reason, config
+    )
 
 
 def _run(model, optimizer, iterator, lrs, smooth, diverge_threshold, progress):
@@ -311,11 +361,11 @@ def _run(model, optimizer, iterator, lrs, smooth, diverge_threshold, progress):
     avg, best, i = 0.0, math.inf, 0
     bar = _progress(num_iter, progress)
     try:
-        with np.errstate(over="ignore", invalid="ignore"):      # a blow-up is expected, and caught
+        with np.errstate(over="ignore", invalid="ignore"):  # a blow-up is expected, and caught
             for xb, yb in _cycle(iterator, num_iter):
                 optimizer.lr = lrs[i]
                 logits = model.forward_batch(xb, kernels)
-                dlogits = grad[:len(yb)]        # softmax cross-entropy and its gradient, one pass
+                dlogits = grad[: len(yb)]  # softmax cross-entropy and its gradient, one pass
                 value = kernels.softmax_cross_entropy(logits, yb, dlogits)
                 avg = smooth * avg + (1 - smooth) * value
                 losses[i], smoothed[i] = value, avg / (1 - smooth ** (i + 1))

@@ -1,6 +1,7 @@
 """Gradient noise scale (McCandlish et al. 2018, "An Empirical Model of Large-Batch Training",
 Appendix A): B_simple = tr(Sigma) / |G|^2, the batch size at which the gradient's noise and its
 signal are equally large, estimated without bias from gradient norms at two batch sizes."""
+
 from __future__ import annotations
 
 import csv
@@ -27,6 +28,7 @@ class NoiseScaleEstimate:
     the delta method with the covariance of the two estimators. ``loss`` is the mean loss of
     the big batches (an unbiased estimate of the loss on the whole data), NaN when not measured.
     """
+
     b_simple: float
     grad_sq: float
     trace: float
@@ -46,8 +48,10 @@ def _batch_pair(small_batch, big_batch):
     small_batch = check.positive_int("small_batch", small_batch)
     big_batch = check.positive_int("big_batch", big_batch)
     if not small_batch < big_batch:
-        raise ValueError(f"small_batch must be smaller than big_batch, got small_batch="
-                         f"{small_batch}, big_batch={big_batch}")
+        raise ValueError(
+            f"small_batch must be smaller than big_batch, got small_batch="
+            f"{small_batch}, big_batch={big_batch}"
+        )
     return small_batch, big_batch
 
 
@@ -75,8 +79,10 @@ def noise_scale_from_norms(small_sq_norms, big_sq_norms, small_batch, big_batch,
     small = np.asarray(small_sq_norms, dtype=np.float64)
     big = np.asarray(big_sq_norms, dtype=np.float64)
     if small.ndim != 1 or small.shape != big.shape or small.size == 0:
-        raise ValueError(f"small_sq_norms and big_sq_norms must be 1-D of the same non-zero "
-                         f"length, got shapes {small.shape} and {big.shape}")
+        raise ValueError(
+            f"small_sq_norms and big_sq_norms must be 1-D of the same non-zero "
+            f"length, got shapes {small.shape} and {big.shape}"
+        )
     if not (np.all(np.isfinite(small)) and np.all(np.isfinite(big))):
         raise ValueError("squared gradient norms contain NaN or inf (has training diverged?)")
     grad_sq_draws = (big_batch * big - small_batch * small) / (big_batch - small_batch)
@@ -92,15 +98,23 @@ def noise_scale_from_norms(small_sq_norms, big_sq_norms, small_batch, big_batch,
         b_simple = trace / grad_sq
         b_se = math.nan
         if cov is not None:
-            var = (cov[1, 1] - 2 * b_simple * cov[0, 1] + b_simple ** 2 * cov[0, 0]) / grad_sq ** 2
+            var = (cov[1, 1] - 2 * b_simple * cov[0, 1] + b_simple**2 * cov[0, 0]) / grad_sq**2
             b_se = math.sqrt(max(var, 0.0))
     else:
         b_simple, b_se = math.inf, math.nan
     loss = math.nan if losses is None else float(np.mean(losses))
-    return NoiseScaleEstimate(b_simple=b_simple, grad_sq=grad_sq, trace=trace,
-                              grad_sq_stderr=grad_sq_se, trace_stderr=trace_se,
-                              b_simple_stderr=b_se, n_pairs=n, small_batch=small_batch,
-                              big_batch=big_batch, loss=loss)
+    return NoiseScaleEstimate(
+        b_simple=b_simple,
+        grad_sq=grad_sq,
+        trace=trace,
+        grad_sq_stderr=grad_sq_se,
+        trace_stderr=trace_se,
+        b_simple_stderr=b_se,
+        n_pairs=n,
+        small_batch=small_batch,
+        big_batch=big_batch,
+        loss=loss,
+    )
 
 
 class _GradientProbe:
@@ -109,15 +123,23 @@ class _GradientProbe:
     def __init__(self, model, X, y, small_batch, big_batch):
         self.model = model.clone()
         self.small_batch, self.big_batch = small_batch, big_batch
-        self.data = BatchIterator(X, y, big_batch, shuffle=False, seed=0, dtype=model.dtype,
-                                  validate=False, reuse_buffers=True)
+        self.data = BatchIterator(
+            X,
+            y,
+            big_batch,
+            shuffle=False,
+            seed=0,
+            dtype=model.dtype,
+            validate=False,
+            reuse_buffers=True,
+        )
         self.xbuf = np.empty((big_batch, self.data.X.shape[1]), dtype=model.dtype)
         self.ybuf = np.empty(big_batch, dtype=np.int64)
         self.grad = np.empty((big_batch, model.n_outputs), dtype=model.dtype)
 
     def _squared_norm(self, xb, yb, kernels):
         logits = self.model.forward_batch(xb, kernels)
-        dlogits = self.grad[:len(yb)]         # softmax cross-entropy and its gradient, one pass
+        dlogits = self.grad[: len(yb)]  # softmax cross-entropy and its gradient, one pass
         value = kernels.softmax_cross_entropy(logits, yb, dlogits)
         self.model.backward_batch(dlogits, kernels=kernels)
         grads = self.model.flat_grads
@@ -138,8 +160,9 @@ class _GradientProbe:
             index = rng.integers(0, self.data.n_samples, size=self.big_batch)
             self.data.gather(index, xbuf, ybuf)
             big[i], losses[i] = self._squared_norm(xbuf, ybuf, kernels)
-            small[i], _ = self._squared_norm(xbuf[:self.small_batch], ybuf[:self.small_batch],
-                                             kernels)
+            small[i], _ = self._squared_norm(
+                xbuf[: self.small_batch], ybuf[: self.small_batch], kernels
+            )
             if bar is not None:
                 bar.update()
         return small, big, losses
@@ -147,14 +170,24 @@ class _GradientProbe:
 
 def _progress(total, enabled, description="noise scale"):
     from tqdm.auto import tqdm
-    return tqdm(total=total, desc=description, leave=False, unit="pair",
-                disable=None if enabled else True)
+
+    return tqdm(
+        total=total, desc=description, leave=False, unit="pair", disable=None if enabled else True
+    )
 
 
-def gradient_noise_scale(model: Sequential, X: np.ndarray, y: np.ndarray, small_batch: int,
-                         big_batch: int, *, n_pairs: int = 20, seed: int | None = None,
-                         details: bool = False,
-                         progress: bool = False) -> float | NoiseScaleEstimate:
+def gradient_noise_scale(
+    model: Sequential,
+    X: np.ndarray,
+    y: np.ndarray,
+    small_batch: int,
+    big_batch: int,
+    *,
+    n_pairs: int = 20,
+    seed: int | None = None,
+    details: bool = False,
+    progress: bool = False,
+) -> float | NoiseScaleEstimate:
     """Estimate the simple gradient noise scale B_simple = tr(Sigma) / |G|^2 at the model's
     current weights (McCandlish et al. 2018), the paper's estimate of the critical batch size:
     below it a bigger batch buys almost proportionally fewer steps; above it, little.
@@ -214,9 +247,13 @@ def gradient_noise_scale(model: Sequential, X: np.ndarray, y: np.ndarray, small_
         bar.close()
     estimate = noise_scale_from_norms(small, big, small_batch, big_batch, losses)
     if math.isinf(estimate.b_simple):
-        warnings.warn(f"the |G|^2 estimate is {estimate.grad_sq:.3g} <= 0: the gradient noise "
-                      f"swamps the signal at these weights; B_simple is reported as inf (use "
-                      f"more pairs or a bigger big_batch)", RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"the |G|^2 estimate is {estimate.grad_sq:.3g} <= 0: the gradient noise "
+            f"swamps the signal at these weights; B_simple is reported as inf (use "
+            f"more pairs or a bigger big_batch)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     return estimate if details else estimate.b_simple
 
 
@@ -255,8 +292,17 @@ class GradientNoiseScale(Callback):
     >>> tracker.records["b_simple"]; mg.plot.noise_scale(tracker)
     """
 
-    def __init__(self, small_batch, big_batch, n_pairs=10, every=None, data=None, seed=None,
-                 at_start=True, progress=False):
+    def __init__(
+        self,
+        small_batch,
+        big_batch,
+        n_pairs=10,
+        every=None,
+        data=None,
+        seed=None,
+        at_start=True,
+        progress=False,
+    ):
         self.small_batch, self.big_batch = _batch_pair(small_batch, big_batch)
         self.n_pairs = check.positive_int("n_pairs", n_pairs)
         self.every = None if every is None else check.positive_int("every", every)
@@ -292,8 +338,7 @@ class GradientNoiseScale(Callback):
         bar = _progress(self.n_pairs, self.progress, f"noise scale (step {step})")
         try:
             small, big, losses = self._probe.measure(model, self.n_pairs, self._rng, bar)
-            estimate = noise_scale_from_norms(small, big, self.small_batch, self.big_batch,
-                                              losses)
+            estimate = noise_scale_from_norms(small, big, self.small_batch, self.big_batch, losses)
         except ValueError:
             estimate = None
         finally:
@@ -320,8 +365,10 @@ class GradientNoiseScale(Callback):
 
     def to_dict(self):
         """The records with NaN/inf written as strings (JSON-safe)."""
-        return {key: [v if not isinstance(v, float) or math.isfinite(v) else str(v)
-                      for v in values] for key, values in self.records.items()}
+        return {
+            key: [v if not isinstance(v, float) or math.isfinite(v) else str(v) for v in values]
+            for key, values in self.records.items()
+        }
 
     def to_csv(self, path):
         """Write the records, one row per measurement (atomically)."""
@@ -332,5 +379,7 @@ class GradientNoiseScale(Callback):
 
     def __repr__(self):
         when = "every epoch" if self.every is None else f"every {self.every} updates"
-        return (f"GradientNoiseScale(small_batch={self.small_batch}, big_batch="
-                f"{self.big_batch}, n_pairs={self.n_pairs}, {when})")
+        return (
+            f"GradientNoiseScale(small_batch={self.small_batch}, big_batch="
+            f"{self.big_batch}, n_pairs={self.n_pairs}, {when})"
+        )

@@ -11,6 +11,7 @@ With ``storage="sweep.db"`` every finished cell is committed to SQLite as it arr
 :mod:`minigd.experiments.sweep_storage`); rerunning the same call skips the stored cells, and
 ``SweepResult.from_storage`` / ``SweepResult.list_storage`` read the file back.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -40,8 +41,19 @@ from ..schedules import linear_scaling, sqrt_scaling
 from ..training import fit
 from .sweep_storage import SweepStorage, data_fingerprint, sweep_key
 
-COLUMNS = ("batch_size", "lr", "seed", "train_loss", "val_loss", "val_accuracy",
-           "train_accuracy", "updates", "epochs", "seconds", "diverged")
+COLUMNS = (
+    "batch_size",
+    "lr",
+    "seed",
+    "train_loss",
+    "val_loss",
+    "val_accuracy",
+    "train_accuracy",
+    "updates",
+    "epochs",
+    "seconds",
+    "diverged",
+)
 SCALINGS = {"linear": linear_scaling, "sqrt": sqrt_scaling}
 
 
@@ -63,8 +75,9 @@ class MLPBuilder:
     object also has a readable repr, which ``SweepResult.config`` records.
     """
 
-    def __init__(self, widths, activation="relu", dtype="float32", init="he", dropout=0.0,
-                 batch_norm=False):
+    def __init__(
+        self, widths, activation="relu", dtype="float32", init="he", dropout=0.0, batch_norm=False
+    ):
         widths = tuple(widths)
         if len(widths) < 2:
             raise ValueError(f"widths needs an input and an output width, got {widths!r}")
@@ -73,19 +86,29 @@ class MLPBuilder:
         self.dtype = check.choice("dtype", str(np.dtype(dtype)), ("float32", "float64"))
         self.init = init
         self.dropout, self.batch_norm = dropout, batch_norm
-        registry.build_mlp(1, [1], 2, dropout=dropout, batch_norm=batch_norm)   # checks them
+        registry.build_mlp(1, [1], 2, dropout=dropout, batch_norm=batch_norm)  # checks them
 
     def __call__(self, seed):
-        return registry.build_mlp(self.widths[0], self.widths[1:-1], self.widths[-1],
-                                  activation=self.activation, init=self.init, seed=seed,
-                                  dtype=self.dtype, dropout=self.dropout,
-                                  batch_norm=self.batch_norm)
+        return registry.build_mlp(
+            self.widths[0],
+            self.widths[1:-1],
+            self.widths[-1],
+            activation=self.activation,
+            init=self.init,
+            seed=seed,
+            dtype=self.dtype,
+            dropout=self.dropout,
+            batch_norm=self.batch_norm,
+        )
 
     def __repr__(self):
-        extra = (f", dropout={self.dropout!r}" if self.dropout else "") + \
-                (", batch_norm=True" if self.batch_norm else "")
-        return (f"MLPBuilder({self.widths!r}, activation={self.activation!r}, "
-                f"dtype={self.dtype!r}, init={self.init!r}{extra})")
+        extra = (f", dropout={self.dropout!r}" if self.dropout else "") + (
+            ", batch_norm=True" if self.batch_norm else ""
+        )
+        return (
+            f"MLPBuilder({self.widths!r}, activation={self.activation!r}, "
+            f"dtype={self.dtype!r}, init={self.init!r}{extra})"
+        )
 
 
 class SweepResult:
@@ -114,8 +137,7 @@ class SweepResult:
         unknown = set(where) - set(COLUMNS)
         if unknown:
             raise ValueError(f"unknown column(s) {sorted(unknown)}; columns are {COLUMNS}")
-        return [dict(row) for row in self.table
-                if all(_equal(row[k], v) for k, v in where.items())]
+        return [dict(row) for row in self.table if all(_equal(row[k], v) for k, v in where.items())]
 
     def column(self, name):
         """One column as a list, in table order."""
@@ -143,8 +165,11 @@ class SweepResult:
                 writer.writerow([row[k] for k in COLUMNS])
 
     def to_dict(self, histories=True):
-        data = {"config": self.config, "columns": list(COLUMNS),
-                "table": [{k: _json_value(row[k]) for k in COLUMNS} for row in self.table]}
+        data = {
+            "config": self.config,
+            "columns": list(COLUMNS),
+            "table": [{k: _json_value(row[k]) for k in COLUMNS} for row in self.table],
+        }
         if histories:
             data["histories"] = [self.histories[_key(row)].to_dict() for row in self.table]
         return data
@@ -158,8 +183,9 @@ class SweepResult:
     def from_json(cls, path):
         with open(path) as handle:
             data = json.load(handle)
-        table = [{k: (math.nan if row[k] is None else row[k]) for k in COLUMNS}
-                 for row in data["table"]]
+        table = [
+            {k: (math.nan if row[k] is None else row[k]) for k in COLUMNS} for row in data["table"]
+        ]
         histories = {}
         for row, history in zip(table, data.get("histories", [])):
             histories[_key(row)] = History.from_dict(history)
@@ -182,18 +208,24 @@ class SweepResult:
             if key is None:
                 stored = store.summary()
                 if len(stored) != 1:
-                    listing = "; ".join(f"{s['key']} ({s['done']}/{s['cells']} cells, batch "
-                                        f"sizes {s['config'].get('batch_sizes')}, lrs "
-                                        f"{s['config'].get('lrs')})" for s in stored)
-                    raise ValueError(f"{path!r} holds {len(stored)} sweeps, pass key= one of: "
-                                     f"{listing or 'none'}")
+                    listing = "; ".join(
+                        f"{s['key']} ({s['done']}/{s['cells']} cells, batch "
+                        f"sizes {s['config'].get('batch_sizes')}, lrs "
+                        f"{s['config'].get('lrs')})"
+                        for s in stored
+                    )
+                    raise ValueError(
+                        f"{path!r} holds {len(stored)} sweeps, pass key= one of: "
+                        f"{listing or 'none'}"
+                    )
                 key = stored[0]["key"]
             config, cells = store.sweep(key)
             done = store.finished(key, cells)
         table = [done[c][0] for c in cells if c in done]
         histories = {c: done[c][1] for c in cells if c in done}
-        return cls(table, histories, config, resumed=len(done),
-                   missing=[c for c in cells if c not in done])
+        return cls(
+            table, histories, config, resumed=len(done), missing=[c for c in cells if c not in done]
+        )
 
     @staticmethod
     def list_storage(path):
@@ -207,10 +239,12 @@ class SweepResult:
 
     def __repr__(self):
         diverged = sum(row["diverged"] for row in self.table)
-        return (f"SweepResult({len(self.table)} cells: batch sizes "
-                f"{sorted({r['batch_size'] for r in self.table})}, "
-                f"{len({r['lr'] for r in self.table})} lrs, "
-                f"{len({r['seed'] for r in self.table})} seeds; {diverged} diverged)")
+        return (
+            f"SweepResult({len(self.table)} cells: batch sizes "
+            f"{sorted({r['batch_size'] for r in self.table})}, "
+            f"{len({r['lr'] for r in self.table})} lrs, "
+            f"{len({r['seed'] for r in self.table})} seeds; {diverged} diverged)"
+        )
 
 
 def _key(row):
@@ -218,8 +252,9 @@ def _key(row):
 
 
 def _equal(a, b):
-    return a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a)
-                      and math.isnan(b))
+    return a == b or (
+        isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)
+    )
 
 
 def _json_value(value):
@@ -228,15 +263,26 @@ def _json_value(value):
     return value
 
 
-def sweep(build_model: Callable[..., Sequential], X: np.ndarray, y: np.ndarray, *,
-          batch_sizes: Sequence[int], lrs: Sequence[float] | None = None,
-          scaling: str | None = None, base_lr: float | None = None,
-          base_batch_size: int | None = None, epochs: int, seeds: Sequence[int] = (0,),
-          optimizer: str | Callable[..., Optimizer] = "sgd",
-          optimizer_kwargs: dict[str, Any] | None = None,
-          validation_data: tuple[np.ndarray, np.ndarray] | None = None, n_jobs: int = 1,
-          backend: str | None = None, storage: str | PathLike | None = None,
-          verbose: int = 0) -> SweepResult:
+def sweep(
+    build_model: Callable[..., Sequential],
+    X: np.ndarray,
+    y: np.ndarray,
+    *,
+    batch_sizes: Sequence[int],
+    lrs: Sequence[float] | None = None,
+    scaling: str | None = None,
+    base_lr: float | None = None,
+    base_batch_size: int | None = None,
+    epochs: int,
+    seeds: Sequence[int] = (0,),
+    optimizer: str | Callable[..., Optimizer] = "sgd",
+    optimizer_kwargs: dict[str, Any] | None = None,
+    validation_data: tuple[np.ndarray, np.ndarray] | None = None,
+    n_jobs: int = 1,
+    backend: str | None = None,
+    storage: str | PathLike | None = None,
+    verbose: int = 0,
+) -> SweepResult:
     """Train one model per (batch size, lr, seed) cell and tabulate the results.
 
     The lrs are either given (``lrs``: every batch size meets every lr) or follow a batch-size
@@ -319,21 +365,37 @@ def sweep(build_model: Callable[..., Sequential], X: np.ndarray, y: np.ndarray, 
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise TypeError("validation_data must be a pair (X_val, y_val)")
         X_val = check.features("validation_data[0]", validation_data[0], X.shape[1])
-        validation_data = (X_val, check.labels("validation_data[1]", validation_data[1],
-                                               X_val.shape[0]))
+        validation_data = (
+            X_val,
+            check.labels("validation_data[1]", validation_data[1], X_val.shape[0]),
+        )
         arrays += list(validation_data)
-    if storage is not None and not isinstance(storage, (str, bytes)) and \
-            not hasattr(storage, "__fspath__"):
+    if (
+        storage is not None
+        and not isinstance(storage, (str, bytes))
+        and not hasattr(storage, "__fspath__")
+    ):
         raise TypeError(f"storage must be a file path or None, got {storage!r}")
-    config.update(epochs=epochs, optimizer=optimizer if isinstance(optimizer, str)
-                  else describe(optimizer), build_model=describe(build_model),
-                  n_samples=int(X.shape[0]), kernels=get_backend(),
-                  data=data_fingerprint(*arrays))
+    config.update(
+        epochs=epochs,
+        optimizer=optimizer if isinstance(optimizer, str) else describe(optimizer),
+        build_model=describe(build_model),
+        n_samples=int(X.shape[0]),
+        kernels=get_backend(),
+        data=data_fingerprint(*arrays),
+    )
     if optimizer_kwargs:
         config["optimizer_kwargs"] = optimizer_kwargs
-    task = dict(build_model=builder, X=X, y=y, epochs=epochs, optimizer=optimizer,
-                optimizer_kwargs=optimizer_kwargs, validation_data=validation_data,
-                kernels=get_backend())
+    task = dict(
+        build_model=builder,
+        X=X,
+        y=y,
+        epochs=epochs,
+        optimizer=optimizer,
+        optimizer_kwargs=optimizer_kwargs,
+        validation_data=validation_data,
+        kernels=get_backend(),
+    )
     done, save = {}, None
     with contextlib.ExitStack() as stack:
         if storage is not None:
@@ -347,9 +409,12 @@ def sweep(build_model: Callable[..., Sequential], X: np.ndarray, y: np.ndarray, 
 
             def save(row, history):
                 store.save(key, position[_key(row)], row, history)
+
         todo = [cell for cell in cells if cell not in done]
-        ran = {_key(row): (row, history) for row, history in
-               _run(todo, task, n_jobs, backend, verbose, save)}
+        ran = {
+            _key(row): (row, history)
+            for row, history in _run(todo, task, n_jobs, backend, verbose, save)
+        }
     outcomes = [done[c] if c in done else ran[c] for c in cells]
     table = [row for row, _ in outcomes]
     histories = {_key(row): history for row, history in outcomes}
@@ -365,8 +430,10 @@ class SeededBuilder:
     non-callable or a signature that takes neither zero arguments nor a seed.
     """
 
-    EXPECTED = ("build_model must be callable as build_model(seed) or build_model(), "
-                "returning a minigd Sequential")
+    EXPECTED = (
+        "build_model must be callable as build_model(seed) or build_model(), "
+        "returning a minigd Sequential"
+    )
 
     def __init__(self, build_model):
         if not callable(build_model):
@@ -377,23 +444,28 @@ class SeededBuilder:
     def _mode(self, build_model):
         try:
             signature = inspect.signature(build_model)
-        except (TypeError, ValueError):          # some builtins have no signature
+        except (TypeError, ValueError):  # some builtins have no signature
             return "positional"
         P = inspect.Parameter
         params = list(signature.parameters.values())
-        required = [p for p in params if p.default is P.empty
-                    and p.kind in (P.POSITIONAL_ONLY, P.POSITIONAL_OR_KEYWORD)]
-        required_kw = [p.name for p in params if p.default is P.empty
-                       and p.kind is P.KEYWORD_ONLY]
-        named_seed = any(p.name == "seed" and p.kind in (P.POSITIONAL_OR_KEYWORD, P.KEYWORD_ONLY)
-                         for p in params)
+        required = [
+            p
+            for p in params
+            if p.default is P.empty and p.kind in (P.POSITIONAL_ONLY, P.POSITIONAL_OR_KEYWORD)
+        ]
+        required_kw = [p.name for p in params if p.default is P.empty and p.kind is P.KEYWORD_ONLY]
+        named_seed = any(
+            p.name == "seed" and p.kind in (P.POSITIONAL_OR_KEYWORD, P.KEYWORD_ONLY) for p in params
+        )
         if len(required) == 1 and not required_kw:
             return "positional"
         if not required and required_kw in ([], ["seed"]):
             return "keyword" if named_seed else "none"
-        raise TypeError(f"{self.EXPECTED}; {describe(build_model)} has signature "
-                        f"{signature}, which needs other arguments. Wrap it, e.g. "
-                        f"lambda seed: build(seed, ...)")
+        raise TypeError(
+            f"{self.EXPECTED}; {describe(build_model)} has signature "
+            f"{signature}, which needs other arguments. Wrap it, e.g. "
+            f"lambda seed: build(seed, ...)"
+        )
 
     def __call__(self, seed):
         if self.mode == "positional":
@@ -403,8 +475,10 @@ class SeededBuilder:
         else:
             model = self.build_model()
         if not isinstance(model, Sequential):
-            raise TypeError(f"build_model must return a minigd Sequential, got "
-                            f"{type(model).__name__} (seed {seed})")
+            raise TypeError(
+                f"build_model must return a minigd Sequential, got "
+                f"{type(model).__name__} (seed {seed})"
+            )
         return model.clone()
 
     def __repr__(self):
@@ -419,18 +493,24 @@ def describe(obj):
     number or string by its repr), so ``lambda: model_a`` and ``lambda: model_b`` differ; for
     functools.partial the function plus its arguments; for other objects their class name."""
     if isinstance(obj, functools.partial):
-        args = ", ".join([_token(a) for a in obj.args] +
-                         [f"{k}={_token(v)}" for k, v in sorted(obj.keywords.items())])
+        args = ", ".join(
+            [_token(a) for a in obj.args]
+            + [f"{k}={_token(v)}" for k, v in sorted(obj.keywords.items())]
+        )
         return f"partial({describe(obj.func)}, {args})"
     name = f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', '?')}"
     if inspect.ismethod(obj):
         return f"{describe(obj.__func__)} of {describe(obj.__self__)}"
     if inspect.isfunction(obj):
         code = obj.__code__
-        values = [_token(cell.cell_contents) for cell in obj.__closure__ or ()
-                  if _has_contents(cell)]
-        values += [f"{n}={_token(obj.__globals__[n])}" for n in code.co_names
-                   if isinstance(obj.__globals__.get(n), Sequential)]
+        values = [
+            _token(cell.cell_contents) for cell in obj.__closure__ or () if _has_contents(cell)
+        ]
+        values += [
+            f"{n}={_token(obj.__globals__[n])}"
+            for n in code.co_names
+            if isinstance(obj.__globals__.get(n), Sequential)
+        ]
         return f"{name}[{_code_digest(code)}]" + (f"({', '.join(values)})" if values else "")
     if inspect.isclass(obj) or inspect.isbuiltin(obj):
         return name
@@ -475,8 +555,10 @@ def _plan(batch_sizes, lrs, scaling, base_lr, base_batch_size, seeds):
     batch_sizes = _int_list("batch_sizes", batch_sizes)
     seeds = _int_list("seeds", seeds, low=0)
     if (lrs is None) == (scaling is None):
-        raise ValueError("give exactly one of lrs (a grid of learning rates) and scaling "
-                         "('linear' or 'sqrt' from base_lr at base_batch_size)")
+        raise ValueError(
+            "give exactly one of lrs (a grid of learning rates) and scaling "
+            "('linear' or 'sqrt' from base_lr at base_batch_size)"
+        )
     if lrs is not None:
         if isinstance(lrs, (str, bytes)) or not hasattr(lrs, "__iter__"):
             raise TypeError(f"lrs must be a sequence of learning rates, got {lrs!r}")
@@ -489,12 +571,20 @@ def _plan(batch_sizes, lrs, scaling, base_lr, base_batch_size, seeds):
     if base_lr is None:
         raise ValueError(f"scaling={scaling!r} needs base_lr (the lr at base_batch_size)")
     base_lr = check.real("base_lr", base_lr, low=0.0, low_open=True)
-    base_batch_size = (min(batch_sizes) if base_batch_size is None
-                       else check.positive_int("base_batch_size", base_batch_size))
+    base_batch_size = (
+        min(batch_sizes)
+        if base_batch_size is None
+        else check.positive_int("base_batch_size", base_batch_size)
+    )
     cells = [(b, rule(base_lr, b, base_batch_size), s) for b in batch_sizes for s in seeds]
-    return cells, {"batch_sizes": batch_sizes, "lrs": sorted({c[1] for c in cells}),
-                   "seeds": seeds, "scaling": scaling, "base_lr": base_lr,
-                   "base_batch_size": base_batch_size}
+    return cells, {
+        "batch_sizes": batch_sizes,
+        "lrs": sorted({c[1] for c in cells}),
+        "seeds": seeds,
+        "scaling": scaling,
+        "base_lr": base_lr,
+        "base_batch_size": base_batch_size,
+    }
 
 
 def _int_list(name, values, low=1):
@@ -512,13 +602,17 @@ def _check_optimizer(optimizer, optimizer_kwargs):
     if isinstance(optimizer, str):
         registry.get("optimizer", optimizer)
     elif not callable(optimizer):
-        raise TypeError(f"optimizer must be a name {registry.names('optimizer')} or a factory "
-                        f"(params, lr) -> Optimizer, got {optimizer!r}")
+        raise TypeError(
+            f"optimizer must be a name {registry.names('optimizer')} or a factory "
+            f"(params, lr) -> Optimizer, got {optimizer!r}"
+        )
     if optimizer_kwargs is None:
         return None
     if not isinstance(optimizer, str):
-        raise ValueError(f"optimizer_kwargs applies to a named optimizer "
-                         f"{registry.names('optimizer')}; a factory takes its own arguments")
+        raise ValueError(
+            f"optimizer_kwargs applies to a named optimizer "
+            f"{registry.names('optimizer')}; a factory takes its own arguments"
+        )
     if not isinstance(optimizer_kwargs, dict):
         raise TypeError(f"optimizer_kwargs must be a dict, got {optimizer_kwargs!r}")
     accepted = list(registry.optimizer_arguments(optimizer))
@@ -526,12 +620,14 @@ def _check_optimizer(optimizer, optimizer_kwargs):
         if name not in accepted:
             raise ValueError(f"optimizer_kwargs: {optimizer!r} takes {accepted}, not {name!r}")
         if not isinstance(value, (bool, numbers.Real, tuple, list)):
-            raise TypeError(f"optimizer_kwargs[{name!r}] must be a number, bool or pair, "
-                            f"got {value!r}")
+            raise TypeError(
+                f"optimizer_kwargs[{name!r}] must be a number, bool or pair, got {value!r}"
+            )
     kwargs = {k: (list(v) if isinstance(v, tuple) else v) for k, v in optimizer_kwargs.items()}
     probe = registry.build_mlp(1, (), 2, seed=0)
-    registry.build_optimizer(optimizer, probe.parameters(), 1e-3,
-                             **_optimizer_args(kwargs))          # ValueError names the argument
+    registry.build_optimizer(
+        optimizer, probe.parameters(), 1e-3, **_optimizer_args(kwargs)
+    )  # ValueError names the argument
     return kwargs
 
 
@@ -543,6 +639,7 @@ def _run(cells, task, n_jobs, backend, verbose, save=None):
     """Run ``cells``; yield (row, History) as each finishes (in any order with joblib), after
     ``save(row, history)`` has stored it."""
     from tqdm.auto import tqdm
+
     bar = tqdm(total=len(cells), desc="sweep", unit="cell", disable=None if verbose else True)
     try:
         for row, history in _outcomes(cells, task, n_jobs, backend):
@@ -562,16 +659,19 @@ def _outcomes(cells, task, n_jobs, backend):
             yield run_cell(cell, **task)
         return
     import joblib
+
     jobs = (joblib.delayed(run_cell)(cell, **task) for cell in cells)
     # parallel_config knows "dask" and "ray" (it registers them); Parallel(backend=...) does not
-    config = (joblib.parallel_config(backend=backend) if backend is not None
-              else contextlib.nullcontext())
+    config = (
+        joblib.parallel_config(backend=backend) if backend is not None else contextlib.nullcontext()
+    )
     with config:
         yield from joblib.Parallel(n_jobs=n_jobs, return_as="generator_unordered")(jobs)
 
 
-def run_cell(cell, *, build_model, X, y, epochs, optimizer, validation_data, kernels,
-             optimizer_kwargs=None):
+def run_cell(
+    cell, *, build_model, X, y, epochs, optimizer, validation_data, kernels, optimizer_kwargs=None
+):
     """Train and measure one (batch_size, lr, seed) cell; returns (row, History).
 
     ``build_model`` is called as ``build_model(seed)`` (wrap other builders in SeededBuilder).
@@ -581,36 +681,56 @@ def run_cell(cell, *, build_model, X, y, epochs, optimizer, validation_data, ker
     """
     batch_size, lr, seed = cell
     started = time.perf_counter()
-    with _one_thread(kernels), use_backend(kernels), warnings.catch_warnings(), \
-            np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+    with (
+        _one_thread(kernels),
+        use_backend(kernels),
+        warnings.catch_warnings(),
+        np.errstate(over="ignore", invalid="ignore", divide="ignore"),
+    ):
         warnings.simplefilter("ignore", RuntimeWarning)
         model = build_model(seed)
         if not isinstance(model, Sequential):
-            raise TypeError(f"build_model({seed}) must return a minigd Sequential, got "
-                            f"{type(model).__name__}")
+            raise TypeError(
+                f"build_model({seed}) must return a minigd Sequential, got {type(model).__name__}"
+            )
         if isinstance(optimizer, str):
-            opt = registry.build_optimizer(optimizer, model.parameters(), lr,
-                                           **_optimizer_args(optimizer_kwargs))
+            opt = registry.build_optimizer(
+                optimizer, model.parameters(), lr, **_optimizer_args(optimizer_kwargs)
+            )
         else:
             opt = optimizer(model.parameters(), lr)
             if not isinstance(opt, Optimizer):
-                raise TypeError(f"optimizer factory must return a minigd Optimizer, got "
-                                f"{type(opt).__name__}")
-        history = fit(model, X, y, optimizer=opt, epochs=epochs, batch_size=batch_size,
-                      seed=seed, validation_data=validation_data, verbose=0)
+                raise TypeError(
+                    f"optimizer factory must return a minigd Optimizer, got {type(opt).__name__}"
+                )
+        history = fit(
+            model,
+            X,
+            y,
+            optimizer=opt,
+            epochs=epochs,
+            batch_size=batch_size,
+            seed=seed,
+            validation_data=validation_data,
+            verbose=0,
+        )
         nan = math.nan
         diverged = bool(history.diverged)
         last = {k: (v[-1] if v and v[-1] is not None else nan) for k, v in history.epochs.items()}
         train_accuracy = nan if diverged else evaluate(model, X, y)["accuracy"]
-    row = {"batch_size": batch_size, "lr": lr, "seed": seed,
-           "train_loss": nan if diverged else last["train_loss"],
-           "val_loss": nan if diverged else last["val_loss"],
-           "val_accuracy": nan if diverged else last["val_accuracy"],
-           "train_accuracy": train_accuracy,
-           "updates": history.n_iterations - int(diverged),
-           "epochs": history.n_epochs,
-           "seconds": time.perf_counter() - started,
-           "diverged": diverged}
+    row = {
+        "batch_size": batch_size,
+        "lr": lr,
+        "seed": seed,
+        "train_loss": nan if diverged else last["train_loss"],
+        "val_loss": nan if diverged else last["val_loss"],
+        "val_accuracy": nan if diverged else last["val_accuracy"],
+        "train_accuracy": train_accuracy,
+        "updates": history.n_iterations - int(diverged),
+        "epochs": history.n_epochs,
+        "seconds": time.perf_counter() - started,
+        "diverged": diverged,
+    }
     return row, history
 
 
@@ -622,10 +742,12 @@ class _one_thread:
 
     def __enter__(self):
         from threadpoolctl import threadpool_limits
+
         self._blas = threadpool_limits(limits=1)
         self._numba = None
         if self.kernels == "numba":
             import numba
+
             self._numba = numba.get_num_threads()
             numba.set_num_threads(1)
         return self
@@ -634,4 +756,5 @@ class _one_thread:
         self._blas.restore_original_limits()
         if self._numba is not None:
             import numba
+
             numba.set_num_threads(self._numba)

@@ -1,4 +1,5 @@
 """Plots of a SweepResult: a batch size x lr heatmap and loss curves per cell (matplotlib)."""
+
 import math
 
 import numpy as np
@@ -11,12 +12,14 @@ CURVE_VALUES = ("train_loss", "val_loss", "val_accuracy")
 
 def _check_result(result):
     if not isinstance(result, SweepResult):
-        raise TypeError(f"result must be a SweepResult (from mg.sweep), got "
-                        f"{type(result).__name__}")
+        raise TypeError(
+            f"result must be a SweepResult (from mg.sweep), got {type(result).__name__}"
+        )
 
 
 def _pyplot():
     import matplotlib.pyplot as plt
+
     return plt
 
 
@@ -28,8 +31,10 @@ def _mean_over_seeds(result, value):
     means = {}
     for key, rows in groups.items():
         values = [r[value] for r in rows if not r["diverged"] and math.isfinite(r[value])]
-        means[key] = (float(np.mean(values)) if values else math.nan,
-                      all(r["diverged"] for r in rows))
+        means[key] = (
+            float(np.mean(values)) if values else math.nan,
+            all(r["diverged"] for r in rows),
+        )
     return means
 
 
@@ -81,18 +86,29 @@ def sweep_heatmap(result, value="val_accuracy", ax=None, annotate=True, cmap=Non
     for (b, lr), (mean, _) in means.items():
         i, j = (0 if scaled else lrs.index(lr)), batches.index(b)
         if diverged[i, j]:
-            ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="xx",
-                                       color="0.5", lw=0))
+            ax.add_patch(
+                plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="xx", color="0.5", lw=0)
+            )
         if annotate:
             text = "div" if diverged[i, j] else _format(mean, value)
             if scaled:
                 text += f"\nlr {lr:.3g}"
             dark = np.isfinite(mean) and ((mean < middle) != lower_is_better)
-            ax.text(j, i, text, ha="center", va="center", fontsize="small",
-                    color="white" if dark else "black")
+            ax.text(
+                j,
+                i,
+                text,
+                ha="center",
+                va="center",
+                fontsize="small",
+                color="white" if dark else "black",
+            )
     seeds = len(result.config.get("seeds", [None]))
-    ax.set_title(f"{value} after {result.config.get('epochs')} epochs"
-                 + (f" (mean of {seeds} seeds)" if seeds > 1 else ""), fontsize="medium")
+    ax.set_title(
+        f"{value} after {result.config.get('epochs')} epochs"
+        + (f" (mean of {seeds} seeds)" if seeds > 1 else ""),
+        fontsize="medium",
+    )
     ax.figure.tight_layout()
     return ax
 
@@ -128,7 +144,8 @@ def sweep_curves(result, x="epoch", value="train_loss", ax=None, seed=None):
     check.choice("x", x, ("epoch", "update"))
     check.choice("value", value, CURVE_VALUES)
     if value != "train_loss" and not any(
-            h.epochs[value] and h.epochs[value][0] is not None for h in result.histories.values()):
+        h.epochs[value] and h.epochs[value][0] is not None for h in result.histories.values()
+    ):
         raise ValueError(f"value={value!r} needs a sweep run with validation_data")
     plt = _pyplot()
     if ax is None:
@@ -140,18 +157,23 @@ def sweep_curves(result, x="epoch", value="train_loss", ax=None, seed=None):
     seeds = sorted({row["seed"] for row in result.table}) if seed is None else [seed]
     for b_index, b in enumerate(batches):
         for l_index, lr in enumerate(lrs):
-            curves = [_curve(result.histories[(b, lr, s)], x, value)
-                      for s in seeds if (b, lr, s) in result.histories]
+            curves = [
+                _curve(result.histories[(b, lr, s)], x, value)
+                for s in seeds
+                if (b, lr, s) in result.histories
+            ]
             if not curves:
                 continue
             xs, ys, diverged = _average(curves)
             style = "-" if result.config.get("scaling") else styles[l_index % len(styles)]
-            line, = ax.plot(xs, ys, style, marker="o", ms=3, color=colors[b_index],
-                            label=f"B={b}, lr={lr:.3g}")
+            (line,) = ax.plot(
+                xs, ys, style, marker="o", ms=3, color=colors[b_index], label=f"B={b}, lr={lr:.3g}"
+            )
             if diverged and len(xs):
                 ax.plot(xs[-1], ys[-1], "x", color=line.get_color(), ms=9, mew=2)
     if x == "epoch":
         from matplotlib.ticker import MaxNLocator
+
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch" if x == "epoch" else "updates (optimizer steps)")
     ax.set_ylabel(value)
@@ -163,8 +185,9 @@ def sweep_curves(result, x="epoch", value="train_loss", ax=None, seed=None):
         ax.set_xscale("log")
     curves = sum(1 for line in ax.get_lines() if line.get_label().startswith("B="))
     ax.legend(fontsize="x-small", ncol=2 if curves > 6 else 1)
-    ax.set_title(f"{value} per epoch against {'epochs' if x == 'epoch' else 'updates'}",
-                 fontsize="medium")
+    ax.set_title(
+        f"{value} per epoch against {'epochs' if x == 'epoch' else 'updates'}", fontsize="medium"
+    )
     ax.figure.tight_layout()
     return ax
 

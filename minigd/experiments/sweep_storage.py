@@ -15,6 +15,7 @@ file never mix. Tables (schema version 1):
 No pickle anywhere. A file that is not SQLite, or SQLite without this schema, gives a
 ``ValueError`` naming the file and is left untouched.
 """
+
 import hashlib
 import json
 import math
@@ -88,21 +89,27 @@ class SweepStorage:
             raise
 
     def _fail(self, why):
-        return ValueError(f"{self.path!r} is not a minigd sweep database ({why}); it was left "
-                          f"unchanged: pass another storage path")
+        return ValueError(
+            f"{self.path!r} is not a minigd sweep database ({why}); it was left "
+            f"unchanged: pass another storage path"
+        )
 
     def _check_or_create(self, create):
         try:
-            tables = {r[0] for r in self._con.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            tables = {
+                r[0]
+                for r in self._con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            }
             if not tables:
                 if not create:
                     raise self._fail("no sweep tables")
                 with self._con:
                     for statement in _SCHEMA:
                         self._con.execute(statement)
-                    self._con.executemany("INSERT INTO minigd_meta VALUES (?, ?)",
-                                          [("format", FORMAT), ("version", VERSION)])
+                    self._con.executemany(
+                        "INSERT INTO minigd_meta VALUES (?, ?)",
+                        [("format", FORMAT), ("version", VERSION)],
+                    )
                 return
             if not _TABLES <= tables:
                 raise self._fail(f"tables {sorted(tables)}, expected {sorted(_TABLES)}")
@@ -112,8 +119,9 @@ class SweepStorage:
         if meta.get("format") != FORMAT:
             raise self._fail(f"format {meta.get('format')!r}, expected {FORMAT!r}")
         if meta.get("version") != VERSION:
-            raise self._fail(f"schema version {meta.get('version')!r}; this minigd reads "
-                             f"version {VERSION}")
+            raise self._fail(
+                f"schema version {meta.get('version')!r}; this minigd reads version {VERSION}"
+            )
 
     def close(self):
         self._con.close()
@@ -135,9 +143,15 @@ class SweepStorage:
         """Record sweep ``key`` (its config and cells) unless it is already stored."""
         try:
             with self._con:
-                self._con.execute("INSERT OR IGNORE INTO sweeps VALUES (?, ?, ?, ?)",
-                                  (key, json.dumps(config, allow_nan=False),
-                                   json.dumps([list(c) for c in cells]), time.time()))
+                self._con.execute(
+                    "INSERT OR IGNORE INTO sweeps VALUES (?, ?, ?, ?)",
+                    (
+                        key,
+                        json.dumps(config, allow_nan=False),
+                        json.dumps([list(c) for c in cells]),
+                        time.time(),
+                    ),
+                )
         except sqlite3.DatabaseError as error:
             raise ValueError(f"cannot write to sweep storage {self.path!r}: {error}") from None
 
@@ -147,9 +161,17 @@ class SweepStorage:
             with self._con:
                 self._con.execute(
                     "INSERT OR IGNORE INTO cells VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (key, position, row["batch_size"], row["lr"], row["seed"],
-                     json.dumps({k: _json_value(v) for k, v in row.items()}, allow_nan=False),
-                     json.dumps(history.to_dict(), allow_nan=False), time.time()))
+                    (
+                        key,
+                        position,
+                        row["batch_size"],
+                        row["lr"],
+                        row["seed"],
+                        json.dumps({k: _json_value(v) for k, v in row.items()}, allow_nan=False),
+                        json.dumps(history.to_dict(), allow_nan=False),
+                        time.time(),
+                    ),
+                )
         except sqlite3.DatabaseError as error:
             raise ValueError(f"cannot write to sweep storage {self.path!r}: {error}") from None
 
@@ -163,10 +185,18 @@ class SweepStorage:
         (Unix time), config."""
         out = []
         for key, config, cells, created in self._query(
-                "SELECT key, config, cells, created FROM sweeps ORDER BY created, key"):
+            "SELECT key, config, cells, created FROM sweeps ORDER BY created, key"
+        ):
             done = self._query("SELECT COUNT(*) FROM cells WHERE key = ?", (key,))[0][0]
-            out.append({"key": key, "cells": len(json.loads(cells)), "done": done,
-                        "created": created, "config": json.loads(config)})
+            out.append(
+                {
+                    "key": key,
+                    "cells": len(json.loads(cells)),
+                    "done": done,
+                    "created": created,
+                    "config": json.loads(config),
+                }
+            )
         return out
 
     def sweep(self, key):
@@ -181,19 +211,22 @@ class SweepStorage:
         """{cell: (row, History)} of the finished cells of sweep ``key``."""
         out = {}
         for position, row, history in self._query(
-                "SELECT position, row, history FROM cells WHERE key = ? ORDER BY position",
-                (key,)):
+            "SELECT position, row, history FROM cells WHERE key = ? ORDER BY position", (key,)
+        ):
             try:
                 row = json.loads(row)
-                row = {k: (math.nan if v is None and k in _FLOAT_COLUMNS else v)
-                       for k, v in row.items()}
+                row = {
+                    k: (math.nan if v is None and k in _FLOAT_COLUMNS else v)
+                    for k, v in row.items()
+                }
                 cell = cells[position]
                 if (row["batch_size"], row["lr"], row["seed"]) != tuple(cell):
                     raise ValueError(f"cell {position} holds {row} instead of {cell}")
                 out[tuple(cell)] = (row, History.from_dict(json.loads(history)))
             except (ValueError, KeyError, IndexError, TypeError) as error:
-                raise ValueError(f"sweep storage {self.path!r} is damaged: sweep {key}, "
-                                 f"cell {position}: {error}") from None
+                raise ValueError(
+                    f"sweep storage {self.path!r} is damaged: sweep {key}, cell {position}: {error}"
+                ) from None
         return out
 
 

@@ -6,7 +6,8 @@ reading and checking) and :mod:`minigd.kernels.jit` (Numba), built from the matr
 and the compile and threading choices of :mod:`~minigd.kernels.jit_config`.
 :func:`minigd.backend.kernels` returns the module of the active backend; nothing else chooses.
 :mod:`~minigd.kernels.codes` holds the numbers the classes and the kernels share (activation
-and status codes); :mod:`~minigd.kernels.jit_optim` the optimizer updates of the Numba backend, in one place.
+and status codes); :mod:`~minigd.kernels.jit_optim` the optimizer updates of the Numba backend,
+in one place.
 The compiled Numba code is cached per user, never inside this package
 (see :func:`~minigd.kernels.jit_config.cache_directory` and the ``minigd cache`` command).
 """

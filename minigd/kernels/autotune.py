@@ -29,6 +29,7 @@ The fused epoch and the per-iteration path use the same choice, so they stay bit
 Different machines (or BLAS builds) may choose differently, and so may differ in the last bits.
 ``MINIGD_PRODUCTS=own`` (or ``blas``) overrides the choice.
 """
+
 import contextlib
 import functools
 import json
@@ -44,18 +45,18 @@ import numpy as np
 from .. import _io
 from . import jit_config, jit_gemm
 
-CANDIDATES = ("own", "blas")            # index = jit_gemm.OWN / jit_gemm.BLAS
+CANDIDATES = ("own", "blas")  # index = jit_gemm.OWN / jit_gemm.BLAS
 PRODUCTS = ("weight_grad", "input_grad")
 FILE_NAME = "autotune.json"
 ENV = "MINIGD_PRODUCTS"
 VERSION = 1
-BLAS_MARGIN = 0.95                      # BLAS must take <= 95% of own's time to be chosen
-_ROUNDS = 5                             # interleaved timing rounds per candidate
-_MIN_SECONDS = 2e-4                     # each timing covers at least this long
+BLAS_MARGIN = 0.95  # BLAS must take <= 95% of own's time to be chosen
+_ROUNDS = 5  # interleaved timing rounds per candidate
+_MIN_SECONDS = 2e-4  # each timing covers at least this long
 
 _lock = threading.Lock()
-_memo = {}                              # (machine, entry key) -> choice index
-measurements = 0                        # how many shapes were measured in this process (tests)
+_memo: dict = {}  # (machine, entry key) -> choice index
+measurements = 0  # how many shapes were measured in this process (tests)
 
 
 # ---- the machine ---------------------------------------------------------------------------------
@@ -70,32 +71,67 @@ def cpu_model():
         pass
     if sys.platform == "darwin":
         import subprocess
+
         try:
-            return subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"],
-                                  capture_output=True, text=True, timeout=5).stdout.strip()
+            return subprocess.run(
+                ["sysctl", "-n", "machdep.cpu.brand_string"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+            ).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             pass
     return platform.processor() or platform.machine() or "unknown"
 
 
-_AVX512_NAMES = ("avx512", "skylake-avx512", "cascadelake", "cooperlake", "icelake", "tigerlake",
-                 "sapphirerapids", "graniterapids", "emeraldrapids", "rocketlake", "znver4",
-                 "znver5", "knl", "knm", "cannonlake", "diamondrapids")
-_AVX2_NAMES = ("haswell", "broadwell", "skylake", "alderlake", "raptorlake", "meteorlake",
-               "arrowlake", "lunarlake", "gracemont", "znver1", "znver2", "znver3",
-               "x86-64-v3", "core-avx2", "bdver4")
+_AVX512_NAMES = (
+    "avx512",
+    "skylake-avx512",
+    "cascadelake",
+    "cooperlake",
+    "icelake",
+    "tigerlake",
+    "sapphirerapids",
+    "graniterapids",
+    "emeraldrapids",
+    "rocketlake",
+    "znver4",
+    "znver5",
+    "knl",
+    "knm",
+    "cannonlake",
+    "diamondrapids",
+)
+_AVX2_NAMES = (
+    "haswell",
+    "broadwell",
+    "skylake",
+    "alderlake",
+    "raptorlake",
+    "meteorlake",
+    "arrowlake",
+    "lunarlake",
+    "gracemont",
+    "znver1",
+    "znver2",
+    "znver3",
+    "x86-64-v3",
+    "core-avx2",
+    "bdver4",
+)
 
 
 def llvm_cpu():
     """(CPU name, feature string) Numba compiles for: the host, or ``NUMBA_CPU_NAME``."""
     import llvmlite.binding as llvm
     from numba.core import config
+
     name = config.CPU_NAME or llvm.get_host_cpu_name()
     if config.CPU_NAME and config.CPU_NAME != "host":
         return name, config.CPU_FEATURES or ""
     try:
         return name, llvm.get_host_cpu_features().flatten()
-    except Exception:                   # features unknown on some platforms
+    except Exception:  # features unknown on some platforms
         return name, ""
 
 
@@ -119,6 +155,7 @@ def blas_library():
     if not jit_gemm.BLAS_AVAILABLE:
         return None
     import scipy
+
     return f"scipy {scipy.__version__} BLAS"
 
 
@@ -145,11 +182,16 @@ def _blas_pools():
         try:
             import scipy.linalg.cython_blas  # noqa: F401  (load SciPy's BLAS so it is found)
             from threadpoolctl import ThreadpoolController
+
             libs = ThreadpoolController().select(user_api="blas").lib_controllers
-        except Exception:               # threadpoolctl missing or failing: no BLAS candidate
+        except Exception:  # threadpoolctl missing or failing: no BLAS candidate
             libs = []
-        scipys = [lib for lib in libs if "scipy" in os.path.dirname(lib.filepath).lower()
-                  and "numpy" not in os.path.dirname(lib.filepath).lower()]
+        scipys = [
+            lib
+            for lib in libs
+            if "scipy" in os.path.dirname(lib.filepath).lower()
+            and "numpy" not in os.path.dirname(lib.filepath).lower()
+        ]
         _pools = scipys or libs
     return _pools
 
@@ -194,8 +236,11 @@ def _read():
             data = json.load(f)
     except (OSError, ValueError):
         return {}
-    if not isinstance(data, dict) or data.get("version") != VERSION \
-            or not isinstance(data.get("machines"), dict):
+    if (
+        not isinstance(data, dict)
+        or data.get("version") != VERSION
+        or not isinstance(data.get("machines"), dict)
+    ):
         return {}
     return {m: e for m, e in data["machines"].items() if isinstance(e, dict)}
 
@@ -207,11 +252,13 @@ def _valid(record):
     seconds = record.get("seconds")
     if not isinstance(seconds, dict) or set(seconds) != set(CANDIDATES):
         return None
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-               and math.isfinite(v) and v > 0 for v in seconds.values()):
+    if not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+        for v in seconds.values()
+    ):
         return None
     if _decide(seconds["own"], seconds["blas"]) != record["choice"]:
-        return None                     # inconsistent with its own timings: not ours
+        return None  # inconsistent with its own timings: not ours
     return CANDIDATES.index(record["choice"])
 
 
@@ -225,7 +272,7 @@ def _write(machine, key, record):
     try:
         with _io.atomic_open(path, "w", encoding="utf-8") as f:
             json.dump({"version": VERSION, "machines": machines}, f, indent=1, sort_keys=True)
-    except OSError:                     # read-only cache folder: keep the choice in memory
+    except OSError:  # read-only cache folder: keep the choice in memory
         pass
 
 
@@ -252,8 +299,7 @@ def _operands(product, rows, n_in, n_out, dtype):
     w_t = jit_gemm.aligned_empty((n_out, n_in), dtype)
     w_t[...] = rng.standard_normal(w_t.shape)
     below = jit_gemm.aligned_empty((rows, n_in), dtype)
-    return lambda impl, parts: jit_gemm.input_grad(d, w_t, below, jit_gemm.NONE, below,
-                                                   parts, impl)
+    return lambda impl, parts: jit_gemm.input_grad(d, w_t, below, jit_gemm.NONE, below, parts, impl)
 
 
 def measure(product, rows, n_in, n_out, dtype, parts):
@@ -262,7 +308,7 @@ def measure(product, rows, n_in, n_out, dtype, parts):
     run = _operands(product, rows, n_in, n_out, dtype)
     with blas_threads_limited([jit_gemm.BLAS]):
         for impl in range(len(CANDIDATES)):
-            run(impl, parts)            # compile / load, warm the caches
+            run(impl, parts)  # compile / load, warm the caches
         started = time.perf_counter()
         run(jit_gemm.OWN, parts)
         once = max(time.perf_counter() - started, 1e-7)
@@ -306,8 +352,11 @@ def choice(product, rows, n_in, n_out, dtype, parts):
             found = jit_gemm.OWN
         elif found is None:
             seconds = measure(product, rows, n_in, n_out, dtype, parts)
-            record = {"choice": _decide(seconds["own"], seconds["blas"]), "seconds": seconds,
-                      "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            record = {
+                "choice": _decide(seconds["own"], seconds["blas"]),
+                "seconds": seconds,
+                "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
             _write(machine, key, record)
             found = CANDIDATES.index(record["choice"])
         _memo[machine, key] = found
@@ -325,11 +374,11 @@ def epoch_products(dims, batch_size, sizes, dtype, parts):
         if rows == 0 or (which == 0 and batch_size not in set(map(int, sizes))):
             continue
         for l, (n_in, n_out) in enumerate(dims):
-            products[which, l, 0] = choice("weight_grad", rows, int(n_in), int(n_out), dtype,
-                                           parts)
+            products[which, l, 0] = choice("weight_grad", rows, int(n_in), int(n_out), dtype, parts)
             if l > 0:
-                products[which, l, 1] = choice("input_grad", rows, int(n_in), int(n_out), dtype,
-                                               parts)
+                products[which, l, 1] = choice(
+                    "input_grad", rows, int(n_in), int(n_out), dtype, parts
+                )
     return products
 
 

@@ -16,6 +16,7 @@ activation, activation-mask backward, update over the flat buffer).
 ``needs_compilation()`` tells whether the on-disk cache is still empty, so the CLI can say
 "compiling..." on the first run. Compile options and threading: :mod:`minigd.kernels.jit_config`.
 """
+
 import math
 import threading
 
@@ -23,10 +24,21 @@ import numba
 
 from . import autotune
 from .jit_config import OPTIONS, cache_info, parallel_parts
-from .jit_gemm import (BLAS, NONE, RELU, SIGMOID, TANH, activation, aligned_empty,
-                       dense_act_forward, effective_parts, input_grad, matmul_tn, transpose_into,
-                       weight_grad_t)
-
+from .jit_gemm import (
+    BLAS,
+    NONE,
+    RELU,
+    SIGMOID,
+    TANH,
+    activation,
+    aligned_empty,
+    dense_act_forward,
+    effective_parts,
+    input_grad,
+    matmul_tn,
+    transpose_into,
+    weight_grad_t,
+)
 
 # ---- dense ----------------------------------------------------------------------------------
 # The products run through the same loops as the whole-epoch kernel (minigd.kernels.jit_epoch),
@@ -60,8 +72,16 @@ def dense_forward(x, w, b, out):
     """out = x @ w + b. Each row of out is computed the same way whatever the number of rows
     (see jit_gemm.nt_columns): a sample's output does not depend on its batch-mates."""
     n_in, n_out = w.shape
-    _dense_forward(x, w, b, out, _transposed_buffer(w), _buffer("pad_in", (4, n_in), w.dtype),
-                   _buffer("pad_out", (4, n_out), w.dtype), parallel_parts())
+    _dense_forward(
+        x,
+        w,
+        b,
+        out,
+        _transposed_buffer(w),
+        _buffer("pad_in", (4, n_in), w.dtype),
+        _buffer("pad_out", (4, n_out), w.dtype),
+        parallel_parts(),
+    )
 
 
 @numba.njit(**OPTIONS)
@@ -76,7 +96,7 @@ def column_sums(dy, db, lo, hi):
 
 @numba.njit(**OPTIONS)
 def _dense_backward(x, dy, w, dw, db, dx, w_t, parts, impl_w, impl_x):
-    if impl_w == BLAS:              # as the whole-epoch kernel: dw.T = dy.T @ x, then transposed
+    if impl_w == BLAS:  # as the whole-epoch kernel: dw.T = dy.T @ x, then transposed
         weight_grad_t(dy, x, w_t, parts, impl_w)
         transpose_into(w_t, dw)
     else:
@@ -95,8 +115,7 @@ def dense_backward(x, dy, w, dw, db, dx):
     parts = parallel_parts()
     rows, (n_in, n_out) = x.shape[0], w.shape
     impl_w = autotune.choice("weight_grad", rows, n_in, n_out, w.dtype, parts)
-    impl_x = 0 if dx is None else autotune.choice("input_grad", rows, n_in, n_out, w.dtype,
-                                                  parts)
+    impl_x = 0 if dx is None else autotune.choice("input_grad", rows, n_in, n_out, w.dtype, parts)
     with autotune.blas_threads_limited((impl_w, impl_x)):
         _dense_backward(x, dy, w, dw, db, dx, _transposed_buffer(w), parts, impl_w, impl_x)
 
@@ -209,6 +228,7 @@ def mse_loss(outputs, targets, grad):
             grad[i, j] = d * scale
     return total / grad.dtype.type(size)
 
+
 # ---- optimizers ---------------------------------------------------------------------------------
 # Each update is one pass over the flat buffers. The parallel form is a plain ``prange`` over
 # elements: Numba's own chunking keeps the loop vectorised, where hand-cut ranges measured
@@ -231,39 +251,79 @@ def _sgd_element(p, g, b, lr, mu, keep, wd, momentum, nesterov, weight_decay, fi
 
 
 @numba.njit(parallel=True, **OPTIONS)
-def sgd_step(param, grad, buf, lr, momentum, dampening, nesterov, weight_decay, first_step,
-             parts):
+def sgd_step(param, grad, buf, lr, momentum, dampening, nesterov, weight_decay, first_step, parts):
     """torch.optim.SGD over whole 1-D buffers, in place, on ``parts`` threads (1: this one)."""
     lr_, mu, keep, wd = _sgd_constants(param, lr, momentum, dampening, weight_decay)
     if effective_parts(parts, 4 * param.shape[0]) == 1:
         for i in range(param.shape[0]):
-            p, b = _sgd_element(param[i], grad[i], buf[i] if momentum != 0 else grad[i], lr_,
-                                mu, keep, wd, momentum, nesterov, weight_decay, first_step)
+            p, b = _sgd_element(
+                param[i],
+                grad[i],
+                buf[i] if momentum != 0 else grad[i],
+                lr_,
+                mu,
+                keep,
+                wd,
+                momentum,
+                nesterov,
+                weight_decay,
+                first_step,
+            )
             param[i] = p
             if momentum != 0:
                 buf[i] = b
         return
     for i in numba.prange(param.shape[0]):
-        p, b = _sgd_element(param[i], grad[i], buf[i] if momentum != 0 else grad[i], lr_, mu,
-                            keep, wd, momentum, nesterov, weight_decay, first_step)
+        p, b = _sgd_element(
+            param[i],
+            grad[i],
+            buf[i] if momentum != 0 else grad[i],
+            lr_,
+            mu,
+            keep,
+            wd,
+            momentum,
+            nesterov,
+            weight_decay,
+            first_step,
+        )
         param[i] = p
         if momentum != 0:
             buf[i] = b
 
 
-def sgd_update(param, grad, momentum_buffer, lr, momentum, dampening, nesterov, weight_decay,
-               first_step):
+def sgd_update(
+    param, grad, momentum_buffer, lr, momentum, dampening, nesterov, weight_decay, first_step
+):
     """One torch.optim.SGD step on 1-D views, in place (formula: reference.sgd_update)."""
-    sgd_step(param, grad, momentum_buffer, float(lr), float(momentum), float(dampening),
-             bool(nesterov), float(weight_decay), bool(first_step), parallel_parts())
+    sgd_step(
+        param,
+        grad,
+        momentum_buffer,
+        float(lr),
+        float(momentum),
+        float(dampening),
+        bool(nesterov),
+        float(weight_decay),
+        bool(first_step),
+        parallel_parts(),
+    )
 
 
 @numba.njit(**OPTIONS)
 def _adam_constants(param, step, lr, beta1, beta2, eps, weight_decay):
     dt = param.dtype.type
-    return (dt(beta1), dt(beta2), dt(1 - beta1), dt(1 - beta2), dt(lr / (1 - beta1 ** step)),
-            dt(math.sqrt(1 - beta2 ** step)), dt(eps), dt(weight_decay),
-            dt(1 - lr * weight_decay))
+    return (
+        dt(beta1),
+        dt(beta2),
+        dt(1 - beta1),
+        dt(1 - beta2),
+        dt(lr / (1 - beta1**step)),
+        dt(math.sqrt(1 - beta2**step)),
+        dt(eps),
+        dt(weight_decay),
+        dt(1 - lr * weight_decay),
+    )
 
 
 @numba.njit(inline="always", **OPTIONS)
@@ -281,25 +341,41 @@ def _adam_element(p, g, m, v, c, weight_decay, decoupled):
 
 
 @numba.njit(parallel=True, **OPTIONS)
-def adam_step(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay,
-              decoupled, parts):
+def adam_step(
+    param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay, decoupled, parts
+):
     """torch.optim.Adam/AdamW over whole 1-D buffers, in place, on ``parts`` threads."""
     c = _adam_constants(param, step, lr, beta1, beta2, eps, weight_decay)
     if effective_parts(parts, 12 * param.shape[0]) == 1:
         for i in range(param.shape[0]):
             param[i], exp_avg[i], exp_avg_sq[i] = _adam_element(
-                param[i], grad[i], exp_avg[i], exp_avg_sq[i], c, weight_decay, decoupled)
+                param[i], grad[i], exp_avg[i], exp_avg_sq[i], c, weight_decay, decoupled
+            )
         return
     for i in numba.prange(param.shape[0]):
         param[i], exp_avg[i], exp_avg_sq[i] = _adam_element(
-            param[i], grad[i], exp_avg[i], exp_avg_sq[i], c, weight_decay, decoupled)
+            param[i], grad[i], exp_avg[i], exp_avg_sq[i], c, weight_decay, decoupled
+        )
 
 
-def adam_update(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay,
-                decoupled):
+def adam_update(
+    param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay, decoupled
+):
     """One torch.optim.Adam / AdamW step on 1-D views, in place (formula: reference.adam_update)."""
-    adam_step(param, grad, exp_avg, exp_avg_sq, int(step), float(lr), float(beta1), float(beta2),
-              float(eps), float(weight_decay), bool(decoupled), parallel_parts())
+    adam_step(
+        param,
+        grad,
+        exp_avg,
+        exp_avg_sq,
+        int(step),
+        float(lr),
+        float(beta1),
+        float(beta2),
+        float(eps),
+        float(weight_decay),
+        bool(decoupled),
+        parallel_parts(),
+    )
 
 
 # ---- first run ---------------------------------------------------------------------------
@@ -311,7 +387,7 @@ def _dispatchers():
 def _has_cached_code(dispatcher):
     cache = getattr(dispatcher, "_cache", None)
     cache_file = getattr(cache, "_cache_file", None)
-    if cache_file is None:          # caching disabled: every process compiles
+    if cache_file is None:  # caching disabled: every process compiles
         return False
     return bool(cache_file._load_index())
 
@@ -320,7 +396,6 @@ def needs_compilation():
     """True when the on-disk cache holds no compiled code for the main kernels yet (first run)."""
     try:
         # the whole-epoch kernel (jit_epoch imports this module) is looked up by its cache files
-        return (not all(_has_cached_code(d) for d in _dispatchers())
-                or not cache_info()["compiled"])
-    except Exception:               # Numba's cache internals changed: do not claim either way
+        return not all(_has_cached_code(d) for d in _dispatchers()) or not cache_info()["compiled"]
+    except Exception:  # Numba's cache internals changed: do not claim either way
         return False

@@ -58,6 +58,7 @@ Threads:
   on the calling thread. A split never changes results: every output element is computed by
   the same loop in the same order whatever the number of threads (see jit_gemm).
 """
+
 import functools
 import hashlib
 import os
@@ -65,6 +66,7 @@ import pickle
 import sys
 import tempfile
 import warnings
+from typing import Any
 
 import numba
 
@@ -73,8 +75,9 @@ FAST_LAYERS = ("omp", "tbb")
 CACHE_ENV = "MINIGD_CACHE_DIR"
 NUMBA_SUFFIXES = (".nbi", ".nbc")
 
-if "NUMBA_THREADING_LAYER" not in os.environ and numba.config.THREADING_LAYER == "default":
-    numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
+_numba_config: Any = numba.config  # numba's stubs do not list the threading settings
+if "NUMBA_THREADING_LAYER" not in os.environ and _numba_config.THREADING_LAYER == "default":
+    _numba_config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
 
 _KERNEL_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -123,12 +126,15 @@ def cache_directory():
 
 
 def _kernel_sources():
-    return sorted(os.path.join(_KERNEL_DIR, name) for name in os.listdir(_KERNEL_DIR)
-                  if name.startswith("jit") and name.endswith(".py"))
+    return sorted(
+        os.path.join(_KERNEL_DIR, name)
+        for name in os.listdir(_KERNEL_DIR)
+        if name.startswith("jit") and name.endswith(".py")
+    )
 
 
 @functools.lru_cache(maxsize=None)
-def _hash_file(path, mtime, size):        # keyed by mtime and size: an edit is hashed again
+def _hash_file(path, mtime, size):  # keyed by mtime and size: an edit is hashed again
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).digest()
 
@@ -169,7 +175,7 @@ def _install_locator(directory):
         @classmethod
         def from_function(cls, py_func, py_file):
             if os.path.dirname(os.path.abspath(py_file)) != _KERNEL_DIR:
-                return None                 # the user's own functions: Numba's usual locators
+                return None  # the user's own functions: Numba's usual locators
             # Never fall through to Numba's in-tree locator (site-packages/.../__pycache__).
             # The directory was found writable at import; Numba recreates it before each save.
             return cls(py_func, py_file)
@@ -187,20 +193,24 @@ def _configure_cache():
     if problem is None:
         try:
             _install_locator(directory)
-        except (ImportError, AttributeError) as error:   # Numba's cache internals changed
+        except (ImportError, AttributeError) as error:  # Numba's cache internals changed
             problem = f"Numba {numba.__version__} has no cache locator API ({error})"
     if problem is None:
         return directory, None
     reason = f"cannot use {directory} ({problem})" if directory else problem
-    warnings.warn(f"minigd: the Numba kernel cache is off: {reason}. The kernels are compiled "
-                  f"again in every process; set {CACHE_ENV} to a writable directory to keep "
-                  "them.", RuntimeWarning, stacklevel=2)
+    warnings.warn(
+        f"minigd: the Numba kernel cache is off: {reason}. The kernels are compiled "
+        f"again in every process; set {CACHE_ENV} to a writable directory to keep "
+        "them.",
+        RuntimeWarning,
+        stacklevel=2,
+    )
     return None, reason
 
 
 CACHE_DIR, CACHE_DISABLED_REASON = _configure_cache()
-OPTIONS = dict(cache=CACHE_DIR is not None, nogil=True, error_model="numpy")
-FAST_OPTIONS = dict(OPTIONS, fastmath={"contract", "reassoc", "nsz"})
+OPTIONS: dict[str, Any] = dict(cache=CACHE_DIR is not None, nogil=True, error_model="numpy")
+FAST_OPTIONS: dict[str, Any] = dict(OPTIONS, fastmath={"contract", "reassoc", "nsz"})
 
 
 def _cache_files(root):
@@ -208,12 +218,11 @@ def _cache_files(root):
     found = []
     if root is None or not os.path.isdir(root):
         return found
-    for folder, dirs, files in os.walk(root, followlinks=False):
+    for folder, _dirs, files in os.walk(root, followlinks=False):
         for name in files:
             path = os.path.join(folder, name)
             base = name.split(".tmp.", 1)[0]
-            if base.endswith(NUMBA_SUFFIXES) and os.path.isfile(path) \
-                    and not os.path.islink(path):
+            if base.endswith(NUMBA_SUFFIXES) and os.path.isfile(path) and not os.path.islink(path):
                 found.append(path)
     return sorted(found)
 
@@ -221,12 +230,13 @@ def _cache_files(root):
 def _size(path):
     try:
         return os.path.getsize(path)
-    except OSError:                         # removed meanwhile
+    except OSError:  # removed meanwhile
         return 0
 
 
 def _this_cpu():
     from numba.core.registry import cpu_target
+
     return cpu_target.target_context.codegen().magic_tuple()
 
 
@@ -241,7 +251,7 @@ def _fresh_kernels(directory):
                 if pickle.load(f) != numba.__version__:
                     continue
                 saved_stamp, overloads = pickle.loads(f.read())
-        except Exception:                   # unreadable or foreign: not usable
+        except Exception:  # unreadable or foreign: not usable
             continue
         if saved_stamp == stamp and any(key[1] == cpu for key in overloads):
             names.append(os.path.basename(path).rsplit("-", 1)[0])
@@ -262,11 +272,19 @@ def cache_info():
     mine = _cache_files(CACHE_DIR)
     kernels = _fresh_kernels(CACHE_DIR) if CACHE_DIR else []
     installs = {os.path.relpath(path, root).split(os.sep)[0] for path in everything}
-    return dict(directory=CACHE_DIR, disabled_reason=CACHE_DISABLED_REASON, root=root,
-                files=len(mine), bytes=sum(map(_size, mine)),
-                all_files=len(everything), all_bytes=sum(map(_size, everything)),
-                installs=len(installs), cpu=_this_cpu()[1], kernels=kernels,
-                compiled="jit_epoch.train_epoch" in kernels)
+    return dict(
+        directory=CACHE_DIR,
+        disabled_reason=CACHE_DISABLED_REASON,
+        root=root,
+        files=len(mine),
+        bytes=sum(map(_size, mine)),
+        all_files=len(everything),
+        all_bytes=sum(map(_size, everything)),
+        installs=len(installs),
+        cpu=_this_cpu()[1],
+        kernels=kernels,
+        compiled="jit_epoch.train_epoch" in kernels,
+    )
 
 
 def clear_cache():
@@ -282,14 +300,14 @@ def clear_cache():
         size = _size(path)
         try:
             os.remove(path)
-        except FileNotFoundError:           # another process replaced it meanwhile
+        except FileNotFoundError:  # another process replaced it meanwhile
             continue
         removed, freed = removed + 1, freed + size
     if root is not None and os.path.isdir(root):
         for folder, _, _ in sorted(os.walk(root, followlinks=False), reverse=True):
             if folder != root and not os.path.islink(folder):
                 try:
-                    os.rmdir(folder)        # only succeeds when empty
+                    os.rmdir(folder)  # only succeeds when empty
                 except OSError:
                     pass
     return removed, freed
@@ -304,6 +322,7 @@ def threading_layer():
     if _layer is None:
         try:
             from numba.np.ufunc.parallel import _launch_threads
+
             _launch_threads()
             _layer = numba.threading_layer()
         except Exception:  # no usable layer: run single-threaded

@@ -18,9 +18,9 @@ dimension; minigd.fused converts the flat buffers at the start and end of every 
 keeps ``model`` in its public layout between epochs. The update is elementwise, so the layout
 does not change its result.
 """
-from collections import namedtuple
 
 import math
+from collections import namedtuple
 
 import numba
 import numpy as np
@@ -28,9 +28,15 @@ import numpy as np
 from .codes import COMPLETED, GRADIENT_DIVERGED, LOSS_DIVERGED  # noqa: F401
 from .jit import column_sums, softmax_cross_entropy
 from .jit_config import FAST_OPTIONS, OPTIONS
+from .jit_gemm import (
+    activation_mask,
+    dense_act_forward,
+    effective_parts,
+    input_grad,
+    split,
+    tn_product,
+)
 from .jit_optim import fused_step
-from .jit_gemm import (activation_mask, dense_act_forward, effective_parts, input_grad, split,
-                       tn_product)
 
 Data = namedtuple("Data", "X y order batch_size")
 Data.__doc__ = """X (N, features) any real dtype; y (N,) int64; order (N,) int64: the epoch's
@@ -39,8 +45,9 @@ Network = namedtuple("Network", "values grads dims w_offsets b_offsets acts")
 Network.__doc__ = """values, grads: flat buffers in kernel layout; dims (L, 2) int64: in/out of
 each dense layer; w_offsets, b_offsets (L,): where its weight and bias start in the flat buffers;
 acts (L,): the activation code after dense l (minigd.kernels.codes)."""
-Update = namedtuple("Update", "code hyper state1 state2 state3 step0 lrs max_norm momenta "
-                                 "momentum_index")
+Update = namedtuple(
+    "Update", "code hyper state1 state2 state3 step0 lrs max_norm momenta momentum_index"
+)
 Update.__doc__ = """code: the optimizer's update (jit_optim.CODES of the name Optimizer.fused_update
 declares); hyper: its float64 hyperparameters in the order the class declares; state1..state3:
 flat state buffers in kernel layout (empty when unused); max_norm: clip the gradient's global
@@ -120,7 +127,7 @@ def grad_squares(grads, scratch, dims, w_offsets, b_offsets, n, parts):
         for k in range(n_in):
             for r in range(n_out):
                 dw_t[r, k] = dw[k, r]
-        db = grads[b_offsets[l]:b_offsets[l] + n_out]
+        db = grads[b_offsets[l] : b_offsets[l] + n_out]
         used = effective_parts(parts, 2 * n * n_out * n_in)
         if used == 1:
             squares[0] += _squares(dw_t, db, 0, n_out)
@@ -143,7 +150,7 @@ def clip_grads(grads, norm, max_norm):
 
 @numba.njit(**OPTIONS)
 def _matrix(flat, offset, rows, cols):
-    return flat[offset:offset + rows * cols].reshape((rows, cols))
+    return flat[offset : offset + rows * cols].reshape((rows, cols))
 
 
 @numba.njit(**OPTIONS)
@@ -179,9 +186,16 @@ def train_epoch(data, net, update, work, first, n_iterations, parts, products):
         for l in range(n_layers):
             n_in, n_out = dims[l, 0], dims[l, 1]
             out = _matrix(abuf, a_offsets[l], n, n_out)
-            dense_act_forward(a, _matrix(values, w_offsets[l], n_out, n_in),
-                              values[b_offsets[l]:b_offsets[l] + n_out], acts[l], out, parts,
-                              _matrix(pad_a, 0, 4, n_in), _matrix(pad_out, 0, 4, n_out))
+            dense_act_forward(
+                a,
+                _matrix(values, w_offsets[l], n_out, n_in),
+                values[b_offsets[l] : b_offsets[l] + n_out],
+                acts[l],
+                out,
+                parts,
+                _matrix(pad_a, 0, 4, n_in),
+                _matrix(pad_out, 0, 4, n_out),
+            )
             a = out
 
         n_classes = dims[n_layers - 1, 1]
@@ -198,13 +212,26 @@ def train_epoch(data, net, update, work, first, n_iterations, parts, products):
         for l in range(n_layers - 1, -1, -1):
             n_in, n_out = dims[l, 0], dims[l, 1]
             a_prev = xb if l == 0 else _matrix(abuf, a_offsets[l - 1], n, n_in)
-            weight_grad(d, a_prev, _matrix(grads, w_offsets[l], n_out, n_in),
-                        grads[b_offsets[l]:b_offsets[l] + n_out], squares, parts,
-                        products[short, l, 0])
+            weight_grad(
+                d,
+                a_prev,
+                _matrix(grads, w_offsets[l], n_out, n_in),
+                grads[b_offsets[l] : b_offsets[l] + n_out],
+                squares,
+                parts,
+                products[short, l, 0],
+            )
             if l > 0:
                 below = _matrix(dbuf, half if (n_layers - 1 - l) % 2 == 0 else 0, n, n_in)
-                input_grad(d, _matrix(values, w_offsets[l], n_out, n_in), a_prev, acts[l - 1],
-                           below, parts, products[short, l, 1])
+                input_grad(
+                    d,
+                    _matrix(values, w_offsets[l], n_out, n_in),
+                    a_prev,
+                    acts[l - 1],
+                    below,
+                    parts,
+                    products[short, l, 1],
+                )
                 d = below
         total = squares.sum()
         norms[t] = math.sqrt(np.float64(total))
@@ -225,8 +252,9 @@ def to_kernel_layout(flat, out, dims, w_offsets):
     out[...] = flat
     for (n_in, n_out), offset in zip(dims, w_offsets):
         size = n_in * n_out
-        out[offset:offset + size].reshape(n_out, n_in)[...] = \
-            flat[offset:offset + size].reshape(n_in, n_out).T
+        out[offset : offset + size].reshape(n_out, n_in)[...] = (
+            flat[offset : offset + size].reshape(n_in, n_out).T
+        )
 
 
 def from_kernel_layout(flat, out, dims, w_offsets):
@@ -234,5 +262,6 @@ def from_kernel_layout(flat, out, dims, w_offsets):
     out[...] = flat
     for (n_in, n_out), offset in zip(dims, w_offsets):
         size = n_in * n_out
-        out[offset:offset + size].reshape(n_in, n_out)[...] = \
-            flat[offset:offset + size].reshape(n_out, n_in).T
+        out[offset : offset + size].reshape(n_in, n_out)[...] = (
+            flat[offset : offset + size].reshape(n_out, n_in).T
+        )

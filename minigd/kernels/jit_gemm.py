@@ -33,18 +33,23 @@ or one call of SciPy's BLAS on the same row range (``BLAS``, :func:`blas_matmul`
 results are deterministic for a given machine, choice and thread count, and may differ from
 the own loops (and between machines) in the last bits. The forward product never uses BLAS.
 """
+
 import math
 
 import numba
 import numpy as np
 from numba import prange
 
+from .codes import ACT_NONE as NONE
+from .codes import ACT_RELU as RELU
+from .codes import ACT_SIGMOID as SIGMOID
+from .codes import ACT_TANH as TANH
+from .codes import PRODUCT_BLAS as BLAS  # the product codes minigd.kernels.autotune chooses
+from .codes import PRODUCT_OWN as OWN
 from .jit_config import FAST_OPTIONS, MIN_PARALLEL_FLOPS, OPTIONS
 
-_ROWS_PER_CHUNK = 64        # rows of the streamed operand kept hot in L2 per sweep
+_ROWS_PER_CHUNK = 64  # rows of the streamed operand kept hot in L2 per sweep
 ALIGN = 16
-from .codes import ACT_NONE as NONE, ACT_RELU as RELU, ACT_SIGMOID as SIGMOID, ACT_TANH as TANH  # noqa: E402,E501
-from .codes import PRODUCT_BLAS as BLAS, PRODUCT_OWN as OWN  # noqa: E402  (minigd.kernels.autotune)
 
 
 @numba.njit(**OPTIONS)
@@ -331,8 +336,6 @@ def activation_mask(d, y, act, lo, hi):
                 d[i, j] = (one - v) * v * d[i, j]
 
 
-
-
 @numba.njit(**OPTIONS)
 def _transpose_rows(w, w_t, lo, hi):
     """w_t[:, lo:hi] = w[lo:hi].T in 4 x 4 register tiles (lo a multiple of 4)."""
@@ -376,7 +379,7 @@ def aligned_empty(shape, dtype, align=64):
     nbytes = int(np.prod(shape)) * dtype.itemsize
     raw = np.empty(nbytes + align, dtype=np.uint8)
     offset = -raw.ctypes.data % align
-    return raw[offset:offset + nbytes].view(dtype).reshape(shape)
+    return raw[offset : offset + nbytes].view(dtype).reshape(shape)
 
 
 # ---- BLAS from compiled code ---------------------------------------------------------------------
@@ -388,6 +391,7 @@ def aligned_empty(shape, dtype, align=64):
 def _blas_available():
     """True when SciPy is installed (without importing scipy.linalg: 0.5 s at startup)."""
     import importlib.util
+
     try:
         return importlib.util.find_spec("scipy") is not None
     except (ImportError, ValueError):
@@ -405,19 +409,50 @@ def _xgemm(typingctx, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc):
     from numba.np.arrayobj import make_array
     from numba.np.linalg import check_blas_return, ensure_blas, get_blas_kind
 
-    if not (isinstance(a, types.Array) and a.dtype == b.dtype == c.dtype
-            and a.dtype in (types.float32, types.float64)):
+    if not (
+        isinstance(a, types.Array)
+        and a.dtype == b.dtype == c.dtype
+        and a.dtype in (types.float32, types.float64)
+    ):
         return None
-    sig = types.void(types.intp, types.intp, types.intp, types.intp, types.intp, a,
-                     types.intp, b, types.intp, c, types.intp)
+    sig = types.void(
+        types.intp,
+        types.intp,
+        types.intp,
+        types.intp,
+        types.intp,
+        a,
+        types.intp,
+        b,
+        types.intp,
+        c,
+        types.intp,
+    )
 
     def codegen(context, builder, signature, args):
         ensure_blas()
         ta, tb, m_, n_, k_, a_, lda_, b_, ldb_, c_, ldc_ = args
         char, voidp = ir.IntType(8), cgutils.voidptr_t
         intp = context.get_value_type(types.intp)
-        fnty = ir.FunctionType(ir.IntType(32), [char, char, char, intp, intp, intp, voidp,
-                                                voidp, intp, voidp, intp, voidp, voidp, intp])
+        fnty = ir.FunctionType(
+            ir.IntType(32),
+            [
+                char,
+                char,
+                char,
+                intp,
+                intp,
+                intp,
+                voidp,
+                voidp,
+                intp,
+                voidp,
+                intp,
+                voidp,
+                voidp,
+                intp,
+            ],
+        )
         fn = cgutils.get_or_insert_function(builder.module, fnty, "numba_xxgemm")
         dtype = signature.args[5].dtype
         alpha = cgutils.alloca_once_value(builder, context.get_constant(dtype, 1.0))
@@ -425,17 +460,34 @@ def _xgemm(typingctx, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc):
         zero = ir.Constant(intp, 0)
 
         def flag(t):
-            return builder.select(builder.icmp_signed("!=", t, zero), ir.Constant(char, ord("t")),
-                                  ir.Constant(char, ord("n")))
+            return builder.select(
+                builder.icmp_signed("!=", t, zero),
+                ir.Constant(char, ord("t")),
+                ir.Constant(char, ord("n")),
+            )
 
         def data(ty, value):
             return builder.bitcast(make_array(ty)(context, builder, value).data, voidp)
 
-        res = builder.call(fn, (ir.Constant(char, ord(get_blas_kind(dtype))), flag(ta),
-                                flag(tb), m_, n_, k_, builder.bitcast(alpha, voidp),
-                                data(signature.args[5], a_), lda_,
-                                data(signature.args[7], b_), ldb_,
-                                builder.bitcast(beta, voidp), data(signature.args[9], c_), ldc_))
+        res = builder.call(
+            fn,
+            (
+                ir.Constant(char, ord(get_blas_kind(dtype))),
+                flag(ta),
+                flag(tb),
+                m_,
+                n_,
+                k_,
+                builder.bitcast(alpha, voidp),
+                data(signature.args[5], a_),
+                lda_,
+                data(signature.args[7], b_),
+                ldb_,
+                builder.bitcast(beta, voidp),
+                data(signature.args[9], c_),
+                ldc_,
+            ),
+        )
         check_blas_return(context, builder, res)
         return context.get_dummy_value()
 
@@ -475,6 +527,7 @@ def blas_matmul(a, b, out):
 
 
 if BLAS_AVAILABLE:
+
     @numba.njit(**FAST_OPTIONS)
     def tn_product(p, q, out, lo, hi, impl):
         """out[lo:hi] = p[:, lo:hi].T @ q: :func:`tn_rows` (impl OWN) or one BLAS call (BLAS)."""
@@ -482,11 +535,13 @@ if BLAS_AVAILABLE:
             blas_matmul(p[:, lo:hi].T, q, out[lo:hi])
         else:
             tn_rows(p, q, out, lo, hi)
-else:                       # no SciPy: Numba cannot call BLAS; every product is our own
+else:  # no SciPy: Numba cannot call BLAS; every product is our own
+
     @numba.njit(**FAST_OPTIONS)
     def tn_product(p, q, out, lo, hi, impl):
         """out[lo:hi] = p[:, lo:hi].T @ q with :func:`tn_rows` (BLAS is not available)."""
         tn_rows(p, q, out, lo, hi)
+
 
 @numba.njit(parallel=True, **OPTIONS)
 def input_grad(d, w_t, a_prev, act_prev, d_prev, parts, impl=OWN):

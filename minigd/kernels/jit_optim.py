@@ -6,6 +6,7 @@ class calls on the Numba backend) and its code in :data:`CODES`. An optimizer cl
 the name in :meth:`minigd.Optimizer.fused_update`; :mod:`minigd.fused` looks the code up here.
 Adding an optimizer touches this module and the class only.
 """
+
 import math
 
 import numba
@@ -29,14 +30,39 @@ def fused_step(code, hyper, state1, state2, state3, step, lr, values, grads, par
     centered); adagrad: hyper = (lr_decay, weight_decay, eps).
     """
     if code == SGD:
-        sgd_step(values, grads, state1, lr, hyper[0], hyper[1], hyper[2] != 0, hyper[3],
-                 step == 1, parts)
+        sgd_step(
+            values, grads, state1, lr, hyper[0], hyper[1], hyper[2] != 0, hyper[3], step == 1, parts
+        )
     elif code == ADAM:
-        adam_step(values, grads, state1, state2, step, lr, hyper[0], hyper[1], hyper[2],
-                  hyper[3], hyper[4] != 0, parts)
+        adam_step(
+            values,
+            grads,
+            state1,
+            state2,
+            step,
+            lr,
+            hyper[0],
+            hyper[1],
+            hyper[2],
+            hyper[3],
+            hyper[4] != 0,
+            parts,
+        )
     elif code == RMSPROP:
-        rmsprop_step(values, grads, state1, state2, state3, lr, hyper[0], hyper[1], hyper[2],
-                     hyper[3], hyper[4] != 0, parts)
+        rmsprop_step(
+            values,
+            grads,
+            state1,
+            state2,
+            state3,
+            lr,
+            hyper[0],
+            hyper[1],
+            hyper[2],
+            hyper[3],
+            hyper[4] != 0,
+            parts,
+        )
     elif code == ADAGRAD:
         adagrad_step(values, grads, state1, step, lr, hyper[0], hyper[1], hyper[2], parts)
 
@@ -47,8 +73,9 @@ CODES["rmsprop"] = RMSPROP
 
 
 @numba.njit(inline="always", **OPTIONS)
-def _rmsprop_element(p, g, v, b, a, lr, alpha, one_alpha, w, eps, wd, weight_decay, mu,
-                     momentum, centered):
+def _rmsprop_element(
+    p, g, v, b, a, lr, alpha, one_alpha, w, eps, wd, weight_decay, mu, momentum, centered
+):
     """(new p, v, b, a) of one element: minigd.RMSprop.update_flat (NumPy), term by term."""
     if weight_decay != 0:
         g = g + wd * p
@@ -65,8 +92,9 @@ def _rmsprop_element(p, g, v, b, a, lr, alpha, one_alpha, w, eps, wd, weight_dec
 
 
 @numba.njit(parallel=True, **OPTIONS)
-def rmsprop_step(param, grad, square_avg, buf, grad_avg, lr, alpha, eps, weight_decay, momentum,
-                 centered, parts):
+def rmsprop_step(
+    param, grad, square_avg, buf, grad_avg, lr, alpha, eps, weight_decay, momentum, centered, parts
+):
     """torch.optim.RMSprop over whole 1-D buffers, in place; ``buf`` (momentum > 0) and
     ``grad_avg`` (centered) may be empty when unused."""
     dt = param.dtype.type
@@ -76,9 +104,22 @@ def rmsprop_step(param, grad, square_avg, buf, grad_avg, lr, alpha, eps, weight_
     if effective_parts(parts, 8 * param.shape[0]) == 1:
         for i in range(param.shape[0]):
             p, v, b, a = _rmsprop_element(
-                param[i], grad[i], square_avg[i], buf[i] if momentum > 0 else zero,
-                grad_avg[i] if centered else zero, lr_, alpha_, one_alpha, w, eps_, wd,
-                weight_decay, mu, momentum, centered)
+                param[i],
+                grad[i],
+                square_avg[i],
+                buf[i] if momentum > 0 else zero,
+                grad_avg[i] if centered else zero,
+                lr_,
+                alpha_,
+                one_alpha,
+                w,
+                eps_,
+                wd,
+                weight_decay,
+                mu,
+                momentum,
+                centered,
+            )
             param[i], square_avg[i] = p, v
             if momentum > 0:
                 buf[i] = b
@@ -87,9 +128,22 @@ def rmsprop_step(param, grad, square_avg, buf, grad_avg, lr, alpha, eps, weight_
         return
     for i in numba.prange(param.shape[0]):
         p, v, b, a = _rmsprop_element(
-            param[i], grad[i], square_avg[i], buf[i] if momentum > 0 else zero,
-            grad_avg[i] if centered else zero, lr_, alpha_, one_alpha, w, eps_, wd,
-            weight_decay, mu, momentum, centered)
+            param[i],
+            grad[i],
+            square_avg[i],
+            buf[i] if momentum > 0 else zero,
+            grad_avg[i] if centered else zero,
+            lr_,
+            alpha_,
+            one_alpha,
+            w,
+            eps_,
+            wd,
+            weight_decay,
+            mu,
+            momentum,
+            centered,
+        )
         param[i], square_avg[i] = p, v
         if momentum > 0:
             buf[i] = b
@@ -97,14 +151,26 @@ def rmsprop_step(param, grad, square_avg, buf, grad_avg, lr, alpha, eps, weight_
             grad_avg[i] = a
 
 
-def rmsprop_update(param, grad, square_avg, buf, grad_avg, lr, alpha, eps, weight_decay,
-                   momentum, centered):
+def rmsprop_update(
+    param, grad, square_avg, buf, grad_avg, lr, alpha, eps, weight_decay, momentum, centered
+):
     """One torch.optim.RMSprop step on 1-D views, in place (``buf``/``grad_avg`` None when
     unused)."""
     empty = param[:0]
-    rmsprop_step(param, grad, square_avg, empty if buf is None else buf,
-                 empty if grad_avg is None else grad_avg, float(lr), float(alpha), float(eps),
-                 float(weight_decay), float(momentum), bool(centered), parallel_parts())
+    rmsprop_step(
+        param,
+        grad,
+        square_avg,
+        empty if buf is None else buf,
+        empty if grad_avg is None else grad_avg,
+        float(lr),
+        float(alpha),
+        float(eps),
+        float(weight_decay),
+        float(momentum),
+        bool(centered),
+        parallel_parts(),
+    )
 
 
 # ---- Adagrad (minigd.Adagrad) ---------------------------------------------------------------
@@ -128,15 +194,26 @@ def adagrad_step(param, grad, state_sum, step, lr, lr_decay, weight_decay, eps, 
     clr, eps_, wd = dt(lr / (1 + (step - 1) * lr_decay)), dt(eps), dt(weight_decay)
     if effective_parts(parts, 6 * param.shape[0]) == 1:
         for i in range(param.shape[0]):
-            param[i], state_sum[i] = _adagrad_element(param[i], grad[i], state_sum[i], clr, eps_,
-                                                      wd, weight_decay)
+            param[i], state_sum[i] = _adagrad_element(
+                param[i], grad[i], state_sum[i], clr, eps_, wd, weight_decay
+            )
         return
     for i in numba.prange(param.shape[0]):
-        param[i], state_sum[i] = _adagrad_element(param[i], grad[i], state_sum[i], clr, eps_, wd,
-                                                  weight_decay)
+        param[i], state_sum[i] = _adagrad_element(
+            param[i], grad[i], state_sum[i], clr, eps_, wd, weight_decay
+        )
 
 
 def adagrad_update(param, grad, state_sum, step, lr, lr_decay, weight_decay, eps):
     """One torch.optim.Adagrad step on 1-D views, in place."""
-    adagrad_step(param, grad, state_sum, int(step), float(lr), float(lr_decay),
-                 float(weight_decay), float(eps), parallel_parts())
+    adagrad_step(
+        param,
+        grad,
+        state_sum,
+        int(step),
+        float(lr),
+        float(lr_decay),
+        float(weight_decay),
+        float(eps),
+        parallel_parts(),
+    )

@@ -4,6 +4,7 @@ Every kernel writes into preallocated ``out`` arrays and returns nothing (or a s
 the same signature serves the Numba backend. Shapes: ``x`` (n, in), ``w`` (in, out), ``b`` (out,),
 ``z``/``y``/``dy`` (n, out). Optimizer kernels work on 1-D views of parameters and state.
 """
+
 import math
 
 import numpy as np
@@ -96,8 +97,10 @@ def mse_loss(outputs, targets, grad):
     grad *= grad.dtype.type(2.0 / grad.size)
     return loss
 
-def sgd_update(param, grad, momentum_buffer, lr, momentum, dampening, nesterov, weight_decay,
-               first_step):
+
+def sgd_update(
+    param, grad, momentum_buffer, lr, momentum, dampening, nesterov, weight_decay, first_step
+):
     """One torch.optim.SGD step on 1-D views, in place.
 
     g = grad + weight_decay * param
@@ -115,8 +118,9 @@ def sgd_update(param, grad, momentum_buffer, lr, momentum, dampening, nesterov, 
     param -= lr * g
 
 
-def adam_update(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay,
-                decoupled):
+def adam_update(
+    param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay, decoupled
+):
     """One torch.optim.Adam / AdamW step on 1-D views, in place (``step`` counts from 1).
 
     AdamW: param *= 1 - lr * wd.   Adam: g = grad + wd * param.
@@ -133,7 +137,7 @@ def adam_update(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, w
     exp_avg += (1 - beta1) * g
     exp_avg_sq *= beta2
     exp_avg_sq += (1 - beta2) * g * g
-    bias_correction1 = 1 - beta1 ** step
-    bias_correction2_sqrt = math.sqrt(1 - beta2 ** step)
+    bias_correction1 = 1 - beta1**step
+    bias_correction2_sqrt = math.sqrt(1 - beta2**step)
     denom = np.sqrt(exp_avg_sq) / bias_correction2_sqrt + eps
     param -= (lr / bias_correction1) * exp_avg / denom

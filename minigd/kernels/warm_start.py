@@ -27,6 +27,7 @@ The model, the loss and the optimizer's class reach the background process pickl
 stdin (no file is written); a model that cannot be pickled, or a background process that fails,
 leaves the run on the NumPy backend to its end.
 """
+
 import os
 import pickle
 import subprocess
@@ -48,6 +49,7 @@ def enabled():
 def kernels_ready():
     """True when the on-disk cache holds the compiled main kernels for this CPU."""
     from . import jit
+
     return not jit.needs_compilation()
 
 
@@ -65,34 +67,41 @@ class WarmStart(Callback):
         self.say = say or (lambda line: None)
         self.process = None
         self.active = False
-        self.switched_at = None         # the epoch that first ran on Numba
+        self.switched_at = None  # the epoch that first ran on Numba
 
     def begin(self, model, optimizer, X, y, batch_size, sizes=None, loss=None):
         """Start the background compile and switch to NumPy, if the Numba kernels are not
         compiled yet (callable before ``fit``; ``sizes``: the epoch's batch sizes; ``loss``:
         the run's loss, default SoftmaxCrossEntropy)."""
-        if self.process is not None or not enabled() or backend.get_backend() != "numba" \
-                or kernels_ready():
+        if (
+            self.process is not None
+            or not enabled()
+            or backend.get_backend() != "numba"
+            or kernels_ready()
+        ):
             return
         self.process = start_compile(model, optimizer, X, y, batch_size, sizes, loss)
         if self.process is None:
             return
         backend.set_backend("numpy")
         self.active = True
-        self.say("compiling the Numba kernels in the background (first run only); "
-                 "starting on the NumPy backend")
+        self.say(
+            "compiling the Numba kernels in the background (first run only); "
+            "starting on the NumPy backend"
+        )
 
     def on_train_begin(self, state):
         it = state.iterator
-        self.begin(state.model, state.optimizer, it.X, it.y, it.batch_size, it.batch_sizes(),
-                   state.loss)
+        self.begin(
+            state.model, state.optimizer, it.X, it.y, it.batch_size, it.batch_sizes(), state.loss
+        )
 
     def _finished(self):
         code = self.process.poll()
         if code is None:
             return False
         if code != 0 or not kernels_ready():
-            self.active = False         # the compile failed: stay on NumPy for this run
+            self.active = False  # the compile failed: stay on NumPy for this run
         return True
 
     def on_epoch_begin(self, state):
@@ -115,19 +124,31 @@ def start_compile(model, optimizer, X, y, batch_size, sizes=None, loss=None):
     last = int(sizes[-1]) if sizes else len(X) % batch
     rows = batch + (last if 0 < last < batch else 0)
     # the optimizer travels as its class: the kernels depend on its kind, not its settings
-    job = {"model": model, "optimizer": type(optimizer), "lr": float(optimizer.lr),
-           "rows": rows, "batch": batch,
-           "x_dtype": np.dtype(X.dtype).str, "features": int(X.shape[1]),
-           "x_readonly": not X.flags.writeable, "y_dtype": np.dtype(y.dtype).str,
-           "y_shape": tuple(int(n) for n in np.shape(y)[1:]), "loss": loss}
+    job = {
+        "model": model,
+        "optimizer": type(optimizer),
+        "lr": float(optimizer.lr),
+        "rows": rows,
+        "batch": batch,
+        "x_dtype": np.dtype(X.dtype).str,
+        "features": int(X.shape[1]),
+        "x_readonly": not X.flags.writeable,
+        "y_dtype": np.dtype(y.dtype).str,
+        "y_shape": tuple(int(n) for n in np.shape(y)[1:]),
+        "loss": loss,
+    }
     try:
         payload = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception:
         return None
     try:
-        process = subprocess.Popen([sys.executable, "-m", "minigd.kernels.warm_start"],
-                                   stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL, start_new_session=True)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "minigd.kernels.warm_start"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         process.stdin.write(payload)
         process.stdin.close()
     except OSError:
@@ -141,6 +162,7 @@ def compile_job(job):
     import minigd as mg
 
     from . import autotune
+
     # the products are measured by the training process once it switches, not here, where
     # this compile's own load would skew the timings; the compiled code does not depend on it
     os.environ[autotune.ENV] = "own"
@@ -152,23 +174,33 @@ def compile_job(job):
     y = np.zeros((job["rows"],) + tuple(job.get("y_shape", ())), dtype=np.dtype(job["y_dtype"]))
     loss = job.get("loss")
     if y.ndim == 2 and (loss is None or isinstance(loss, mg.SoftmaxCrossEntropy)):
-        y[:, 0] = 1                     # class-probability targets: all mass on class 0
+        y[:, 0] = 1  # class-probability targets: all mass on class 0
     with mg.use_backend("numba"):
         model = job["model"]
         optimizer = job["optimizer"](model.parameters(), lr=job["lr"])
-        mg.fit(model, X, y, optimizer=optimizer, epochs=1, batch_size=job["batch"],
-               loss=loss, validation_data=(X, y), verbose=0)
+        mg.fit(
+            model,
+            X,
+            y,
+            optimizer=optimizer,
+            epochs=1,
+            batch_size=job["batch"],
+            loss=loss,
+            validation_data=(X, y),
+            verbose=0,
+        )
     autotune.compile_candidates(model.dtype)
 
 
 def main():
     """Entry point of the background process: read the job from stdin, compile, exit 0."""
     try:
-        os.nice(10)                     # leave the cores to the training run in the foreground
+        os.nice(10)  # leave the cores to the training run in the foreground
     except (AttributeError, OSError):
         pass
     job = pickle.loads(sys.stdin.buffer.read())
     import warnings
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         compile_job(job)
