@@ -23,8 +23,9 @@ from the schedule (schedules are pure functions of the step, see
 loss, gradient norm (and momentum, when the schedule sets it) are recorded in the history
 after the call, and a non-finite loss (or an overflowing gradient) stops the epoch before that
 update exactly as on the per-iteration path. The two paths give bit-identical results. X is
-never copied: each batch is gathered from it (and converted to the model dtype) inside the kernel. The progress bar moves once per epoch; an
-interrupt (Ctrl-C) is handled when the epoch's call returns.
+never copied: each batch is gathered from it (and converted to the model dtype) inside the
+kernel. The progress bar moves once per epoch; an interrupt (Ctrl-C) is handled when the epoch's
+call returns.
 """
 
 from collections import namedtuple
