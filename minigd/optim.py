@@ -291,7 +291,24 @@ class Optimizer:
         return f"{type(self).__name__}({args})"
 
 
-class SGD(Optimizer):
+class BuiltinOptimizer(Optimizer):
+    """Base of the built-in optimizers: their math is :meth:`update_flat` on a backend's kernels,
+    and :meth:`update` (one parameter, NumPy) runs it on the reference kernels."""
+
+    def update(
+        self, value: np.ndarray, grad: np.ndarray, state: dict[str, np.ndarray], lr: float
+    ) -> None:
+        """One step on one parameter (NumPy reference kernels)."""
+        self.update_flat(
+            value.reshape(-1),
+            grad.reshape(-1),
+            {k: v.reshape(-1) for k, v in state.items()},
+            lr,
+            reference,
+        )
+
+
+class SGD(BuiltinOptimizer):
     """Stochastic gradient descent with torch.optim.SGD's momentum and weight decay.
 
     g = grad + weight_decay * p
@@ -361,18 +378,6 @@ class SGD(Optimizer):
             "weight_decay": self.weight_decay,
         }
 
-    def update(
-        self, value: np.ndarray, grad: np.ndarray, state: dict[str, np.ndarray], lr: float
-    ) -> None:
-        """One step on one parameter (NumPy reference kernel)."""
-        self.update_flat(
-            value.reshape(-1),
-            grad.reshape(-1),
-            {k: v.reshape(-1) for k, v in state.items()},
-            lr,
-            reference,
-        )
-
     def update_flat(self, value, grad, state, lr, kernels):
         kernels.sgd_update(
             value,
@@ -393,7 +398,7 @@ class SGD(Optimizer):
         return FusedUpdate("sgd", np.array(hyper, dtype=np.float64), self.state_names)
 
 
-class Adam(Optimizer):
+class Adam(BuiltinOptimizer):
     """Adam (Kingma & Ba) with torch.optim.Adam's conventions.
 
     g = grad + weight_decay * p          (AdamW instead decays p directly: p <- p (1 - lr wd))
@@ -454,18 +459,6 @@ class Adam(Optimizer):
             "weight_decay": self.weight_decay,
         }
 
-    def update(
-        self, value: np.ndarray, grad: np.ndarray, state: dict[str, np.ndarray], lr: float
-    ) -> None:
-        """One step on one parameter (NumPy reference kernel)."""
-        self.update_flat(
-            value.reshape(-1),
-            grad.reshape(-1),
-            {k: v.reshape(-1) for k, v in state.items()},
-            lr,
-            reference,
-        )
-
     def update_flat(self, value, grad, state, lr, kernels):
         kernels.adam_update(
             value,
@@ -509,7 +502,7 @@ class AdamW(Adam):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
 
 
-class RMSprop(Optimizer):
+class RMSprop(BuiltinOptimizer):
     """RMSprop with torch.optim.RMSprop's conventions (Hinton's lecture 6e; Graves' centered form).
 
     g = grad + weight_decay * p
@@ -603,18 +596,6 @@ class RMSprop(Optimizer):
             "centered": self.centered,
         }
 
-    def update(
-        self, value: np.ndarray, grad: np.ndarray, state: dict[str, np.ndarray], lr: float
-    ) -> None:
-        """One step on one parameter (NumPy reference)."""
-        self.update_flat(
-            value.reshape(-1),
-            grad.reshape(-1),
-            {k: v.reshape(-1) for k, v in state.items()},
-            lr,
-            reference,
-        )
-
     def update_flat(self, value, grad, state, lr, kernels):
         square_avg = state["square_avg"]
         buf, grad_avg = state.get("momentum_buffer"), state.get("grad_avg")
@@ -662,7 +643,7 @@ class RMSprop(Optimizer):
         return FusedUpdate("rmsprop", np.array(hyper, dtype=np.float64), self._slots())
 
 
-class Adagrad(Optimizer):
+class Adagrad(BuiltinOptimizer):
     """Adagrad (Duchi et al.) with torch.optim.Adagrad's conventions.
 
     g = grad + weight_decay * p;   t = step count from 1
@@ -719,18 +700,6 @@ class Adagrad(Optimizer):
             "initial_accumulator_value": self.initial_accumulator_value,
             "eps": self.eps,
         }
-
-    def update(
-        self, value: np.ndarray, grad: np.ndarray, state: dict[str, np.ndarray], lr: float
-    ) -> None:
-        """One step on one parameter (NumPy reference)."""
-        self.update_flat(
-            value.reshape(-1),
-            grad.reshape(-1),
-            {k: v.reshape(-1) for k, v in state.items()},
-            lr,
-            reference,
-        )
 
     def update_flat(self, value, grad, state, lr, kernels):
         total = state["sum"]
