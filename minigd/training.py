@@ -532,14 +532,8 @@ def _run_epoch(state, loss, callbacks, verbose, start=0):
             model.backward_batch(dlogits, kernels=kernels)
             grads = model.flat_grads
             norm = grad_norm(grads, n)
-            history.record_iteration(**row, grad_norm=norm)
-            if not math.isfinite(norm):
-                _mark_divergence(state, iteration, lr, value, "gradient")
+            if not _update(state, row, grads, norm):
                 break
-            if state.grad_clip is not None:
-                clip_gradient(grads, norm, state.grad_clip)
-            optimizer.step()
-            state.step += 1
             loss_sum += value * n
             samples += n
             bar.update()
@@ -639,14 +633,8 @@ def _run_epoch_accumulated(state, loss, callbacks, verbose, start=0):
                 break
             grads[...] = total
             norm = grad_norm(grads, group[0])
-            history.record_iteration(**row, grad_norm=norm)
-            if not math.isfinite(norm):
-                _mark_divergence(state, iteration, lr, value, "gradient")
+            if not _update(state, row, grads, norm):
                 break
-            if state.grad_clip is not None:
-                clip_gradient(grads, norm, state.grad_clip)
-            optimizer.step()
-            state.step += 1
             loss_sum += value * n_group
             samples += n_group
             bar.update()
@@ -655,6 +643,20 @@ def _run_epoch_accumulated(state, loss, callbacks, verbose, start=0):
     finally:
         bar.close()
     return loss_sum, samples
+
+
+def _update(state, row, grads, norm):
+    """The end of one update on both per-iteration loops: record the row with the gradient's
+    norm, stop on a non-finite norm (False: before any change to the weights), clip, step."""
+    state.history.record_iteration(**row, grad_norm=norm)
+    if not math.isfinite(norm):
+        _mark_divergence(state, row["iteration"], row["lr"], row["loss"], "gradient")
+        return False
+    if state.grad_clip is not None:
+        clip_gradient(grads, norm, state.grad_clip)
+    state.optimizer.step()
+    state.step += 1
+    return True
 
 
 def clip_gradient(grads, norm, max_norm):
