@@ -619,12 +619,14 @@ class RMSprop(BuiltinOptimizer):
         g = grad + self.weight_decay * value if self.weight_decay != 0 else grad
         square_avg *= self.alpha
         square_avg += (1 - self.alpha) * g * g
+        reference.flush_subnormal(square_avg)
         if self.centered:
             w = 1 - self.alpha  # torch.lerp's two forms
             if w < 0.5:
                 grad_avg += w * (g - grad_avg)
             else:
                 grad_avg[:] = g - (g - grad_avg) * (1 - w)
+            reference.flush_subnormal(grad_avg)
             avg = np.sqrt(square_avg - grad_avg * grad_avg)
         else:
             avg = np.sqrt(square_avg)
@@ -632,6 +634,7 @@ class RMSprop(BuiltinOptimizer):
         if self.momentum > 0:
             buf *= self.momentum
             buf += g / avg
+            reference.flush_subnormal(buf)
             value -= lr * buf
         else:
             value -= lr * (g / avg)

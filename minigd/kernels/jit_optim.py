@@ -11,7 +11,7 @@ import math
 
 import numba
 
-from .jit import adam_step, sgd_step
+from .jit import adam_step, flushed, sgd_step, smallest_normal
 from .jit_config import OPTIONS, parallel_parts
 from .jit_gemm import effective_parts
 
@@ -74,19 +74,19 @@ CODES["rmsprop"] = RMSPROP
 
 @numba.njit(inline="always", **OPTIONS)
 def _rmsprop_element(
-    p, g, v, b, a, lr, alpha, one_alpha, w, eps, wd, weight_decay, mu, momentum, centered
+    p, g, v, b, a, lr, alpha, one_alpha, w, eps, wd, tiny, weight_decay, mu, momentum, centered
 ):
     """(new p, v, b, a) of one element: minigd.RMSprop.update_flat (NumPy), term by term."""
     if weight_decay != 0:
         g = g + wd * p
-    v = v * alpha + one_alpha * g * g
+    v = flushed(v * alpha + one_alpha * g * g, tiny)
     if centered:
-        a = a + w * (g - a) if w < 0.5 else g - (g - a) * (1 - w)
+        a = flushed(a + w * (g - a) if w < 0.5 else g - (g - a) * (1 - w), tiny)
         d = math.sqrt(v - a * a) + eps
     else:
         d = math.sqrt(v) + eps
     if momentum > 0:
-        b = b * mu + g / d
+        b = flushed(b * mu + g / d, tiny)
         return p - lr * b, v, b, a
     return p - lr * (g / d), v, b, a
 
@@ -100,7 +100,7 @@ def rmsprop_step(
     dt = param.dtype.type
     lr_, alpha_, one_alpha, w = dt(lr), dt(alpha), dt(1 - alpha), dt(1 - alpha)
     eps_, wd, mu = dt(eps), dt(weight_decay), dt(momentum)
-    zero = dt(0)
+    zero, tiny = dt(0), smallest_normal(param)
     if effective_parts(parts, 8 * param.shape[0]) == 1:
         for i in range(param.shape[0]):
             p, v, b, a = _rmsprop_element(
@@ -115,6 +115,7 @@ def rmsprop_step(
                 w,
                 eps_,
                 wd,
+                tiny,
                 weight_decay,
                 mu,
                 momentum,
@@ -139,6 +140,7 @@ def rmsprop_step(
             w,
             eps_,
             wd,
+            tiny,
             weight_decay,
             mu,
             momentum,

@@ -98,13 +98,25 @@ def mse_loss(outputs, targets, grad):
     return loss
 
 
+def flush_subnormal(state):
+    """Set the entries of ``state`` whose magnitude is below the smallest normal number of its
+    dtype to zero (of the same sign), in place; NaN and inf stay.
+
+    The optimizers apply it to their decaying state (momentum buffers, Adam's moments,
+    RMSprop's averages): a parameter whose gradient stays 0 (a dead ReLU unit) would otherwise
+    carry subnormal state, which costs ~100 cycles per operation on Intel CPUs. The update is
+    unchanged in practice: a flushed Adam moment moved its parameter by under lr * 1e-30.
+    """
+    np.multiply(state, 0, out=state, where=np.abs(state) < np.finfo(state.dtype).tiny)
+
+
 def sgd_update(
     param, grad, momentum_buffer, lr, momentum, dampening, nesterov, weight_decay, first_step
 ):
     """One torch.optim.SGD step on 1-D views, in place.
 
     g = grad + weight_decay * param
-    buf = g on the first step, else momentum * buf + (1 - dampening) * g
+    buf = g on the first step, else momentum * buf + (1 - dampening) * g   (flush_subnormal)
     param -= lr * (g + momentum * buf if nesterov else buf)      (buf = g when momentum is 0)
     """
     g = grad + weight_decay * param if weight_decay != 0 else grad
@@ -114,6 +126,7 @@ def sgd_update(
         else:
             momentum_buffer *= momentum
             momentum_buffer += (1 - dampening) * g
+            flush_subnormal(momentum_buffer)
         g = g + momentum * momentum_buffer if nesterov else momentum_buffer
     param -= lr * g
 
@@ -124,7 +137,7 @@ def adam_update(
     """One torch.optim.Adam / AdamW step on 1-D views, in place (``step`` counts from 1).
 
     AdamW: param *= 1 - lr * wd.   Adam: g = grad + wd * param.
-    m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
+    m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2   (both through flush_subnormal)
     param -= lr / (1 - b1^step) * m / (sqrt(v) / sqrt(1 - b2^step) + eps)
     """
     g = grad
@@ -137,6 +150,8 @@ def adam_update(
     exp_avg += (1 - beta1) * g
     exp_avg_sq *= beta2
     exp_avg_sq += (1 - beta2) * g * g
+    flush_subnormal(exp_avg)
+    flush_subnormal(exp_avg_sq)
     bias_correction1 = 1 - beta1**step
     bias_correction2_sqrt = math.sqrt(1 - beta2**step)
     denom = np.sqrt(exp_avg_sq) / bias_correction2_sqrt + eps
