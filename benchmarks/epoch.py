@@ -564,6 +564,11 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=None, help="default: Numba's thread count")
     p.add_argument("--out", default=os.path.join(HERE, "results"))
     p.add_argument("--no-numpy-backend", action="store_true")
+    p.add_argument(
+        "--no-per-iteration",
+        action="store_true",
+        help="skip minigd's per-iteration path (the slowest column on the big shapes)",
+    )
     p.add_argument("--no-cold-start", action="store_true", help="skip the compile-time runs")
     p.add_argument(
         "--compare-products",
@@ -625,8 +630,14 @@ def main(argv=None):
         row["minigd"] = statistics.median(
             minigd_epochs(X, y, batch, opt, "numba", args.repeats, shape=shape)
         )
-        row["minigd_per_iteration"] = statistics.median(
-            minigd_epochs(X, y, batch, opt, "numba", args.repeats, fused_path=False, shape=shape)
+        row["minigd_per_iteration"] = (
+            None
+            if args.no_per_iteration
+            else statistics.median(
+                minigd_epochs(
+                    X, y, batch, opt, "numba", args.repeats, fused_path=False, shape=shape
+                )
+            )
         )
         if args.compare_products:
             for impl in ("own", "blas"):
@@ -638,7 +649,7 @@ def main(argv=None):
         rows.append(row)
         print(
             f"  minigd {shape} {opt} batch {batch}: {row['minigd']:.3f} s (per-iteration "
-            f"path {row['minigd_per_iteration']:.3f} s; products {row['products']})",
+            f"path {fmt(row['minigd_per_iteration'])} s; products {row['products']})",
             flush=True,
         )
     peak = sgemm_peak(args.threads, 512 if args.quick else 2048)

@@ -42,6 +42,27 @@ def kernels(name=None):
     return importlib.import_module(_MODULES[name])
 
 
+class TrainingKernels:
+    """A backend's kernels as fit's training loop hands them to ``forward_batch``: the same,
+    except that ``dense_forward`` is the backend's ``dense_forward_train`` (on the Numba
+    backend, the product the autotuner measured fastest for the batch's shape; the whole-epoch
+    kernel runs the same, so both paths of fit give the same bits). Anywhere else (predict,
+    evaluate, ``model.forward``) ``dense_forward`` keeps every row independent of its
+    batch-mates."""
+
+    def __init__(self, kernels):
+        self.kernels = kernels
+        self.dense_forward = kernels.dense_forward_train
+
+    def __getattr__(self, name):
+        return getattr(self.kernels, name)
+
+
+def training_kernels(kernels):
+    """:class:`TrainingKernels` of ``kernels`` (a backend's kernel module)."""
+    return TrainingKernels(kernels)
+
+
 class use_backend:
     """Context manager: ``with mg.use_backend("numpy"): ...``, the previous backend back on exit."""
 

@@ -16,6 +16,7 @@ from . import _validation as check
 from . import fused
 from .backend import announce_compilation, get_backend
 from .backend import kernels as _active_kernels
+from .backend import training_kernels
 from .callbacks import Callback, warn_foreign_hooks
 from .data import BatchIterator, iterations_per_epoch
 from .history import History
@@ -491,6 +492,7 @@ def _run_epoch(state, loss, callbacks, verbose, start=0):
             _mark_divergence(state, *divergence)
         return loss_sum, samples
     kernels = _active_kernels()
+    train_kernels = training_kernels(kernels)  # the forward product as the fused epoch runs it
     model, optimizer = state.model, state.optimizer
     history, iterator = state.history, state.iterator
     grad_buffer = _loss_gradient_buffer(state)
@@ -509,7 +511,7 @@ def _run_epoch(state, loss, callbacks, verbose, start=0):
             n = len(yb)
             for i, layer in seeded:
                 layer.reseed((model.seed, iterator.seed, state.step, i))
-            logits = model.forward_batch(xb, kernels)
+            logits = model.forward_batch(xb, train_kernels)
             dlogits = grad_buffer[:n]
             value = loss_and_grad(loss, logits, yb, dlogits, kernels)
             state.iteration, state.current_lr = iteration, lr
@@ -576,6 +578,7 @@ def _run_epoch_accumulated(state, loss, callbacks, verbose, start=0):
     up to k micro-batches, each micro-batch's d loss / d outputs scaled by its share of the
     group's samples, so the update follows the mean loss over all of them."""
     kernels = _active_kernels()
+    train_kernels = training_kernels(kernels)  # the forward product as the fused epoch runs it
     model, optimizer = state.model, state.optimizer
     history, iterator = state.history, state.iterator
     k = state.accumulate
@@ -599,7 +602,7 @@ def _run_epoch_accumulated(state, loss, callbacks, verbose, start=0):
             for j in range(len(group)):
                 xb, yb = next(batches)
                 n = len(yb)
-                logits = model.forward_batch(xb, kernels)
+                logits = model.forward_batch(xb, train_kernels)
                 dlogits = grad_buffer[:n]
                 part = loss_and_grad(loss, logits, yb, dlogits, kernels)
                 value += part * n

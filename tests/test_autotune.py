@@ -112,10 +112,20 @@ def test_forced_choice_and_bad_value(cache, monkeypatch):
 def test_epoch_products_cover_full_and_last_batches(cache, monkeypatch):
     monkeypatch.setenv(autotune.ENV, "blas")
     products = autotune.epoch_products(np.array([[6, 5], [5, 3]]), 4, [4, 4, 2], np.float32, 1)
-    assert products.shape == (2, 2, 2) and products.dtype == np.int64
+    assert products.shape == (2, 2, 3) and products.dtype == np.int64  # weight, input, forward
     assert products[:, 0, 1].tolist() == [jit_gemm.OWN, jit_gemm.OWN]  # no input grad below
     assert (products[:, 1, :] == jit_gemm.BLAS).all() and (products[:, 0, 0] == jit_gemm.BLAS).all()
+    assert (products[:, :, 2] == jit_gemm.BLAS).all()
     assert autotune.describe(products) == "mixed (blas, own)"
+
+
+@pytest.mark.parametrize("product", autotune.PRODUCTS)
+def test_every_product_is_measured_and_cached_under_its_own_key(cache, product):
+    shape = (product, 8, 24, 12, np.float64, 1)
+    code = autotune.choice(*shape)
+    data = json.loads(cache.read_text())
+    record = data["machines"][autotune.machine_key()][autotune.entry_key(*shape)]
+    assert autotune._valid(record) == code
 
 
 def test_machine_description():

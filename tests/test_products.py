@@ -77,6 +77,49 @@ def test_input_gradient_matches_numpy(impl, parts, rows, n_in, n_out):
         np.testing.assert_allclose(out, (d @ w_t) * mask, rtol=1e-12, atol=1e-11)
 
 
+@pytest.mark.parametrize("impl", ALL_IMPLS)
+@pytest.mark.parametrize("parts", [1, 2])
+@pytest.mark.parametrize("rows,n_in,n_out", SHAPES)
+def test_forward_product_with_bias_and_activation_matches_numpy(impl, parts, rows, n_in, n_out):
+    _, x, w_t = operands(rows, n_in, n_out, seed=4)
+    b = np.random.default_rng(5).standard_normal(n_out)
+    z = x @ w_t.T + b
+    for act, f in (
+        (jit_gemm.NONE, lambda v: v),
+        (jit_gemm.RELU, lambda v: np.maximum(v, 0)),
+        (jit_gemm.TANH, np.tanh),
+        (jit_gemm.SIGMOID, lambda v: 1 / (1 + np.exp(-v))),
+    ):
+        out = np.full((rows, n_out), np.nan)
+        pad_a, pad_out = np.empty((4, n_in)), np.empty((4, n_out))
+        with autotune.blas_threads_limited([impl]):
+            jit_gemm.dense_act_forward(x, w_t, b, act, out, parts, pad_a, pad_out, impl)
+        np.testing.assert_allclose(out, f(z), rtol=1e-12, atol=1e-11)
+
+
+@pytest.mark.parametrize("choice", [pytest.param("blas", marks=needs_blas), "own"])
+@pytest.mark.parametrize("rows,n_in,n_out", SHAPES)
+def test_training_forward_matches_reference_and_prediction_stays_own(
+    monkeypatch, choice, rows, n_in, n_out
+):
+    """dense_forward_train runs the chosen product; dense_forward (evaluation) always runs the
+    row-independent own kernel, whatever MINIGD_PRODUCTS says."""
+    monkeypatch.setenv(autotune.ENV, choice)
+    _, x, w_t = operands(rows, n_in, n_out, seed=6)
+    w, b = np.ascontiguousarray(w_t.T), np.linspace(-1, 1, n_out)
+    want = np.empty((rows, n_out))
+    reference.dense_forward(x, w, b, want)
+    trained, predicted = np.full_like(want, np.nan), np.full_like(want, np.nan)
+    jit.dense_forward_train(x, w, b, trained)
+    jit.dense_forward(x, w, b, predicted)
+    np.testing.assert_allclose(trained, want, rtol=1e-12, atol=1e-11)
+    own = np.full_like(want, np.nan)
+    jit_gemm.dense_act_forward(
+        x, w_t, b, jit_gemm.NONE, own, 1, np.empty((4, n_in)), np.empty((4, n_out)), jit_gemm.OWN
+    )
+    np.testing.assert_array_equal(predicted, own)
+
+
 @pytest.mark.parametrize("choice", [pytest.param("blas", marks=needs_blas), "own"])
 @pytest.mark.parametrize("rows,n_in,n_out", SHAPES)
 def test_dense_backward_matches_reference(monkeypatch, choice, rows, n_in, n_out):

@@ -1,7 +1,8 @@
-"""Which matrix product the Numba backend's backward pass runs, chosen by measuring this machine.
+"""Which matrix product the Numba backend's training runs, chosen by measuring this machine.
 
-Two implementations compete for each backward product of a dense layer (the weight gradient
-``d.T @ a`` and the input gradient ``d @ W.T``), at the run's shape, dtype and thread count:
+Two implementations compete for each product of a dense layer in training (the forward
+``x @ W``, the weight gradient ``d.T @ a`` and the input gradient ``d @ W.T``), at the run's
+shape, dtype and thread count:
 
 - ``own``: minigd's register-blocked loops (:mod:`minigd.kernels.jit_gemm`), compiled by LLVM
   for the host CPU;
@@ -11,8 +12,9 @@ Two implementations compete for each backward product of a dense layer (the weig
   (:func:`blas_threads_limited`, through threadpoolctl), so one thread pool, Numba's, owns the
   cores: two pools spinning on 2 cores measured slower and less stable.
 
-The forward product always runs minigd's own kernel: it computes every row with the same code
-whatever the batch's row count (tests/test_row_independence.py), which BLAS does not promise.
+Evaluation and prediction always run minigd's own forward kernel: it computes every row with
+the same code whatever the batch's row count (tests/test_row_independence.py), which BLAS does
+not promise. Training, where no such promise is needed, runs the forward product chosen here.
 
 The first time a shape is needed, both are timed (interleaved, best of a few rounds, a few
 milliseconds) and the faster one is kept; ``own`` unless BLAS is at least 5% faster. Choices
@@ -46,7 +48,7 @@ from .. import _io
 from . import jit_config, jit_gemm
 
 CANDIDATES = ("own", "blas")  # index = jit_gemm.OWN / jit_gemm.BLAS
-PRODUCTS = ("weight_grad", "input_grad")
+PRODUCTS = ("weight_grad", "input_grad", "forward")
 FILE_NAME = "autotune.json"
 ENV = "MINIGD_PRODUCTS"
 VERSION = 1
@@ -299,6 +301,14 @@ def _operands(product, rows, n_in, n_out, dtype):
     w_t = jit_gemm.aligned_empty((n_out, n_in), dtype)
     w_t[...] = rng.standard_normal(w_t.shape)
     below = jit_gemm.aligned_empty((rows, n_in), dtype)
+    if product == "forward":
+        below[...] = rng.random(below.shape)
+        bias = np.zeros(n_out, dtype)
+        pad_a = jit_gemm.aligned_empty((4, n_in), dtype)
+        pad_out = jit_gemm.aligned_empty((4, n_out), dtype)
+        return lambda impl, parts: jit_gemm.dense_act_forward(
+            below, w_t, bias, jit_gemm.RELU, d, parts, pad_a, pad_out, impl
+        )
     return lambda impl, parts: jit_gemm.input_grad(d, w_t, below, jit_gemm.NONE, below, parts, impl)
 
 
@@ -364,17 +374,19 @@ def choice(product, rows, n_in, n_out, dtype, parts):
 
 
 def epoch_products(dims, batch_size, sizes, dtype, parts):
-    """The (2, L, 2) int64 ``products`` array of jit_epoch.train_epoch for an epoch of batches
-    of ``sizes`` rows: per layer, the weight- and input-gradient implementations for batches of
-    ``batch_size`` rows ([0]) and for a shorter last batch ([1])."""
+    """The (2, L, 3) int64 ``products`` array of jit_epoch.train_epoch for an epoch of batches
+    of ``sizes`` rows: per layer, the weight-gradient, input-gradient and forward
+    implementations for batches of ``batch_size`` rows ([0]) and for a shorter last batch
+    ([1])."""
     dims = np.asarray(dims)
-    products = np.zeros((2, len(dims), 2), dtype=np.int64)
+    products = np.zeros((2, len(dims), 3), dtype=np.int64)
     short = {int(n) for n in sizes if int(n) != batch_size}
     for which, rows in ((0, batch_size), (1, max(short, default=0))):
         if rows == 0 or (which == 0 and batch_size not in set(map(int, sizes))):
             continue
         for l, (n_in, n_out) in enumerate(dims):
             products[which, l, 0] = choice("weight_grad", rows, int(n_in), int(n_out), dtype, parts)
+            products[which, l, 2] = choice("forward", rows, int(n_in), int(n_out), dtype, parts)
             if l > 0:
                 products[which, l, 1] = choice(
                     "input_grad", rows, int(n_in), int(n_out), dtype, parts

@@ -27,6 +27,7 @@ from .jit_config import OPTIONS, cache_info, parallel_parts
 from .jit_gemm import (
     BLAS,
     NONE,
+    OWN,
     RELU,
     SIGMOID,
     TANH,
@@ -63,14 +64,12 @@ def _transposed_buffer(w):
 
 
 @numba.njit(**OPTIONS)
-def _dense_forward(x, w, b, out, w_t, pad_a, pad_out, parts):
+def _dense_forward(x, w, b, out, w_t, pad_a, pad_out, parts, impl):
     transpose_into(w, w_t)
-    dense_act_forward(x, w_t, b, NONE, out, parts, pad_a, pad_out)
+    dense_act_forward(x, w_t, b, NONE, out, parts, pad_a, pad_out, impl)
 
 
-def dense_forward(x, w, b, out):
-    """out = x @ w + b. Each row of out is computed the same way whatever the number of rows
-    (see jit_gemm.nt_columns): a sample's output does not depend on its batch-mates."""
+def _forward(x, w, b, out, impl):
     n_in, n_out = w.shape
     _dense_forward(
         x,
@@ -81,7 +80,24 @@ def dense_forward(x, w, b, out):
         _buffer("pad_in", (4, n_in), w.dtype),
         _buffer("pad_out", (4, n_out), w.dtype),
         parallel_parts(),
+        impl,
     )
+
+
+def dense_forward(x, w, b, out):
+    """out = x @ w + b. Each row of out is computed the same way whatever the number of rows
+    (see jit_gemm.nt_columns): a sample's output does not depend on its batch-mates."""
+    _forward(x, w, b, out, OWN)
+
+
+def dense_forward_train(x, w, b, out):
+    """out = x @ w + b in training: the product :mod:`minigd.kernels.autotune` chose for this
+    shape (minigd's own loops or BLAS), the same as the whole-epoch kernel's, so both paths of
+    fit give the same bits. A row's last bits may depend on its batch-mates when BLAS runs."""
+    rows, (n_in, n_out) = x.shape[0], w.shape
+    impl = autotune.choice("forward", rows, n_in, n_out, w.dtype, parallel_parts())
+    with autotune.blas_threads_limited((impl,)):
+        _forward(x, w, b, out, impl)
 
 
 @numba.njit(**OPTIONS)

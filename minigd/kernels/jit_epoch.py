@@ -162,9 +162,10 @@ def train_epoch(data, net, update, work, first, n_iterations, parts, products):
     iteration stopped the epoch before its update. ``data``, ``net``, ``update`` and ``work``
     are the named tuples :class:`Data`, :class:`Network`, :class:`Update` and
     :class:`Workspace`. The update is :func:`minigd.kernels.jit_optim.fused_step`.
-    ``products`` (2, L, 2) int64: the backward products' implementations (codes.PRODUCT_OWN /
+    ``products`` (2, L, 3) int64: the products' implementations (codes.PRODUCT_OWN /
     PRODUCT_BLAS) of layer l, [0] for full batches and [1] for a shorter last one, [..., 0] the
-    weight gradient and [..., 1] the input gradient (minigd.kernels.autotune.epoch_products).
+    weight gradient, [..., 1] the input gradient and [..., 2] the forward product
+    (minigd.kernels.autotune.epoch_products).
     """
     X, y, order, batch_size = data
     values, grads, dims, w_offsets, b_offsets, acts = net
@@ -181,6 +182,7 @@ def train_epoch(data, net, update, work, first, n_iterations, parts, products):
         n = min(batch_size, N - start)
         xb, yb = xbuf[:n], ybuf[:n]
         gather(X, y, order, start, xb, yb, parts)
+        short = 0 if n == batch_size else 1
 
         a = xb
         for l in range(n_layers):
@@ -195,6 +197,7 @@ def train_epoch(data, net, update, work, first, n_iterations, parts, products):
                 parts,
                 _matrix(pad_a, 0, 4, n_in),
                 _matrix(pad_out, 0, 4, n_out),
+                products[short, l, 2],
             )
             a = out
 
@@ -207,7 +210,6 @@ def train_epoch(data, net, update, work, first, n_iterations, parts, products):
         activation_mask(d, a, acts[n_layers - 1], 0, n)
 
         half = dbuf.shape[0] // 2
-        short = 0 if n == batch_size else 1
         squares[:] = 0
         for l in range(n_layers - 1, -1, -1):
             n_in, n_out = dims[l, 0], dims[l, 1]

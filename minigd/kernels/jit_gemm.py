@@ -31,7 +31,10 @@ The backward products go through :func:`tn_product`, which runs either ``tn_rows
 or one call of SciPy's BLAS on the same row range (``BLAS``, :func:`blas_matmul`), as
 :mod:`minigd.kernels.autotune` chose for the shape by measuring both on this machine. BLAS
 results are deterministic for a given machine, choice and thread count, and may differ from
-the own loops (and between machines) in the last bits. The forward product never uses BLAS.
+the own loops (and between machines) in the last bits. The forward product, in training
+only, goes through :func:`nt_product` the same way (``nt_columns`` or BLAS, as measured);
+evaluation and prediction always run ``nt_columns``, whose rows do not depend on their
+batch-mates.
 """
 
 import math
@@ -302,20 +305,23 @@ def matmul_tn(p, q, out, parts):
 
 # ---- dense layers: a product and its epilogue, split between threads ---------------------------
 @numba.njit(parallel=True, **OPTIONS)
-def dense_act_forward(x, w_t, b, act, out, parts, pad_a, pad_out):
-    """out = f(x @ w_t.T + b), bias and activation applied as each element is stored; output
-    columns split into ``parts``. ``pad_a`` (4, in) and ``pad_out`` (4, out): reused scratch
-    for the rows past the last multiple of 4 (see :func:`nt_columns`)."""
+def dense_act_forward(x, w_t, b, act, out, parts, pad_a, pad_out, impl=OWN):
+    """out = f(x @ w_t.T + b), output columns split into ``parts``. ``pad_a`` (4, in) and
+    ``pad_out`` (4, out): reused scratch for the rows past the last multiple of 4 (see
+    :func:`nt_columns`). ``impl`` OWN (default): :func:`nt_columns`, bias and activation
+    applied as each element is stored, a row's bits independent of its batch-mates; BLAS: one
+    BLAS call per thread on its columns, then bias and activation (:func:`nt_product`; training
+    only, where the autotuner chose it)."""
     n_out = w_t.shape[0]
-    if x.shape[0] % 4:
+    if x.shape[0] % 4 and impl != BLAS:
         pad_rows(x, pad_a)
     parts = effective_parts(parts, 2 * x.shape[0] * x.shape[1] * n_out)
     if parts == 1:
-        nt_columns(x, w_t, out, 0, n_out, b, act, pad_a, pad_out)
+        nt_product(x, w_t, out, 0, n_out, b, act, pad_a, pad_out, impl)
         return
     for part in numba.prange(parts):
         lo, hi = split(n_out, parts, part)
-        nt_columns(x, w_t, out, lo, hi, b, act, pad_a, pad_out)
+        nt_product(x, w_t, out, lo, hi, b, act, pad_a, pad_out, impl)
 
 
 @numba.njit(**OPTIONS)
@@ -541,6 +547,34 @@ else:  # no SciPy: Numba cannot call BLAS; every product is our own
     def tn_product(p, q, out, lo, hi, impl):
         """out[lo:hi] = p[:, lo:hi].T @ q with :func:`tn_rows` (BLAS is not available)."""
         tn_rows(p, q, out, lo, hi)
+
+
+@numba.njit(**OPTIONS)
+def bias_activation(out, b, act, lo, hi):
+    """out[:, lo:hi] = f(out[:, lo:hi] + b[lo:hi]) (``b`` of length 0 adds nothing)."""
+    one = out.dtype.type(1)
+    for i in range(out.shape[0]):
+        for j in range(lo, hi):
+            out[i, j] = _finish(out[i, j], b, j, act, one)
+
+
+if BLAS_AVAILABLE:
+
+    @numba.njit(**FAST_OPTIONS)
+    def nt_product(x, w_t, out, lo, hi, b, act, pad_a, pad_out, impl):
+        """out[:, lo:hi] = f(x @ w_t[lo:hi].T + b[lo:hi]): :func:`nt_columns` (impl OWN) or
+        one BLAS call and :func:`bias_activation` (BLAS)."""
+        if impl == BLAS:
+            blas_matmul(x, w_t[lo:hi].T, out[:, lo:hi])
+            bias_activation(out, b, act, lo, hi)
+        else:
+            nt_columns(x, w_t, out, lo, hi, b, act, pad_a, pad_out)
+else:
+
+    @numba.njit(**FAST_OPTIONS)
+    def nt_product(x, w_t, out, lo, hi, b, act, pad_a, pad_out, impl):
+        """out[:, lo:hi] = f(x @ w_t[lo:hi].T + b[lo:hi]) with :func:`nt_columns` (no BLAS)."""
+        nt_columns(x, w_t, out, lo, hi, b, act, pad_a, pad_out)
 
 
 @numba.njit(parallel=True, **OPTIONS)

@@ -24,6 +24,12 @@ def dense_forward(x, w, b, out):
     out += b
 
 
+def dense_forward_train(x, w, b, out):
+    """out = x @ w + b in training (the Numba backend may then choose BLAS for the product,
+    see minigd.kernels.autotune); here the same as :func:`dense_forward`."""
+    dense_forward(x, w, b, out)
+
+
 def dense_backward(x, dy, w, dw, db, dx):
     """dw = x.T @ dy, db = sum over rows of dy, dx = dy @ w.T (skipped when dx is None)."""
     np.matmul(x.T, dy, out=dw)
