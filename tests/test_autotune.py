@@ -128,6 +128,19 @@ def test_every_product_is_measured_and_cached_under_its_own_key(cache, product):
     assert autotune._valid(record) == code
 
 
+def test_cache_clear_forgets_the_choices(cache, monkeypatch, capsys):
+    from minigd.cli import main
+
+    autotune.choice(*SHAPE)
+    assert cache.exists()
+    assert main(["cache", "clear"]) == 0
+    assert "removed 1 measured product choices" in capsys.readouterr().out
+    assert not cache.exists()
+    before = autotune.measurements
+    autotune.choice(*SHAPE)  # measured again, not remembered
+    assert autotune.measurements == before + 1
+
+
 def test_machine_description():
     assert autotune.vector_isa() in ("AVX-512", "AVX2", "NEON", "SSE/other")
     assert autotune.vector_isa() in autotune.machine_key()

@@ -51,7 +51,8 @@ def info_command(args):
 
 
 def clear_command(args):
-    """Delete every compiled minigd kernel of this user (only Numba's cache files)."""
+    """Delete every compiled minigd kernel of this user (only Numba's cache files) and the
+    measured product choices."""
     from ..kernels import jit_config
 
     root = jit_config.kernels_root()
@@ -60,6 +61,14 @@ def clear_command(args):
         return 0
     removed, freed = jit_config.clear_cache()
     print(f"removed {removed} files ({_megabytes(freed)}) from {root}")
+    from ..kernels import autotune
+
+    choices = autotune.clear_choices()
+    if choices:
+        print(
+            f"removed {choices} measured product choices ({autotune.cache_path()}): the next "
+            "run measures them again (best on an otherwise idle machine)"
+        )
     return 0
 
 

@@ -284,6 +284,21 @@ def cached_choices():
     return {k: v["choice"] for k, v in sorted(entries.items()) if _valid(v) is not None}
 
 
+def clear_choices():
+    """Delete the cache file of measured choices (all machines) and forget this process's;
+    returns how many valid choices the file held for this machine."""
+    count = len(cached_choices())
+    path = cache_path()
+    with _lock:
+        _memo.clear()
+        if path is not None:
+            try:
+                os.remove(path)
+            except FileNotFoundError:
+                pass
+    return count
+
+
 # ---- measuring -----------------------------------------------------------------------------------
 def _decide(own, blas):
     return "blas" if blas <= BLAS_MARGIN * own else "own"
