@@ -14,9 +14,8 @@ import numpy.typing as npt
 
 from . import _validation as check
 from . import fused
-from .backend import announce_compilation, get_backend
+from .backend import announce_compilation, get_backend, training_kernels
 from .backend import kernels as _active_kernels
-from .backend import training_kernels
 from .callbacks import Callback, warn_foreign_hooks
 from .data import BatchIterator, iterations_per_epoch
 from .history import History
