@@ -165,3 +165,30 @@ def test_the_background_job_carries_the_loss_and_the_target_shape(monkeypatch):
     warm_start.compile_job(job)
     ((args, kwargs),) = fits
     assert isinstance(kwargs["loss"], mg.MSELoss) and args[2].shape == (24, 2)
+
+
+def test_numpy_blas_runs_on_one_thread_while_the_compile_runs(monkeypatch, data):
+    """Two BLAS threads and the compiler on 2 cores oversubscribe: one BLAS thread until the
+    compile is done, then the original thread count again."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    blas = threadpoolctl.ThreadpoolController().select(user_api="blas")
+    if not blas.lib_controllers:
+        pytest.skip("no BLAS that threadpoolctl can see")
+    before = blas.info()[0]["num_threads"]
+    process = FakeProcess(finishes_after=2)
+    setup(monkeypatch, process)
+
+    class Threads(mg.Callback):
+        def __init__(self):
+            self.seen = []
+
+        def on_epoch_begin(self, state):
+            self.seen.append(threadpoolctl.ThreadpoolController().select(user_api="blas").info())
+
+    warm, threads = warm_start.WarmStart(), Threads()
+    train(data, [warm, threads])
+    assert [i[0]["num_threads"] for i in threads.seen[:2]] == [1, 1]
+    assert (
+        threadpoolctl.ThreadpoolController().select(user_api="blas").info()[0]["num_threads"]
+        == before
+    )

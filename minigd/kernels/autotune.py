@@ -24,9 +24,10 @@ product, shape, dtype and thread count; the file is written atomically, and an e
 cannot be read back as a valid choice is measured again, never trusted. ``minigd cache info``
 shows the choices.
 
-Determinism: with a given choice, results are bit-identical run to run on one machine (the
-choice is looked up, not re-measured, so it does not change between runs; deleting
-``autotune.json``, whose path ``minigd cache info`` prints, or a new machine measures again).
+Determinism: with a given choice, results are bit-identical run to run on one machine and
+thread count (the choice is looked up, not re-measured, so it does not change between runs;
+``minigd cache clear`` or a new machine measures again). Where BLAS runs, the thread count is
+part of that: each thread's call multiplies its own columns, which BLAS may block differently.
 The fused epoch and the per-iteration path use the same choice, so they stay bit-identical.
 Different machines (or BLAS builds) may choose differently, and so may differ in the last bits.
 ``MINIGD_PRODUCTS=own`` (or ``blas``) overrides the choice.

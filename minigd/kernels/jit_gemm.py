@@ -64,6 +64,68 @@ def split(n, parts, part):
     return lo, hi
 
 
+# ---- tanh ------------------------------------------------------------------------------------
+# math.tanh compiles to a call of the C library per element (~9 ns, never vectorised without
+# Intel's SVML), which made Tanh networks slower on the Numba backend than on NumPy's SIMD tanh.
+# float32 uses a rational approximation instead (Eigen's generic_fast_tanh_float: odd degree-13
+# numerator over even degree-6 denominator on [-7.905, 7.905], x itself below 4e-4): plain
+# multiplies and adds that vectorise. Measured against tanh in float64 over [-12, 12]: at most
+# 6 float32 ulp (NumPy's: 1.4); tanh(+-inf) = +-1, NaN stays NaN. float64 keeps math.tanh.
+_F32 = np.float32
+_T_CLAMP, _T_SMALL = _F32(7.90531110763549805), _F32(0.0004)
+_T_A = tuple(
+    _F32(c)
+    for c in (
+        4.89352455891786e-03,
+        6.37261928875436e-04,
+        1.48572235717979e-05,
+        5.12229709037114e-08,
+        -8.60467152213735e-11,
+        2.00018790482477e-13,
+        -2.76076847742355e-16,
+    )
+)
+_T_B = tuple(
+    _F32(c)
+    for c in (
+        4.89352518554385e-03,
+        2.26843463243900e-03,
+        1.18534705686654e-04,
+        1.19825839466702e-06,
+    )
+)
+_A1, _A3, _A5, _A7, _A9, _A11, _A13 = _T_A
+_B0, _B2, _B4, _B6 = _T_B
+
+
+def tanh(v):
+    """tanh of a float32 (rational approximation) or float64 (math.tanh) scalar, in Numba."""
+    return math.tanh(v)
+
+
+@numba.extending.overload(tanh, inline="always")
+def _tanh_overload(v):
+    if v != numba.types.float32:
+        return lambda v: math.tanh(v)
+
+    def tanh32(v):
+        x = min(max(v, -_T_CLAMP), _T_CLAMP)
+        x2 = x * x
+        p = x2 * _A13 + _A11
+        p = x2 * p + _A9
+        p = x2 * p + _A7
+        p = x2 * p + _A5
+        p = x2 * p + _A3
+        p = x2 * p + _A1
+        q = x2 * _B6 + _B4
+        q = x2 * q + _B2
+        q = x2 * q + _B0
+        r = (x * p) / q
+        return v if abs(v) < _T_SMALL or v != v else r
+
+    return tanh32
+
+
 @numba.njit(inline="always", **OPTIONS)
 def activation(v, act, one):
     """f(v) for activation code ``act`` (``one``: 1 in v's dtype), as the reference kernels:
@@ -71,7 +133,7 @@ def activation(v, act, one):
     if act == RELU:
         return v if v > 0 or v != v else one - one
     if act == TANH:
-        return math.tanh(v)
+        return tanh(v)
     if act == SIGMOID:
         e = math.exp(-abs(v))
         return one / (one + e) if v >= 0 else e / (one + e)
