@@ -114,13 +114,19 @@ def test_epoch_products_cover_full_and_last_batches(cache, monkeypatch):
     products = autotune.epoch_products(np.array([[6, 5], [5, 3]]), 4, [4, 4, 2], np.float32, 1)
     assert products.shape == (2, 2, 3) and products.dtype == np.int64  # weight, input, forward
     assert products[:, 0, 1].tolist() == [jit_gemm.OWN, jit_gemm.OWN]  # no input grad below
-    assert (products[:, 1, :] == jit_gemm.BLAS).all() and (products[:, 0, 0] == jit_gemm.BLAS).all()
+    assert (products[:, 1, :2] == jit_gemm.BLAS).all() and (
+        products[:, 0, 0] == jit_gemm.BLAS
+    ).all()
+    assert (products[:, :, 2] == jit_gemm.OWN).all()  # forward: own unless MINIGD_FORWARD_BLAS=1
+    monkeypatch.setenv(autotune.FORWARD_ENV, "1")
+    products = autotune.epoch_products(np.array([[6, 5], [5, 3]]), 4, [4, 4, 2], np.float32, 1)
     assert (products[:, :, 2] == jit_gemm.BLAS).all()
     assert autotune.describe(products) == "mixed (blas, own)"
 
 
 @pytest.mark.parametrize("product", autotune.PRODUCTS)
-def test_every_product_is_measured_and_cached_under_its_own_key(cache, product):
+def test_every_product_is_measured_and_cached_under_its_own_key(cache, monkeypatch, product):
+    monkeypatch.setenv(autotune.FORWARD_ENV, "1")
     shape = (product, 8, 24, 12, np.float64, 1)
     code = autotune.choice(*shape)
     data = json.loads(cache.read_text())

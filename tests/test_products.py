@@ -105,6 +105,7 @@ def test_training_forward_matches_reference_and_prediction_stays_own(
     """dense_forward_train runs the chosen product; dense_forward (evaluation) always runs the
     row-independent own kernel, whatever MINIGD_PRODUCTS says."""
     monkeypatch.setenv(autotune.ENV, choice)
+    monkeypatch.setenv(autotune.FORWARD_ENV, "1")
     _, x, w_t = operands(rows, n_in, n_out, seed=6)
     w, b = np.ascontiguousarray(w_t.T), np.linspace(-1, 1, n_out)
     want = np.empty((rows, n_out))
