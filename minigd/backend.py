@@ -58,11 +58,6 @@ class TrainingKernels:
         return getattr(self.kernels, name)
 
 
-def training_kernels(kernels):
-    """:class:`TrainingKernels` of ``kernels`` (a backend's kernel module)."""
-    return TrainingKernels(kernels)
-
-
 class use_backend:
     """Context manager: ``with mg.use_backend("numpy"): ...``, the previous backend back on exit."""
 

@@ -14,7 +14,7 @@ import numpy.typing as npt
 
 from . import _validation as check
 from . import fused
-from .backend import announce_compilation, get_backend, training_kernels
+from .backend import TrainingKernels, announce_compilation, get_backend
 from .backend import kernels as _active_kernels
 from .callbacks import Callback, warn_foreign_hooks
 from .data import BatchIterator, iterations_per_epoch
@@ -491,7 +491,7 @@ def _run_epoch(state, loss, callbacks, verbose, start=0):
             _mark_divergence(state, *divergence)
         return loss_sum, samples
     kernels = _active_kernels()
-    train_kernels = training_kernels(kernels)  # the forward product as the fused epoch runs it
+    train_kernels = TrainingKernels(kernels)  # the forward product as the fused epoch runs it
     model, optimizer = state.model, state.optimizer
     history, iterator = state.history, state.iterator
     grad_buffer = _loss_gradient_buffer(state)
@@ -577,7 +577,7 @@ def _run_epoch_accumulated(state, loss, callbacks, verbose, start=0):
     up to k micro-batches, each micro-batch's d loss / d outputs scaled by its share of the
     group's samples, so the update follows the mean loss over all of them."""
     kernels = _active_kernels()
-    train_kernels = training_kernels(kernels)  # the forward product as the fused epoch runs it
+    train_kernels = TrainingKernels(kernels)  # the forward product as the fused epoch runs it
     model, optimizer = state.model, state.optimizer
     history, iterator = state.history, state.iterator
     k = state.accumulate

@@ -262,7 +262,7 @@ def mse_loss(outputs, targets, grad):
 # flushed to zero once it falls below the smallest normal float (reference.flush_subnormal):
 # a parameter whose gradient stays 0 (a dead ReLU unit) otherwise carries subnormal state,
 # and subnormal arithmetic costs ~100 cycles per element on Intel CPUs (the Adam epoch at batch
-# 16 measured 5x slower). `flushed` is a select, so the loops stay vectorised.
+# 16 measured 5x slower). `flushed` is a product, so the loops stay vectorised.
 @numba.njit(inline="always", **OPTIONS)
 def flushed(x, tiny):
     """``x``, or 0 (of x's sign) when |x| is below ``tiny`` (the smallest normal number of its
