@@ -300,18 +300,32 @@ def minigd_model(shape):
     return mg.Sequential(*layers[:-1], seed=0)
 
 
-def chosen_products(shape, rows, batch):
-    """The backward products' implementation minigd uses for this shape and batch."""
-    from minigd.kernels import autotune
-    from minigd.kernels.jit_config import parallel_parts
+def make_optimizer(model, optimizer):
+    import minigd as mg
 
+    if optimizer == "sgd":
+        return mg.SGD(model.parameters(), lr=LR["sgd"])
+    return mg.Adam(model.parameters(), lr=LR["adam"])
+
+
+def chosen_products(shape, rows, batch, optimizer):
+    """How minigd runs the products for this shape, batch and optimizer: the epoch's mode
+    ("split" between Numba's threads, or "whole" products on BLAS's threads) and the
+    implementations, e.g. "whole: blas" or "split: mixed (blas, own)"."""
+    from minigd import fused
+    from minigd.kernels import autotune, jit_config
+
+    model = minigd_model(shape)
+    mode = fused.epoch_mode(model, batch, make_optimizer(model, optimizer))
     sizes, _ = parse_shape(shape)
     dims = list(zip(sizes[:-1], sizes[1:]))
     n_full, last = divmod(rows, batch)
     batch_sizes = [batch] * n_full + ([last] if last else [])
-    return autotune.describe(
-        autotune.epoch_products(dims, batch, batch_sizes, np.float32, parallel_parts())
-    )
+    with fused.training_scope(model, batch, make_optimizer(model, optimizer)):
+        products = autotune.epoch_products(
+            dims, batch, batch_sizes, np.float32, jit_config.parallel_parts()
+        )
+    return f"{mode}: {autotune.describe(products)}"
 
 
 def minigd_epochs(
@@ -322,11 +336,7 @@ def minigd_epochs(
     from minigd.kernels import autotune
 
     model = minigd_model(shape)
-    opt = (
-        mg.SGD(model.parameters(), lr=LR["sgd"])
-        if optimizer == "sgd"
-        else mg.Adam(model.parameters(), lr=LR["adam"])
-    )
+    opt = make_optimizer(model, optimizer)
     previous, forced = fused.ENABLED, os.environ.get(autotune.ENV)
     fused.ENABLED = fused_path
     if products:
@@ -625,7 +635,7 @@ def main(argv=None):
             "shape": shape,
             "optimizer": opt,
             "batch": batch,
-            "products": chosen_products(shape, args.rows, batch),
+            "products": chosen_products(shape, args.rows, batch, opt),
         }
         row["minigd"] = statistics.median(
             minigd_epochs(X, y, batch, opt, "numba", args.repeats, shape=shape)

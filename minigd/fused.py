@@ -28,6 +28,7 @@ kernel. The progress bar moves once per epoch; an interrupt (Ctrl-C) is handled 
 call returns.
 """
 
+import contextlib
 from collections import namedtuple
 
 import numpy as np
@@ -182,6 +183,64 @@ def _round_up(n, multiple=16):
     return -(-n // multiple) * multiple
 
 
+def epoch_mode(model, batch_size, optimizer):
+    """How an epoch of ``model`` at ``batch_size`` with ``optimizer`` runs its products on the
+    Numba backend (minigd.kernels.autotune.epoch_mode, measured once per machine and shape):
+    "split" between Numba's threads, or "whole" on BLAS's threads; None on the NumPy backend
+    and for models the fused kernel does not run."""
+    spec = layer_spec(model) if get_backend() == "numba" else None
+    if spec is None:
+        return None
+    from .kernels import autotune
+    from .kernels.jit_config import parallel_parts
+
+    update = _update_probe(optimizer, model.flat_values.size, model.dtype)
+    return autotune.epoch_mode(spec[0], batch_size, model.dtype, parallel_parts(), update)
+
+
+def training_scope(model, batch_size, optimizer):
+    """The context both paths of fit run an epoch in: minigd.kernels.autotune.whole_epoch
+    when :func:`epoch_mode` is "whole", else nothing. Both paths run the same calls in it,
+    so they give the same bits."""
+    if epoch_mode(model, batch_size, optimizer) != "whole":
+        return contextlib.nullcontext()
+    from .kernels import autotune
+    from .kernels.jit_config import parallel_parts
+
+    return autotune.whole_epoch(parallel_parts())
+
+
+def _update_probe(optimizer, size, dtype):
+    """(name, function(parts)) running the optimizer's fused update once on scratch buffers of
+    ``size`` parameters (what the epoch mode's measurement times), or None for an optimizer
+    without a fused update."""
+    fused_update = optimizer.fused_update()
+    if fused_update is None:
+        return None
+    from .kernels import jit_optim
+    from .kernels.jit_gemm import aligned_empty
+
+    name, hyper, names = fused_update
+    hyper = np.asarray(hyper, dtype=np.float64)
+    buffers = []
+
+    def run(parts):
+        if not buffers:  # allocated when measured, not for a cached choice
+            for filled in [1.0, 1e-3] + [None if n is None else 0.0 for n in names][:3]:
+                if filled is None:
+                    buffers.append(np.empty(0, dtype=dtype))
+                else:
+                    buffers.append(aligned_empty(size, dtype))
+                    buffers[-1][...] = filled
+            buffers.extend([np.empty(0, dtype=dtype)] * (5 - len(buffers)))
+        values, grads, state1, state2, state3 = buffers
+        jit_optim.fused_step(
+            jit_optim.CODES[name], hyper, state1, state2, state3, 1, 0.0, values, grads, parts
+        )
+
+    return name, run
+
+
 def run_epoch(state, bar, start=0):
     """Run epoch ``state.epoch`` fused from iteration ``start`` (0-based; > 0 when resuming);
     record it in the history; return (loss sum, samples, divergence) of the updates applied.
@@ -263,15 +322,18 @@ def run_epoch(state, bar, start=0):
     )
 
     divergence = None
-    parts = parallel_parts()
-    products = autotune.epoch_products(dims, iterator.batch_size, sizes, dtype, parts)
     try:
-        with autotune.blas_threads_limited(products):
-            count, status = (
-                (0, jit_epoch.COMPLETED)
-                if n_run == 0
-                else jit_epoch.train_epoch(data, net, update, work, start, n_run, parts, products)
-            )
+        with training_scope(model, iterator.batch_size, optimizer):
+            parts = parallel_parts()  # 1 in the whole-product mode
+            products = autotune.epoch_products(dims, iterator.batch_size, sizes, dtype, parts)
+            with autotune.blas_threads_limited(products):
+                count, status = (
+                    (0, jit_epoch.COMPLETED)
+                    if n_run == 0
+                    else jit_epoch.train_epoch(
+                        data, net, update, work, start, n_run, parts, products
+                    )
+                )
         jit_epoch.from_kernel_layout(values, flat_values, dims, w_offsets)
         jit_epoch.from_kernel_layout(grads, flat_grads, dims, w_offsets)
         for kernel_state, state_name in zip(states, names):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import contextlib
 import math
 import time
 import warnings
@@ -494,6 +495,9 @@ def _run_epoch(state, loss, callbacks, verbose, start=0):
     train_kernels = TrainingKernels(kernels)  # the forward product as the fused epoch runs it
     model, optimizer = state.model, state.optimizer
     history, iterator = state.history, state.iterator
+    # the products split between threads or whole, as the fused epoch would run them
+    scope = contextlib.ExitStack()
+    scope.enter_context(fused.training_scope(model, iterator.batch_size, optimizer))
     grad_buffer = _loss_gradient_buffer(state)
     grad_norm = _grad_norm_function(state)
     per_iteration = [cb for cb in callbacks if cb.per_iteration]
@@ -542,6 +546,7 @@ def _run_epoch(state, loss, callbacks, verbose, start=0):
                 cb.on_iteration_end(state)
     finally:
         bar.close()
+        scope.close()
     return loss_sum, samples
 
 

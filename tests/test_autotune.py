@@ -151,3 +151,113 @@ def test_machine_description():
     assert autotune.vector_isa() in ("AVX-512", "AVX2", "NEON", "SSE/other")
     assert autotune.vector_isa() in autotune.machine_key()
     assert autotune.cpu_model()
+
+
+# ---- the epoch's mode: split between Numba's threads, or whole products on BLAS's ------------
+DIMS = np.array([[24, 16], [16, 5]])
+MODE = (DIMS, 8, np.float64, 2)
+
+
+def mode_entry(cache, update_name=None):
+    data = json.loads(cache.read_text())
+    return data["machines"][autotune.machine_key()][autotune.mode_key(*MODE, update_name)]
+
+
+@pytest.fixture
+def auto_mode(cache, monkeypatch):
+    monkeypatch.delenv(autotune.MODE_ENV, raising=False)
+    monkeypatch.setattr(autotune, "SETTLE_SECONDS", 0.0)
+    return cache
+
+
+def test_epoch_mode_is_measured_once_cached_and_reused(auto_mode, monkeypatch):
+    before = autotune.measurements
+    mode = autotune.epoch_mode(*MODE)
+    assert mode in autotune.MODES
+    record = mode_entry(auto_mode)
+    assert record["choice"] == mode and set(record["seconds"]) == set(autotune.MODES)
+    assert autotune._valid(record, autotune.MODES) == autotune.MODES.index(mode)
+    measured = autotune.measurements - before  # the mode, and the split mode's products
+    assert measured >= 1
+    fresh_process(monkeypatch)
+    monkeypatch.setattr(autotune, "measure_mode", lambda *a: pytest.fail("measured again"))
+    monkeypatch.setattr(autotune, "measure", lambda *a: pytest.fail("measured again"))
+    assert autotune.epoch_mode(*MODE) == mode
+    assert autotune.mode_key(*MODE) in autotune.cached_choices()  # minigd cache info lists it
+
+
+def test_the_mode_follows_the_measurement_and_the_margin(auto_mode, monkeypatch):
+    timings = {"split": 1.0, "whole": 0.9}
+    monkeypatch.setattr(autotune, "measure_mode", lambda *a: dict(timings))
+    assert autotune.epoch_mode(*MODE) == "whole"
+    fresh_process(monkeypatch)
+    auto_mode.unlink()
+    timings["whole"] = 0.97  # within the 5% margin: the default, split
+    assert autotune.epoch_mode(*MODE) == "split"
+
+
+def test_the_optimizer_update_is_measured_and_keyed(auto_mode):
+    calls = []
+    mode = autotune.epoch_mode(*MODE, update=("adam", calls.append))
+    assert calls and set(calls) == {1, 2}  # run on one thread in whole, on 2 in split
+    assert mode_entry(auto_mode, "adam")["choice"] == mode
+    assert autotune.mode_key(*MODE, "adam").endswith(" adam")
+    assert autotune.mode_key(*MODE) != autotune.mode_key(*MODE, "adam")
+
+
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        {"choice": "whole", "seconds": {"split": 1.0, "whole": 2.0}},  # contradicts its timings
+        {"choice": "own", "seconds": {"own": 1.0, "blas": 2.0}},  # a product's record
+        {"choice": "whole", "seconds": {"split": 1.0}},
+        {"choice": "fast", "seconds": {"split": 1.0, "whole": 0.5}},
+        "whole",
+    ],
+)
+def test_a_corrupt_mode_entry_is_measured_again(auto_mode, monkeypatch, corrupt):
+    autotune.epoch_mode(*MODE)
+    data = json.loads(auto_mode.read_text())
+    data["machines"][autotune.machine_key()][autotune.mode_key(*MODE)] = corrupt
+    auto_mode.write_text(json.dumps(data))
+    fresh_process(monkeypatch)
+    before = autotune.measurements
+    autotune.epoch_mode(*MODE)
+    assert autotune.measurements >= before + 1
+    assert autotune._valid(mode_entry(auto_mode), autotune.MODES) is not None
+
+
+def test_forced_mode_and_when_split_is_the_only_mode(auto_mode, monkeypatch):
+    monkeypatch.setattr(autotune, "measure_mode", lambda *a: pytest.fail("measured"))
+    monkeypatch.setenv(autotune.MODE_ENV, "whole")
+    assert autotune.epoch_mode(*MODE) == "whole"
+    monkeypatch.setenv(autotune.MODE_ENV, "split")
+    assert autotune.epoch_mode(*MODE) == "split"
+    monkeypatch.setenv(autotune.MODE_ENV, "auto")
+    assert autotune.epoch_mode(DIMS, 8, np.float64, 1) == "split"  # one thread: nothing to gain
+    monkeypatch.setenv(autotune.ENV, "own")
+    assert autotune.epoch_mode(*MODE) == "split"  # whole runs BLAS: not with products forced own
+    monkeypatch.setenv(autotune.MODE_ENV, "fastest")
+    with pytest.raises(ValueError, match="MINIGD_EPOCH_MODE"):
+        autotune.epoch_mode(*MODE)
+    assert not auto_mode.exists()
+
+
+def test_whole_epoch_runs_every_product_on_blas_threads_and_restores(cache):
+    from minigd.kernels import jit_config
+
+    pools = autotune._blas_pools()
+    before = [lib.get_num_threads() for lib in pools]
+    parts = jit_config.parallel_parts()
+    with autotune.whole_epoch(3):
+        assert autotune.whole_active()
+        assert jit_config.parallel_parts() == 1
+        assert [lib.get_num_threads() for lib in pools] == [3] * len(pools)
+        for product in autotune.PRODUCTS:  # the forward product included
+            assert autotune.choice(product, 8, 24, 12, np.float32, 1) == jit_gemm.BLAS
+        with autotune.blas_threads_limited([jit_gemm.BLAS]):  # a no-op here
+            assert [lib.get_num_threads() for lib in pools] == [3] * len(pools)
+    assert not autotune.whole_active()
+    assert jit_config.parallel_parts() == parts
+    assert [lib.get_num_threads() for lib in pools] == before
+    assert not cache.exists()  # nothing measured

@@ -157,3 +157,80 @@ def test_fused_and_per_iteration_paths_agree_bit_for_bit(monkeypatch, choice, op
 
     for a, b in zip(train(True), train(False)):
         np.testing.assert_array_equal(a, b)
+
+
+needs_threads = pytest.mark.skipif(
+    __import__("minigd.kernels.jit_config", fromlist=["x"]).parallel_parts() < 2,
+    reason="the whole-product mode needs 2 threads or more",
+)
+
+
+@needs_blas
+@needs_threads
+@pytest.mark.parametrize("opt", ["sgd", "adam"])
+def test_whole_product_mode_paths_agree_bit_for_bit(monkeypatch, opt):
+    """MINIGD_EPOCH_MODE=whole: every kernel on one thread, every product one BLAS call on
+    BLAS's threads, the forward product included; both paths of fit run the same calls."""
+    monkeypatch.delenv(autotune.ENV, raising=False)
+    monkeypatch.setenv(autotune.MODE_ENV, "whole")
+    rng = np.random.default_rng(4)
+    X, y = rng.random((203, 30), dtype=np.float32), rng.integers(0, 5, 203)
+    calls = []
+    real = autotune.whole_epoch
+
+    def spy(threads):
+        calls.append(threads)
+        return real(threads)
+
+    monkeypatch.setattr(autotune, "whole_epoch", spy)
+
+    def train(fused_path):
+        model = mg.Sequential(
+            mg.Dense(30, 24), mg.ReLU(), mg.Dense(24, 16), mg.Tanh(), mg.Dense(16, 5), seed=0
+        )
+        optimizer = (
+            mg.SGD(model.parameters(), lr=0.05, momentum=0.9)
+            if opt == "sgd"
+            else mg.Adam(model.parameters(), lr=1e-2)
+        )
+        monkeypatch.setattr(fused, "ENABLED", fused_path)
+        history = mg.fit(
+            model, X, y, optimizer=optimizer, epochs=2, batch_size=16, seed=0, verbose=0
+        )
+        return [np.array(p.value, copy=True) for p in model.parameters()], history
+
+    (fused_values, fused_history), (loop_values, loop_history) = train(True), train(False)
+    assert len(calls) == 4  # both epochs of both paths ran in the whole mode
+    for a, b in zip(fused_values, loop_values):
+        np.testing.assert_array_equal(a, b)
+    assert fused_history.iterations["loss"] == loop_history.iterations["loss"]
+    assert fused_history.iterations["grad_norm"] == loop_history.iterations["grad_norm"]
+
+
+@needs_blas
+@needs_threads
+@pytest.mark.parametrize("mode", ["split", "whole"])
+def test_both_modes_train_as_the_numpy_backend_in_float64(monkeypatch, mode):
+    monkeypatch.delenv(autotune.ENV, raising=False)
+    monkeypatch.setenv(autotune.MODE_ENV, mode)
+    rng = np.random.default_rng(5)
+    X, y = rng.random((150, 20)), rng.integers(0, 4, 150)
+
+    def train(backend):
+        model = mg.Sequential(
+            mg.Dense(20, 32), mg.ReLU(), mg.Dense(32, 4), seed=1, dtype=np.float64
+        )
+        with mg.use_backend(backend):
+            mg.fit(
+                model,
+                X,
+                y,
+                optimizer=mg.Adam(model.parameters(), lr=1e-2),
+                epochs=3,
+                batch_size=32,
+                seed=0,
+                verbose=0,
+            )
+        return model.flat_values.copy()
+
+    np.testing.assert_allclose(train("numba"), train("numpy"), rtol=1e-9, atol=1e-11)

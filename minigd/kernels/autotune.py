@@ -58,7 +58,7 @@ BLAS_MARGIN = 0.95  # BLAS must take <= 95% of own's time to be chosen
 _ROUNDS = 5  # interleaved timing rounds per candidate
 _MIN_SECONDS = 2e-4  # each timing covers at least this long
 
-_lock = threading.Lock()
+_lock = threading.RLock()  # epoch_mode measures through choice()
 _memo: dict = {}  # (machine, entry key) -> choice index
 measurements = 0  # how many shapes were measured in this process (tests)
 
@@ -208,8 +208,9 @@ def blas_usable():
 @contextlib.contextmanager
 def blas_threads_limited(products):
     """Run BLAS single-threaded inside the block when ``products`` (codes) use it; else no-op.
-    (Numba's threads each call BLAS on their own rows: BLAS threads would oversubscribe.)"""
-    if jit_gemm.BLAS not in np.asarray(products) or not _blas_pools():
+    (Numba's threads each call BLAS on their own rows: BLAS threads would oversubscribe.)
+    A no-op inside :func:`whole_epoch`, which gives BLAS the threads instead."""
+    if whole_active() or jit_gemm.BLAS not in np.asarray(products) or not _blas_pools():
         yield
         return
     libs = _blas_pools()
@@ -249,21 +250,27 @@ def _read():
     return {m: e for m, e in data["machines"].items() if isinstance(e, dict)}
 
 
-def _valid(record):
-    """The choice index of a cache record, or None when the record is not a valid one."""
-    if not isinstance(record, dict) or record.get("choice") not in CANDIDATES:
+def _candidates(key):
+    """The candidates an entry key chooses between: MODES for an epoch's mode, else CANDIDATES."""
+    return MODES if key.startswith(MODE_PREFIX) else CANDIDATES
+
+
+def _valid(record, candidates=CANDIDATES):
+    """The choice index of a cache record among ``candidates``, or None when the record is not
+    a valid one."""
+    if not isinstance(record, dict) or record.get("choice") not in candidates:
         return None
     seconds = record.get("seconds")
-    if not isinstance(seconds, dict) or set(seconds) != set(CANDIDATES):
+    if not isinstance(seconds, dict) or set(seconds) != set(candidates):
         return None
     if not all(
         isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
         for v in seconds.values()
     ):
         return None
-    if _decide(seconds["own"], seconds["blas"]) != record["choice"]:
+    if _decide(seconds, candidates) != record["choice"]:
         return None  # inconsistent with its own timings: not ours
-    return CANDIDATES.index(record["choice"])
+    return candidates.index(record["choice"])
 
 
 def _write(machine, key, record):
@@ -283,7 +290,9 @@ def _write(machine, key, record):
 def cached_choices():
     """{entry key: choice name} cached for this machine (for ``minigd cache info``)."""
     entries = _read().get(machine_key(), {})
-    return {k: v["choice"] for k, v in sorted(entries.items()) if _valid(v) is not None}
+    return {
+        k: v["choice"] for k, v in sorted(entries.items()) if _valid(v, _candidates(k)) is not None
+    }
 
 
 def clear_choices():
@@ -302,8 +311,10 @@ def clear_choices():
 
 
 # ---- measuring -----------------------------------------------------------------------------------
-def _decide(own, blas):
-    return "blas" if blas <= BLAS_MARGIN * own else "own"
+def _decide(seconds, candidates=CANDIDATES):
+    """The first candidate (the default), unless the second takes <= BLAS_MARGIN of its time."""
+    first, second = candidates
+    return second if seconds[second] <= BLAS_MARGIN * seconds[first] else first
 
 
 def _operands(product, rows, n_in, n_out, dtype):
@@ -332,6 +343,7 @@ def _operands(product, rows, n_in, n_out, dtype):
 def measure(product, rows, n_in, n_out, dtype, parts):
     """Best seconds per call of each candidate on this product: {"own": s, "blas": s}."""
     global measurements
+    _settle()
     run = _operands(product, rows, n_in, n_out, dtype)
     with blas_threads_limited([jit_gemm.BLAS]):
         for impl in range(len(CANDIDATES)):
@@ -361,35 +373,56 @@ def compile_candidates(dtype):
                 run(impl, 1)
 
 
-def choice(product, rows, n_in, n_out, dtype, parts):
-    """The implementation code (jit_gemm.OWN or BLAS) of one backward product: from
-    ``MINIGD_PRODUCTS``, else this process's memo, else the cache file, else measured now."""
-    if product == "forward" and not forward_blas_enabled():
-        return jit_gemm.OWN
-    forced = os.environ.get(ENV, "auto").strip().lower()
-    if forced in CANDIDATES:
-        return jit_gemm.BLAS if forced == "blas" and blas_usable() else jit_gemm.OWN
-    if forced not in ("", "auto"):
-        raise ValueError(f"{ENV}={forced!r}: expected 'own', 'blas' or 'auto'")
-    machine, key = machine_key(), entry_key(product, rows, n_in, n_out, dtype, parts)
+def _lookup(key, candidates, measure_now):
+    """The choice index for an entry ``key``: this process's memo, else the cache file, else
+    ``measure_now()`` ({candidate: seconds}), whose record is cached."""
+    machine = machine_key()
     with _lock:
         if (machine, key) in _memo:
             return _memo[machine, key]
-        found = _valid(_read().get(machine, {}).get(key))
+        found = _valid(_read().get(machine, {}).get(key), candidates)
         # blas_usable() loads SciPy's BLAS (0.5 s): asked only when BLAS may run
-        if found == jit_gemm.BLAS and not blas_usable() or found is None and not blas_usable():
-            found = jit_gemm.OWN
+        if found is not None and found > 0 and not blas_usable():
+            found = 0
+        elif found is None and not blas_usable():
+            found = 0
         elif found is None:
-            seconds = measure(product, rows, n_in, n_out, dtype, parts)
+            seconds = measure_now()
             record = {
-                "choice": _decide(seconds["own"], seconds["blas"]),
+                "choice": _decide(seconds, candidates),
                 "seconds": seconds,
                 "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
             _write(machine, key, record)
-            found = CANDIDATES.index(record["choice"])
+            found = candidates.index(record["choice"])
         _memo[machine, key] = found
         return found
+
+
+def _forced_products():
+    """``MINIGD_PRODUCTS``: "own", "blas" or "auto" (checked)."""
+    forced = os.environ.get(ENV, "auto").strip().lower() or "auto"
+    if forced not in (*CANDIDATES, "auto"):
+        raise ValueError(f"{ENV}={forced!r}: expected 'own', 'blas' or 'auto'")
+    return forced
+
+
+def choice(product, rows, n_in, n_out, dtype, parts):
+    """The implementation code (jit_gemm.OWN or BLAS) of one product: BLAS inside
+    :func:`whole_epoch`; else from ``MINIGD_PRODUCTS``, this process's memo, the cache file,
+    or measured now."""
+    if whole_active():
+        return jit_gemm.BLAS
+    if product == "forward" and not forward_blas_enabled():
+        return jit_gemm.OWN
+    forced = _forced_products()
+    if forced in CANDIDATES:
+        return jit_gemm.BLAS if forced == "blas" and blas_usable() else jit_gemm.OWN
+    return _lookup(
+        entry_key(product, rows, n_in, n_out, dtype, parts),
+        CANDIDATES,
+        lambda: measure(product, rows, n_in, n_out, dtype, parts),
+    )
 
 
 FORWARD_ENV = "MINIGD_FORWARD_BLAS"
@@ -430,3 +463,184 @@ def describe(products):
     """A readable name for a products array: "own", "blas", or "mixed (own, blas)"."""
     used = sorted({CANDIDATES[int(c)] for c in np.asarray(products).ravel()})
     return used[0] if len(used) == 1 else f"mixed ({', '.join(used)})"
+
+
+# ---- the epoch's mode: products split between Numba's threads, or whole on BLAS's ------------
+MODES = ("split", "whole")  # index 0 is the default
+MODE_PREFIX = "epoch "
+MODE_ENV = "MINIGD_EPOCH_MODE"
+_MODE_MIN_SECONDS = 2e-3  # each timing of a mode covers at least this long
+_scope = threading.local()
+
+
+def whole_active():
+    """True inside :func:`whole_epoch` (in the calling thread)."""
+    return getattr(_scope, "threads", 0) > 0
+
+
+@contextlib.contextmanager
+def whole_epoch(threads):
+    """The "whole" mode for the block: every Numba kernel runs on the calling thread
+    (:func:`jit_config.serial_kernels`), and every product of training (forward, weight and
+    input gradient) is one BLAS call on ``threads`` BLAS threads (:func:`choice` returns BLAS).
+
+    Why a mode and not a per-product choice: OpenMP's threads keep spinning for a while after a
+    Numba parallel region, and take the core that BLAS's second thread needs. A whole
+    1024x784x512 product measured 340 GFLOP/s on BLAS's 2 threads, but 112 with a Numba
+    parallel region just before it (and two single-threaded calls on half the columns each,
+    what the split mode does, 134-166). So BLAS gets the cores only where nothing else runs
+    in parallel: the whole epoch, both paths of fit alike (same calls, same thread count,
+    same bits)."""
+    libs = _blas_pools()
+    previous = [lib.get_num_threads() for lib in libs]
+    outer = getattr(_scope, "threads", 0)
+    for lib in libs:
+        lib.set_num_threads(threads)
+    _scope.threads = max(1, int(threads))
+    try:
+        with jit_config.serial_kernels():
+            yield
+    finally:
+        _scope.threads = outer
+        for lib, n in zip(libs, previous):
+            lib.set_num_threads(n)
+        global _whole_ended
+        _whole_ended = time.perf_counter()
+
+
+_whole_ended = -math.inf
+SETTLE_SECONDS = 0.2
+
+
+def _settle():
+    """Wait until SETTLE_SECONDS after the last :func:`whole_epoch` ended: OpenBLAS's workers
+    keep spinning for a while after their last call (about 2**28 cycles by default), and a
+    measurement in that time sees one core fewer (a 64x784x128 weight gradient measured 2.0
+    ms instead of ~0.1)."""
+    wait = _whole_ended + SETTLE_SECONDS - time.perf_counter()
+    if wait > 0:
+        time.sleep(wait)
+
+
+def mode_key(dims, batch_size, dtype, parts, update_name=None):
+    """The cache's key for an epoch's mode: ``epoch 784-128-10 b1024 float32 2t adam``."""
+    sizes = [int(dims[0][0])] + [int(n_out) for _, n_out in dims]
+    return (
+        f"{MODE_PREFIX}{'-'.join(map(str, sizes))} b{int(batch_size)} "
+        f"{np.dtype(dtype).name} {int(parts)}t {update_name or 'no-update'}"
+    )
+
+
+def _network_operands(dims, rows, dtype, update=None):
+    """A function step() giving (run, implementation codes): run() runs one training
+    iteration's products of a dense ReLU network with ``dims`` at ``rows`` rows (forward,
+    weight gradients, input gradients with the mask) through the kernels training runs, with
+    the implementations :func:`choice` gives, then ``update(parts)`` when given (the
+    optimizer's update, whose speed also depends on the mode: it runs on one thread in
+    "whole")."""
+    rng = np.random.default_rng(0)
+    dims = [(int(n_in), int(n_out)) for n_in, n_out in dims]
+    acts = [jit_gemm.aligned_empty((rows, dims[0][0]), dtype)]
+    acts[0][...] = rng.random(acts[0].shape)
+    layers = []
+    for n_in, n_out in dims:
+        w_t = jit_gemm.aligned_empty((n_out, n_in), dtype)
+        w_t[...] = rng.standard_normal(w_t.shape) / math.sqrt(n_in)
+        out = jit_gemm.aligned_empty((rows, n_out), dtype)
+        d = jit_gemm.aligned_empty((rows, n_out), dtype)
+        d[...] = rng.standard_normal(d.shape)
+        dw_t = jit_gemm.aligned_empty((n_out, n_in), dtype)
+        pads = (jit_gemm.aligned_empty((4, n_in), dtype), jit_gemm.aligned_empty((4, n_out), dtype))
+        layers.append((w_t, np.zeros(n_out, dtype), out, d, dw_t, pads))
+        acts.append(out)
+
+    def step():
+        parts = jit_config.parallel_parts()
+        impls = [
+            (
+                choice("forward", rows, n_in, n_out, dtype, parts),
+                choice("weight_grad", rows, n_in, n_out, dtype, parts),
+                choice("input_grad", rows, n_in, n_out, dtype, parts) if l else jit_gemm.OWN,
+            )
+            for l, (n_in, n_out) in enumerate(dims)
+        ]
+
+        def run():
+            for l, (w_t, b, out, _, _, (pad_a, pad_out)) in enumerate(layers):
+                jit_gemm.dense_act_forward(
+                    acts[l], w_t, b, jit_gemm.RELU, out, parts, pad_a, pad_out, impls[l][0]
+                )
+            for l in range(len(layers) - 1, -1, -1):
+                w_t, _, _, d, dw_t, _ = layers[l]
+                jit_gemm.weight_grad_t(d, acts[l], dw_t, parts, impls[l][1])
+                if l:
+                    below = layers[l - 1][3]
+                    jit_gemm.input_grad(d, w_t, acts[l], jit_gemm.RELU, below, parts, impls[l][2])
+            if update is not None:
+                update(parts)
+
+        return run, [c for layer in impls for c in layer]
+
+    return step
+
+
+def measure_mode(dims, batch_size, dtype, parts, update=None):
+    """Best seconds per training iteration's products (and ``update(parts)``, when given) in
+    each mode: {"split": s, "whole": s}. The split mode runs the products :func:`choice`
+    measured for ``parts`` Numba threads."""
+    global measurements
+    step = _network_operands(dims, batch_size, dtype, update)
+    runs = []
+    for mode in MODES:
+        scope = whole_epoch(parts) if mode == "whole" else contextlib.nullcontext()
+        with scope:
+            run, impls = step()
+        runs.append((mode, run, impls))
+
+    def scoped(mode, impls):
+        if mode == "whole":
+            return whole_epoch(parts)
+        return blas_threads_limited(impls)
+
+    # one mode at a time, split first: whole's BLAS workers spin on after its calls (_settle)
+    _settle()
+    best = dict.fromkeys(MODES, math.inf)
+    for mode, run, impls in runs:
+        with scoped(mode, impls):
+            run()  # compile / load, warm the caches, size the repeats
+            started = time.perf_counter()
+            run()
+            once = max(time.perf_counter() - started, 1e-7)
+            reps = max(1, min(200, int(_MODE_MIN_SECONDS / once)))
+            for _ in range(_ROUNDS):
+                started = time.perf_counter()
+                for _ in range(reps):
+                    run()
+                best[mode] = min(best[mode], (time.perf_counter() - started) / reps)
+    measurements += 1
+    return best
+
+
+def epoch_mode(dims, batch_size, dtype, parts, update=None):
+    """How fit runs an epoch of a dense network with ``dims`` ((in, out) per layer) at
+    ``batch_size`` on ``parts`` Numba threads: "split" (each product's work split between
+    Numba's threads, BLAS single-threaded where it was chosen) or "whole" (:func:`whole_epoch`).
+    ``update``: None, or (name, function(parts)) running the optimizer's update once over the
+    model's flat parameters (on one thread in "whole": Adam's update made "whole" slower than
+    "split" at batch 256 of 784-128-10 when it was left out); ``name`` is part of the key.
+
+    ``MINIGD_EPOCH_MODE`` (split, whole, auto) overrides it; with one thread, without BLAS, or
+    with ``MINIGD_PRODUCTS=own``, it is "split". Otherwise both are measured on this machine
+    the first time (a few training iterations' products, interleaved, best of a few rounds)
+    and cached in ``autotune.json`` like the products (``epoch ...`` entries); "whole" must
+    take <= 95% of "split"'s time."""
+    forced = os.environ.get(MODE_ENV, "auto").strip().lower() or "auto"
+    if forced not in (*MODES, "auto"):
+        raise ValueError(f"{MODE_ENV}={forced!r}: expected 'split', 'whole' or 'auto'")
+    if forced == "split" or parts < 2 or _forced_products() == "own":
+        return "split"
+    if forced == "whole":
+        return "whole" if blas_usable() else "split"
+    name, run = (None, None) if update is None else update
+    key = mode_key(dims, batch_size, dtype, parts, name)
+    return MODES[_lookup(key, MODES, lambda: measure_mode(dims, batch_size, dtype, parts, run))]

@@ -59,12 +59,14 @@ Threads:
   the same loop in the same order whatever the number of threads (see jit_gemm).
 """
 
+import contextlib
 import functools
 import hashlib
 import os
 import pickle
 import sys
 import tempfile
+import threading
 import warnings
 from typing import Any
 
@@ -330,8 +332,25 @@ def threading_layer():
     return _layer
 
 
+_serial = threading.local()
+
+
+@contextlib.contextmanager
+def serial_kernels():
+    """Inside the block, :func:`parallel_parts` is 1 in the calling thread, so every kernel runs
+    on that thread and no Numba parallel region starts (the whole-product epoch mode of
+    :mod:`minigd.kernels.autotune`, where BLAS gets the cores inside each product)."""
+    previous = getattr(_serial, "on", False)
+    _serial.on = True
+    try:
+        yield
+    finally:
+        _serial.on = previous
+
+
 def parallel_parts():
-    """How many parts a big kernel is split into: Numba's thread count with a fast layer, else 1."""
-    if threading_layer() not in FAST_LAYERS:
+    """How many parts a big kernel is split into: Numba's thread count with a fast layer, else 1
+    (also 1 inside :func:`serial_kernels`)."""
+    if getattr(_serial, "on", False) or threading_layer() not in FAST_LAYERS:
         return 1
     return numba.get_num_threads()
