@@ -71,19 +71,31 @@ def test_one_row_per_cell_in_grid_order(serial):
 
 
 def test_a_row_is_what_fit_gives_for_that_cell(serial, data):
+    """fit under the cell's conditions (one Numba thread, one BLAS thread: the results are
+    bit-identical for a given thread count; with 2 threads the Numba backend may choose to run
+    the products whole on BLAS's threads, minigd.kernels.autotune.epoch_mode)."""
+    import numba
+    from threadpoolctl import threadpool_limits
+
     X, y, X_val, y_val = data
     model = BUILD(1)
-    history = mg.fit(
-        model,
-        X,
-        y,
-        optimizer=mg.SGD(model.parameters(), lr=0.5),
-        epochs=2,
-        batch_size=16,
-        seed=1,
-        validation_data=(X_val, y_val),
-        verbose=0,
-    )
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1):
+            history = mg.fit(
+                model,
+                X,
+                y,
+                optimizer=mg.SGD(model.parameters(), lr=0.5),
+                epochs=2,
+                batch_size=16,
+                seed=1,
+                validation_data=(X_val, y_val),
+                verbose=0,
+            )
+    finally:
+        numba.set_num_threads(threads)
     row = serial.rows(batch_size=16, lr=0.5, seed=1)[0]
     assert row["train_loss"] == history.epochs["train_loss"][-1]
     assert row["val_loss"] == history.epochs["val_loss"][-1]

@@ -17,6 +17,11 @@ the same code whatever the batch's row count (tests/test_row_independence.py), w
 not promise. Training runs it too, unless ``MINIGD_FORWARD_BLAS=1`` makes the forward product a
 candidate like the backward ones (see :func:`forward_blas_enabled` for why it is off).
 
+For large batches a whole epoch can instead run in the "whole" mode (:func:`whole_epoch`):
+every Numba kernel on one thread, and every product, the forward one included, one BLAS call
+on BLAS's threads. Which mode an epoch runs (:func:`epoch_mode`) is measured per network
+shape, batch size, dtype, thread count and optimizer, and cached like the products.
+
 The first time a shape is needed, both are timed (interleaved, best of a few rounds, a few
 milliseconds) and the faster one is kept; ``own`` unless BLAS is at least 5% faster. Choices
 are cached in ``autotune.json`` beside the compiled kernels (``$MINIGD_CACHE_DIR``, default
