@@ -321,10 +321,11 @@ def chosen_products(shape, rows, batch, optimizer):
     dims = list(zip(sizes[:-1], sizes[1:]))
     n_full, last = divmod(rows, batch)
     batch_sizes = [batch] * n_full + ([last] if last else [])
-    with fused.training_scope(model, batch, make_optimizer(model, optimizer)):
-        products = autotune.epoch_products(
-            dims, batch, batch_sizes, np.float32, jit_config.parallel_parts()
-        )
+    if mode == "whole":
+        return "whole: blas"  # every product one BLAS call (autotune.whole_epoch)
+    products = autotune.epoch_products(
+        dims, batch, batch_sizes, np.float32, jit_config.parallel_parts()
+    )
     return f"{mode}: {autotune.describe(products)}"
 
 
