@@ -195,7 +195,8 @@ def epoch_mode(model, batch_size, optimizer):
     from .kernels.jit_config import parallel_parts
 
     update = _update_probe(optimizer, model.flat_values.size, model.dtype)
-    return autotune.epoch_mode(spec[0], batch_size, model.dtype, parallel_parts(), update)
+    dims, _, _, acts = spec
+    return autotune.epoch_mode(dims, batch_size, model.dtype, parallel_parts(), update, acts)
 
 
 def training_scope(model, batch_size, optimizer):

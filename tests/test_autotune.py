@@ -261,3 +261,25 @@ def test_whole_epoch_runs_every_product_on_blas_threads_and_restores(cache):
     assert jit_config.parallel_parts() == parts
     assert [lib.get_num_threads() for lib in pools] == before
     assert not cache.exists()  # nothing measured
+
+
+def test_the_activations_are_measured_and_keyed(auto_mode, monkeypatch):
+    from minigd.kernels import codes
+
+    seen = []
+    real = autotune._network_operands
+
+    def spy(dims, rows, dtype, update=None, acts=None):
+        seen.append(acts)
+        return real(dims, rows, dtype, update, acts)
+
+    monkeypatch.setattr(autotune, "_network_operands", spy)
+    tanh = [codes.ACT_TANH, codes.ACT_NONE]
+    mode = autotune.epoch_mode(*MODE, acts=tanh)
+    assert seen == [tanh]
+    key = autotune.mode_key(*MODE, acts=tanh)
+    assert " tanh,none " in key and key != autotune.mode_key(*MODE)
+    assert " relu,none " in autotune.mode_key(*MODE)  # the default: ReLU between layers
+    assert autotune.cached_choices()[key] == mode
+    with pytest.raises(ValueError, match="acts"):
+        autotune.mode_key(*MODE, acts=[codes.ACT_TANH])

@@ -52,7 +52,7 @@ import time
 import numpy as np
 
 from .. import _io
-from . import jit_config, jit_gemm
+from . import codes, jit_config, jit_gemm
 
 CANDIDATES = ("own", "blas")  # index = jit_gemm.OWN / jit_gemm.BLAS
 PRODUCTS = ("weight_grad", "input_grad", "forward")
@@ -474,7 +474,8 @@ def describe(products):
 MODES = ("split", "whole")  # index 0 is the default
 MODE_PREFIX = "epoch "
 MODE_ENV = "MINIGD_EPOCH_MODE"
-_MODE_MIN_SECONDS = 2e-3  # each timing of a mode covers at least this long
+_MODE_MIN_SECONDS = 5e-3  # each timing of a mode covers at least this long
+_MODE_ROUNDS = 7  # timings per mode (best kept); a 784-512-512-10 iteration at batch 1024 is ~20 ms
 _scope = threading.local()
 
 
@@ -527,23 +528,45 @@ def _settle():
         time.sleep(wait)
 
 
-def mode_key(dims, batch_size, dtype, parts, update_name=None):
-    """The cache's key for an epoch's mode: ``epoch 784-128-10 b1024 float32 2t adam``."""
+ACT_NAMES = {
+    codes.ACT_NONE: "none",
+    codes.ACT_RELU: "relu",
+    codes.ACT_TANH: "tanh",
+    codes.ACT_SIGMOID: "sigmoid",
+}
+
+
+def _activations(dims, acts):
+    """The activation code after each dense layer: ``acts``, or ReLU after every hidden layer
+    and none after the last."""
+    if acts is None:
+        return [codes.ACT_RELU] * (len(dims) - 1) + [codes.ACT_NONE]
+    acts = [int(a) for a in acts]
+    if len(acts) != len(dims) or any(a not in ACT_NAMES for a in acts):
+        raise ValueError(f"acts: expected one activation code per layer, got {acts}")
+    return acts
+
+
+def mode_key(dims, batch_size, dtype, parts, update_name=None, acts=None):
+    """The cache's key for an epoch's mode:
+    ``epoch 784-128-10 relu,none b1024 float32 2t adam``."""
     sizes = [int(dims[0][0])] + [int(n_out) for _, n_out in dims]
+    names = ",".join(ACT_NAMES[a] for a in _activations(dims, acts))
     return (
-        f"{MODE_PREFIX}{'-'.join(map(str, sizes))} b{int(batch_size)} "
+        f"{MODE_PREFIX}{'-'.join(map(str, sizes))} {names} b{int(batch_size)} "
         f"{np.dtype(dtype).name} {int(parts)}t {update_name or 'no-update'}"
     )
 
 
-def _network_operands(dims, rows, dtype, update=None):
+def _network_operands(dims, rows, dtype, update=None, acts=None):
     """A function step() giving (run, implementation codes): run() runs one training
-    iteration's products of a dense ReLU network with ``dims`` at ``rows`` rows (forward,
-    weight gradients, input gradients with the mask) through the kernels training runs, with
-    the implementations :func:`choice` gives, then ``update(parts)`` when given (the
-    optimizer's update, whose speed also depends on the mode: it runs on one thread in
-    "whole")."""
+    iteration's products of a dense network with ``dims`` and activations ``acts`` at
+    ``rows`` rows (forward with bias and activation, weight gradients, input gradients with
+    the activation's mask) through the kernels training runs, with the implementations
+    :func:`choice` gives, then ``update(parts)`` when given (the optimizer's update, whose
+    speed also depends on the mode: it runs on one thread in "whole", as do the activations)."""
     rng = np.random.default_rng(0)
+    act_codes = _activations(dims, acts)
     dims = [(int(n_in), int(n_out)) for n_in, n_out in dims]
     acts = [jit_gemm.aligned_empty((rows, dims[0][0]), dtype)]
     acts[0][...] = rng.random(acts[0].shape)
@@ -573,14 +596,16 @@ def _network_operands(dims, rows, dtype, update=None):
         def run():
             for l, (w_t, b, out, _, _, (pad_a, pad_out)) in enumerate(layers):
                 jit_gemm.dense_act_forward(
-                    acts[l], w_t, b, jit_gemm.RELU, out, parts, pad_a, pad_out, impls[l][0]
+                    acts[l], w_t, b, act_codes[l], out, parts, pad_a, pad_out, impls[l][0]
                 )
             for l in range(len(layers) - 1, -1, -1):
                 w_t, _, _, d, dw_t, _ = layers[l]
                 jit_gemm.weight_grad_t(d, acts[l], dw_t, parts, impls[l][1])
                 if l:
                     below = layers[l - 1][3]
-                    jit_gemm.input_grad(d, w_t, acts[l], jit_gemm.RELU, below, parts, impls[l][2])
+                    jit_gemm.input_grad(
+                        d, w_t, acts[l], act_codes[l - 1], below, parts, impls[l][2]
+                    )
             if update is not None:
                 update(parts)
 
@@ -589,12 +614,12 @@ def _network_operands(dims, rows, dtype, update=None):
     return step
 
 
-def measure_mode(dims, batch_size, dtype, parts, update=None):
+def measure_mode(dims, batch_size, dtype, parts, update=None, acts=None):
     """Best seconds per training iteration's products (and ``update(parts)``, when given) in
     each mode: {"split": s, "whole": s}. The split mode runs the products :func:`choice`
     measured for ``parts`` Numba threads."""
     global measurements
-    step = _network_operands(dims, batch_size, dtype, update)
+    step = _network_operands(dims, batch_size, dtype, update, acts)
     runs = []
     for mode in MODES:
         scope = whole_epoch(parts) if mode == "whole" else contextlib.nullcontext()
@@ -617,7 +642,7 @@ def measure_mode(dims, batch_size, dtype, parts, update=None):
             run()
             once = max(time.perf_counter() - started, 1e-7)
             reps = max(1, min(200, int(_MODE_MIN_SECONDS / once)))
-            for _ in range(_ROUNDS):
+            for _ in range(_MODE_ROUNDS):
                 started = time.perf_counter()
                 for _ in range(reps):
                     run()
@@ -626,13 +651,17 @@ def measure_mode(dims, batch_size, dtype, parts, update=None):
     return best
 
 
-def epoch_mode(dims, batch_size, dtype, parts, update=None):
+def epoch_mode(dims, batch_size, dtype, parts, update=None, acts=None):
     """How fit runs an epoch of a dense network with ``dims`` ((in, out) per layer) at
     ``batch_size`` on ``parts`` Numba threads: "split" (each product's work split between
     Numba's threads, BLAS single-threaded where it was chosen) or "whole" (:func:`whole_epoch`).
     ``update``: None, or (name, function(parts)) running the optimizer's update once over the
     model's flat parameters (on one thread in "whole": Adam's update made "whole" slower than
     "split" at batch 256 of 784-128-10 when it was left out); ``name`` is part of the key.
+    ``acts``: the activation code after each layer (minigd.kernels.codes; default ReLU after
+    the hidden layers), also measured (in "whole" they run on one thread: a Tanh network chose
+    "whole" on AVX2 while ReLU stood in for it in the measurement, and its epoch got slower)
+    and part of the key.
 
     ``MINIGD_EPOCH_MODE`` (split, whole, auto) overrides it; with one thread, without BLAS, or
     with ``MINIGD_PRODUCTS=own``, it is "split". Otherwise both are measured on this machine
@@ -647,5 +676,7 @@ def epoch_mode(dims, batch_size, dtype, parts, update=None):
     if forced == "whole":
         return "whole" if blas_usable() else "split"
     name, run = (None, None) if update is None else update
-    key = mode_key(dims, batch_size, dtype, parts, name)
-    return MODES[_lookup(key, MODES, lambda: measure_mode(dims, batch_size, dtype, parts, run))]
+    key = mode_key(dims, batch_size, dtype, parts, name, acts)
+    return MODES[
+        _lookup(key, MODES, lambda: measure_mode(dims, batch_size, dtype, parts, run, acts))
+    ]
