@@ -83,3 +83,12 @@ pytestmark = pytest.mark.skipif(
     not os.path.isdir(os.path.join(ROOT, "benchmarks")),
     reason="benchmarks/ is not part of this installation",
 )
+
+
+def test_epoch_modes_benchmark_runs(tmp_path):
+    stdout = run_script("epoch_modes.py", tmp_path)
+    results = json.loads((tmp_path / "epoch_modes.json").read_text())
+    (row,) = results["rows"]
+    assert row["chosen"] in ("split", "whole")
+    assert all(row[mode] > 0 for mode in ("split", "whole", "auto", "numpy"))
+    assert results["machine"]["vector_isa"] and "chose" in stdout

@@ -41,7 +41,8 @@ def info_command(args):
 
     choices = autotune.cached_choices()
     print(
-        f"matrix products measured for this machine ({autotune.machine_key()}): "
+        f"matrix products and epoch modes measured for this machine "
+        f"({autotune.machine_key()}): "
         f"{len(choices)} in {autotune.cache_path()}"
     )
     for key, choice in choices.items():

@@ -659,9 +659,8 @@ def epoch_mode(dims, batch_size, dtype, parts, update=None, acts=None):
     model's flat parameters (on one thread in "whole": Adam's update made "whole" slower than
     "split" at batch 256 of 784-128-10 when it was left out); ``name`` is part of the key.
     ``acts``: the activation code after each layer (minigd.kernels.codes; default ReLU after
-    the hidden layers), also measured (in "whole" they run on one thread: a Tanh network chose
-    "whole" on AVX2 while ReLU stood in for it in the measurement, and its epoch got slower)
-    and part of the key.
+    the hidden layers), also measured (in "whole" they run on one thread, and tanh costs more
+    than the ReLU that stood in for every activation before) and part of the key.
 
     ``MINIGD_EPOCH_MODE`` (split, whole, auto) overrides it; with one thread, without BLAS, or
     with ``MINIGD_PRODUCTS=own``, it is "split". Otherwise both are measured on this machine
