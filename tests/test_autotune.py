@@ -165,7 +165,7 @@ def mode_entry(cache, update_name=None):
 
 @pytest.fixture
 def auto_mode(cache, monkeypatch):
-    monkeypatch.delenv(autotune.MODE_ENV, raising=False)
+    monkeypatch.setenv(autotune.MODE_ENV, "auto")
     monkeypatch.setattr(autotune, "SETTLE_SECONDS", 0.0)
     return cache
 
@@ -283,3 +283,9 @@ def test_the_activations_are_measured_and_keyed(auto_mode, monkeypatch):
     assert autotune.cached_choices()[key] == mode
     with pytest.raises(ValueError, match="acts"):
         autotune.mode_key(*MODE, acts=[codes.ACT_TANH])
+
+
+def test_auto_is_the_default(cache, monkeypatch):
+    monkeypatch.delenv(autotune.MODE_ENV, raising=False)
+    monkeypatch.setattr(autotune, "measure_mode", lambda *a: {"split": 1.0, "whole": 0.5})
+    assert autotune.epoch_mode(*MODE) == "whole"

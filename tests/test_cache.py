@@ -242,3 +242,33 @@ def test_cache_info_in_process(capsys):
     out = capsys.readouterr().out
     assert f"kernel cache: {jit_config.CACHE_DIR}" in out
     assert "compiled for this CPU" in out and "MINIGD_CACHE_DIR" in out
+
+
+def test_kernels_compiled_without_scipy_live_in_their_own_folder(tmp_path):
+    """Without SciPy, jit_gemm compiles product functions that ignore the BLAS choice, and a
+    caller's cached code embeds them; a process with SciPy must never load that code (it ran
+    the own loops without their row padding: garbage rows in a short batch)."""
+    code = (
+        "import sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'scipy' or name.startswith('scipy.'):\n"
+        "            raise ModuleNotFoundError(name)\n"
+        "        return None\n"
+        "if sys.argv[1] == 'block':\n"
+        "    sys.meta_path.insert(0, Block())\n"
+        "from minigd.kernels import jit_config, jit_gemm\n"
+        "print(jit_gemm.BLAS_AVAILABLE, jit_config.CACHE_DIR)\n"
+    )
+    env = dict(os.environ, MINIGD_CACHE_DIR=str(tmp_path))
+    dirs = {}
+    for mode in ("block", "normal"):
+        done = subprocess.run(
+            [sys.executable, "-c", code, mode], env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        available, directory = done.stdout.split()
+        dirs[mode] = (available, directory)
+    assert dirs["block"][0] == "False" and dirs["block"][1].endswith("-noblas")
+    assert dirs["normal"][0] == "True" and not dirs["normal"][1].endswith("-noblas")
+    assert os.path.dirname(dirs["block"][1]) == os.path.dirname(dirs["normal"][1])

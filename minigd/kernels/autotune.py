@@ -662,11 +662,11 @@ def epoch_mode(dims, batch_size, dtype, parts, update=None, acts=None):
     the hidden layers), also measured (in "whole" they run on one thread, and tanh costs more
     than the ReLU that stood in for every activation before) and part of the key.
 
-    ``MINIGD_EPOCH_MODE`` (split, whole, auto) overrides it; with one thread, without BLAS, or
-    with ``MINIGD_PRODUCTS=own``, it is "split". Otherwise both are measured on this machine
-    the first time (a few training iterations' products, interleaved, best of a few rounds)
-    and cached in ``autotune.json`` like the products (``epoch ...`` entries); "whole" must
-    take <= 95% of "split"'s time."""
+    ``MINIGD_EPOCH_MODE`` (split, whole, auto: the default) overrides it; with one thread,
+    without BLAS, or with ``MINIGD_PRODUCTS=own``, it is "split". Otherwise both are measured
+    on this machine the first time (one training iteration's products, activations and
+    update, each mode timed in a few rounds, the best kept) and cached in ``autotune.json``
+    like the products (``epoch ...`` entries); "whole" must take <= 95% of "split"'s time."""
     forced = os.environ.get(MODE_ENV, "auto").strip().lower() or "auto"
     if forced not in (*MODES, "auto"):
         raise ValueError(f"{MODE_ENV}={forced!r}: expected 'split', 'whole' or 'auto'")

@@ -114,17 +114,39 @@ def kernels_root():
     return None if root is None else os.path.join(root, "kernels")
 
 
+def _blas_available():
+    """True when SciPy is installed (without importing scipy.linalg: 0.5 s at startup)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("scipy") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+# Whether the kernels are compiled with SciPy's BLAS as a product candidate (jit_gemm defines
+# nt_product and tn_product differently without it). Part of the cache folder's name: a
+# caller's cached code embeds the variant its callees had when it was compiled, and Numba keys
+# that code by the source stamp only. A process without SciPy (minigd installed before SciPy)
+# once cached dense_act_forward with the variant that ignores the product choice; processes
+# with SciPy loaded it, and a forward product asked to run on BLAS ran minigd's loops without
+# their row padding: garbage in the rows past the last multiple of 4 of a short batch.
+BLAS_AVAILABLE = _blas_available()
+
+
 def cache_directory():
     """Where this copy of minigd caches its compiled kernels (or None without a home directory).
 
     One subfolder of :func:`kernels_root` per Numba version and minigd source location, so two
-    checkouts, or an editable and a regular install, never overwrite each other's code.
+    checkouts, or an editable and a regular install, never overwrite each other's code; with
+    ``-noblas`` at the end when SciPy is not installed (see :data:`BLAS_AVAILABLE`).
     """
     root = kernels_root()
     if root is None:
         return None
     where = hashlib.sha256(_KERNEL_DIR.encode("utf-8", "surrogateescape")).hexdigest()[:16]
-    return os.path.join(root, f"numba-{numba.__version__}-{where}")
+    suffix = "" if BLAS_AVAILABLE else "-noblas"
+    return os.path.join(root, f"numba-{numba.__version__}-{where}{suffix}")
 
 
 def _kernel_sources():

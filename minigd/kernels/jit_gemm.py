@@ -43,6 +43,7 @@ import numba
 import numpy as np
 from numba import prange
 
+from . import jit_config
 from .codes import ACT_NONE as NONE
 from .codes import ACT_RELU as RELU
 from .codes import ACT_SIGMOID as SIGMOID
@@ -464,17 +465,7 @@ def aligned_empty(shape, dtype, align=64):
 # the compiled code first runs, so functions calling it can be cached. ``np.dot`` itself only
 # takes whole C- or Fortran-ordered arrays (it copies a strided view), which rules out one
 # thread computing a range of rows of a product; this intrinsic takes leading dimensions.
-def _blas_available():
-    """True when SciPy is installed (without importing scipy.linalg: 0.5 s at startup)."""
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec("scipy") is not None
-    except (ImportError, ValueError):
-        return False
-
-
-BLAS_AVAILABLE = _blas_available()
+BLAS_AVAILABLE = jit_config.BLAS_AVAILABLE  # SciPy installed: Numba can call its BLAS
 
 
 @numba.extending.intrinsic
