@@ -438,8 +438,10 @@ def forward_blas_enabled():
     the backward ones (own loops or BLAS). Off by default: with BLAS in the forward product, the
     fused epoch and the per-iteration path were seen to differ in the last bits on a short last
     batch when their kernels came from a cache filled by a whole test-suite run (a clean cache
-    agreed bit for bit), which is not understood yet. With it off, the forward product is
-    always minigd's own loops."""
+    agreed bit for bit). The likely cause, kernels cached by a process without SciPy (see
+    jit_config.BLAS_AVAILABLE), is fixed; the option stays off until it is measured again.
+    With it off, the forward product of the "split" mode is always minigd's own loops (the
+    "whole" mode runs every product on BLAS)."""
     return os.environ.get(FORWARD_ENV, "0").strip().lower() in ("1", "true", "yes", "on")
 
 
