@@ -658,8 +658,8 @@ def epoch_mode(dims, batch_size, dtype, parts, update=None, acts=None):
     ``batch_size`` on ``parts`` Numba threads: "split" (each product's work split between
     Numba's threads, BLAS single-threaded where it was chosen) or "whole" (:func:`whole_epoch`).
     ``update``: None, or (name, function(parts)) running the optimizer's update once over the
-    model's flat parameters (on one thread in "whole": Adam's update made "whole" slower than
-    "split" at batch 256 of 784-128-10 when it was left out); ``name`` is part of the key.
+    model's flat parameters (in "whole" it runs on one thread, so its cost differs between the
+    modes); ``name`` is part of the key.
     ``acts``: the activation code after each layer (minigd.kernels.codes; default ReLU after
     the hidden layers), also measured (in "whole" they run on one thread, and tanh costs more
     than the ReLU that stood in for every activation before) and part of the key.
