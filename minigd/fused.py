@@ -225,15 +225,16 @@ def _update_probe(optimizer, size, dtype):
     hyper = np.asarray(hyper, dtype=np.float64)
     buffers = []
 
+    def filled(value):
+        array = aligned_empty(size, dtype)
+        array[...] = value
+        return array
+
     def run(parts):
         if not buffers:  # allocated when measured, not for a cached choice
-            for filled in [1.0, 1e-3] + [None if n is None else 0.0 for n in names][:3]:
-                if filled is None:
-                    buffers.append(np.empty(0, dtype=dtype))
-                else:
-                    buffers.append(aligned_empty(size, dtype))
-                    buffers[-1][...] = filled
-            buffers.extend([np.empty(0, dtype=dtype)] * (5 - len(buffers)))
+            empty = np.empty(0, dtype=dtype)
+            states = [empty if n is None else filled(0.0) for n in names]
+            buffers.extend([filled(1.0), filled(1e-3), *(states + [empty] * 3)[:3]])
         values, grads, state1, state2, state3 = buffers
         jit_optim.fused_step(
             jit_optim.CODES[name], hyper, state1, state2, state3, 1, 0.0, values, grads, parts

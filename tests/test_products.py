@@ -135,16 +135,16 @@ def test_dense_backward_matches_reference(monkeypatch, choice, rows, n_in, n_out
         np.testing.assert_allclose(g, r, rtol=1e-12, atol=1e-11)
 
 
-@pytest.mark.parametrize("choice", [pytest.param("blas", marks=needs_blas), "own"])
-@pytest.mark.parametrize("opt", ["sgd", "adam"])
-def test_fused_and_per_iteration_paths_agree_bit_for_bit(monkeypatch, choice, opt):
-    monkeypatch.setenv(autotune.ENV, choice)
-    rng = np.random.default_rng(3)
+def train_both_paths(monkeypatch, opt, seed, activations):
+    """Two epochs of a 30-24-16-5 network (203 rows, batch 16: a short last batch of 11),
+    fused and per-iteration: [(parameter values, history)] for each path."""
+    rng = np.random.default_rng(seed)
     X, y = rng.random((203, 30), dtype=np.float32), rng.integers(0, 5, 203)
-
-    def train(fused_path):
+    first, second = activations
+    runs = []
+    for fused_path in (True, False):
         model = mg.Sequential(
-            mg.Dense(30, 24), mg.Tanh(), mg.Dense(24, 16), mg.ReLU(), mg.Dense(16, 5), seed=0
+            mg.Dense(30, 24), first(), mg.Dense(24, 16), second(), mg.Dense(16, 5), seed=0
         )
         optimizer = (
             mg.SGD(model.parameters(), lr=0.05, momentum=0.9)
@@ -152,10 +152,19 @@ def test_fused_and_per_iteration_paths_agree_bit_for_bit(monkeypatch, choice, op
             else mg.Adam(model.parameters(), lr=1e-2)
         )
         monkeypatch.setattr(fused, "ENABLED", fused_path)
-        mg.fit(model, X, y, optimizer=optimizer, epochs=2, batch_size=16, seed=0, verbose=0)
-        return [np.array(p.value, copy=True) for p in model.parameters()]
+        history = mg.fit(
+            model, X, y, optimizer=optimizer, epochs=2, batch_size=16, seed=0, verbose=0
+        )
+        runs.append(([np.array(p.value, copy=True) for p in model.parameters()], history))
+    return runs
 
-    for a, b in zip(train(True), train(False)):
+
+@pytest.mark.parametrize("choice", [pytest.param("blas", marks=needs_blas), "own"])
+@pytest.mark.parametrize("opt", ["sgd", "adam"])
+def test_fused_and_per_iteration_paths_agree_bit_for_bit(monkeypatch, choice, opt):
+    monkeypatch.setenv(autotune.ENV, choice)
+    (fused_values, _), (loop_values, _) = train_both_paths(monkeypatch, opt, 3, (mg.Tanh, mg.ReLU))
+    for a, b in zip(fused_values, loop_values):
         np.testing.assert_array_equal(a, b)
 
 
@@ -173,8 +182,6 @@ def test_whole_product_mode_paths_agree_bit_for_bit(monkeypatch, opt):
     BLAS's threads, the forward product included; both paths of fit run the same calls."""
     monkeypatch.delenv(autotune.ENV, raising=False)
     monkeypatch.setenv(autotune.MODE_ENV, "whole")
-    rng = np.random.default_rng(4)
-    X, y = rng.random((203, 30), dtype=np.float32), rng.integers(0, 5, 203)
     calls = []
     real = autotune.whole_epoch
 
@@ -183,23 +190,9 @@ def test_whole_product_mode_paths_agree_bit_for_bit(monkeypatch, opt):
         return real(threads)
 
     monkeypatch.setattr(autotune, "whole_epoch", spy)
-
-    def train(fused_path):
-        model = mg.Sequential(
-            mg.Dense(30, 24), mg.ReLU(), mg.Dense(24, 16), mg.Tanh(), mg.Dense(16, 5), seed=0
-        )
-        optimizer = (
-            mg.SGD(model.parameters(), lr=0.05, momentum=0.9)
-            if opt == "sgd"
-            else mg.Adam(model.parameters(), lr=1e-2)
-        )
-        monkeypatch.setattr(fused, "ENABLED", fused_path)
-        history = mg.fit(
-            model, X, y, optimizer=optimizer, epochs=2, batch_size=16, seed=0, verbose=0
-        )
-        return [np.array(p.value, copy=True) for p in model.parameters()], history
-
-    (fused_values, fused_history), (loop_values, loop_history) = train(True), train(False)
+    (fused_values, fused_history), (loop_values, loop_history) = train_both_paths(
+        monkeypatch, opt, 4, (mg.ReLU, mg.Tanh)
+    )
     assert len(calls) == 4  # both epochs of both paths ran in the whole mode
     for a, b in zip(fused_values, loop_values):
         np.testing.assert_array_equal(a, b)

@@ -622,33 +622,23 @@ def measure_mode(dims, batch_size, dtype, parts, update=None, acts=None):
     measured for ``parts`` Numba threads."""
     global measurements
     step = _network_operands(dims, batch_size, dtype, update, acts)
-    runs = []
-    for mode in MODES:
-        scope = whole_epoch(parts) if mode == "whole" else contextlib.nullcontext()
-        with scope:
-            run, impls = step()
-        runs.append((mode, run, impls))
-
-    def scoped(mode, impls):
-        if mode == "whole":
-            return whole_epoch(parts)
-        return blas_threads_limited(impls)
-
     # one mode at a time, split first: whole's BLAS workers spin on after its calls (_settle)
     _settle()
     best = dict.fromkeys(MODES, math.inf)
-    for mode, run, impls in runs:
-        with scoped(mode, impls):
-            run()  # compile / load, warm the caches, size the repeats
-            started = time.perf_counter()
-            run()
-            once = max(time.perf_counter() - started, 1e-7)
-            reps = max(1, min(200, int(_MODE_MIN_SECONDS / once)))
-            for _ in range(_MODE_ROUNDS):
+    for mode in MODES:
+        with whole_epoch(parts) if mode == "whole" else contextlib.nullcontext():
+            run, impls = step()  # the implementations as this mode chooses them
+            with blas_threads_limited(impls):  # a no-op in whole
+                run()  # compile / load, warm the caches, size the repeats
                 started = time.perf_counter()
-                for _ in range(reps):
-                    run()
-                best[mode] = min(best[mode], (time.perf_counter() - started) / reps)
+                run()
+                once = max(time.perf_counter() - started, 1e-7)
+                reps = max(1, min(200, int(_MODE_MIN_SECONDS / once)))
+                for _ in range(_MODE_ROUNDS):
+                    started = time.perf_counter()
+                    for _ in range(reps):
+                        run()
+                    best[mode] = min(best[mode], (time.perf_counter() - started) / reps)
     measurements += 1
     return best
 
