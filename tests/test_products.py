@@ -227,3 +227,28 @@ def test_both_modes_train_as_the_numpy_backend_in_float64(monkeypatch, mode):
         return model.flat_values.copy()
 
     np.testing.assert_allclose(train("numba"), train("numpy"), rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_bias_activation_gives_the_bits_of_the_fused_epilogue(dtype, with_bias):
+    # after a BLAS product, bias and activation run as separate vectorised passes; every
+    # element must get exactly what the own kernels' epilogue (jit_gemm.activation of
+    # value + bias) gives it, NaN, infinities and saturation included, and only in lo..hi
+    rng = np.random.default_rng(6)
+    values = rng.standard_normal((9, 11)) * 30
+    values[0, :4] = [np.nan, np.inf, -np.inf, 0.0]
+    values[1, :3] = [-0.0, 1e-30, -1e-30]
+    values = values.astype(dtype)
+    b = rng.standard_normal(11).astype(dtype) if with_bias else np.empty(0, dtype)
+    one = dtype(1)
+    lo, hi = 2, 9
+    for act in (jit_gemm.NONE, jit_gemm.RELU, jit_gemm.TANH, jit_gemm.SIGMOID):
+        out = values.copy()
+        jit_gemm.bias_activation(out, b, act, lo, hi)
+        want = values.copy()
+        for i in range(want.shape[0]):
+            for j in range(lo, hi):
+                v = want[i, j] + b[j] if with_bias else want[i, j]
+                want[i, j] = jit_gemm.activation(dtype(v), act, one)
+        np.testing.assert_array_equal(out.view(np.uint8), want.view(np.uint8), err_msg=str(act))
