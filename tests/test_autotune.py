@@ -117,7 +117,10 @@ def test_epoch_products_cover_full_and_last_batches(cache, monkeypatch):
     assert (products[:, 1, :2] == jit_gemm.BLAS).all() and (
         products[:, 0, 0] == jit_gemm.BLAS
     ).all()
-    assert (products[:, :, 2] == jit_gemm.OWN).all()  # forward: own unless MINIGD_FORWARD_BLAS=1
+    assert (products[:, :, 2] == jit_gemm.BLAS).all()  # forward: autotuned by default
+    monkeypatch.setenv(autotune.FORWARD_ENV, "0")
+    products = autotune.epoch_products(np.array([[6, 5], [5, 3]]), 4, [4, 4, 2], np.float32, 1)
+    assert (products[:, :, 2] == jit_gemm.OWN).all()  # MINIGD_FORWARD_BLAS=0: always own
     monkeypatch.setenv(autotune.FORWARD_ENV, "1")
     products = autotune.epoch_products(np.array([[6, 5], [5, 3]]), 4, [4, 4, 2], np.float32, 1)
     assert (products[:, :, 2] == jit_gemm.BLAS).all()
@@ -289,3 +292,14 @@ def test_auto_is_the_default(cache, monkeypatch):
     monkeypatch.delenv(autotune.MODE_ENV, raising=False)
     monkeypatch.setattr(autotune, "measure_mode", lambda *a: {"split": 1.0, "whole": 0.5})
     assert autotune.epoch_mode(*MODE) == "whole"
+
+
+def test_forward_blas_switch_reads_on_off_and_rejects_anything_else(monkeypatch):
+    monkeypatch.delenv(autotune.FORWARD_ENV, raising=False)
+    assert autotune.forward_blas_enabled()  # on by default
+    for value, on in (("0", False), ("off", False), ("False", False), ("1", True), ("yes", True)):
+        monkeypatch.setenv(autotune.FORWARD_ENV, value)
+        assert autotune.forward_blas_enabled() is on, value
+    monkeypatch.setenv(autotune.FORWARD_ENV, "blas")
+    with pytest.raises(ValueError, match="MINIGD_FORWARD_BLAS='blas'"):
+        autotune.choice("forward", 8, 24, 12, np.float32, 1)

@@ -32,7 +32,7 @@ or one call of SciPy's BLAS on the same row range (``BLAS``, :func:`blas_matmul`
 :mod:`minigd.kernels.autotune` chose for the shape by measuring both on this machine. BLAS
 results are deterministic for a given machine, choice and thread count, and may differ from
 the own loops (and between machines) in the last bits. The forward product, in training
-only and with ``MINIGD_FORWARD_BLAS=1``, goes through :func:`nt_product` the same way;
+only (unless ``MINIGD_FORWARD_BLAS=0``), goes through :func:`nt_product` the same way;
 evaluation and prediction always run ``nt_columns``, whose rows do not depend on their
 batch-mates.
 """
