@@ -1,9 +1,11 @@
 """The two epoch modes of the Numba backend side by side: "split" (each product split between
 Numba's threads) and "whole" (every kernel on one thread, every product one BLAS call on BLAS's
 threads), forced with ``MINIGD_EPOCH_MODE``, against what minigd chooses by measurement
-("auto") and the NumPy backend, in one process.
+("auto") and the NumPy backend, in one process. "split-own-forward" is "split" with
+``MINIGD_FORWARD_BLAS=0``: training's forward product on minigd's own loops instead of chosen
+by measurement (own loops or BLAS), the default before stop 18.
 
-For each shape, optimizer and batch size, the four are run in turn, ``--rounds`` times over
+For each shape, optimizer and batch size, the five are run in turn, ``--rounds`` times over
 (interleaved, so that a slow minute hits all of them), each a ``fit`` of ``--epochs`` epochs
 whose first epoch is dropped as warm-up; the number is the median of the remaining epochs.
 The JSON records the CPU model and vector ISA (compare ISAs with ``NUMBA_CPU_NAME=haswell
@@ -23,7 +25,7 @@ import numpy as np
 from _results import save_results
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-MODES = ("split", "whole", "auto", "numpy")
+MODES = ("split", "split-own-forward", "whole", "auto", "numpy")
 
 
 def build(shape, optimizer):
@@ -43,10 +45,16 @@ def epochs_seconds(X, y, shape, optimizer, batch, mode, epochs):
     import minigd as mg
     from minigd.kernels import autotune
 
-    os.environ[autotune.MODE_ENV] = "auto" if mode in ("auto", "numpy") else mode
+    os.environ[autotune.MODE_ENV] = {"auto": "auto", "numpy": "auto", "whole": "whole"}.get(
+        mode, "split"
+    )
+    os.environ[autotune.FORWARD_ENV] = "0" if mode == "split-own-forward" else "1"
     model, opt = build(shape, optimizer)
-    with mg.use_backend("numpy" if mode == "numpy" else "numba"):
-        history = mg.fit(model, X, y, optimizer=opt, epochs=epochs, batch_size=batch, verbose=0)
+    try:
+        with mg.use_backend("numpy" if mode == "numpy" else "numba"):
+            history = mg.fit(model, X, y, optimizer=opt, epochs=epochs, batch_size=batch, verbose=0)
+    finally:
+        os.environ[autotune.FORWARD_ENV] = "1"
     return history.epochs["seconds"][1:]
 
 
@@ -68,7 +76,7 @@ def main():
     from minigd import fused
     from minigd.kernels import autotune, jit_config
 
-    previous = os.environ.get(autotune.MODE_ENV)
+    previous = {env: os.environ.get(env) for env in (autotune.MODE_ENV, autotune.FORWARD_ENV)}
     rng = np.random.default_rng(0)
     X = rng.random((args.rows, 784), dtype=np.float32)
     y = rng.integers(0, 10, args.rows)
@@ -94,20 +102,23 @@ def main():
                         **{mode: statistics.median(times[mode]) for mode in MODES},
                     }
                     row["whole_over_split"] = row["whole"] / row["split"]
+                    row["split_over_own_forward"] = row["split"] / row["split-own-forward"]
                     row["auto_over_numpy"] = row["auto"] / row["numpy"]
                     rows.append(row)
                     print(
-                        f"{shape} {optimizer} batch {batch}: split {row['split']:.3f} s, "
+                        f"{shape} {optimizer} batch {batch}: split {row['split']:.3f} s "
+                        f"(own forward {row['split-own-forward']:.3f} s), "
                         f"whole {row['whole']:.3f} s (x{row['whole_over_split']:.2f}), "
                         f"auto {row['auto']:.3f} s (chose {row['chosen']}), "
                         f"NumPy backend {row['numpy']:.3f} s",
                         flush=True,
                     )
     finally:
-        if previous is None:
-            os.environ.pop(autotune.MODE_ENV, None)
-        else:
-            os.environ[autotune.MODE_ENV] = previous
+        for env, value in previous.items():
+            if value is None:
+                os.environ.pop(env, None)
+            else:
+                os.environ[env] = value
     results = {
         "config": vars(args),
         "machine": {

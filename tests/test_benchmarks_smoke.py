@@ -90,5 +90,7 @@ def test_epoch_modes_benchmark_runs(tmp_path):
     results = json.loads((tmp_path / "epoch_modes.json").read_text())
     (row,) = results["rows"]
     assert row["chosen"] in ("split", "whole")
-    assert all(row[mode] > 0 for mode in ("split", "whole", "auto", "numpy"))
-    assert results["machine"]["vector_isa"] and "chose" in stdout
+    modes = ("split", "split-own-forward", "whole", "auto", "numpy")
+    assert all(row[mode] > 0 for mode in modes)
+    assert row["split_over_own_forward"] == row["split"] / row["split-own-forward"]
+    assert results["machine"]["vector_isa"] and "chose" in stdout and "own forward" in stdout
