@@ -214,6 +214,25 @@ def test_the_mode_follows_the_measurement_and_the_margin(auto_mode, monkeypatch)
     assert autotune.epoch_mode(*MODE) == "split"
 
 
+@pytest.mark.parametrize(
+    "measured,chosen,calls",
+    [
+        ([{"split": 1.0, "whole": 0.8}, {"split": 1.0, "whole": 1.2}], "split", 2),
+        ([{"split": 1.0, "whole": 0.8}, {"split": 1.0, "whole": 0.85}], "whole", 2),
+        ([{"split": 1.0, "whole": 1.2}], "split", 1),
+    ],
+    ids=["whole-not-confirmed", "whole-confirmed", "split-at-once"],
+)
+def test_whole_is_chosen_only_when_a_second_measurement_confirms_it(
+    auto_mode, monkeypatch, measured, chosen, calls
+):
+    queue = list(measured)
+    monkeypatch.setattr(autotune, "measure_mode", lambda *a: queue.pop(0))
+    assert autotune.epoch_mode(*MODE) == chosen
+    assert len(measured) - len(queue) == calls
+    assert mode_entry(auto_mode)["seconds"] == measured[calls - 1]  # the confirmation is kept
+
+
 def test_the_optimizer_update_is_measured_and_keyed(auto_mode):
     calls = []
     mode = autotune.epoch_mode(*MODE, update=("adam", calls.append))
