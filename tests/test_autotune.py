@@ -313,7 +313,7 @@ def test_the_activations_are_measured_and_keyed(auto_mode, monkeypatch):
     monkeypatch.setattr(autotune, "_network_operands", spy)
     tanh = [codes.ACT_TANH, codes.ACT_NONE]
     mode = autotune.epoch_mode(*MODE, acts=tanh)
-    assert seen == [tanh]
+    assert seen in ([tanh], [tanh, tanh])  # twice when whole won the first measurement
     key = autotune.mode_key(*MODE, acts=tanh)
     assert " tanh,none " in key and key != autotune.mode_key(*MODE)
     assert " relu,none " in autotune.mode_key(*MODE)  # the default: ReLU between layers
