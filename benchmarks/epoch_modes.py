@@ -50,11 +50,8 @@ def epochs_seconds(X, y, shape, optimizer, batch, mode, epochs):
     )
     os.environ[autotune.FORWARD_ENV] = "0" if mode == "split-own-forward" else "1"
     model, opt = build(shape, optimizer)
-    try:
-        with mg.use_backend("numpy" if mode == "numpy" else "numba"):
-            history = mg.fit(model, X, y, optimizer=opt, epochs=epochs, batch_size=batch, verbose=0)
-    finally:
-        os.environ[autotune.FORWARD_ENV] = "1"
+    with mg.use_backend("numpy" if mode == "numpy" else "numba"):
+        history = mg.fit(model, X, y, optimizer=opt, epochs=epochs, batch_size=batch, verbose=0)
     return history.epochs["seconds"][1:]
 
 

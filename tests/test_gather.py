@@ -47,8 +47,8 @@ def test_gather_copies_the_named_rows(tmp_path, parts, n):
                 np.testing.assert_array_equal(yb, want_y)
 
 
-def test_gather_splits_only_big_batches():
-    # the split point is a documented constant; a batch on each side of it copies the same rows
+def test_gather_copies_the_same_rows_on_both_sides_of_the_split_point():
+    # one thread below MIN_PARALLEL_GATHER elements, split above it: the same rows either way
     width = 64
     small = jit_config.MIN_PARALLEL_GATHER // width - 1
     big = jit_config.MIN_PARALLEL_GATHER // width + 1

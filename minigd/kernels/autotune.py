@@ -443,10 +443,10 @@ def forward_blas_enabled():
     process without SciPy (see jit_config.BLAS_AVAILABLE), fixed. Measured again on the Xeon of
     stop 18 (benchmarks/epoch_modes.py, "split" mode, 784-128-10), the autotuned forward
     product took 0.92 to 0.99 of the own loops' epoch time at batches 64 to 1024, both
-    optimizers, AVX-512 and AVX2. Off, the forward product of
-    the "split" mode is always minigd's own loops (the "whole" mode runs every product on BLAS).
-    Evaluation and prediction keep the own loops either way. Any other value than 0/1 (or
-    false/true, no/yes, off/on) raises a ValueError naming the variable."""
+    optimizers, AVX-512 and AVX2. Off, the forward product of the "split" mode is always
+    minigd's own loops (the "whole" mode runs every product on BLAS). Evaluation and prediction
+    keep the own loops either way. Any other value than 0/1 (or false/true, no/yes, off/on)
+    raises a ValueError naming the variable."""
     value = os.environ.get(FORWARD_ENV, "1").strip().lower()
     if value in ("1", "true", "yes", "on", ""):
         return True
