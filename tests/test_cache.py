@@ -244,12 +244,13 @@ def test_cache_info_in_process(capsys):
     assert "compiled for this CPU" in out and "MINIGD_CACHE_DIR" in out
 
 
-def test_kernels_compiled_without_scipy_live_in_their_own_folder(tmp_path):
-    """Without SciPy, jit_gemm compiles product functions that ignore the BLAS choice, and a
-    caller's cached code embeds them; a process with SciPy must never load that code (it ran
-    the own loops without their row padding: garbage rows in a short batch)."""
+def test_kernels_compiled_for_each_blas_live_in_their_own_folder(tmp_path):
+    """Without a BLAS, jit_gemm compiles product functions that ignore the BLAS choice, and a
+    caller's cached code embeds them; a process with a BLAS must never load that code (it ran
+    the own loops without their row padding: garbage rows in a short batch). Code compiled to
+    call NumPy's BLAS and code compiled to call SciPy's are kept apart the same way."""
     code = (
-        "import sys, importlib.abc\n"
+        "import sys, importlib.abc, warnings\n"
         "class Block(importlib.abc.MetaPathFinder):\n"
         "    def find_spec(self, name, path=None, target=None):\n"
         "        if name == 'scipy' or name.startswith('scipy.'):\n"
@@ -257,18 +258,46 @@ def test_kernels_compiled_without_scipy_live_in_their_own_folder(tmp_path):
         "        return None\n"
         "if sys.argv[1] == 'block':\n"
         "    sys.meta_path.insert(0, Block())\n"
-        "from minigd.kernels import jit_config, jit_gemm\n"
-        "print(jit_gemm.BLAS_AVAILABLE, jit_config.CACHE_DIR)\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    from minigd.kernels import jit_config, jit_gemm\n"
+        "print(jit_gemm.BLAS_AVAILABLE, jit_config.BLAS_LIBRARY, jit_config.CACHE_DIR,\n"
+        "      sum('was not found' in str(w.message) for w in caught))\n"
     )
-    env = dict(os.environ, MINIGD_CACHE_DIR=str(tmp_path))
+    runs = {
+        "normal": ("normal", "auto"),
+        "scipy": ("normal", "scipy"),
+        "none": ("normal", "none"),
+        "scipy blocked": ("block", "scipy"),
+    }
     dirs = {}
-    for mode in ("block", "normal"):
+    for name, (mode, library) in runs.items():
+        env = dict(os.environ, MINIGD_CACHE_DIR=str(tmp_path), MINIGD_BLAS=library)
         done = subprocess.run(
             [sys.executable, "-c", code, mode], env=env, capture_output=True, text=True
         )
         assert done.returncode == 0, done.stderr
-        available, directory = done.stdout.split()
-        dirs[mode] = (available, directory)
-    assert dirs["block"][0] == "False" and dirs["block"][1].endswith("-noblas")
-    assert dirs["normal"][0] == "True" and not dirs["normal"][1].endswith("-noblas")
-    assert os.path.dirname(dirs["block"][1]) == os.path.dirname(dirs["normal"][1])
+        dirs[name] = done.stdout.split()
+    found = dirs["normal"][1]
+    assert found in ("numpy", "scipy")  # NumPy's wheels bundle OpenBLAS; SciPy is installed here
+    assert dirs["normal"][0] == "True" and dirs["normal"][2].endswith(f"-blas-{found}")
+    assert dirs["scipy"][:2] == ["True", "scipy"] and dirs["scipy"][2].endswith("-blas-scipy")
+    assert dirs["none"][:2] == ["False", "None"] and dirs["none"][2].endswith("-noblas")
+    # asked for SciPy's BLAS without SciPy: no BLAS, said so once, and its own folder
+    assert dirs["scipy blocked"][:2] == ["False", "None"]
+    assert dirs["scipy blocked"][2].endswith("-noblas") and dirs["scipy blocked"][3] == "1"
+    assert dirs["none"][3] == dirs["normal"][3] == "0"
+    assert len({d[2] for d in dirs.values()}) == 3
+    assert len({os.path.dirname(d[2]) for d in dirs.values()}) == 1
+
+
+def test_a_bad_blas_choice_is_refused():
+    env = dict(os.environ, MINIGD_BLAS="mkl")
+    done = subprocess.run(
+        [sys.executable, "-c", "import minigd.kernels.jit_config"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode != 0
+    assert "MINIGD_BLAS='mkl'" in done.stderr and "expected 'numpy', 'scipy'" in done.stderr

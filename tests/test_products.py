@@ -1,10 +1,17 @@
 """Every matrix-product implementation of the Numba backend agrees with NumPy in float64.
 
-The backward products run minigd's own loops or SciPy's BLAS, whichever
-minigd.kernels.autotune measured faster here; both must compute the same products, on one
-thread or split between threads, and the per-iteration path must give the same bits as the
-whole-epoch kernel whichever is chosen.
+Training's products run minigd's own loops or a BLAS called from the compiled code (NumPy's
+own, else SciPy's: jit_config.BLAS_LIBRARY), whichever minigd.kernels.autotune measured faster
+here; both must compute the same products, on one thread or split between threads, and the
+per-iteration path must give the same bits as the whole-epoch kernel whichever is chosen. The
+BLAS library is fixed when the kernels compile, so the one this process does not use is tested
+in a subprocess (MINIGD_BLAS).
 """
+
+import os
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -16,7 +23,7 @@ from minigd.kernels import autotune, jit, jit_gemm, reference
 IMPLS = [jit_gemm.OWN, jit_gemm.BLAS]
 SHAPES = [(1, 1, 1), (3, 5, 7), (16, 784, 128), (37, 13, 10), (64, 130, 33)]
 needs_blas = pytest.mark.skipif(
-    not autotune.blas_usable(), reason="SciPy's BLAS or threadpoolctl is not installed"
+    not autotune.blas_usable(), reason="no BLAS callable from compiled code, or no threadpoolctl"
 )
 
 
@@ -51,6 +58,57 @@ def test_blas_matmul_matches_numpy_on_every_layout(m, k, n):
     jit_gemm.blas_matmul(a, b, big[1 : m + 1, 2 : n + 2])
     np.testing.assert_allclose(big[1 : m + 1, 2 : n + 2], a @ b, rtol=1e-12, atol=1e-12)
     assert np.isnan(big[0]).all() and np.isnan(big[:, :2]).all()
+
+
+_OTHER_BLAS = textwrap.dedent(
+    """
+    import numpy as np
+    from minigd.kernels import autotune, jit_config, jit_gemm as g
+
+    assert jit_config.BLAS_LIBRARY == {library!r}, jit_config.BLAS_LIBRARY
+    assert autotune.blas_usable() and {library!r} in autotune.blas_library().lower()
+    rng = np.random.default_rng(0)
+    for rows, n_in, n_out in [(1, 1, 1), (37, 13, 10), (64, 130, 33)]:
+        d, a = rng.standard_normal((rows, n_out)), rng.standard_normal((rows, n_in))
+        w_t, b = rng.standard_normal((n_out, n_in)), rng.standard_normal(n_out)
+        for parts in (1, 2):
+            with autotune.blas_threads_limited([g.BLAS]):
+                dw = np.full((n_out, n_in), np.nan)
+                g.weight_grad_t(d, a, dw, parts, g.BLAS)
+                below = np.full((rows, n_in), np.nan)
+                g.input_grad(d, w_t, a, g.NONE, below, parts, g.BLAS)
+                out = np.full((rows, n_out), np.nan)
+                pads = np.empty((4, n_in)), np.empty((4, n_out))
+                g.dense_act_forward(a, w_t, b, g.TANH, out, parts, *pads, g.BLAS)
+            np.testing.assert_allclose(dw, d.T @ a, rtol=1e-12, atol=1e-11)
+            np.testing.assert_allclose(below, d @ w_t, rtol=1e-12, atol=1e-11)
+            np.testing.assert_allclose(out, np.tanh(a @ w_t.T + b), rtol=1e-12, atol=1e-11)
+    print("ok")
+    """
+)
+
+
+@pytest.mark.parametrize("library", ["numpy", "scipy"])
+def test_each_blas_library_computes_the_products(library):
+    """Kernels compiled to call NumPy's BLAS (its bundled OpenBLAS, ILP64 CBLAS) or SciPy's
+    (Numba's binding) give NumPy's products in float64, on one thread or split."""
+    if library == "numpy" and os.environ.get("MINIGD_BLAS", "auto") not in ("auto", "numpy"):
+        pytest.skip("MINIGD_BLAS chooses another BLAS")
+    from minigd.kernels import jit_config
+
+    if library == "numpy" and jit_config.find_numpy_blas() is None:
+        pytest.skip("this NumPy does not bundle an OpenBLAS with ILP64 CBLAS symbols")
+    if library == "scipy":
+        pytest.importorskip("scipy")
+    env = dict(os.environ, MINIGD_BLAS=library)
+    done = subprocess.run(
+        [sys.executable, "-c", _OTHER_BLAS.format(library=library)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
 
 
 @pytest.mark.parametrize("impl", ALL_IMPLS)

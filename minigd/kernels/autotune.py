@@ -162,9 +162,12 @@ def vector_isa():
 
 
 def blas_library():
-    """Which BLAS ``jit_gemm.blas_matmul`` calls (SciPy's, by SciPy version), or None."""
+    """Which BLAS ``jit_gemm.blas_matmul`` calls: NumPy's own (by NumPy version and library
+    file) or SciPy's (by SciPy version); None when there is none."""
     if not jit_gemm.BLAS_AVAILABLE:
         return None
+    if jit_config.BLAS_LIBRARY == "numpy":
+        return f"numpy {np.__version__} BLAS ({os.path.basename(jit_config.BLAS_PATH)})"
     import scipy
 
     return f"scipy {scipy.__version__} BLAS"
@@ -186,29 +189,37 @@ _pools = None
 
 
 def _blas_pools():
-    """threadpoolctl's controllers of the BLAS that Numba calls (SciPy's), [] without
-    threadpoolctl; every BLAS of the process when SciPy's cannot be told apart."""
+    """threadpoolctl's controllers of the BLAS that Numba's compiled code calls
+    (jit_config.BLAS_LIBRARY: NumPy's own, or SciPy's), [] without threadpoolctl; every BLAS of
+    the process when that one cannot be told apart."""
     global _pools
     if _pools is None:
+        library = jit_config.BLAS_LIBRARY
         try:
-            import scipy.linalg.cython_blas  # noqa: F401  (load SciPy's BLAS so it is found)
+            if library == "scipy":
+                import scipy.linalg.cython_blas  # noqa: F401  (load SciPy's BLAS so it is found)
             from threadpoolctl import ThreadpoolController
 
             libs = ThreadpoolController().select(user_api="blas").lib_controllers
         except Exception:  # threadpoolctl missing or failing: no BLAS candidate
             libs = []
-        scipys = [
-            lib
-            for lib in libs
-            if "scipy" in os.path.dirname(lib.filepath).lower()
-            and "numpy" not in os.path.dirname(lib.filepath).lower()
-        ]
-        _pools = scipys or libs
+        if library == "numpy":
+            target = os.path.realpath(jit_config.BLAS_PATH)
+            ours = [lib for lib in libs if os.path.realpath(lib.filepath) == target]
+        else:
+            ours = [
+                lib
+                for lib in libs
+                if "scipy" in os.path.dirname(lib.filepath).lower()
+                and "numpy" not in os.path.dirname(lib.filepath).lower()
+            ]
+        _pools = ours or libs
     return _pools
 
 
 def blas_usable():
-    """True when the BLAS candidate can run: SciPy's BLAS is there and its threads can be set."""
+    """True when the BLAS candidate can run: a BLAS the compiled code can call is there
+    (jit_config.BLAS_LIBRARY) and its threads can be set."""
     return jit_gemm.BLAS_AVAILABLE and bool(_blas_pools())
 
 

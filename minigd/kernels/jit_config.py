@@ -119,7 +119,7 @@ def kernels_root():
     return None if root is None else os.path.join(root, "kernels")
 
 
-def _blas_available():
+def _scipy_installed():
     """True when SciPy is installed (without importing scipy.linalg: 0.5 s at startup)."""
     import importlib.util
 
@@ -129,28 +129,117 @@ def _blas_available():
         return False
 
 
-# Whether the kernels are compiled with SciPy's BLAS as a product candidate (jit_gemm defines
-# nt_product and tn_product differently without it). Part of the cache folder's name: a
-# caller's cached code embeds the variant its callees had when it was compiled, and Numba keys
-# that code by the source stamp only. A process without SciPy (minigd installed before SciPy)
-# once cached dense_act_forward with the variant that ignores the product choice; processes
-# with SciPy loaded it, and a forward product asked to run on BLAS ran minigd's loops without
-# their row padding: garbage in the rows past the last multiple of 4 of a short batch.
-BLAS_AVAILABLE = _blas_available()
+BLAS_ENV = "MINIGD_BLAS"
+BLAS_LIBRARIES = ("numpy", "scipy")
+# The symbols minigd gives NumPy's BLAS entry points in LLVM's process-wide symbol table
+# (jit_gemm's compiled code calls them by these names, so cached code links in any process).
+NUMPY_GEMM_SYMBOLS = {
+    "float32": "minigd_numpy_cblas_sgemm64",
+    "float64": "minigd_numpy_cblas_dgemm64",
+}
+# ILP64 CBLAS entry points of the OpenBLAS that NumPy's wheels bundle: scipy-openblas64 (NumPy
+# >= 2.0) and openblas64_ (NumPy 1.22 to 1.26), both with 64-bit integer arguments.
+_NUMPY_CBLAS_PREFIXES = ("scipy_cblas_", "cblas_")
+
+
+def _numpy_blas_files():
+    """The BLAS library files NumPy's wheels bundle beside the package (Linux: ``numpy.libs``,
+    macOS: ``numpy/.dylibs``, Windows: ``numpy.libs``); [] for a NumPy built against a system
+    BLAS (conda's MKL or OpenBLAS, Apple's Accelerate), whose symbols are not looked for."""
+    import glob
+
+    import numpy
+
+    package = os.path.dirname(os.path.abspath(numpy.__file__))
+    found = []
+    for folder in (
+        os.path.join(os.path.dirname(package), "numpy.libs"),
+        os.path.join(package, ".dylibs"),
+    ):
+        for pattern in ("*openblas64*", "libopenblas*64_*"):
+            found.extend(glob.glob(os.path.join(folder, pattern)))
+    return sorted(set(found))
+
+
+def find_numpy_blas():
+    """(path, {dtype name: address}) of the single- and double-precision ILP64 CBLAS gemm of
+    the BLAS NumPy itself calls, or None when it cannot be found. Loading it is cheap: NumPy
+    has already loaded the library, so ``dlopen`` only returns its handle."""
+    import ctypes
+
+    for path in _numpy_blas_files():
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix in _NUMPY_CBLAS_PREFIXES:
+            try:
+                sgemm = getattr(lib, prefix + "sgemm64_")
+                dgemm = getattr(lib, prefix + "dgemm64_")
+            except AttributeError:
+                continue
+            address = ctypes.cast(sgemm, ctypes.c_void_p).value
+            address64 = ctypes.cast(dgemm, ctypes.c_void_p).value
+            if address and address64:
+                return path, {"float32": address, "float64": address64}
+    return None
+
+
+def _blas_library():
+    """Which BLAS the compiled kernels call, and where it lives: ("numpy", path) when NumPy's
+    bundled OpenBLAS is found (the library ``np.dot`` itself uses, always installed with
+    minigd), else ("scipy", None) when SciPy is installed (Numba's own binding to SciPy's
+    BLAS), else (None, None). ``MINIGD_BLAS`` (numpy, scipy or none) chooses; a library it names
+    that is not there gives (None, None), with a warning."""
+    import llvmlite.binding as llvm
+
+    wanted = os.environ.get(BLAS_ENV, "auto").strip().lower() or "auto"
+    if wanted not in (*BLAS_LIBRARIES, "none", "auto"):
+        raise ValueError(f"{BLAS_ENV}={wanted!r}: expected 'numpy', 'scipy', 'none' or 'auto'")
+    if wanted in ("numpy", "auto"):
+        numpy_blas = find_numpy_blas()
+        if numpy_blas is not None:
+            path, addresses = numpy_blas
+            for dtype, address in addresses.items():
+                llvm.add_symbol(NUMPY_GEMM_SYMBOLS[dtype], address)
+            return "numpy", path
+    if wanted in ("scipy", "auto") and _scipy_installed():
+        return "scipy", None
+    if wanted in BLAS_LIBRARIES:
+        warnings.warn(
+            f"{BLAS_ENV}={wanted}: that BLAS was not found; minigd's kernels run their own "
+            "matrix products only",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return None, None
+
+
+# Which BLAS the compiled kernels can call as the "blas" product candidate: NumPy's own (found
+# by its CBLAS symbols), else SciPy's, else none (jit_gemm then defines nt_product and
+# tn_product without the BLAS branch). Part of the cache folder's name: a caller's cached code
+# embeds the variant its callees had when it was compiled, and Numba keys that code by the
+# source stamp only. A process without SciPy (minigd installed before SciPy) once cached
+# dense_act_forward with the variant that ignores the product choice; processes with SciPy
+# loaded it, and a forward product asked to run on BLAS ran minigd's loops without their row
+# padding: garbage in the rows past the last multiple of 4 of a short batch.
+BLAS_LIBRARY, BLAS_PATH = _blas_library()
+BLAS_AVAILABLE = BLAS_LIBRARY is not None
 
 
 def cache_directory():
     """Where this copy of minigd caches its compiled kernels (or None without a home directory).
 
     One subfolder of :func:`kernels_root` per Numba version and minigd source location, so two
-    checkouts, or an editable and a regular install, never overwrite each other's code; with
-    ``-noblas`` at the end when SciPy is not installed (see :data:`BLAS_AVAILABLE`).
+    checkouts, or an editable and a regular install, never overwrite each other's code; ending
+    in ``-blas-numpy``, ``-blas-scipy`` or ``-noblas``, the BLAS the kernels were compiled to
+    call (see :data:`BLAS_LIBRARY`).
     """
     root = kernels_root()
     if root is None:
         return None
     where = hashlib.sha256(_KERNEL_DIR.encode("utf-8", "surrogateescape")).hexdigest()[:16]
-    suffix = "" if BLAS_AVAILABLE else "-noblas"
+    suffix = f"-blas-{BLAS_LIBRARY}" if BLAS_AVAILABLE else "-noblas"
     return os.path.join(root, f"numba-{numba.__version__}-{where}{suffix}")
 
 

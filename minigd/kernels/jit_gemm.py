@@ -465,7 +465,8 @@ def aligned_empty(shape, dtype, align=64):
 # the compiled code first runs, so functions calling it can be cached. ``np.dot`` itself only
 # takes whole C- or Fortran-ordered arrays (it copies a strided view), which rules out one
 # thread computing a range of rows of a product; this intrinsic takes leading dimensions.
-BLAS_AVAILABLE = jit_config.BLAS_AVAILABLE  # SciPy installed: Numba can call its BLAS
+BLAS_AVAILABLE = jit_config.BLAS_AVAILABLE  # compiled code can call a BLAS (NumPy's or SciPy's)
+BLAS_LIBRARY = jit_config.BLAS_LIBRARY
 
 
 @numba.extending.intrinsic
@@ -497,6 +498,8 @@ def _xgemm(typingctx, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc):
     )
 
     def codegen(context, builder, signature, args):
+        if BLAS_LIBRARY == "numpy":
+            return _numpy_gemm_call(context, builder, signature, args)
         ensure_blas()
         ta, tb, m_, n_, k_, a_, lda_, b_, ldb_, c_, ldc_ = args
         char, voidp = ir.IntType(8), cgutils.voidptr_t
@@ -559,6 +562,66 @@ def _xgemm(typingctx, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc):
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+_CBLAS_COL_MAJOR, _CBLAS_NO_TRANS, _CBLAS_TRANS = 102, 111, 112
+
+
+def _numpy_gemm_call(context, builder, signature, args):
+    """Code for ``_xgemm`` through NumPy's own BLAS: its ILP64 ``cblas_?gemm`` (64-bit integer
+    arguments, alpha and beta by value), called by the symbol jit_config registered for it
+    (jit_config.NUMPY_GEMM_SYMBOLS), so cached code links in any process that found it."""
+    from llvmlite import ir
+    from numba.core import cgutils, types
+    from numba.np.arrayobj import make_array
+
+    ta, tb, m_, n_, k_, a_, lda_, b_, ldb_, c_, ldc_ = args
+    dtype = signature.args[5].dtype
+    i32, i64, voidp = ir.IntType(32), ir.IntType(64), cgutils.voidptr_t
+    scalar = context.get_value_type(dtype)
+    fnty = ir.FunctionType(
+        ir.VoidType(),
+        [i32, i32, i32, i64, i64, i64, scalar, voidp, i64, voidp, i64, scalar, voidp, i64],
+    )
+    fn = cgutils.get_or_insert_function(
+        builder.module, fnty, jit_config.NUMPY_GEMM_SYMBOLS[str(dtype)]
+    )
+    intp = context.get_value_type(types.intp)
+    zero = ir.Constant(intp, 0)
+
+    def flag(t):
+        return builder.select(
+            builder.icmp_signed("!=", t, zero),
+            ir.Constant(i32, _CBLAS_TRANS),
+            ir.Constant(i32, _CBLAS_NO_TRANS),
+        )
+
+    def data(ty, value):
+        return builder.bitcast(make_array(ty)(context, builder, value).data, voidp)
+
+    def wide(value):
+        return builder.sext(value, i64) if intp.width < 64 else value
+
+    builder.call(
+        fn,
+        (
+            ir.Constant(i32, _CBLAS_COL_MAJOR),
+            flag(ta),
+            flag(tb),
+            wide(m_),
+            wide(n_),
+            wide(k_),
+            context.get_constant(dtype, 1.0),
+            data(signature.args[5], a_),
+            wide(lda_),
+            data(signature.args[7], b_),
+            wide(ldb_),
+            context.get_constant(dtype, 0.0),
+            data(signature.args[9], c_),
+            wide(ldc_),
+        ),
+    )
+    return context.get_dummy_value()
 
 
 @numba.njit(**OPTIONS)
