@@ -6,9 +6,9 @@ shape, dtype and thread count:
 
 - ``own``: minigd's register-blocked loops (:mod:`minigd.kernels.jit_gemm`), compiled by LLVM
   for the host CPU;
-- ``blas``: SciPy's BLAS called from the compiled kernel (``jit_gemm.blas_matmul``, the entry
-  point ``np.dot`` inside ``@njit`` uses), one single-threaded call per Numba thread on that
-  thread's range of output rows. BLAS runs single-threaded while minigd's kernels run
+- ``blas``: a BLAS called from the compiled kernel (``jit_gemm.blas_matmul``): the OpenBLAS NumPy
+  bundles, else SciPy's (``jit_config.BLAS_LIBRARY``), one single-threaded call per Numba thread on
+  that thread's range of output rows. BLAS runs single-threaded while minigd's kernels run
   (:func:`blas_threads_limited`, through threadpoolctl), so one thread pool, Numba's, owns the
   cores: two pools spinning on 2 cores measured slower and less stable.
 
@@ -399,7 +399,8 @@ def _lookup(key, candidates, measure_now):
         if (machine, key) in _memo:
             return _memo[machine, key]
         found = _valid(_read().get(machine, {}).get(key), candidates)
-        # blas_usable() loads SciPy's BLAS (0.5 s): asked only when BLAS may run
+        # blas_usable() loads threadpoolctl (and SciPy's BLAS, 0.5 s, when that is the one):
+        # asked only when BLAS may run
         if found is not None and found > 0 and not blas_usable():
             found = 0
         elif found is None and not blas_usable():

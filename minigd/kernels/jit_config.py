@@ -45,15 +45,22 @@ Threads:
   workqueue is available, :func:`parallel_parts` returns 1 and every kernel runs on one
   thread, which is faster than paying that latency.
 - BLAS inside the kernels only where it was measured faster, and single-threaded. The backward
-  products (weight and input gradients) run minigd's own loops or SciPy's BLAS called from the
-  compiled code, whichever :mod:`minigd.kernels.autotune` measured faster on this machine for
-  the layer's shape (cached in ``autotune.json``). Each Numba thread calls BLAS on its own range
-  of output rows with BLAS limited to one thread, so only Numba's thread pool runs: OpenBLAS's
-  own workers keep spinning after each call and fought Numba's threads on 2 cores (28 to 142
-  GFLOP/s on the same product across runs). On an AMD Zen 5 the own loops (AVX-512) beat
-  OpenBLAS's Haswell kernels (137 vs 88 GFLOP/s on one thread); on a Zen 3 (AVX2) OpenBLAS was
-  5x faster than them: hence measuring instead of assuming. The forward product always runs
-  the own loops, which keep a row's result independent of its batch-mates.
+  products (weight and input gradients) run minigd's own loops or a BLAS called from the compiled
+  code (NumPy's own, else SciPy's: :data:`BLAS_LIBRARY`), whichever :mod:`minigd.kernels.autotune`
+  measured faster on this machine for the layer's shape (cached in ``autotune.json``). Each Numba
+  thread calls BLAS on its own range of output rows with BLAS limited to one thread, so only Numba's
+  thread pool runs: OpenBLAS's own workers keep spinning after each call and fought Numba's threads
+  on 2 cores (28 to 142 GFLOP/s on the same product across runs). On an AMD Zen 5 the own loops
+  (AVX-512) beat OpenBLAS's Haswell kernels (137 vs 88 GFLOP/s on one thread); on a Zen 3 (AVX2)
+  OpenBLAS was 5x faster than them: hence measuring instead of assuming. Training's forward product
+  is chosen the same way; evaluation and prediction run the own loops, which keep a row's result
+  independent of its batch-mates.
+- Which BLAS: the OpenBLAS that NumPy's wheels bundle, called through its ILP64 CBLAS entry
+  point (:func:`find_numpy_blas`), is always there (NumPy is a dependency, SciPy is not), and on
+  the Xeon of stop 19 it multiplied the weight gradient's shape (64 x 1024 by 1024 x 784, one
+  thread) 1.6x faster than SciPy's (60 against 38 GFLOP/s, interleaved; forward products
+  alike). SciPy's BLAS, through Numba's own binding, is the fallback, and ``MINIGD_BLAS``
+  (numpy, scipy, none) chooses.
 - Work is split only when a product is big enough (``MIN_PARALLEL_FLOPS``); small layers run
   on the calling thread. A split never changes results: every output element is computed by
   the same loop in the same order whatever the number of threads (see jit_gemm).

@@ -27,14 +27,13 @@ on the number of threads. Measured on the 784x128 products (float32, AMD Zen 5,
 benchmarks/kernels.py): 133-165 GFLOP/s on one thread, 226-304 on two, against 88-113 and
 142-213 for NumPy's OpenBLAS (AVX2 kernels on this CPU).
 
-The backward products go through :func:`tn_product`, which runs either ``tn_rows`` (``OWN``)
-or one call of SciPy's BLAS on the same row range (``BLAS``, :func:`blas_matmul`), as
-:mod:`minigd.kernels.autotune` chose for the shape by measuring both on this machine. BLAS
-results are deterministic for a given machine, choice and thread count, and may differ from
-the own loops (and between machines) in the last bits. The forward product, in training
-only (unless ``MINIGD_FORWARD_BLAS=0``), goes through :func:`nt_product` the same way;
-evaluation and prediction always run ``nt_columns``, whose rows do not depend on their
-batch-mates.
+The backward products go through :func:`tn_product`, which runs either ``tn_rows`` (``OWN``) or one
+call of a BLAS (NumPy's own, else SciPy's) on the same row range (``BLAS``, :func:`blas_matmul`), as
+:mod:`minigd.kernels.autotune` chose for the shape by measuring both on this machine. BLAS results
+are deterministic for a given machine, choice and thread count, and may differ from the own loops
+(and between machines) in the last bits. The forward product, in training only (unless
+``MINIGD_FORWARD_BLAS=0``), goes through :func:`nt_product` the same way; evaluation and prediction
+always run ``nt_columns``, whose rows do not depend on their batch-mates.
 """
 
 import math
@@ -460,11 +459,15 @@ def aligned_empty(shape, dtype, align=64):
 
 
 # ---- BLAS from compiled code ---------------------------------------------------------------------
-# ``numba_xxgemm`` is the BLAS entry point of Numba's helper library, the one ``np.dot`` inside
-# ``@njit`` uses: it calls SciPy's BLAS (``scipy.linalg.cython_blas``), resolved by name when
-# the compiled code first runs, so functions calling it can be cached. ``np.dot`` itself only
-# takes whole C- or Fortran-ordered arrays (it copies a strided view), which rules out one
-# thread computing a range of rows of a product; this intrinsic takes leading dimensions.
+# ``_xgemm`` calls the BLAS of jit_config.BLAS_LIBRARY by a symbol name, resolved when the
+# compiled code is linked, so functions calling it can be cached:
+# - "numpy": the ILP64 ``cblas_?gemm`` of the OpenBLAS NumPy's wheels bundle (the library
+#   ``np.dot`` itself uses), under the name jit_config registered for it with LLVM;
+# - "scipy": ``numba_xxgemm``, the BLAS entry point of Numba's helper library, the one
+#   ``np.dot`` inside ``@njit`` uses, which calls SciPy's BLAS (``scipy.linalg.cython_blas``).
+# ``np.dot`` inside ``@njit`` only takes whole C- or Fortran-ordered arrays (it copies a strided
+# view), which rules out one thread computing a range of rows of a product; ``_xgemm`` takes
+# leading dimensions.
 BLAS_AVAILABLE = jit_config.BLAS_AVAILABLE  # compiled code can call a BLAS (NumPy's or SciPy's)
 BLAS_LIBRARY = jit_config.BLAS_LIBRARY
 
@@ -665,7 +668,7 @@ if BLAS_AVAILABLE:
             blas_matmul(p[:, lo:hi].T, q, out[lo:hi])
         else:
             tn_rows(p, q, out, lo, hi)
-else:  # no SciPy: Numba cannot call BLAS; every product is our own
+else:  # no BLAS the compiled code can call: every product is our own
 
     @numba.njit(**FAST_OPTIONS)
     def tn_product(p, q, out, lo, hi, impl):
