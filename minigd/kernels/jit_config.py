@@ -163,8 +163,7 @@ def _numpy_blas_files():
         os.path.join(os.path.dirname(package), "numpy.libs"),
         os.path.join(package, ".dylibs"),
     ):
-        for pattern in ("*openblas64*", "libopenblas*64_*"):
-            found.extend(glob.glob(os.path.join(folder, pattern)))
+        found.extend(glob.glob(os.path.join(folder, "*openblas64*")))
     return sorted(set(found))
 
 

@@ -477,7 +477,6 @@ def _xgemm(typingctx, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc):
     """Column-major BLAS gemm: c(m, n) = op(a) @ op(b), op a transpose when trans_* != 0."""
     from llvmlite import ir
     from numba.core import cgutils, types
-    from numba.np.arrayobj import make_array
     from numba.np.linalg import check_blas_return, ensure_blas, get_blas_kind
 
     if not (
@@ -540,7 +539,7 @@ def _xgemm(typingctx, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc):
             )
 
         def data(ty, value):
-            return builder.bitcast(make_array(ty)(context, builder, value).data, voidp)
+            return _data_pointer(context, builder, ty, value)
 
         res = builder.call(
             fn,
@@ -570,13 +569,21 @@ def _xgemm(typingctx, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc):
 _CBLAS_COL_MAJOR, _CBLAS_NO_TRANS, _CBLAS_TRANS = 102, 111, 112
 
 
+def _data_pointer(context, builder, array_type, value):
+    """The ``void*`` to the first element of an array argument, for a BLAS call."""
+    from numba.core import cgutils
+    from numba.np.arrayobj import make_array
+
+    data = make_array(array_type)(context, builder, value).data
+    return builder.bitcast(data, cgutils.voidptr_t)
+
+
 def _numpy_gemm_call(context, builder, signature, args):
     """Code for ``_xgemm`` through NumPy's own BLAS: its ILP64 ``cblas_?gemm`` (64-bit integer
     arguments, alpha and beta by value), called by the symbol jit_config registered for it
     (jit_config.NUMPY_GEMM_SYMBOLS), so cached code links in any process that found it."""
     from llvmlite import ir
     from numba.core import cgutils, types
-    from numba.np.arrayobj import make_array
 
     ta, tb, m_, n_, k_, a_, lda_, b_, ldb_, c_, ldc_ = args
     dtype = signature.args[5].dtype
@@ -600,7 +607,7 @@ def _numpy_gemm_call(context, builder, signature, args):
         )
 
     def data(ty, value):
-        return builder.bitcast(make_array(ty)(context, builder, value).data, voidp)
+        return _data_pointer(context, builder, ty, value)
 
     def wide(value):
         return builder.sext(value, i64) if intp.width < 64 else value
