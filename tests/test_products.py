@@ -21,7 +21,17 @@ from minigd import fused
 from minigd.kernels import autotune, jit, jit_gemm, reference
 
 IMPLS = [jit_gemm.OWN, jit_gemm.BLAS]
-SHAPES = [(1, 1, 1), (3, 5, 7), (16, 784, 128), (37, 13, 10), (64, 130, 33)]
+# the last two are narrow (jit_gemm.narrow: at most one ALIGN block of outputs) and big enough
+# to be split between threads: by rows (forward) and by input columns (BLAS weight gradient)
+SHAPES = [
+    (1, 1, 1),
+    (3, 5, 7),
+    (16, 784, 128),
+    (37, 13, 10),
+    (64, 130, 33),
+    (203, 300, 10),
+    (1030, 48, 16),
+]
 needs_blas = pytest.mark.skipif(
     not autotune.blas_usable(), reason="no BLAS callable from compiled code, or no threadpoolctl"
 )

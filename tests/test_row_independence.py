@@ -49,6 +49,7 @@ WIDTHS = [
     (300, 50),
     (100, 130),
     (784, 128),
+    (3000, 10),  # a narrow output split between the threads by rows (jit_gemm.narrow)
 ]
 DTYPES = [np.float32, np.float64]
 U32 = 2.0**-24

@@ -29,6 +29,7 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 from .codes import COMPLETED, GRADIENT_DIVERGED, LOSS_DIVERGED  # noqa: F401
+from .codes import PRODUCT_BLAS as BLAS
 from .jit import column_sums, softmax_cross_entropy
 from .jit_config import FAST_OPTIONS, MIN_PARALLEL_GATHER, OPTIONS
 from .jit_gemm import (
@@ -36,8 +37,10 @@ from .jit_gemm import (
     dense_act_forward,
     effective_parts,
     input_grad,
+    narrow,
     split,
     tn_product,
+    tn_product_columns,
 )
 from .jit_optim import fused_step
 
@@ -146,6 +149,18 @@ def weight_grad(d, a, dw_t, db, squares, parts, impl):
         tn_product(d, a, dw_t, 0, n_out, impl)
         column_sums(d, db, 0, n_out)
         squares[0] += _squares(dw_t, db, 0, n_out)
+        return
+    if impl == BLAS and narrow(n_out):
+        # one block of output rows (the classifier's 10) would run on one thread: the BLAS
+        # calls split the input columns instead; the sums of squares are then added part by
+        # part in the order of the row split, as grad_squares adds them
+        for part in numba.prange(parts):
+            lo, hi = split(a.shape[1], parts, part)
+            tn_product_columns(d, a, dw_t, lo, hi)
+        column_sums(d, db, 0, n_out)
+        for part in range(parts):
+            lo, hi = split(n_out, parts, part)
+            squares[part] += _squares(dw_t, db, lo, hi)
         return
     for part in numba.prange(parts):
         lo, hi = split(n_out, parts, part)

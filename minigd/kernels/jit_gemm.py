@@ -156,6 +156,13 @@ def _finish(s, bias, j, act, one):
 
 
 @numba.njit(**OPTIONS)
+def narrow(n):
+    """True when ``n`` output rows or columns are one ALIGN block, which :func:`split` would give
+    to one part whole: the products then split their other dimension between the threads."""
+    return n <= ALIGN
+
+
+@numba.njit(**OPTIONS)
 def effective_parts(parts, flops):
     """``parts`` for a product of ``flops`` floating-point operations; 1 when it is small."""
     return 1 if flops < MIN_PARALLEL_FLOPS else max(1, parts)
@@ -388,6 +395,14 @@ def dense_act_forward(x, w_t, b, act, out, parts, pad_a, pad_out, impl=OWN):
     parts = effective_parts(parts, 2 * x.shape[0] * x.shape[1] * n_out)
     if parts == 1:
         nt_product(x, w_t, out, 0, n_out, b, act, pad_a, pad_out, impl)
+        return
+    if narrow(n_out):
+        # one column block (the classifier's 10 outputs) would leave all but one thread idle:
+        # split the rows instead, at multiples of ALIGN rows, so only the last part has the
+        # M % 4 tail (in pad_a); each row goes through the same code either way
+        for part in numba.prange(parts):
+            lo, hi = split(x.shape[0], parts, part)
+            nt_product(x[lo:hi], w_t, out[lo:hi], 0, n_out, b, act, pad_a, pad_out, impl)
         return
     for part in numba.prange(parts):
         lo, hi = split(n_out, parts, part)
@@ -675,12 +690,29 @@ if BLAS_AVAILABLE:
             blas_matmul(p[:, lo:hi].T, q, out[lo:hi])
         else:
             tn_rows(p, q, out, lo, hi)
+
+    @numba.njit(**OPTIONS)
+    def tn_product_columns(p, q, out, lo, hi):
+        """out[:, lo:hi] = p.T @ q[:, lo:hi] in one BLAS call: a :func:`narrow` weight
+        gradient's share of the input columns (the BLAS choice only)."""
+        blas_matmul(p.T, q[:, lo:hi], out[:, lo:hi])
 else:  # no BLAS the compiled code can call: every product is our own
 
     @numba.njit(**FAST_OPTIONS)
     def tn_product(p, q, out, lo, hi, impl):
         """out[lo:hi] = p[:, lo:hi].T @ q with :func:`tn_rows` (BLAS is not available)."""
         tn_rows(p, q, out, lo, hi)
+
+    @numba.njit(**OPTIONS)
+    def tn_product_columns(p, q, out, lo, hi):
+        """out[:, lo:hi] = p.T @ q[:, lo:hi] in plain loops (never chosen without BLAS: the
+        narrow split is for the BLAS choice only)."""
+        for r in range(p.shape[1]):
+            for l in range(lo, hi):
+                total = out.dtype.type(0)
+                for s in range(p.shape[0]):
+                    total += p[s, r] * q[s, l]
+                out[r, l] = total
 
 
 @numba.njit(**OPTIONS)
@@ -751,6 +783,11 @@ def weight_grad_t(d, a, dw_t, parts, impl):
     parts = effective_parts(parts, 2 * d.shape[0] * n_out * a.shape[1])
     if parts == 1:
         tn_product(d, a, dw_t, 0, n_out, impl)
+        return
+    if impl == BLAS and narrow(n_out):
+        for part in numba.prange(parts):  # as jit_epoch.weight_grad splits a narrow one
+            lo, hi = split(a.shape[1], parts, part)
+            tn_product_columns(d, a, dw_t, lo, hi)
         return
     for part in numba.prange(parts):
         lo, hi = split(n_out, parts, part)
