@@ -21,11 +21,13 @@ the last bits; tests/test_row_independence.py).
 Both take ``parts``: the rows of ``out`` (``matmul_tn``) or its columns (``matmul_nt``) are
 cut into ``parts`` ranges at multiples of ``ALIGN`` = 16 elements (a 64-byte cache line of
 float32), one per thread, so that two threads never write the same cache line of a 64-byte
-aligned buffer (false sharing made the batch-16 forward 1.6x slower). Every output element is
-computed by the same code in the same order whatever ``parts`` is, so results do not depend
-on the number of threads. Measured on the 784x128 products (float32, AMD Zen 5,
-benchmarks/kernels.py): 133-165 GFLOP/s on one thread, 226-304 on two, against 88-113 and
-142-213 for NumPy's OpenBLAS (AVX2 kernels on this CPU).
+aligned buffer (false sharing made the batch-16 forward 1.6x slower). A product with a
+:func:`narrow` output (one ALIGN block, e.g. a classifier's 10 columns) splits its other
+dimension instead: the forward product its rows, the BLAS weight gradient its input columns.
+In the own loops every output element is computed by the same code in the same order whatever
+``parts`` is, so their results do not depend on the number of threads. Measured on the
+784x128 products (float32, AMD Zen 5, benchmarks/kernels.py): 133-165 GFLOP/s on one thread,
+226-304 on two, against 88-113 and 142-213 for NumPy's OpenBLAS (AVX2 kernels on this CPU).
 
 The backward products go through :func:`tn_product`, which runs either ``tn_rows`` (``OWN``) or one
 call of a BLAS (NumPy's own, else SciPy's) on the same row range (``BLAS``, :func:`blas_matmul`), as
