@@ -40,7 +40,7 @@ from .jit_gemm import (
     narrow,
     split,
     tn_product,
-    tn_product_columns,
+    weight_grad_t,
 )
 from .jit_optim import fused_step
 
@@ -154,9 +154,7 @@ def weight_grad(d, a, dw_t, db, squares, parts, impl):
         # one block of output rows (the classifier's 10) would run on one thread: the BLAS
         # calls split the input columns instead; the sums of squares are then added part by
         # part in the order of the row split, as grad_squares adds them
-        for part in numba.prange(parts):
-            lo, hi = split(a.shape[1], parts, part)
-            tn_product_columns(d, a, dw_t, lo, hi)
+        weight_grad_t(d, a, dw_t, parts, impl)
         column_sums(d, db, 0, n_out)
         for part in range(parts):
             lo, hi = split(n_out, parts, part)

@@ -787,7 +787,7 @@ def weight_grad_t(d, a, dw_t, parts, impl):
         tn_product(d, a, dw_t, 0, n_out, impl)
         return
     if impl == BLAS and narrow(n_out):
-        for part in numba.prange(parts):  # as jit_epoch.weight_grad splits a narrow one
+        for part in numba.prange(parts):  # jit_epoch.weight_grad calls this for a narrow one
             lo, hi = split(a.shape[1], parts, part)
             tn_product_columns(d, a, dw_t, lo, hi)
         return
