@@ -26,7 +26,10 @@ Each number is the median of ``--repeats`` epochs after one warm-up epoch. Also 
 the JIT compile time (first process with an empty Numba cache) and the cold start of a second
 process (import to the first epoch done, from the on-disk cache), the sgemm peak measured
 here (NumPy's BLAS on a 2048^3 product and minigd's own kernel) and each epoch's share of the
-FLOP floor (the epoch's FLOPs at that peak). Results go to
+FLOP floor (the epoch's FLOPs at that peak), and its share of the BLAS products floor: the
+time NumPy's BLAS, called from compiled code, takes for the epoch's matrix products alone,
+on their own shapes, measured in the same run. Small products run below the 2048^3 peak, so
+this floor is the higher one, and what minigd spends above it is its own code. Results go to
 ``benchmarks/results/epoch.json`` and ``epoch.png``.
 
     python benchmarks/epoch.py              # the full table (a few minutes)
@@ -427,6 +430,69 @@ def sgemm_peak(threads, size=2048):
     return {"numpy_blas_gflops": blas, "minigd_kernel_gflops": own, "peak_gflops": max(blas, own)}
 
 
+def products_floor(shape, batch, rows, threads, repeats=7):
+    """Seconds per epoch of the epoch's matrix products alone, on NumPy's BLAS called from
+    compiled code (no Python between calls): for every iteration, each layer's forward product
+    and weight gradient, and the input gradient of every layer after the first, into
+    preallocated outputs. This is the floor BLAS itself sets on these shapes (small products
+    run below the big-square sgemm peak); what minigd spends above it is its own code
+    (activations, loss, optimizer, gathers, threads) or its own product kernels doing better
+    or worse than BLAS. None when the compiled code cannot call BLAS."""
+    import numba
+
+    from minigd.kernels import jit_gemm
+
+    if not jit_gemm.BLAS_AVAILABLE:
+        return None
+    sys.path.insert(0, HERE)
+    from kernels import blas_threads
+
+    rng = np.random.default_rng(0)
+    sizes, _ = parse_shape(shape)
+    arrays = {name: numba.typed.List() for name in ("x", "w", "dz", "z", "gw", "dx")}
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        arrays["x"].append(rng.random((batch, n_in), dtype=np.float32))
+        arrays["w"].append(rng.random((n_out, n_in), dtype=np.float32))
+        arrays["dz"].append(rng.random((batch, n_out), dtype=np.float32))
+        arrays["z"].append(np.empty((batch, n_out), np.float32))
+        arrays["gw"].append(np.empty((n_out, n_in), np.float32))
+        arrays["dx"].append(np.empty((batch, n_in), np.float32))
+    per_round = max(1, int(0.05 * rows / batch))  # about 5% of an epoch's iterations
+    times = []
+    with blas_threads(threads):
+        _blas_products(*arrays.values(), 1)  # compiles
+        for _ in range(repeats):
+            started = time.perf_counter()
+            _blas_products(*arrays.values(), per_round)
+            times.append((time.perf_counter() - started) / per_round)
+    return statistics.median(times) * rows / batch
+
+
+def _blas_products(x, w, dz, z, gw, dx, iterations):
+    from minigd.kernels import jit_gemm
+
+    global _blas_products_jit
+    if _blas_products_jit is None:
+        import numba
+
+        blas_matmul = jit_gemm.blas_matmul
+
+        @numba.njit(cache=False)
+        def run(x, w, dz, z, gw, dx, iterations):
+            for _ in range(iterations):
+                for k in range(len(x)):
+                    blas_matmul(x[k], w[k].T, z[k])  # forward
+                    blas_matmul(dz[k].T, x[k], gw[k])  # weight gradient
+                    if k:
+                        blas_matmul(dz[k], w[k], dx[k])  # gradient into the layer below
+
+        _blas_products_jit = run
+    _blas_products_jit(x, w, dz, z, gw, dx, iterations)
+
+
+_blas_products_jit = None
+
+
 def machine():
     info = {
         "python": platform.python_version(),
@@ -466,6 +532,10 @@ def fmt(value, digits=3):
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def share(fraction):
+    return "-" if fraction is None else f"{100 * fraction:.0f}%"
+
+
 def table(results):
     lines = []
     quick = results["config"]["quick"]
@@ -474,10 +544,10 @@ def table(results):
             lines.append(f"\n{shape} {opt.upper()}: seconds per epoch (median) and ratios")
             lines.append(
                 "| batch | minigd | PyTorch | JAX | minigd / PyTorch | minigd / JAX | "
-                "share of FLOP floor | sklearn | minigd per-iteration | NumPy backend | "
-                "products |"
+                "share of FLOP floor | share of BLAS products floor | sklearn | "
+                "minigd per-iteration | NumPy backend | products |"
             )
-            lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
+            lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
             for row in results["rows"]:
                 if row["optimizer"] != opt or row["shape"] != shape:
                     continue
@@ -504,7 +574,9 @@ def table(results):
                 lines.append(
                     f"| {row['batch']} | {fmt(row['minigd'])} | {fmt(row['torch'])} | "
                     f"{fmt(row['jax'])} | {fmt(ratio, 2)}{met} | {fmt(jratio, 2)}{jmet} | "
-                    f"{fmt(100 * row['fraction_of_peak'], 0)}%{fmet} | {fmt(row['sklearn'])} | "
+                    f"{fmt(100 * row['fraction_of_peak'], 0)}%{fmet} | "
+                    f"{share(row['share_of_blas_products'])} "
+                    f"({fmt(row['blas_products_s'])} s) | {fmt(row['sklearn'])} | "
                     f"{fmt(row['minigd_per_iteration'])} | {fmt(row['numpy_backend'])} | "
                     f"{row['products']} |"
                 )
@@ -676,6 +748,7 @@ def main(argv=None):
         )
     peers, peer_notes = run_peers(args, configs)
     notes += peer_notes
+    blas_floor = {}  # (shape, batch) -> seconds of the epoch's products on NumPy's BLAS
     for row in rows:
         key = (row["shape"], row["optimizer"], row["batch"])
         for name in PEERS:
@@ -687,6 +760,13 @@ def main(argv=None):
         )
         row["flops"] = flops_per_epoch(args.rows, row["shape"])
         row["fraction_of_peak"] = row["flops"] / (peak["peak_gflops"] * 1e9) / row["minigd"]
+        key = (row["shape"], row["batch"])
+        if key not in blas_floor:
+            blas_floor[key] = products_floor(row["shape"], row["batch"], args.rows, args.threads)
+        row["blas_products_s"] = blas_floor[key]
+        row["share_of_blas_products"] = (
+            None if blas_floor[key] is None else blas_floor[key] / row["minigd"]
+        )
     results = {
         "config": {
             "rows": args.rows,
