@@ -20,7 +20,9 @@ The JSON records the CPU model, its vector ISA (AVX2, AVX-512, NEON) and, per ro
 matrix-product implementation minigd chose (minigd.kernels.autotune). ``--compare-products``
 also times minigd with each implementation forced (``MINIGD_PRODUCTS=own`` / ``blas``).
 Run once more with ``NUMBA_CPU_NAME=haswell OPENBLAS_CORETYPE=Haswell`` on an AVX-512
-machine to measure the AVX2 code paths.
+machine to measure the AVX2 code paths; the peers then run capped at AVX2 as well
+(``ATEN_CPU_CAPABILITY``, ``MKL_ENABLE_INSTRUCTIONS``, ``ONEDNN_MAX_CPU_ISA``, XLA's
+``--xla_cpu_max_isa``), so that both sides of a ratio use the same ISA.
 
 Each number is the median of ``--repeats`` epochs after one warm-up epoch. Also reported:
 the JIT compile time (first process with an empty Numba cache) and the cold start of a second
@@ -228,6 +230,24 @@ PEERS = {
 }
 
 
+def peer_isa_env():
+    """Environment that holds the peers to the vector ISA minigd's kernels are compiled for.
+    Under ``NUMBA_CPU_NAME=haswell OPENBLAS_CORETYPE=Haswell`` on an AVX-512 machine, minigd
+    and NumPy's OpenBLAS run AVX2 code, but PyTorch (MKL, oneDNN, ATen) and JAX (XLA) would
+    still pick AVX-512: the AVX2 table would compare two ISAs. These variables cap them at AVX2
+    too; on a machine whose best ISA is AVX2 they change nothing. Empty otherwise."""
+    from minigd.kernels import autotune
+
+    if autotune.vector_isa() != "AVX2":
+        return {}
+    return {
+        "ATEN_CPU_CAPABILITY": "avx2",
+        "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+        "ONEDNN_MAX_CPU_ISA": "AVX2",
+        "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_max_isa=AVX2").strip(),
+    }
+
+
 def start_peer(name, args, configs):
     """Start peer ``name`` on all ``configs`` in a subprocess; (process, None) or (None, reason)."""
     module = PEERS[name][0]
@@ -239,6 +259,7 @@ def start_peer(name, args, configs):
         OPENBLAS_NUM_THREADS=str(args.threads),
         MKL_NUM_THREADS=str(args.threads),
         JAX_PLATFORMS="cpu",
+        **peer_isa_env(),
     )
     command = [
         sys.executable,
@@ -517,6 +538,7 @@ def machine():
     info["llvm_cpu"], info["blas"] = autotune.llvm_cpu()[0], autotune.blas_library()
     info["numba_cpu_name"] = os.environ.get("NUMBA_CPU_NAME")
     info["openblas_coretype"] = os.environ.get("OPENBLAS_CORETYPE")
+    info["peer_isa_env"] = peer_isa_env()
     for module in ("torch", "sklearn", "jax"):
         try:
             from importlib.metadata import version
@@ -790,6 +812,9 @@ def main(argv=None):
         f"\nmachine: {results['machine'].get('cpu_model')}, {results['machine']['vector_isa']}"
         f" (LLVM CPU {results['machine']['llvm_cpu']})"
     )
+    if results["machine"]["peer_isa_env"]:
+        capped = " ".join(f"{k}={v}" for k, v in results["machine"]["peer_isa_env"].items())
+        print(f"peers capped at the same ISA: {capped}")
     print(
         f"sgemm peak measured here: NumPy BLAS {peak['numpy_blas_gflops']:.0f} GFLOP/s, "
         f"minigd kernel {peak['minigd_kernel_gflops']:.0f} GFLOP/s; one {MAIN_SHAPE} epoch is "
