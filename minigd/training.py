@@ -25,6 +25,7 @@ from .losses import Loss, SoftmaxCrossEntropy, loss_and_grad
 from .metrics import evaluate
 from .model import Sequential
 from .optim import Optimizer
+from .progress import progress_bar
 from .resume import checkpoint_callback
 from .schedules import (
     BatchSizeSchedule,
@@ -239,16 +240,6 @@ def _check_validation(validation_data, model, loss):
         validation_data[1], X_val.shape[0], model.n_outputs, name="validation_data[1]"
     )
     return X_val, y_val
-
-
-def _progress(total, description, enabled):
-    if enabled:
-        from tqdm.auto import tqdm
-    else:  # tqdm.auto warns in a notebook without ipywidgets, even for a disabled bar
-        from tqdm import tqdm
-    return tqdm(
-        total=total, desc=description, leave=False, unit="it", disable=None if enabled else True
-    )
 
 
 def fit(
@@ -483,7 +474,7 @@ def _run_epoch(state, loss, callbacks, verbose, start=0):
     if fused.supports(state, loss, callbacks):
         loss_sum, samples, divergence = fused.run_epoch(
             state,
-            _progress(
+            progress_bar(
                 len(state.iterator) - start, f"epoch {state.epoch}/{state.epochs}", verbose == 1
             ),
             start,
@@ -506,7 +497,7 @@ def _run_epoch(state, loss, callbacks, verbose, start=0):
         (i, layer) for i, layer in enumerate(model.layers) if type(layer).reseed is not Layer.reseed
     ]  # Dropout: masks by (seeds, step)
     loss_sum, samples = 0.0, 0
-    bar = _progress(len(iterator), f"epoch {state.epoch}/{state.epochs}", verbose == 1)
+    bar = progress_bar(len(iterator), f"epoch {state.epoch}/{state.epochs}", verbose == 1)
     try:
         for iteration, (xb, yb) in enumerate(iterator.batches(epoch_index, start), start=start + 1):
             lr = state.lr_at(epoch_index, state.step)
@@ -594,7 +585,7 @@ def _run_epoch_accumulated(state, loss, callbacks, verbose, start=0):
     grads = model.flat_grads
     total = np.empty_like(grads)
     loss_sum, samples = 0.0, 0
-    bar = _progress(len(groups), f"epoch {state.epoch}/{state.epochs}", verbose == 1)
+    bar = progress_bar(len(groups), f"epoch {state.epoch}/{state.epochs}", verbose == 1)
     batches = iterator.batches(epoch_index, start * k)
     try:
         for iteration, group in enumerate(groups[start:], start=start + 1):

@@ -2472,8 +2472,11 @@ def time_not_updates():
         assert numba_vs_numpy > 2                                    # compiled loops at batch 1
         for backend in ("numba", "numpy"):                           # then the gain flattens
             assert per_sample[backend, 16] / per_sample[backend, 256] < gain[backend]
+        n_weights = sum(p.value.size for p in build(0).parameters())
         say(f"An update on 16 samples costs {16 / gain['numba']:.1f}x an update on one sample on "
-            f"Numba and {16 / gain['numpy']:.1f}x on NumPy, not 16x. "
+            f"Numba and {16 / gain['numpy']:.1f}x on NumPy, not 16x: most of a small update's "
+            f"cost does not depend on B (the Python calls on NumPy, and on both backends writing "
+            f"the gradient of all {n_weights:,} weights and updating them). "
             f"Going from batch 1 to batch 16 makes a sample {gain['numba']:.1f}x cheaper on Numba "
             f"and {gain['numpy']:.1f}x cheaper on NumPy, whose batch-1 update is a string of "
             f"small Python calls ({per_sample['numpy', 1]:.0f} us per sample against Numba's "

@@ -75,6 +75,16 @@ def test_dense_forward_and_backward_agree(n, n_in, n_out, rng):
     assert_same(both("dense_backward", x, dy, w, *empty[:2], None))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_reference_weight_gradient_of_one_row_is_matmul_bit_for_bit(dtype, rng):
+    # one row takes the outer-product branch (NumPy's matmul is slow with an inner dimension 1)
+    x, dy = rng.normal(size=(1, 784)).astype(dtype), rng.normal(size=(1, 128)).astype(dtype)
+    dw, db = np.full((784, 128), np.nan, dtype), np.full(128, np.nan, dtype)
+    reference.dense_backward(x, dy, np.ones((784, 128), dtype), dw, db, None)
+    np.testing.assert_array_equal(dw, np.matmul(x.T, dy))
+    np.testing.assert_array_equal(db, dy[0])
+
+
 @pytest.mark.parametrize("name", ["relu", "tanh", "sigmoid"])
 def test_activations_agree_including_extremes(name, rng):
     z = rng.normal(scale=3, size=(7, 5))

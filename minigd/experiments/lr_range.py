@@ -16,6 +16,7 @@ from ..backend import kernels as _active_kernels
 from ..data import BatchIterator
 from ..model import Sequential
 from ..optim import Optimizer
+from ..progress import progress_bar
 from ..registry import build_optimizer
 
 MODES = ("exp", "linear")
@@ -232,14 +233,6 @@ def _make_optimizer(optimizer, params, lr):
     return built
 
 
-def _progress(total, enabled):
-    from tqdm.auto import tqdm
-
-    return tqdm(
-        total=total, desc="lr range test", leave=False, unit="it", disable=None if enabled else True
-    )
-
-
 def lr_range_test(
     model: Sequential,
     X: np.ndarray,
@@ -359,7 +352,7 @@ def _run(model, optimizer, iterator, lrs, smooth, diverge_threshold, progress):
     num_iter = len(lrs)
     losses, smoothed = np.empty(num_iter), np.empty(num_iter)
     avg, best, i = 0.0, math.inf, 0
-    bar = _progress(num_iter, progress)
+    bar = progress_bar(num_iter, "lr range test", progress)
     try:
         with np.errstate(over="ignore", invalid="ignore"):  # a blow-up is expected, and caught
             for xb, yb in _cycle(iterator, num_iter):

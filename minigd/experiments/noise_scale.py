@@ -17,6 +17,7 @@ from ..backend import kernels as _active_kernels
 from ..callbacks import Callback
 from ..data import BatchIterator, _seed_or_fresh
 from ..model import Sequential
+from ..progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -168,14 +169,6 @@ class _GradientProbe:
         return small, big, losses
 
 
-def _progress(total, enabled, description="noise scale"):
-    from tqdm.auto import tqdm
-
-    return tqdm(
-        total=total, desc=description, leave=False, unit="pair", disable=None if enabled else True
-    )
-
-
 def gradient_noise_scale(
     model: Sequential,
     X: np.ndarray,
@@ -240,7 +233,7 @@ def gradient_noise_scale(
     y = check.labels("y", y, X.shape[0], model.n_outputs)
     rng = np.random.default_rng(_seed_or_fresh(seed))
     probe = _GradientProbe(model, X, y, small_batch, big_batch)
-    bar = _progress(n_pairs, progress)
+    bar = progress_bar(n_pairs, "noise scale", progress, unit="pair")
     try:
         small, big, losses = probe.measure(model, n_pairs, rng, bar)
     finally:
@@ -335,7 +328,7 @@ class GradientNoiseScale(Callback):
         the gradient is not finite); returns the NoiseScaleEstimate or None."""
         if self._probe is None:
             raise RuntimeError("measure() needs start(model, X, y) first (fit calls it)")
-        bar = _progress(self.n_pairs, self.progress, f"noise scale (step {step})")
+        bar = progress_bar(self.n_pairs, f"noise scale (step {step})", self.progress, unit="pair")
         try:
             small, big, losses = self._probe.measure(model, self.n_pairs, self._rng, bar)
             estimate = noise_scale_from_norms(small, big, self.small_batch, self.big_batch, losses)

@@ -37,6 +37,7 @@ from ..history import History
 from ..metrics import evaluate
 from ..model import Sequential
 from ..optim import Optimizer
+from ..progress import progress_bar
 from ..schedules import linear_scaling, sqrt_scaling
 from ..training import fit
 from .sweep_storage import SweepStorage, data_fingerprint, sweep_key
@@ -638,9 +639,7 @@ def _optimizer_args(kwargs):
 def _run(cells, task, n_jobs, backend, verbose, save=None):
     """Run ``cells``; yield (row, History) as each finishes (in any order with joblib), after
     ``save(row, history)`` has stored it."""
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=len(cells), desc="sweep", unit="cell", disable=None if verbose else True)
+    bar = progress_bar(len(cells), "sweep", bool(verbose), unit="cell", leave=True)
     try:
         for row, history in _outcomes(cells, task, n_jobs, backend):
             if save is not None:

@@ -32,7 +32,13 @@ def dense_forward_train(x, w, b, out):
 
 def dense_backward(x, dy, w, dw, db, dx):
     """dw = x.T @ dy, db = sum over rows of dy, dx = dy @ w.T (skipped when dx is None)."""
-    np.matmul(x.T, dy, out=dw)
+    if x.shape[0] == 1:
+        # one row: dw is an outer product. NumPy's matmul with an inner dimension of 1 runs
+        # its own loop, about 3x slower here than this broadcast multiply (784 x 128 float32:
+        # 180 against 65 us), which forms the same products, rounded once
+        np.multiply(x.T, dy, out=dw)
+    else:
+        np.matmul(x.T, dy, out=dw)
     np.sum(dy, axis=0, out=db)
     if dx is not None:
         np.matmul(dy, w.T, out=dx)
