@@ -21,6 +21,7 @@ does not change its result.
 
 import math
 from collections import namedtuple
+from operator import itemgetter
 
 import numba
 import numpy as np
@@ -330,7 +331,8 @@ def _relayout(flat, out, dims, w_offsets, to_kernel):
     NumPy's strided copy of a 784 x 128 weight); everything between the weights (biases,
     other parameters) copied as it is. Each element is written once."""
     start = 0
-    for (n_in, n_out), offset in sorted(zip(np.asarray(dims).tolist(), w_offsets), key=_second):
+    blocks = sorted(zip(np.asarray(dims).tolist(), w_offsets), key=itemgetter(1))
+    for (n_in, n_out), offset in blocks:
         offset = int(offset)
         out[start:offset] = flat[start:offset]
         end = offset + n_in * n_out
@@ -338,7 +340,3 @@ def _relayout(flat, out, dims, w_offsets, to_kernel):
         transpose_into(flat[offset:end].reshape(shape), out[offset:end].reshape(shape[::-1]))
         start = end
     out[start:] = flat[start:]
-
-
-def _second(pair):
-    return pair[1]
