@@ -313,21 +313,22 @@ def run_epoch(state, bar, start=0):
         np.array(momenta[:n_run], dtype=np.float64),
         -1 if optimizer.momentum_index is None else optimizer.momentum_index,
     )
-    work = jit_epoch.Workspace(
-        aligned_empty((batch, iterator.X.shape[1]), dtype),
-        np.empty(batch, dtype=np.int64),
-        aligned_empty(a_offsets[-1], dtype),
-        a_offsets,
-        aligned_empty(2 * _round_up(batch * int(dims[:, 1].max())), dtype),
-        losses,
-        norms,
-    )
 
     divergence = None
     try:
         with training_scope(model, iterator.batch_size, optimizer):
             parts = parallel_parts()  # 1 in the whole-product mode
             products = autotune.epoch_products(dims, iterator.batch_size, sizes, dtype, parts)
+            work = jit_epoch.Workspace(
+                aligned_empty((batch, iterator.X.shape[1]), dtype),
+                np.empty(batch, dtype=np.int64),
+                aligned_empty(a_offsets[-1], dtype),
+                a_offsets,
+                aligned_empty(2 * _round_up(batch * int(dims[:, 1].max())), dtype),
+                losses,
+                norms,
+                aligned_empty(jit_epoch.partial_size(dims, products, parts), dtype),
+            )
             with autotune.blas_threads_limited(products):
                 count, status = (
                     (0, jit_epoch.COMPLETED)

@@ -36,10 +36,11 @@ def test_first_use_measures_and_writes_the_cache(cache):
     before = autotune.measurements
     code = autotune.choice(*SHAPE)
     assert autotune.measurements == before + 1
-    assert code in (jit_gemm.OWN, jit_gemm.BLAS)
+    assert code in (jit_gemm.OWN, jit_gemm.BLAS, jit_gemm.BLAS_ROWS)
     record = entry(cache)
     assert record["choice"] == autotune.CANDIDATES[code]
-    assert set(record["seconds"]) == set(autotune.CANDIDATES)
+    # the weight gradient: own loops, BLAS on a share of the output, BLAS on a share of the batch
+    assert set(record["seconds"]) == {"own", "blas", "blas_rows"}
     assert autotune.cached_choices() == {autotune.entry_key(*SHAPE): record["choice"]}
 
 
@@ -57,7 +58,7 @@ def test_a_cached_choice_wins_over_a_new_measurement(cache, monkeypatch):
     autotune.choice(*SHAPE)
     data = json.loads(cache.read_text())
     record = data["machines"][autotune.machine_key()][autotune.entry_key(*SHAPE)]
-    record["seconds"] = {"own": 1.0, "blas": 2.0}  # a valid record that says "own"
+    record["seconds"] = {"own": 1.0, "blas": 2.0, "blas_rows": 3.0}  # valid, says "own"
     record["choice"] = "own"
     cache.write_text(json.dumps(data))
     fresh_process(monkeypatch)
@@ -72,6 +73,8 @@ def test_a_cached_choice_wins_over_a_new_measurement(cache, monkeypatch):
         {"choice": "blas", "seconds": {"own": 1.0, "blas": 2.0}},  # contradicts its timings
         {"choice": "own", "seconds": {"own": -1.0, "blas": 2.0}},
         {"choice": "own", "seconds": {"own": "1", "blas": 2.0}},
+        {"choice": "own", "seconds": {"own": 1.0, "blas": 2.0}},  # no blas_rows timing
+        {"choice": "blas", "seconds": {"own": 1.0, "blas": 0.5, "blas_rows": 0.4}},  # not fastest
         {"choice": "own"},
         "own",
         None,
@@ -87,6 +90,7 @@ def test_a_corrupt_entry_is_measured_again(cache, monkeypatch, corrupt):
     autotune.choice(*SHAPE)
     assert autotune.measurements == before + 1
     assert autotune._valid(entry(cache)) is not None  # rewritten as a valid entry
+    assert set(entry(cache)["seconds"]) == set(autotune.CANDIDATES)
 
 
 @pytest.mark.parametrize("text", ["{not json", "[]", '{"version": 999, "machines": {}}', ""])
@@ -101,18 +105,19 @@ def test_an_unreadable_file_is_measured_again_and_replaced(cache, monkeypatch, t
 def test_a_file_of_an_earlier_version_is_measured_again(cache, monkeypatch):
     # a version-1 file holds epoch modes measured against a split mode without the autotuned
     # forward product, a version-2 one timings from before narrow layers split between the
-    # threads: their entries, valid in form, must not be trusted
+    # threads, a version-3 one split modes timed without the "blas_rows" products: their
+    # entries, valid in form, must not be trusted
     autotune.choice(*SHAPE)
     data = json.loads(cache.read_text())
-    assert data["version"] == autotune.VERSION == 3
-    for old in (1, 2):
+    assert data["version"] == autotune.VERSION == 4
+    for old in (1, 2, 3):
         data["version"] = old
         cache.write_text(json.dumps(data))
         fresh_process(monkeypatch)
         before = autotune.measurements
         autotune.choice(*SHAPE)
         assert autotune.measurements == before + 1
-        assert json.loads(cache.read_text())["version"] == 3
+        assert json.loads(cache.read_text())["version"] == 4
 
 
 def test_forced_choice_and_bad_value(cache, monkeypatch):
@@ -121,6 +126,10 @@ def test_forced_choice_and_bad_value(cache, monkeypatch):
     monkeypatch.setenv(autotune.ENV, "own")
     assert autotune.choice(*SHAPE) == jit_gemm.OWN
     assert not cache.exists()
+    monkeypatch.setenv(autotune.ENV, "blas_rows")
+    assert autotune.choice(*SHAPE) == jit_gemm.BLAS_ROWS
+    # the input gradient's BLAS calls split the batch already: blas_rows is its BLAS
+    assert autotune.choice("input_grad", *SHAPE[1:]) == jit_gemm.BLAS
     monkeypatch.setenv(autotune.ENV, "fast")
     with pytest.raises(ValueError, match="MINIGD_PRODUCTS"):
         autotune.choice(*SHAPE)
@@ -151,7 +160,28 @@ def test_every_product_is_measured_and_cached_under_its_own_key(cache, monkeypat
     code = autotune.choice(*shape)
     data = json.loads(cache.read_text())
     record = data["machines"][autotune.machine_key()][autotune.entry_key(*shape)]
-    assert autotune._valid(record) == code
+    candidates = autotune.product_candidates(product)
+    assert autotune._valid(record, candidates) == code
+    assert set(record["seconds"]) == set(candidates)
+    assert ("blas_rows" in candidates) == (product != "input_grad")
+
+
+@pytest.mark.parametrize(
+    "seconds,chosen",
+    [
+        ({"own": 1.0, "blas": 0.9, "blas_rows": 0.96}, "blas"),
+        ({"own": 1.0, "blas": 0.97, "blas_rows": 0.9}, "blas_rows"),
+        ({"own": 1.0, "blas": 0.96, "blas_rows": 0.97}, "own"),  # within the 5% margin
+        ({"own": 1.0, "blas": 0.9, "blas_rows": 0.9}, "blas"),  # a tie: the earlier one
+    ],
+)
+def test_the_fastest_candidate_wins_beyond_the_margin(seconds, chosen):
+    assert autotune._decide(seconds) == chosen
+
+
+def test_an_unknown_product_is_refused():
+    with pytest.raises(ValueError, match="product"):
+        autotune.product_candidates("backward")
 
 
 def test_cache_clear_forgets_the_choices(cache, monkeypatch, capsys):

@@ -20,7 +20,7 @@ import minigd as mg
 from minigd import fused
 from minigd.kernels import autotune, jit, jit_gemm, reference
 
-IMPLS = [jit_gemm.OWN, jit_gemm.BLAS]
+IMPLS = [jit_gemm.OWN, jit_gemm.BLAS, jit_gemm.BLAS_ROWS]
 # the last two are narrow (jit_gemm.narrow: at most one ALIGN block of outputs) and big enough
 # to be split between threads: by rows (forward) and by input columns (BLAS weight gradient)
 SHAPES = [
@@ -38,11 +38,12 @@ needs_blas = pytest.mark.skipif(
 
 
 def impl_param(impl):
-    marks = [needs_blas] if impl == jit_gemm.BLAS else []
+    marks = [needs_blas] if impl != jit_gemm.OWN else []
     return pytest.param(impl, marks=marks, id=autotune.CANDIDATES[impl])
 
 
 ALL_IMPLS = [impl_param(i) for i in IMPLS]
+CHOICES = [pytest.param(c, marks=needs_blas) for c in autotune.CANDIDATES[1:]] + ["own"]
 
 
 def operands(rows, n_in, n_out, seed=0):
@@ -84,7 +85,10 @@ _OTHER_BLAS = textwrap.dedent(
         for parts in (1, 2):
             with autotune.blas_threads_limited([g.BLAS]):
                 dw = np.full((n_out, n_in), np.nan)
-                g.weight_grad_t(d, a, dw, parts, g.BLAS)
+                g.weight_grad_t(d, a, dw, parts, g.BLAS, np.empty(0))
+                split = np.full((n_out, n_in), np.nan)
+                g.weight_grad_t(d, a, split, parts, g.BLAS_ROWS, np.empty(n_out * n_in))
+                np.testing.assert_allclose(split, d.T @ a, rtol=1e-12, atol=1e-11)
                 below = np.full((rows, n_in), np.nan)
                 g.input_grad(d, w_t, a, g.NONE, below, parts, g.BLAS)
                 out = np.full((rows, n_out), np.nan)
@@ -127,9 +131,25 @@ def test_each_blas_library_computes_the_products(library):
 def test_weight_gradient_matches_numpy(impl, parts, rows, n_in, n_out):
     d, a, _ = operands(rows, n_in, n_out)
     out = np.full((n_out, n_in), np.nan)
+    partial = np.full((parts - 1) * n_out * n_in, np.nan)  # BLAS_ROWS's per-thread sums
     with autotune.blas_threads_limited([impl]):
-        jit_gemm.weight_grad_t(d, a, out, parts, impl)
+        jit_gemm.weight_grad_t(d, a, out, parts, impl, partial)
     np.testing.assert_allclose(out, d.T @ a, rtol=1e-12, atol=1e-11)
+
+
+@needs_blas
+def test_batch_split_weight_gradient_adds_every_share_and_checks_its_scratch():
+    """BLAS_ROWS: each thread's share of the batch summed apart, then added; at 16 rows the
+    first of 2 shares is empty (rows split at multiples of 16) and must count as zero."""
+    for rows, parts in ((16, 2), (100, 3), (1030, 2)):
+        d, a, _ = operands(rows, 784, 128, seed=rows)
+        out = np.full((128, 784), np.nan)
+        partial = np.full((parts - 1) * 128 * 784, np.nan)
+        with autotune.blas_threads_limited([jit_gemm.BLAS]):
+            jit_gemm.weight_grad_t(d, a, out, parts, jit_gemm.BLAS_ROWS, partial)
+        np.testing.assert_allclose(out, d.T @ a, rtol=1e-12, atol=1e-10)
+    with pytest.raises(ValueError, match="partial"):
+        jit_gemm.weight_grad_t(d, a, out, 2, jit_gemm.BLAS_ROWS, np.empty(128 * 784 - 1))
 
 
 @pytest.mark.parametrize("impl", ALL_IMPLS)
@@ -165,7 +185,7 @@ def test_forward_product_with_bias_and_activation_matches_numpy(impl, parts, row
         np.testing.assert_allclose(out, f(z), rtol=1e-12, atol=1e-11)
 
 
-@pytest.mark.parametrize("choice", [pytest.param("blas", marks=needs_blas), "own"])
+@pytest.mark.parametrize("choice", CHOICES)
 @pytest.mark.parametrize("rows,n_in,n_out", SHAPES)
 def test_training_forward_matches_reference_and_prediction_stays_own(
     monkeypatch, choice, rows, n_in, n_out
@@ -189,7 +209,7 @@ def test_training_forward_matches_reference_and_prediction_stays_own(
     np.testing.assert_array_equal(predicted, own)
 
 
-@pytest.mark.parametrize("choice", [pytest.param("blas", marks=needs_blas), "own"])
+@pytest.mark.parametrize("choice", CHOICES)
 @pytest.mark.parametrize("rows,n_in,n_out", SHAPES)
 def test_dense_backward_matches_reference(monkeypatch, choice, rows, n_in, n_out):
     monkeypatch.setenv(autotune.ENV, choice)
@@ -227,13 +247,46 @@ def train_both_paths(monkeypatch, opt, seed, activations):
     return runs
 
 
-@pytest.mark.parametrize("choice", [pytest.param("blas", marks=needs_blas), "own"])
+@pytest.mark.parametrize("choice", CHOICES)
 @pytest.mark.parametrize("opt", ["sgd", "adam"])
 def test_fused_and_per_iteration_paths_agree_bit_for_bit(monkeypatch, choice, opt):
     monkeypatch.setenv(autotune.ENV, choice)
     (fused_values, _), (loop_values, _) = train_both_paths(monkeypatch, opt, 3, (mg.Tanh, mg.ReLU))
     for a, b in zip(fused_values, loop_values):
         np.testing.assert_array_equal(a, b)
+
+
+@needs_blas
+@pytest.mark.parametrize("opt", ["sgd", "adam"])
+def test_batch_split_products_agree_bit_for_bit_between_the_paths(monkeypatch, opt):
+    """MINIGD_PRODUCTS=blas_rows on a layer big enough to be split between the threads
+    (96 x 200 x 64 at batch 96, a short last batch of 52): the forward products and weight
+    gradients split the batch, and both paths of fit give the same values, losses and
+    gradient norms (the norm sums the squares in the same order)."""
+    monkeypatch.setenv(autotune.ENV, "blas_rows")
+    rng = np.random.default_rng(8)
+    X, y = rng.random((340, 200), dtype=np.float32), rng.integers(0, 10, 340)
+    runs = []
+    for fused_path in (True, False):
+        model = mg.Sequential(mg.Dense(200, 64), mg.ReLU(), mg.Dense(64, 10), seed=2)
+        optimizer = (
+            mg.SGD(model.parameters(), lr=0.1, momentum=0.9)
+            if opt == "sgd"
+            else mg.Adam(model.parameters(), lr=1e-2)
+        )
+        monkeypatch.setattr(fused, "ENABLED", fused_path)
+        history = mg.fit(
+            model, X, y, optimizer=optimizer, epochs=2, batch_size=96, seed=0, verbose=0
+        )
+        runs.append((model.flat_values.copy(), history))
+    (fused_values, fused_history), (loop_values, loop_history) = runs
+    np.testing.assert_array_equal(fused_values, loop_values)
+    assert fused_history.iterations["loss"] == loop_history.iterations["loss"]
+    assert fused_history.iterations["grad_norm"] == loop_history.iterations["grad_norm"]
+    products = autotune.epoch_products(
+        np.array([[200, 64], [64, 10]]), 96, [96] * 3 + [52], np.float32, 2
+    )
+    assert products[0, 0, 0] == jit_gemm.BLAS_ROWS  # the forced choice reached the kernels
 
 
 needs_threads = pytest.mark.skipif(

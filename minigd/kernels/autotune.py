@@ -1,6 +1,6 @@
 """Which matrix product the Numba backend's training runs, chosen by measuring this machine.
 
-Two implementations compete for each product of a dense layer in training (the forward
+Implementations compete for each product of a dense layer in training (the forward
 ``x @ W``, the weight gradient ``d.T @ a`` and the input gradient ``d @ W.T``), at the run's
 shape, dtype and thread count:
 
@@ -8,7 +8,15 @@ shape, dtype and thread count:
   for the host CPU;
 - ``blas``: a BLAS called from the compiled kernel (``jit_gemm.blas_matmul``): the OpenBLAS NumPy
   bundles, else SciPy's (``jit_config.BLAS_LIBRARY``), one single-threaded call per Numba thread on
-  that thread's range of output rows. BLAS runs single-threaded while minigd's kernels run
+  that thread's range of output rows (or columns);
+- ``blas_rows`` (forward and weight gradient only): the same BLAS calls, each thread on its
+  share of the batch rows. For the weight gradient each thread sums its rows into its own
+  buffer and the buffers are added in thread order afterwards. One BLAS call over all 784
+  columns of a 1024-row batch, and a K-split weight gradient, ran 8-15% faster than the
+  column split on an Intel Xeon (model 167, AVX-512, 2 threads, measured side by side); at
+  64 rows they were slower. So each shape measures all three.
+
+BLAS runs single-threaded while minigd's kernels run
   (:func:`blas_threads_limited`, through threadpoolctl), so one thread pool, Numba's, owns the
   cores: two pools spinning on 2 cores measured slower and less stable.
 
@@ -22,8 +30,8 @@ every Numba kernel on one thread, and every product, the forward one included, o
 on BLAS's threads. Which mode an epoch runs (:func:`epoch_mode`) is measured per network
 shape, batch size, dtype, thread count and optimizer, and cached like the products.
 
-The first time a shape is needed, both are timed (interleaved, best of a few rounds, a few
-milliseconds) and the faster one is kept; ``own`` unless BLAS is at least 5% faster. Choices
+The first time a shape is needed, its candidates are timed (interleaved, best of a few rounds, a
+few milliseconds) and the fastest is kept; ``own`` unless a BLAS one is at least 5% faster. Choices
 are cached in ``autotune.json`` beside the compiled kernels (``$MINIGD_CACHE_DIR``, default
 ``~/.cache/minigd``), per machine (CPU model, LLVM CPU name, vector ISA, BLAS library) and per
 product, shape, dtype and thread count; the file is written atomically, and an entry that
@@ -54,15 +62,19 @@ import numpy as np
 from .. import _io
 from . import codes, jit_config, jit_gemm
 
-CANDIDATES = ("own", "blas")  # index = jit_gemm.OWN / jit_gemm.BLAS
+CANDIDATES = ("own", "blas", "blas_rows")  # index = jit_gemm.OWN / BLAS / BLAS_ROWS
 PRODUCTS = ("weight_grad", "input_grad", "forward")
+# the input gradient already splits the batch rows between the threads: no "blas_rows"
+_PRODUCT_CANDIDATES = {"input_grad": CANDIDATES[:2]}
 FILE_NAME = "autotune.json"
 ENV = "MINIGD_PRODUCTS"
 # 2: training's forward product is autotuned by default, so the epoch modes of a version-1 file
 # were measured against another "split" mode; such a file is measured again, not trusted
 # 3: narrow layers (jit_gemm.narrow) split between the threads, which changed the timings of
 # their products and of the "split" mode
-VERSION = 3
+# 4: the "blas_rows" candidate of the forward product and the weight gradient; the "split"
+# mode's timings of version 3 were measured without it
+VERSION = 4
 BLAS_MARGIN = 0.95  # BLAS must take <= 95% of own's time to be chosen
 _ROUNDS = 5  # interleaved timing rounds per candidate
 _MIN_SECONDS = 2e-4  # each timing covers at least this long
@@ -230,7 +242,7 @@ def blas_threads_limited(products):
     """Run BLAS single-threaded inside the block when ``products`` (codes) use it; else no-op.
     (Numba's threads each call BLAS on their own rows: BLAS threads would oversubscribe.)
     A no-op inside :func:`whole_epoch`, which gives BLAS the threads instead."""
-    if whole_active() or jit_gemm.BLAS not in np.asarray(products) or not _blas_pools():
+    if whole_active() or not (np.asarray(products) != jit_gemm.OWN).any() or not _blas_pools():
         yield
         return
     libs = _blas_pools()
@@ -270,9 +282,20 @@ def _read():
     return {m: e for m, e in data["machines"].items() if isinstance(e, dict)}
 
 
+def product_candidates(product):
+    """The implementations (names, in code order) that compete for ``product``."""
+    if product not in PRODUCTS:
+        raise ValueError(f"product: expected one of {PRODUCTS}, got {product!r}")
+    return _PRODUCT_CANDIDATES.get(product, CANDIDATES)
+
+
 def _candidates(key):
-    """The candidates an entry key chooses between: MODES for an epoch's mode, else CANDIDATES."""
-    return MODES if key.startswith(MODE_PREFIX) else CANDIDATES
+    """The candidates an entry key chooses between: MODES for an epoch's mode, else the
+    product's (its first word)."""
+    if key.startswith(MODE_PREFIX):
+        return MODES
+    product = key.split(" ", 1)[0]
+    return product_candidates(product) if product in PRODUCTS else CANDIDATES
 
 
 def _valid(record, candidates=CANDIDATES):
@@ -332,12 +355,14 @@ def clear_choices():
 
 # ---- measuring -----------------------------------------------------------------------------------
 def _decide(seconds, candidates=CANDIDATES):
-    """The first candidate (the default), unless the second takes <= BLAS_MARGIN of its time."""
-    first, second = candidates
-    return second if seconds[second] <= BLAS_MARGIN * seconds[first] else first
+    """The first candidate (the default), unless the fastest other one takes <= BLAS_MARGIN of
+    its time (ties between the others go to the earlier one)."""
+    first, others = candidates[0], candidates[1:]
+    best = min(others, key=lambda name: (seconds[name], others.index(name)))
+    return best if seconds[best] <= BLAS_MARGIN * seconds[first] else first
 
 
-def _operands(product, rows, n_in, n_out, dtype):
+def _operands(product, rows, n_in, n_out, dtype, parts=1):
     rng = np.random.default_rng(0)
     d = jit_gemm.aligned_empty((rows, n_out), dtype)
     d[...] = rng.standard_normal(d.shape)
@@ -345,7 +370,8 @@ def _operands(product, rows, n_in, n_out, dtype):
         a = jit_gemm.aligned_empty((rows, n_in), dtype)
         a[...] = rng.random(a.shape)
         out = jit_gemm.aligned_empty((n_out, n_in), dtype)
-        return lambda impl, parts: jit_gemm.weight_grad_t(d, a, out, parts, impl)
+        partial = jit_gemm.aligned_empty((max(parts - 1, 0) * n_out * n_in,), dtype)
+        return lambda impl, parts: jit_gemm.weight_grad_t(d, a, out, parts, impl, partial)
     w_t = jit_gemm.aligned_empty((n_out, n_in), dtype)
     w_t[...] = rng.standard_normal(w_t.shape)
     below = jit_gemm.aligned_empty((rows, n_in), dtype)
@@ -361,26 +387,28 @@ def _operands(product, rows, n_in, n_out, dtype):
 
 
 def measure(product, rows, n_in, n_out, dtype, parts):
-    """Best seconds per call of each candidate on this product: {"own": s, "blas": s}."""
+    """Best seconds per call of each of the product's candidates (:func:`product_candidates`):
+    {"own": s, "blas": s, ...}."""
     global measurements
     _settle()
-    run = _operands(product, rows, n_in, n_out, dtype)
+    names = product_candidates(product)
+    run = _operands(product, rows, n_in, n_out, dtype, parts)
     with blas_threads_limited([jit_gemm.BLAS]):
-        for impl in range(len(CANDIDATES)):
+        for impl in range(len(names)):
             run(impl, parts)  # compile / load, warm the caches
         started = time.perf_counter()
         run(jit_gemm.OWN, parts)
         once = max(time.perf_counter() - started, 1e-7)
         reps = max(1, min(1000, int(_MIN_SECONDS / once)))
-        best = [math.inf] * len(CANDIDATES)
+        best = [math.inf] * len(names)
         for _ in range(_ROUNDS):
-            for impl in range(len(CANDIDATES)):
+            for impl in range(len(names)):
                 started = time.perf_counter()
                 for _ in range(reps):
                     run(impl, parts)
                 best[impl] = min(best[impl], (time.perf_counter() - started) / reps)
     measurements += 1
-    return dict(zip(CANDIDATES, best))
+    return dict(zip(names, best))
 
 
 def compile_candidates(dtype):
@@ -421,27 +449,31 @@ def _lookup(key, candidates, measure_now):
 
 
 def _forced_products():
-    """``MINIGD_PRODUCTS``: "own", "blas" or "auto" (checked)."""
+    """``MINIGD_PRODUCTS``: "own", "blas", "blas_rows" or "auto" (checked)."""
     forced = os.environ.get(ENV, "auto").strip().lower() or "auto"
     if forced not in (*CANDIDATES, "auto"):
-        raise ValueError(f"{ENV}={forced!r}: expected 'own', 'blas' or 'auto'")
+        raise ValueError(f"{ENV}={forced!r}: expected 'own', 'blas', 'blas_rows' or 'auto'")
     return forced
 
 
 def choice(product, rows, n_in, n_out, dtype, parts):
-    """The implementation code (jit_gemm.OWN or BLAS) of one product: BLAS inside
-    :func:`whole_epoch`; else from ``MINIGD_PRODUCTS``, this process's memo, the cache file,
-    or measured now."""
+    """The implementation code (jit_gemm.OWN, BLAS or BLAS_ROWS) of one product: BLAS inside
+    :func:`whole_epoch`; else from ``MINIGD_PRODUCTS`` (``blas_rows`` gives BLAS to the input
+    gradient, whose BLAS calls split the rows already; own without a BLAS to call), this
+    process's memo, the cache file, or measured now."""
     if whole_active():
         return jit_gemm.BLAS
     if product == "forward" and not forward_blas_enabled():
         return jit_gemm.OWN
     forced = _forced_products()
     if forced in CANDIDATES:
-        return jit_gemm.BLAS if forced == "blas" and blas_usable() else jit_gemm.OWN
+        if forced == "own" or not blas_usable():
+            return jit_gemm.OWN
+        names = product_candidates(product)
+        return names.index(forced) if forced in names else jit_gemm.BLAS
     return _lookup(
         entry_key(product, rows, n_in, n_out, dtype, parts),
-        CANDIDATES,
+        product_candidates(product),
         lambda: measure(product, rows, n_in, n_out, dtype, parts),
     )
 
@@ -613,6 +645,10 @@ def _network_operands(dims, rows, dtype, update=None, acts=None):
 
     def step():
         parts = jit_config.parallel_parts()
+        partials = [
+            jit_gemm.aligned_empty((max(parts - 1, 0) * n_in * n_out,), dtype)
+            for n_in, n_out in dims
+        ]
         impls = [
             (
                 choice("forward", rows, n_in, n_out, dtype, parts),
@@ -629,7 +665,7 @@ def _network_operands(dims, rows, dtype, update=None, acts=None):
                 )
             for l in range(len(layers) - 1, -1, -1):
                 w_t, _, _, d, dw_t, _ = layers[l]
-                jit_gemm.weight_grad_t(d, acts[l], dw_t, parts, impls[l][1])
+                jit_gemm.weight_grad_t(d, acts[l], dw_t, parts, impls[l][1], partials[l])
                 if l:
                     below = layers[l - 1][3]
                     jit_gemm.input_grad(

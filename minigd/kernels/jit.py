@@ -25,7 +25,7 @@ import numba
 from . import autotune
 from .jit_config import OPTIONS, cache_info, parallel_parts
 from .jit_gemm import (
-    BLAS,
+    BLAS_ROWS,
     NONE,
     OWN,
     RELU,
@@ -119,9 +119,9 @@ def column_sums(dy, db, lo, hi):
 
 
 @numba.njit(**OPTIONS)
-def _dense_backward(x, dy, w, dw, db, dx, w_t, parts, impl_w, impl_x):
-    if impl_w == BLAS:  # as the whole-epoch kernel: dw.T = dy.T @ x, then transposed
-        weight_grad_t(dy, x, w_t, parts, impl_w)
+def _dense_backward(x, dy, w, dw, db, dx, w_t, parts, impl_w, impl_x, partial):
+    if impl_w != OWN:  # as the whole-epoch kernel: dw.T = dy.T @ x, then transposed
+        weight_grad_t(dy, x, w_t, parts, impl_w, partial)
         transpose_into(w_t, dw)
     else:
         matmul_tn(x, dy, dw, parts)
@@ -141,7 +141,8 @@ def dense_backward(x, dy, w, dw, db, dx):
     impl_w = autotune.choice("weight_grad", rows, n_in, n_out, w.dtype, parts)
     impl_x = 0 if dx is None else autotune.choice("input_grad", rows, n_in, n_out, w.dtype, parts)
     with autotune.blas_threads_limited((impl_w, impl_x)):
-        _dense_backward(x, dy, w, dw, db, dx, _transposed_buffer(w), parts, impl_w, impl_x)
+        partial = _buffer("partial", ((parts - 1) * w.size if impl_w == BLAS_ROWS else 0,), w.dtype)
+        _dense_backward(x, dy, w, dw, db, dx, _transposed_buffer(w), parts, impl_w, impl_x, partial)
 
 
 # ---- activations ------------------------------------------------------------------------------

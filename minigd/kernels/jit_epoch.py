@@ -31,6 +31,7 @@ from numba.extending import intrinsic
 
 from .codes import COMPLETED, GRADIENT_DIVERGED, LOSS_DIVERGED  # noqa: F401
 from .codes import PRODUCT_BLAS as BLAS
+from .codes import PRODUCT_BLAS_ROWS as BLAS_ROWS
 from .jit import column_sums, softmax_cross_entropy
 from .jit_config import FAST_OPTIONS, MIN_PARALLEL_GATHER, OPTIONS
 from .jit_gemm import (
@@ -61,10 +62,23 @@ declares); hyper: its float64 hyperparameters in the order the class declares; s
 flat state buffers in kernel layout (empty when unused); max_norm: clip the gradient's global
 norm to it (<= 0: no clipping); momenta (n,) float64 or empty: hyper[momentum_index] of each
 update (a schedule's momentum); step0: updates so far; lrs (n,) float64."""
-Workspace = namedtuple("Workspace", "xbuf ybuf abuf a_offsets dbuf losses norms")
+Workspace = namedtuple("Workspace", "xbuf ybuf abuf a_offsets dbuf losses norms partial")
 Workspace.__doc__ = """xbuf (B, features), ybuf (B,) int64: the gathered batch; abuf with
 a_offsets: each layer's activations; dbuf: two back-propagated deltas; losses, norms (n,)
-float64: each iteration's loss and gradient norm before clipping."""
+float64: each iteration's loss and gradient norm before clipping; partial: the weight
+gradients' per-thread partial sums where the products are BLAS_ROWS (:func:`partial_size`
+elements, 0 when none is)."""
+
+
+def partial_size(dims, products, parts):
+    """Elements of :class:`Workspace`'s ``partial`` for ``products`` (train_epoch's array):
+    (parts - 1) times the biggest weight whose gradient is BLAS_ROWS, else 0."""
+    sizes = [
+        int(n_in) * int(n_out)
+        for l, (n_in, n_out) in enumerate(np.asarray(dims))
+        if (np.asarray(products)[:, l, 0] == BLAS_ROWS).any()
+    ]
+    return max(parts - 1, 0) * max(sizes, default=0)
 
 
 PREFETCH_ROWS = 4  # how far ahead _gather_rows asks for rows (2, 4 and 8 measured alike)
@@ -140,23 +154,25 @@ def gather(X, y, order, start, xb, yb, parts):
 
 
 @numba.njit(parallel=True, **OPTIONS)
-def weight_grad(d, a, dw_t, db, squares, parts, impl):
+def weight_grad(d, a, dw_t, db, squares, parts, impl, partial):
     """dw_t = d.T @ a (the transposed weight gradient), db = sum over rows of d; adds the sum
     of squares of each part's gradient rows to squares[part] while they are in cache (for the
     overflow check: one thread summing rows the other wrote measured ~10 us per iteration).
-    ``impl``: the product's implementation (jit_gemm.tn_product)."""
+    ``impl``: the product's implementation (jit_gemm.tn_product, jit_gemm.weight_grad_t);
+    ``partial``: BLAS_ROWS's scratch (see jit_gemm.weight_grad_t)."""
     n_out = d.shape[1]
     parts = effective_parts(parts, 2 * d.shape[0] * n_out * a.shape[1])
     if parts == 1:
-        tn_product(d, a, dw_t, 0, n_out, impl)
+        weight_grad_t(d, a, dw_t, 1, impl, partial)
         column_sums(d, db, 0, n_out)
         squares[0] += _squares(dw_t, db, 0, n_out)
         return
-    if impl == BLAS and narrow(n_out):
-        # one block of output rows (the classifier's 10) would run on one thread: the BLAS
-        # calls split the input columns instead; the sums of squares are then added part by
-        # part in the order of the row split, as grad_squares adds them
-        weight_grad_t(d, a, dw_t, parts, impl)
+    if impl == BLAS_ROWS or (impl == BLAS and narrow(n_out)):
+        # BLAS_ROWS: the threads split the batch, not the output rows. A narrow BLAS product:
+        # one block of output rows (the classifier's 10) would run on one thread, so the BLAS
+        # calls split the input columns instead. Either way the sums of squares are then added
+        # part by part in the order of the row split, as grad_squares adds them
+        weight_grad_t(d, a, dw_t, parts, impl, partial)
         column_sums(d, db, 0, n_out)
         for part in range(parts):
             lo, hi = split(n_out, parts, part)
@@ -230,14 +246,14 @@ def train_epoch(data, net, update, work, first, n_iterations, parts, products):
     are the named tuples :class:`Data`, :class:`Network`, :class:`Update` and
     :class:`Workspace`. The update is :func:`minigd.kernels.jit_optim.fused_step`.
     ``products`` (2, L, 3) int64: the products' implementations (codes.PRODUCT_OWN /
-    PRODUCT_BLAS) of layer l, [0] for full batches and [1] for a shorter last one, [..., 0] the
-    weight gradient, [..., 1] the input gradient and [..., 2] the forward product
-    (minigd.kernels.autotune.epoch_products).
+    PRODUCT_BLAS / PRODUCT_BLAS_ROWS) of layer l, [0] for full batches and [1] for a shorter
+    last one, [..., 0] the weight gradient, [..., 1] the input gradient and [..., 2] the
+    forward product (minigd.kernels.autotune.epoch_products).
     """
     X, y, order, batch_size = data
     values, grads, dims, w_offsets, b_offsets, acts = net
     kind, hyper, state1, state2, state3, step0, lrs, max_norm, momenta, momentum_index = update
-    xbuf, ybuf, abuf, a_offsets, dbuf, losses, norms = work
+    xbuf, ybuf, abuf, a_offsets, dbuf, losses, norms, partial = work
     n_layers = dims.shape[0]
     N = order.shape[0]
     squares = np.zeros(max(parts, 1), dtype=values.dtype)
@@ -289,6 +305,7 @@ def train_epoch(data, net, update, work, first, n_iterations, parts, products):
                 squares,
                 parts,
                 products[short, l, 0],
+                partial,
             )
             if l > 0:
                 below = _matrix(dbuf, half if (n_layers - 1 - l) % 2 == 0 else 0, n, n_in)

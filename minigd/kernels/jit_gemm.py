@@ -50,6 +50,7 @@ from .codes import ACT_RELU as RELU
 from .codes import ACT_SIGMOID as SIGMOID
 from .codes import ACT_TANH as TANH
 from .codes import PRODUCT_BLAS as BLAS  # the product codes minigd.kernels.autotune chooses
+from .codes import PRODUCT_BLAS_ROWS as BLAS_ROWS
 from .codes import PRODUCT_OWN as OWN
 from .jit_config import FAST_OPTIONS, MIN_PARALLEL_FLOPS, OPTIONS
 
@@ -390,15 +391,20 @@ def dense_act_forward(x, w_t, b, act, out, parts, pad_a, pad_out, impl=OWN):
     :func:`nt_columns`). ``impl`` OWN (default): :func:`nt_columns`, bias and activation
     applied as each element is stored, a row's bits independent of its batch-mates; BLAS: one
     BLAS call per thread on its columns, then bias and activation (:func:`nt_product`; training
-    only, where the autotuner chose it)."""
+    only, where the autotuner chose it); BLAS_ROWS: the same, each thread on its share of the
+    rows (always the case for a :func:`narrow` output)."""
     n_out = w_t.shape[0]
+    rows = narrow(n_out)
+    if impl == BLAS_ROWS:  # the same BLAS calls, on a share of the rows each
+        impl = BLAS
+        rows = True
     if x.shape[0] % 4 and impl != BLAS:
         pad_rows(x, pad_a)
     parts = effective_parts(parts, 2 * x.shape[0] * x.shape[1] * n_out)
     if parts == 1:
         nt_product(x, w_t, out, 0, n_out, b, act, pad_a, pad_out, impl)
         return
-    if narrow(n_out):
+    if rows:
         # one column block (the classifier's 10 outputs) would leave all but one thread idle:
         # split the rows instead, at multiples of ALIGN rows, so only the last part has the
         # M % 4 tail (in pad_a); each row goes through the same code either way
@@ -687,8 +693,9 @@ if BLAS_AVAILABLE:
 
     @numba.njit(**FAST_OPTIONS)
     def tn_product(p, q, out, lo, hi, impl):
-        """out[lo:hi] = p[:, lo:hi].T @ q: :func:`tn_rows` (impl OWN) or one BLAS call (BLAS)."""
-        if impl == BLAS:
+        """out[lo:hi] = p[:, lo:hi].T @ q: :func:`tn_rows` (impl OWN) or one BLAS call (any
+        other: the caller has split the work)."""
+        if impl != OWN:
             blas_matmul(p[:, lo:hi].T, q, out[lo:hi])
         else:
             tn_rows(p, q, out, lo, hi)
@@ -748,7 +755,7 @@ if BLAS_AVAILABLE:
     def nt_product(x, w_t, out, lo, hi, b, act, pad_a, pad_out, impl):
         """out[:, lo:hi] = f(x @ w_t[lo:hi].T + b[lo:hi]): :func:`nt_columns` (impl OWN) or
         one BLAS call and :func:`bias_activation` (BLAS)."""
-        if impl == BLAS:
+        if impl != OWN:
             blas_matmul(x, w_t[lo:hi].T, out[:, lo:hi])
             bias_activation(out, b, act, lo, hi)
         else:
@@ -778,13 +785,34 @@ def input_grad(d, w_t, a_prev, act_prev, d_prev, parts, impl=OWN):
 
 
 @numba.njit(parallel=True, **OPTIONS)
-def weight_grad_t(d, a, dw_t, parts, impl):
+def weight_grad_t(d, a, dw_t, parts, impl, partial):
     """dw_t = d.T @ a (a dense layer's transposed weight gradient, (out, in)), its rows split
-    into ``parts`` as the whole-epoch kernel splits them; ``impl`` OWN or BLAS."""
+    into ``parts`` as the whole-epoch kernel splits them; ``impl`` OWN or BLAS. BLAS_ROWS splits
+    the summed dimension (the batch rows) instead: each thread sums its rows with one BLAS call,
+    the first into ``dw_t``, thread p into ``partial[(p - 1) * size:][:size]`` (``partial``: a
+    flat scratch of at least (parts - 1) * out * in elements, unused by OWN and BLAS), then the
+    partial sums are added to ``dw_t`` in thread order (its rows split between the threads)."""
     n_out = d.shape[1]
     parts = effective_parts(parts, 2 * d.shape[0] * n_out * a.shape[1])
     if parts == 1:
-        tn_product(d, a, dw_t, 0, n_out, impl)
+        tn_product(d, a, dw_t, 0, n_out, BLAS if impl == BLAS_ROWS else impl)
+        return
+    if impl == BLAS_ROWS:
+        size = n_out * a.shape[1]
+        if partial.shape[0] < (parts - 1) * size:
+            raise ValueError("weight_grad_t: partial holds fewer than (parts - 1) * out * in")
+        for part in numba.prange(parts):
+            lo, hi = split(d.shape[0], parts, part)
+            if part == 0:
+                sum_rows(d, a, dw_t, lo, hi)
+            else:
+                start = (part - 1) * size
+                sum_rows(d, a, partial[start : start + size].reshape(dw_t.shape), lo, hi)
+        for part in numba.prange(parts):
+            lo, hi = split(n_out, parts, part)
+            for p in range(1, parts):
+                start = (p - 1) * size
+                add_rows(dw_t, partial[start : start + size].reshape(dw_t.shape), lo, hi)
         return
     if impl == BLAS and narrow(n_out):
         for part in numba.prange(parts):  # jit_epoch.weight_grad calls this for a narrow one
@@ -794,3 +822,21 @@ def weight_grad_t(d, a, dw_t, parts, impl):
     for part in numba.prange(parts):
         lo, hi = split(n_out, parts, part)
         tn_product(d, a, dw_t, lo, hi, impl)
+
+
+@numba.njit(**OPTIONS)
+def sum_rows(d, a, out, lo, hi):
+    """out = d[lo:hi].T @ a[lo:hi] (one thread's share of the batch; zero for no rows)."""
+    if hi <= lo:
+        out[:, :] = 0
+    else:
+        blas_matmul(d[lo:hi].T, a[lo:hi], out)
+
+
+@numba.njit(**OPTIONS)
+def add_rows(out, partial, lo, hi):
+    """out[lo:hi] += partial[lo:hi], row by row (contiguous: vectorised)."""
+    for r in range(lo, hi):
+        row, more = out[r], partial[r]
+        for k in range(row.shape[0]):
+            row[k] += more[k]
