@@ -1,10 +1,11 @@
-"""A/B of the matrix-product implementations (own loops vs SciPy's BLAS), interleaved.
+"""A/B of the matrix-product implementations (own loops, BLAS split by output, BLAS split by
+batch rows), interleaved.
 
 For each batch size, one fused training epoch per implementation in turn (``MINIGD_PRODUCTS``
-forced to ``own``, then ``blas``, then the autotuned choice), repeated ``--repeats`` times in
-one process, medians reported: interleaving spreads any background load over all candidates.
-Also the backward products alone (weight and input gradient of the first layers), best of
-interleaved rounds, in GFLOP/s.
+forced to ``own``, then ``blas``, then ``blas_rows``, then the autotuned choice), repeated
+``--repeats`` times in one process, medians reported: interleaving spreads any background load
+over all candidates. Also each training product alone (forward, weight and input gradient of
+every layer), best of interleaved rounds, in GFLOP/s.
 
     python benchmarks/products.py                      # this CPU's ISA
     NUMBA_CPU_NAME=haswell OPENBLAS_CORETYPE=Haswell python benchmarks/products.py   # AVX2
@@ -26,7 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from epoch import MAIN_SHAPE, minigd_epochs, parse_shape, synthetic  # noqa: E402
 
-IMPLS = ("own", "blas", "auto")
+IMPLS = ("own", "blas", "blas_rows", "auto")
 
 
 def epochs_ab(X, y, batch, optimizer, shape, repeats):
@@ -58,23 +59,25 @@ def epochs_ab(X, y, batch, optimizer, shape, repeats):
 
 
 def products_ab(shape, batch, rounds=7):
-    """GFLOP/s of each implementation on each backward product of the model, best of rounds."""
+    """GFLOP/s of each implementation on each product of the model in training (forward,
+    weight and input gradient), best of rounds; blas_rows where the product has it."""
     from minigd.kernels import autotune, jit_gemm
     from minigd.kernels.jit_config import parallel_parts
 
     sizes, _ = parse_shape(shape)
     parts, rows = parallel_parts(), []
     for l, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        for product in ("weight_grad",) + (("input_grad",) if l > 0 else ()):
-            run = autotune._operands(product, batch, n_in, n_out, np.float32)
+        for product in ("forward", "weight_grad") + (("input_grad",) if l > 0 else ()):
+            run = autotune._operands(product, batch, n_in, n_out, np.float32, parts)
+            names = autotune.product_candidates(product)
             flops = 2 * batch * n_in * n_out
             best = {}
             with autotune.blas_threads_limited([jit_gemm.BLAS]):
-                for impl in range(2):
+                for impl in range(len(names)):
                     run(impl, parts)
                 reps = max(1, int(2e7 // flops))
                 for _ in range(rounds):
-                    for impl, name in enumerate(autotune.CANDIDATES):
+                    for impl, name in enumerate(names):
                         started = time.perf_counter()
                         for _ in range(reps):
                             run(impl, parts)
@@ -120,25 +123,32 @@ def main(argv=None):
         f"{autotune.cpu_model()}, {isa}: seconds per epoch ({args.rows:,} rows, "
         f"{args.optimizer}), median of {args.repeats}, interleaved"
     )
-    print("| shape | batch | own | blas | auto | auto chose |\n|---|---|---|---|---|---|")
+    print(
+        "| shape | batch | own | blas | blas_rows | auto | auto chose |"
+        "\n|---|---|---|---|---|---|---|"
+    )
     for shape in args.shapes.split(","):
         for batch in map(int, args.batches.split(",")):
             medians = epochs_ab(X, y, batch, args.optimizer, shape, args.repeats)
             from epoch import chosen_products
 
-            chose = chosen_products(shape, args.rows, batch)
+            chose = chosen_products(shape, args.rows, batch, args.optimizer)
             results["epochs"].append({"shape": shape, "batch": batch, "chose": chose, **medians})
             print(
                 f"| {shape} | {batch} | {medians['own']:.3f} | {medians['blas']:.3f} | "
-                f"{medians['auto']:.3f} | {chose} |",
+                f"{medians['blas_rows']:.3f} | {medians['auto']:.3f} | {chose} |",
                 flush=True,
             )
             results["products"] += products_ab(shape, batch)
-    print("\n| product | layer | batch | own GFLOP/s | blas GFLOP/s |\n|---|---|---|---|---|")
+    print(
+        "\n| product | layer | batch | own GFLOP/s | blas GFLOP/s | blas_rows GFLOP/s |"
+        "\n|---|---|---|---|---|---|"
+    )
     for r in results["products"]:
+        rows_rate = r.get("blas_rows_gflops")
         print(
             f"| {r['product']} | {r['layer']} | {r['batch']} | {r['own_gflops']:.0f} | "
-            f"{r['blas_gflops']:.0f} |"
+            f"{r['blas_gflops']:.0f} | {'-' if rows_rate is None else f'{rows_rate:.0f}'} |"
         )
     save_results(results, args.out, "products-" + isa.replace("/", "-"))
     return 0
