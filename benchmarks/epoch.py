@@ -18,7 +18,8 @@ number of threads:
 
 The JSON records the CPU model, its vector ISA (AVX2, AVX-512, NEON) and, per row, the
 matrix-product implementation minigd chose (minigd.kernels.autotune). ``--compare-products``
-also times minigd with each implementation forced (``MINIGD_PRODUCTS=own`` / ``blas``).
+also times minigd with each implementation forced (``MINIGD_PRODUCTS=own`` / ``blas`` /
+``blas_rows``).
 Run once more with ``NUMBA_CPU_NAME=haswell OPENBLAS_CORETYPE=Haswell`` on an AVX-512
 machine to measure the AVX2 code paths; the peers then run capped at AVX2 as well
 (``ATEN_CPU_CAPABILITY``, ``MKL_ENABLE_INSTRUCTIONS``, ``ONEDNN_MAX_CPU_ISA``, XLA's
@@ -605,13 +606,13 @@ def table(results):
     compared = [r for r in results["rows"] if r.get("minigd_own") is not None]
     if compared:
         lines.append("\nA/B, products forced (MINIGD_PRODUCTS), seconds per epoch (median)")
-        lines.append("| shape | optimizer | batch | own | blas | auto (chosen) |")
-        lines.append("|---|---|---|---|---|---|")
+        lines.append("| shape | optimizer | batch | own | blas | blas_rows | auto (chosen) |")
+        lines.append("|---|---|---|---|---|---|---|")
         for r in compared:
             lines.append(
                 f"| {r['shape']} | {r['optimizer']} | {r['batch']} | "
                 f"{fmt(r['minigd_own'])} | {fmt(r['minigd_blas'])} | "
-                f"{fmt(r['minigd'])} ({r['products']}) |"
+                f"{fmt(r.get('minigd_blas_rows'))} | {fmt(r['minigd'])} ({r['products']}) |"
             )
     return "\n".join(lines)
 
@@ -745,7 +746,7 @@ def main(argv=None):
             )
         )
         if args.compare_products:
-            for impl in ("own", "blas"):
+            for impl in ("own", "blas", "blas_rows"):
                 row[f"minigd_{impl}"] = statistics.median(
                     minigd_epochs(
                         X, y, batch, opt, "numba", args.repeats, shape=shape, products=impl
