@@ -125,6 +125,48 @@ def test_each_blas_library_computes_the_products(library):
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
 
 
+_NO_BLAS = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+
+    class Block:  # no SciPy: with MINIGD_BLAS=none nothing is left to call
+        def find_spec(self, name, path=None, target=None):
+            if name == "scipy" or name.startswith("scipy."):
+                raise ModuleNotFoundError(name)
+            return None
+
+    sys.meta_path.insert(0, Block())
+    from minigd.kernels import jit_epoch, jit_gemm as g
+
+    assert not g.BLAS_AVAILABLE
+    rng = np.random.default_rng(0)
+    d, a = rng.standard_normal((100, 64)), rng.standard_normal((100, 200))
+    for impl in (g.OWN, g.BLAS_ROWS):
+        for parts in (1, 2):
+            dw = np.full((64, 200), np.nan)
+            g.weight_grad_t(d, a, dw, parts, impl, np.empty(64 * 200))
+            np.testing.assert_allclose(dw, d.T @ a, rtol=1e-12, atol=1e-11)
+            db, squares = np.empty(64), np.zeros(2)
+            jit_epoch.weight_grad(d, a, dw, db, squares, parts, impl, np.empty(64 * 200))
+            np.testing.assert_allclose(dw, d.T @ a, rtol=1e-12, atol=1e-11)
+            np.testing.assert_allclose(db, d.sum(0), rtol=1e-12)
+    print("ok")
+    """
+)
+
+
+def test_kernels_compile_and_compute_without_any_blas(tmp_path):
+    """With no BLAS to call (MINIGD_BLAS=none, no SciPy), nothing may reference BLAS in the
+    compiled code: the batch-split weight gradient (never chosen then) compiled a BLAS call and
+    failed to compile, which broke every fit, until it got a plain-loop version."""
+    env = dict(os.environ, MINIGD_BLAS="none", MINIGD_CACHE_DIR=str(tmp_path))
+    done = subprocess.run(
+        [sys.executable, "-c", _NO_BLAS], env=env, capture_output=True, text=True, timeout=900
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
+
+
 @pytest.mark.parametrize("impl", ALL_IMPLS)
 @pytest.mark.parametrize("parts", [1, 2])
 @pytest.mark.parametrize("rows,n_in,n_out", SHAPES)

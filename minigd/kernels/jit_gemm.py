@@ -824,13 +824,25 @@ def weight_grad_t(d, a, dw_t, parts, impl, partial):
         tn_product(d, a, dw_t, lo, hi, impl)
 
 
-@numba.njit(**OPTIONS)
-def sum_rows(d, a, out, lo, hi):
-    """out = d[lo:hi].T @ a[lo:hi] (one thread's share of the batch; zero for no rows)."""
-    if hi <= lo:
+if BLAS_AVAILABLE:
+
+    @numba.njit(**OPTIONS)
+    def sum_rows(d, a, out, lo, hi):
+        """out = d[lo:hi].T @ a[lo:hi] (one thread's share of the batch; zero for no rows)."""
+        if hi <= lo:
+            out[:, :] = 0
+        else:
+            blas_matmul(d[lo:hi].T, a[lo:hi], out)
+else:  # no BLAS to call (BLAS_ROWS is then never chosen): plain loops, and no BLAS compiled in
+
+    @numba.njit(**OPTIONS)
+    def sum_rows(d, a, out, lo, hi):
+        """out = d[lo:hi].T @ a[lo:hi] in plain loops (BLAS is not available)."""
         out[:, :] = 0
-    else:
-        blas_matmul(d[lo:hi].T, a[lo:hi], out)
+        for s in range(lo, hi):
+            for r in range(out.shape[0]):
+                for l in range(out.shape[1]):
+                    out[r, l] += d[s, r] * a[s, l]
 
 
 @numba.njit(**OPTIONS)
