@@ -265,28 +265,42 @@ def test_dense_backward_matches_reference(monkeypatch, choice, rows, n_in, n_out
         np.testing.assert_allclose(g, r, rtol=1e-12, atol=1e-11)
 
 
+def fit_both_paths(monkeypatch, opt, build, X, y, batch_size, sgd_lr):
+    """Two epochs of ``build()`` on (X, y), fused and per-iteration: [(parameter values,
+    history)] for each path."""
+    runs = []
+    for fused_path in (True, False):
+        model = build()
+        optimizer = (
+            mg.SGD(model.parameters(), lr=sgd_lr, momentum=0.9)
+            if opt == "sgd"
+            else mg.Adam(model.parameters(), lr=1e-2)
+        )
+        monkeypatch.setattr(fused, "ENABLED", fused_path)
+        history = mg.fit(
+            model, X, y, optimizer=optimizer, epochs=2, batch_size=batch_size, seed=0, verbose=0
+        )
+        runs.append(([np.array(p.value, copy=True) for p in model.parameters()], history))
+    return runs
+
+
 def train_both_paths(monkeypatch, opt, seed, activations):
     """Two epochs of a 30-24-16-5 network (203 rows, batch 16: a short last batch of 11),
     fused and per-iteration: [(parameter values, history)] for each path."""
     rng = np.random.default_rng(seed)
     X, y = rng.random((203, 30), dtype=np.float32), rng.integers(0, 5, 203)
     first, second = activations
-    runs = []
-    for fused_path in (True, False):
-        model = mg.Sequential(
+    return fit_both_paths(
+        monkeypatch,
+        opt,
+        lambda: mg.Sequential(
             mg.Dense(30, 24), first(), mg.Dense(24, 16), second(), mg.Dense(16, 5), seed=0
-        )
-        optimizer = (
-            mg.SGD(model.parameters(), lr=0.05, momentum=0.9)
-            if opt == "sgd"
-            else mg.Adam(model.parameters(), lr=1e-2)
-        )
-        monkeypatch.setattr(fused, "ENABLED", fused_path)
-        history = mg.fit(
-            model, X, y, optimizer=optimizer, epochs=2, batch_size=16, seed=0, verbose=0
-        )
-        runs.append(([np.array(p.value, copy=True) for p in model.parameters()], history))
-    return runs
+        ),
+        X,
+        y,
+        16,
+        0.05,
+    )
 
 
 @pytest.mark.parametrize("choice", CHOICES)
@@ -308,21 +322,17 @@ def test_batch_split_products_agree_bit_for_bit_between_the_paths(monkeypatch, o
     monkeypatch.setenv(autotune.ENV, "blas_rows")
     rng = np.random.default_rng(8)
     X, y = rng.random((340, 200), dtype=np.float32), rng.integers(0, 10, 340)
-    runs = []
-    for fused_path in (True, False):
-        model = mg.Sequential(mg.Dense(200, 64), mg.ReLU(), mg.Dense(64, 10), seed=2)
-        optimizer = (
-            mg.SGD(model.parameters(), lr=0.1, momentum=0.9)
-            if opt == "sgd"
-            else mg.Adam(model.parameters(), lr=1e-2)
-        )
-        monkeypatch.setattr(fused, "ENABLED", fused_path)
-        history = mg.fit(
-            model, X, y, optimizer=optimizer, epochs=2, batch_size=96, seed=0, verbose=0
-        )
-        runs.append((model.flat_values.copy(), history))
-    (fused_values, fused_history), (loop_values, loop_history) = runs
-    np.testing.assert_array_equal(fused_values, loop_values)
+    (fused_values, fused_history), (loop_values, loop_history) = fit_both_paths(
+        monkeypatch,
+        opt,
+        lambda: mg.Sequential(mg.Dense(200, 64), mg.ReLU(), mg.Dense(64, 10), seed=2),
+        X,
+        y,
+        96,
+        0.1,
+    )
+    for a, b in zip(fused_values, loop_values):
+        np.testing.assert_array_equal(a, b)
     assert fused_history.iterations["loss"] == loop_history.iterations["loss"]
     assert fused_history.iterations["grad_norm"] == loop_history.iterations["grad_norm"]
     products = autotune.epoch_products(

@@ -163,7 +163,7 @@ def weight_grad(d, a, dw_t, db, squares, parts, impl, partial):
     n_out = d.shape[1]
     parts = effective_parts(parts, 2 * d.shape[0] * n_out * a.shape[1])
     if parts == 1:
-        weight_grad_t(d, a, dw_t, 1, impl, partial)
+        tn_product(d, a, dw_t, 0, n_out, impl)  # any BLAS code: one call
         column_sums(d, db, 0, n_out)
         squares[0] += _squares(dw_t, db, 0, n_out)
         return

@@ -394,17 +394,14 @@ def dense_act_forward(x, w_t, b, act, out, parts, pad_a, pad_out, impl=OWN):
     only, where the autotuner chose it); BLAS_ROWS: the same, each thread on its share of the
     rows (always the case for a :func:`narrow` output)."""
     n_out = w_t.shape[0]
-    rows = narrow(n_out)
-    if impl == BLAS_ROWS:  # the same BLAS calls, on a share of the rows each
-        impl = BLAS
-        rows = True
-    if x.shape[0] % 4 and impl != BLAS:
+    if x.shape[0] % 4 and impl == OWN:
         pad_rows(x, pad_a)
     parts = effective_parts(parts, 2 * x.shape[0] * x.shape[1] * n_out)
     if parts == 1:
         nt_product(x, w_t, out, 0, n_out, b, act, pad_a, pad_out, impl)
         return
-    if rows:
+    if impl == BLAS_ROWS or narrow(n_out):
+        # BLAS_ROWS: nt_product's BLAS call on a share of the rows each. Otherwise
         # one column block (the classifier's 10 outputs) would leave all but one thread idle:
         # split the rows instead, at multiples of ALIGN rows, so only the last part has the
         # M % 4 tail (in pad_a); each row goes through the same code either way
@@ -795,7 +792,7 @@ def weight_grad_t(d, a, dw_t, parts, impl, partial):
     n_out = d.shape[1]
     parts = effective_parts(parts, 2 * d.shape[0] * n_out * a.shape[1])
     if parts == 1:
-        tn_product(d, a, dw_t, 0, n_out, BLAS if impl == BLAS_ROWS else impl)
+        tn_product(d, a, dw_t, 0, n_out, impl)  # any BLAS code: one call
         return
     if impl == BLAS_ROWS:
         size = n_out * a.shape[1]
