@@ -94,3 +94,54 @@ def test_epoch_modes_benchmark_runs(tmp_path):
     assert all(row[mode] > 0 for mode in modes)
     assert row["split_over_own_forward"] == row["split"] / row["split-own-forward"]
     assert results["machine"]["vector_isa"] and "chose" in stdout and "own forward" in stdout
+
+
+def test_layouts_benchmark_runs(tmp_path):
+    stdout = run_script("layouts.py", tmp_path)
+    (path,) = tmp_path.glob("layouts-*.json")
+    results = json.loads(path.read_text())
+    (row,) = results["rows"]
+    assert row["layer"] == [64, 32] and row["batch"] == 16
+    assert len(row["gflops"]) == 10 and all(v > 0 for v in row["gflops"].values())
+    summary = row["summary"]  # not a first layer: the input gradient counts
+    assert summary["products"] == ["forward", "weight_grad", "input_grad"]
+    assert summary["natural_over_kernel"] == summary["natural_us"] / summary["kernel_us"]
+    assert results["machine"]["vector_isa"] and "natural" in stdout
+
+
+def test_epoch_rounds_combine_cell_by_cell():
+    """--rounds: each column the median over the rounds, each ratio the median of the rounds'
+    own ratios (a round without a peer's time is left out of that ratio), the floor share at
+    the best peak."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import epoch
+
+    config = (epoch.MAIN_SHAPE, "sgd", 64)
+
+    def cells(minigd, torch, numpy_backend, peak):
+        cell = dict.fromkeys(epoch.ROUND_KEYS)
+        cell.update(minigd=minigd, torch=torch, numpy_backend=numpy_backend, peak_gflops=peak)
+        return {config: cell}
+
+    rounds = [
+        (cells(1.0, 2.0, 3.0, 100.0), {"peak_gflops": 100.0}),
+        (cells(3.0, 2.0, 3.0, 50.0), {"peak_gflops": 200.0}),
+        (cells(2.0, None, 8.0, 300.0), {"peak_gflops": 150.0}),
+    ]
+
+    class Args:
+        rows = 1000
+
+    row = epoch.combine_rounds(Args, config, "own", rounds, {"best_gflops": 300.0})
+    assert row["minigd"] == 2.0 and row["torch"] == 2.0 and row["jax"] is None
+    assert row["ratio_to_torch"] == 1.0  # median of 0.5 and 1.5; round 3 has no PyTorch time
+    assert row["ratio_to_jax"] is None
+    assert row["numpy_over_numba"] == 3.0  # median of 3, 1, 4
+    flops = epoch.flops_per_epoch(1000)
+    # each round's share at the peak measured next to its epoch: flops / 100e9 / 1.0,
+    # / 50e9 / 3.0 and / 300e9 / 2.0, the median the middle one; the best peak's share aside
+    assert row["fraction_of_peak"] == flops / 50e9 / 3.0
+    assert row["fraction_of_best_peak"] == flops / 300e9 / 2.0
+    assert row["rounds"]["minigd"] == [1.0, 3.0, 2.0]
+    one = epoch.combine_rounds(Args, config, "own", rounds[:1], {"best_gflops": 100.0})
+    assert "rounds" not in one and one["ratio_to_torch"] == 0.5
