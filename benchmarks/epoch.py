@@ -687,11 +687,12 @@ ROUND_KEYS = (
 def measure_round(args, X, y, configs, products):
     """Every cell of the table once: ({config: {column: seconds or None}}, sgemm peak, notes).
 
-    Order: minigd's Numba runs first, then the sgemm peak, the NumPy backend and the BLAS
-    products floor (NumPy's BLAS in this process last: OpenBLAS's worker threads keep spinning
-    for a while after each call and would slow the Numba threads that run next; two thread
-    pools, two cores), then the peers in their subprocesses, so a next round's Numba runs
-    start after them, not after BLAS."""
+    Order: minigd's Numba runs first, each fused epoch measurement followed by an sgemm peak
+    and a pause; then the round's sgemm peak, the NumPy backend and the BLAS products floor
+    (NumPy's BLAS in this process last: OpenBLAS's worker threads keep spinning for a while
+    after each call and would slow the Numba threads that run next; two thread pools, two
+    cores), then the peers in their subprocesses, so a next round's Numba runs start after
+    them, not after BLAS."""
     cells = {}
     size = 512 if args.quick else 2048
     for shape, opt, batch in configs:
@@ -700,7 +701,7 @@ def measure_round(args, X, y, configs, products):
             minigd_epochs(X, y, batch, opt, "numba", args.repeats, shape=shape)
         )
         # the machine's peak right after this epoch, for its share of the FLOP floor: on a
-        # shared host the peak of another minute can be 1.5x higher or lower. Then a pause, so
+        # shared host the peak of another minute can be 2x higher or lower. Then a pause, so
         # that OpenBLAS's spinning threads are idle before the next Numba epoch
         cell["peak_gflops"] = sgemm_peak(args.threads, size, repeats=3)["peak_gflops"]
         time.sleep(0.5)
@@ -818,6 +819,8 @@ def main(argv=None):
     p.add_argument("--peer", choices=sorted(PEERS), help=argparse.SUPPRESS)
     p.add_argument("--configs", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.rounds < 1 or args.repeats < 1:
+        p.error("--rounds and --repeats take a whole number of at least 1")
     if args.threads is None:
         import numba
 

@@ -145,3 +145,13 @@ def test_epoch_rounds_combine_cell_by_cell():
     assert row["rounds"]["minigd"] == [1.0, 3.0, 2.0]
     one = epoch.combine_rounds(Args, config, "own", rounds[:1], {"best_gflops": 100.0})
     assert "rounds" not in one and one["ratio_to_torch"] == 0.5
+
+
+def test_epoch_benchmark_refuses_zero_rounds(capsys):
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import epoch
+
+    for flag in ("--rounds", "--repeats"):
+        with pytest.raises(SystemExit):
+            epoch.main([flag, "0"])
+        assert "at least 1" in capsys.readouterr().err
