@@ -155,3 +155,21 @@ def test_epoch_benchmark_refuses_zero_rounds(capsys):
         with pytest.raises(SystemExit):
             epoch.main([flag, "0"])
         assert "at least 1" in capsys.readouterr().err
+
+
+def test_iteration_benchmark_runs(tmp_path):
+    stdout = run_script("iteration.py", tmp_path)
+    (path,) = tmp_path.glob("iteration-*-b16.json")
+    results = json.loads(path.read_text())
+    assert set(results["impls"]) == {"own", "blas", "blas_rows"}
+    for times in results["impls"].values():
+        kernels = {k: v for k, v in times.items() if not k.startswith("iteration")}
+        assert len(kernels) == 9 and all(v > 0 for v in kernels.values())
+        assert times["iteration with sgd"] == sum(
+            v for k, v in kernels.items() if k != "adam update"
+        )
+        assert times["iteration with adam"] == sum(
+            v for k, v in kernels.items() if k != "sgd update"
+        )
+    assert len(results["adam_anatomy_us"]) == 2 and results["machine"]["vector_isa"]
+    assert "products' floor" in stdout
