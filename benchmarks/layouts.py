@@ -14,9 +14,11 @@ that a change of layout is decided by numbers from the machine at hand:
 
 Each product runs on 2 threads the two ways the fused epoch can split it (the output's
 columns or rows, or the batch rows with per-thread partial sums: ``blas`` and ``blas_rows``),
-BLAS single-threaded inside. Rounds are interleaved, medians reported in GFLOP/s. The summary
-adds, per storage, the time of each product at its best split: a layer's products per
-iteration (the first layer has no input gradient).
+BLAS single-threaded inside; the forward product also a third way no candidate of minigd's
+takes (``summed``: its summed dimension split, per-thread partial sums added in order).
+Rounds are interleaved, medians reported in GFLOP/s. The summary adds, per storage, the time
+of each product at its best split: a layer's products per iteration (the first layer has no
+input gradient).
 
     python benchmarks/layouts.py                  # this CPU's ISA
     NUMBA_CPU_NAME=haswell OPENBLAS_CORETYPE=Haswell python benchmarks/layouts.py   # AVX2
@@ -90,12 +92,17 @@ def cases(batch, n_in, n_out, parts, rng):
     g = aligned_empty((n_in, n_out), np.float32)
     part_t = aligned_empty((parts - 1, n_out, n_in), np.float32)
     part = aligned_empty((parts - 1, n_in, n_out), np.float32)
+    part_out = aligned_empty((parts - 1, batch, n_out), np.float32)
     d_prev = aligned_empty((batch, n_in), np.float32)
     return {
         ("forward", "kernel", "blas"): lambda: split_columns(x, w_t.T, out, parts),
         ("forward", "kernel", "blas_rows"): lambda: split_rows(x, w_t.T, out, parts),
         ("forward", "natural", "blas"): lambda: split_columns(x, w, out, parts),
         ("forward", "natural", "blas_rows"): lambda: split_rows(x, w, out, parts),
+        # not a candidate of minigd's: the forward product's summed dimension split, as
+        # blas_rows splits the weight gradient's
+        ("forward", "kernel", "summed"): lambda: split_summed(x, w_t.T, out, part_out, parts),
+        ("forward", "natural", "summed"): lambda: split_summed(x, w, out, part_out, parts),
         ("weight_grad", "kernel", "blas"): lambda: split_rows(d.T, x, g_t, parts),
         ("weight_grad", "kernel", "blas_rows"): lambda: split_summed(d.T, x, g_t, part_t, parts),
         ("weight_grad", "natural", "blas"): lambda: split_columns(x.T, d, g, parts),

@@ -102,7 +102,7 @@ def test_layouts_benchmark_runs(tmp_path):
     results = json.loads(path.read_text())
     (row,) = results["rows"]
     assert row["layer"] == [64, 32] and row["batch"] == 16
-    assert len(row["gflops"]) == 10 and all(v > 0 for v in row["gflops"].values())
+    assert len(row["gflops"]) == 12 and all(v > 0 for v in row["gflops"].values())
     summary = row["summary"]  # not a first layer: the input gradient counts
     assert summary["products"] == ["forward", "weight_grad", "input_grad"]
     assert summary["natural_over_kernel"] == summary["natural_us"] / summary["kernel_us"]
