@@ -183,8 +183,10 @@ def main():
     unknown = sorted(set(impls) - set(IMPLS))
     if unknown:
         parser.error(f"--impls: unknown {', '.join(unknown)}; expected some of {', '.join(IMPLS)}")
-    if args.batch < 1 or args.hidden < 1:
-        parser.error("--batch and --hidden take a whole number of at least 1")
+    if min(args.batch, args.hidden, args.threads, args.rows) < 1:
+        parser.error("--batch, --hidden, --threads and --rows take a whole number of at least 1")
+    if args.rows < args.batch:
+        parser.error(f"--rows ({args.rows}) must hold at least one batch ({args.batch})")
     numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
     if args.quick:
         args.batch, args.hidden = 16, 32

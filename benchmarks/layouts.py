@@ -158,6 +158,8 @@ def main():
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     parser.add_argument("--quick", action="store_true", help="one small layer, one round")
     args = parser.parse_args()
+    if args.rounds < 1 or args.threads < 2:
+        parser.error("--rounds takes at least 1 and --threads at least 2 (the splits need two)")
     if args.quick:
         args.batches, args.layers, args.rounds = "16", "64x32", 1
     rng = np.random.default_rng(0)
