@@ -22,13 +22,13 @@ Results go to ``iteration-<ISA>-b<batch>.json`` in ``benchmarks/results/``.
 import argparse
 import math
 import os
-import statistics
 import sys
-import time
 
 import numba
 import numpy as np
 from _results import save_results
+from epoch import sgemm_peak
+from kernels import per_call
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -40,18 +40,6 @@ from minigd.kernels.jit_gemm import aligned_empty  # noqa: E402
 IMPLS = {"own": codes.PRODUCT_OWN, "blas": codes.PRODUCT_BLAS, "blas_rows": codes.PRODUCT_BLAS_ROWS}
 ACTS = {"relu": codes.ACT_RELU, "tanh": codes.ACT_TANH}
 N_IN, N_OUT = 784, 10
-
-
-def per_call(f, calls, rounds=5):
-    """Median seconds per call of f() over ``rounds`` rounds of ``calls`` calls."""
-    f()
-    times = []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        for _ in range(calls):
-            f()
-        times.append((time.perf_counter() - started) / calls)
-    return statistics.median(times)
 
 
 @numba.njit(**OPTIONS)
@@ -68,7 +56,7 @@ def adam_without_divisions(param, grad, exp_avg, exp_avg_sq, step_size, c, eps, 
         param[i] = param[i] - step_size * m * (v * c + eps)
 
 
-def iteration(batch, hidden, act, impl, rows, threads, calls):
+def iteration(batch, hidden, act, impl, rows, threads, budget):
     """{kernel: microseconds per call} of one iteration with products on ``impl``."""
     rng = np.random.default_rng(0)
     f32 = np.float32
@@ -125,10 +113,10 @@ def iteration(batch, hidden, act, impl, rows, threads, calls):
         ),
     }
     with autotune.blas_threads_limited(np.array([code])):
-        return {name: per_call(f, calls) * 1e6 for name, f in kernels.items()}
+        return {name: per_call(f, budget) * 1e6 for name, f in kernels.items()}
 
 
-def adam_anatomy(n_params, calls):
+def adam_anatomy(n_params, budget):
     """Microseconds per call on one thread: minigd's Adam update and the same loop without
     its divisions and square root."""
     rng = np.random.default_rng(0)
@@ -144,26 +132,14 @@ def adam_anatomy(n_params, calls):
             lambda: jit_optim.fused_step(
                 jit_optim.ADAM, hyper, m, v, empty, 5, 1e-3, values, grads, 1
             ),
-            calls,
+            budget,
         )
         * 1e6,
         "the same loop without divisions and sqrt": per_call(
-            lambda: adam_without_divisions(values, grads, m, v, *args), calls
+            lambda: adam_without_divisions(values, grads, m, v, *args), budget
         )
         * 1e6,
     }
-
-
-def sgemm_peak(threads, size):
-    """GFLOP/s of NumPy's BLAS on a size^3 float32 product, the best of 5."""
-    from threadpoolctl import threadpool_limits
-
-    a = np.random.default_rng(0).random((size, size), dtype=np.float32)
-    out = np.empty_like(a)
-    with threadpool_limits(threads):
-        np.matmul(a, a, out=out)
-        best = min(per_call(lambda: np.matmul(a, a, out=out), 1, rounds=1) for _ in range(5))
-    return 2 * size**3 / best / 1e9
 
 
 def main():
@@ -190,9 +166,9 @@ def main():
     numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
     if args.quick:
         args.batch, args.hidden = 16, 32
-    calls = 3 if args.quick else max(20, 20_000 // args.batch)
+    budget = 0.005 if args.quick else 0.2  # seconds per timed round of each kernel
     rows = 2000 if args.quick else args.rows
-    peak = sgemm_peak(args.threads, 256 if args.quick else 2048)
+    peak = sgemm_peak(args.threads, 256 if args.quick else 2048)["peak_gflops"]
     # the products' FLOPs: both layers' forward and weight gradient, layer 2's input gradient
     flops = 2 * args.batch * (2 * (N_IN * args.hidden + args.hidden * N_OUT) + args.hidden * N_OUT)
     isa = autotune.vector_isa()
@@ -204,7 +180,7 @@ def main():
     results = {"impls": {}}
     for impl in impls:
         times = iteration(
-            args.batch, args.hidden, ACTS[args.activation], impl, rows, args.threads, calls
+            args.batch, args.hidden, ACTS[args.activation], impl, rows, args.threads, budget
         )
         kernels = dict(times)
         for optimizer in ("sgd", "adam"):
@@ -219,7 +195,7 @@ def main():
         for optimizer in ("sgd", "adam"):
             total = times[f"iteration with {optimizer}"]
             print(f"  {optimizer}: {100 * flops / peak / 1e3 / total:.0f}% of the products' floor")
-    anatomy = adam_anatomy(N_IN * args.hidden + args.hidden + args.hidden * N_OUT + N_OUT, calls)
+    anatomy = adam_anatomy(N_IN * args.hidden + args.hidden + args.hidden * N_OUT + N_OUT, budget)
     print()
     for name, us in anatomy.items():
         print(f"  {name:42s} {us:9.1f} us")

@@ -41,7 +41,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from minigd.kernels import autotune  # noqa: E402
 from minigd.kernels.jit_config import OPTIONS  # noqa: E402
-from minigd.kernels.jit_gemm import aligned_empty, blas_matmul, split  # noqa: E402
+from minigd.kernels.jit_gemm import add_rows, aligned_empty, blas_matmul, split  # noqa: E402
 
 N_IN = 784  # a layer with this many inputs is a network's first: it has no input gradient
 
@@ -72,9 +72,7 @@ def split_summed(a, b, out, partial, parts):
     for part in prange(parts):
         lo, hi = split(out.shape[0], parts, part)
         for p in range(parts - 1):
-            for r in range(lo, hi):
-                for c in range(out.shape[1]):
-                    out[r, c] += partial[p, r, c]
+            add_rows(out, partial[p], lo, hi)
 
 
 def cases(batch, n_in, n_out, parts, rng):
