@@ -118,15 +118,21 @@ def test_epoch_rounds_combine_cell_by_cell():
 
     config = (epoch.MAIN_SHAPE, "sgd", 64)
 
-    def cells(minigd, torch, numpy_backend, peak):
+    def cells(minigd, torch, numpy_backend, peak, blas_products):
         cell = dict.fromkeys(epoch.ROUND_KEYS)
-        cell.update(minigd=minigd, torch=torch, numpy_backend=numpy_backend, peak_gflops=peak)
+        cell.update(
+            minigd=minigd,
+            torch=torch,
+            numpy_backend=numpy_backend,
+            peak_gflops=peak,
+            blas_products_s=blas_products,
+        )
         return {config: cell}
 
     rounds = [
-        (cells(1.0, 2.0, 3.0, 100.0), {"peak_gflops": 100.0}),
-        (cells(3.0, 2.0, 3.0, 50.0), {"peak_gflops": 200.0}),
-        (cells(2.0, None, 8.0, 300.0), {"peak_gflops": 150.0}),
+        (cells(1.0, 2.0, 3.0, 100.0, 0.5), {"peak_gflops": 100.0}),
+        (cells(3.0, 2.0, 3.0, 50.0, 1.0), {"peak_gflops": 200.0}),
+        (cells(2.0, None, 8.0, 300.0, None), {"peak_gflops": 150.0}),
     ]
 
     class Args:
@@ -143,6 +149,12 @@ def test_epoch_rounds_combine_cell_by_cell():
     assert row["fraction_of_peak"] == flops / 50e9 / 3.0
     assert row["fraction_of_best_peak"] == flops / 300e9 / 2.0
     assert row["rounds"]["minigd"] == [1.0, 3.0, 2.0]
+    # BLAS alone on the products: each round's share at that round's own peak (flops / 100e9
+    # / 0.5 and / 200e9 / 1.0; round 3 has no BLAS time), the median of the two
+    assert row["blas_fraction_of_peak"] == pytest.approx(
+        (flops / 100e9 / 0.5 + flops / 200e9 / 1.0) / 2
+    )
+    assert row["share_of_blas_products"] == pytest.approx((0.5 + 1.0 / 3.0) / 2)
     one = epoch.combine_rounds(Args, config, "own", rounds[:1], {"best_gflops": 100.0})
     assert "rounds" not in one and one["ratio_to_torch"] == 0.5
 
