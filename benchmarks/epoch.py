@@ -776,9 +776,10 @@ def combine_rounds(args, config, products, rounds, peak):
     )
     row["fraction_of_best_peak"] = row["flops"] / (peak["best_gflops"] * 1e9) / row["minigd"]
     row["share_of_blas_products"] = ratio("blas_products_s", "minigd")
-    # the share of the floor NumPy's BLAS reaches on the epoch's products alone, at the peak
-    # measured in the same round just before them: the most any implementation that runs its
-    # products through this BLAS could reach
+    # the share of the floor NumPy's BLAS reaches on the epoch's products alone (each product
+    # one call on BLAS's own threads, nothing else), at the peak measured in the same round just
+    # before them: where BLAS itself stands on these shapes. Not a bound on minigd: at small
+    # batches its products split between its threads run faster than these whole calls
     row["blas_fraction_of_peak"] = _median_of(
         row["flops"] / (p["peak_gflops"] * 1e9) / c["blas_products_s"]
         if c["blas_products_s"] and p.get("peak_gflops")

@@ -5,7 +5,9 @@ For each batch size, one fused training epoch per implementation in turn (``MINI
 forced to ``own``, then ``blas``, then ``blas_rows``, then the autotuned choice), repeated
 ``--repeats`` times in one process, medians reported: interleaving spreads any background load
 over all candidates. Also each training product alone (forward, weight and input gradient of
-every layer), best of interleaved rounds, in GFLOP/s.
+every layer), best of interleaved rounds, in GFLOP/s; the forward product also with its summed
+dimension split between the threads (``summed``, no candidate of minigd's: per-thread partial
+sums added in order, then bias and ReLU, as the fused epoch would run it).
 
     python benchmarks/products.py                      # this CPU's ISA
     NUMBA_CPU_NAME=haswell OPENBLAS_CORETYPE=Haswell python benchmarks/products.py   # AVX2
@@ -58,9 +60,56 @@ def epochs_ab(X, y, batch, optimizer, shape, repeats):
     return {impl: statistics.median(s) for impl, s in seconds.items()}
 
 
+_forward_summed = None
+
+
+def forward_summed(x, w_t, b, act, out, partial, parts):
+    """out = f(x @ w_t.T + b) with the summed dimension (the inputs) split between ``parts``
+    threads: thread 0's BLAS call writes ``out``, thread p's ``partial[p - 1]`` (``partial``:
+    (parts - 1, rows, out) scratch), then the partial sums are added in thread order, bias and
+    activation applied, rows split. No candidate of minigd's: measured here against them."""
+    global _forward_summed
+    if _forward_summed is None:
+        import numba
+
+        from minigd.kernels import jit_gemm
+        from minigd.kernels.jit_config import OPTIONS
+
+        add_rows, bias_activation = jit_gemm.add_rows, jit_gemm.bias_activation
+        blas_matmul, split = jit_gemm.blas_matmul, jit_gemm.split
+
+        @numba.njit(parallel=True, **OPTIONS)
+        def run(x, w_t, b, act, out, partial, parts):
+            for part in numba.prange(parts):
+                lo, hi = split(x.shape[1], parts, part)
+                blas_matmul(x[:, lo:hi], w_t[:, lo:hi].T, out if part == 0 else partial[part - 1])
+            for part in numba.prange(parts):
+                lo, hi = split(out.shape[0], parts, part)
+                for p in range(parts - 1):
+                    add_rows(out, partial[p], lo, hi)
+                bias_activation(out[lo:hi], b, act, 0, out.shape[1])
+
+        _forward_summed = run
+    _forward_summed(x, w_t, b, act, out, partial, parts)
+
+
+def summed_operands(batch, n_in, n_out, parts, seed=0):
+    """(x, w_t, bias, out, partial) for :func:`forward_summed`, float32, 64-byte aligned."""
+    from minigd.kernels.jit_gemm import aligned_empty
+
+    rng = np.random.default_rng(seed)
+    x, w_t = aligned_empty((batch, n_in), np.float32), aligned_empty((n_out, n_in), np.float32)
+    x[...], w_t[...] = rng.random(x.shape), rng.standard_normal(w_t.shape)
+    bias = rng.standard_normal(n_out).astype(np.float32)
+    out = aligned_empty((batch, n_out), np.float32)
+    partial = aligned_empty((max(parts - 1, 0), batch, n_out), np.float32)
+    return x, w_t, bias, out, partial
+
+
 def products_ab(shape, batch, rounds=7):
     """GFLOP/s of each implementation on each product of the model in training (forward,
-    weight and input gradient), best of rounds; blas_rows where the product has it."""
+    weight and input gradient), best of rounds; blas_rows where the product has it. The
+    forward product also ``summed`` (:func:`forward_summed`, not a candidate), interleaved."""
     from minigd.kernels import autotune, jit_gemm
     from minigd.kernels.jit_config import parallel_parts
 
@@ -69,18 +118,25 @@ def products_ab(shape, batch, rounds=7):
     for l, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         for product in ("forward", "weight_grad") + (("input_grad",) if l > 0 else ()):
             run = autotune._operands(product, batch, n_in, n_out, np.float32, parts)
-            names = autotune.product_candidates(product)
+            names = list(autotune.product_candidates(product))
+            calls = [lambda impl=impl: run(impl, parts) for impl in range(len(names))]
+            if product == "forward" and parts > 1 and jit_gemm.BLAS_AVAILABLE:
+                x, w_t, bias, out, partial = summed_operands(batch, n_in, n_out, parts)
+                names.append("summed")
+                calls.append(
+                    lambda: forward_summed(x, w_t, bias, jit_gemm.RELU, out, partial, parts)
+                )
             flops = 2 * batch * n_in * n_out
             best = {}
             with autotune.blas_threads_limited([jit_gemm.BLAS]):
-                for impl in range(len(names)):
-                    run(impl, parts)
+                for call in calls:
+                    call()
                 reps = max(1, int(2e7 // flops))
                 for _ in range(rounds):
-                    for impl, name in enumerate(names):
+                    for call, name in zip(calls, names):
                         started = time.perf_counter()
                         for _ in range(reps):
-                            run(impl, parts)
+                            call()
                         rate = flops * reps / (time.perf_counter() - started) / 1e9
                         best[name] = max(best.get(name, 0), rate)
             rows.append(
@@ -141,14 +197,18 @@ def main(argv=None):
             )
             results["products"] += products_ab(shape, batch)
     print(
-        "\n| product | layer | batch | own GFLOP/s | blas GFLOP/s | blas_rows GFLOP/s |"
-        "\n|---|---|---|---|---|---|"
+        "\n| product | layer | batch | own GFLOP/s | blas GFLOP/s | blas_rows GFLOP/s | "
+        "summed split GFLOP/s (forward, no candidate) |\n|---|---|---|---|---|---|---|"
     )
+
+    def rate(value):
+        return "-" if value is None else f"{value:.0f}"
+
     for r in results["products"]:
-        rows_rate = r.get("blas_rows_gflops")
         print(
-            f"| {r['product']} | {r['layer']} | {r['batch']} | {r['own_gflops']:.0f} | "
-            f"{r['blas_gflops']:.0f} | {'-' if rows_rate is None else f'{rows_rate:.0f}'} |"
+            f"| {r['product']} | {r['layer']} | {r['batch']} | {rate(r.get('own_gflops'))} | "
+            f"{rate(r.get('blas_gflops'))} | {rate(r.get('blas_rows_gflops'))} | "
+            f"{rate(r.get('summed_gflops'))} |"
         )
     save_results(results, args.out, "products-" + isa.replace("/", "-"))
     return 0

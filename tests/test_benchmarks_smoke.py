@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -185,3 +186,31 @@ def test_iteration_benchmark_runs(tmp_path):
         )
     assert len(results["adam_anatomy_us"]) == 2 and results["machine"]["vector_isa"]
     assert "products' floor" in stdout
+
+
+def test_forward_summed_split_computes_the_forward_product():
+    """products.py's summed-split forward (timed against minigd's candidates) computes
+    f(x @ W.T + b): checked against NumPy in float64, odd sizes so the split is uneven."""
+    from minigd.kernels import jit_gemm
+
+    if not jit_gemm.BLAS_AVAILABLE:
+        pytest.skip("no BLAS the compiled code can call")
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import products
+
+    for parts in (2, 3):
+        x, w_t, bias, out, partial = products.summed_operands(37, 51, 33, parts, seed=parts)
+        products.forward_summed(x, w_t, bias, jit_gemm.RELU, out, partial, parts)
+        expected = np.maximum(x.astype(np.float64) @ w_t.T.astype(np.float64) + bias, 0.0)
+        np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-4)
+        assert (out == 0).any() and (out > 0).any()  # the ReLU cut some, kept others
+    from minigd.kernels.jit_config import parallel_parts
+
+    rows = products.products_ab("40-24-3:relu", 16, rounds=1)
+    forward = [r for r in rows if r["product"] == "forward"]
+    assert [r["layer"] for r in forward] == ["40x24", "24x3"]
+    for r in rows:
+        rates = [v for k, v in r.items() if k.endswith("_gflops")]
+        assert rates and all(v > 0 for v in rates)
+        # summed splits between threads: timed only where the products run on more than one
+        assert ("summed_gflops" in r) == (r["product"] == "forward" and parallel_parts() > 1)
