@@ -782,7 +782,7 @@ def combine_rounds(args, config, products, rounds, peak):
     # batches its products split between its threads run faster than these whole calls
     row["blas_fraction_of_peak"] = _median_of(
         row["flops"] / (p["peak_gflops"] * 1e9) / c["blas_products_s"]
-        if c["blas_products_s"] and p.get("peak_gflops")
+        if c["blas_products_s"]
         else None
         for c, (_, p) in zip(cells, rounds)
     )

@@ -65,28 +65,24 @@ _forward_summed = None
 
 def forward_summed(x, w_t, b, act, out, partial, parts):
     """out = f(x @ w_t.T + b) with the summed dimension (the inputs) split between ``parts``
-    threads: thread 0's BLAS call writes ``out``, thread p's ``partial[p - 1]`` (``partial``:
-    (parts - 1, rows, out) scratch), then the partial sums are added in thread order, bias and
-    activation applied, rows split. No candidate of minigd's: measured here against them."""
+    threads (``layouts.split_summed``: thread 0's BLAS call writes ``out``, thread p's
+    ``partial[p - 1]``, (parts - 1, rows, out) scratch, added in thread order), then bias and
+    activation, rows split. No candidate of minigd's: measured here against them."""
     global _forward_summed
     if _forward_summed is None:
         import numba
+        from layouts import split_summed
 
         from minigd.kernels import jit_gemm
         from minigd.kernels.jit_config import OPTIONS
 
-        add_rows, bias_activation = jit_gemm.add_rows, jit_gemm.bias_activation
-        blas_matmul, split = jit_gemm.blas_matmul, jit_gemm.split
+        bias_activation, split = jit_gemm.bias_activation, jit_gemm.split
 
         @numba.njit(parallel=True, **OPTIONS)
         def run(x, w_t, b, act, out, partial, parts):
-            for part in numba.prange(parts):
-                lo, hi = split(x.shape[1], parts, part)
-                blas_matmul(x[:, lo:hi], w_t[:, lo:hi].T, out if part == 0 else partial[part - 1])
+            split_summed(x, w_t.T, out, partial, parts)
             for part in numba.prange(parts):
                 lo, hi = split(out.shape[0], parts, part)
-                for p in range(parts - 1):
-                    add_rows(out, partial[p], lo, hi)
                 bias_activation(out[lo:hi], b, act, 0, out.shape[1])
 
         _forward_summed = run
